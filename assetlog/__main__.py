@@ -1,0 +1,3 @@
+from assetlog.cli import main
+
+raise SystemExit(main())

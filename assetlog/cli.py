@@ -1,0 +1,90 @@
+"""The `assetlog` command: one entry point, one subcommand group per stage.
+
+Each stage registers its own subcommands (`register(subparsers)`), so the CLI
+mirrors the data flow. Errors a user can cause print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from assetlog import __version__
+from assetlog.errors import AssetlogError
+
+
+def print_result(args: argparse.Namespace, data: Any, human: Callable[[], str] | str | None = None) -> None:
+    """Print `data` as JSON with --json, else the human rendering (or JSON if none)."""
+    if getattr(args, "json", False) or human is None:
+        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        return
+    text = human() if callable(human) else human
+    if text:
+        print(text)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from assetlog import demo
+    from assetlog.compose import cli as compose_cli
+    from assetlog.consumers import cli as consumers_cli
+    from assetlog.producer import cli as producer_cli
+    from assetlog.projections import cli as projections_cli
+
+    parser = argparse.ArgumentParser(
+        prog="assetlog",
+        description="Lineage for data workflows: events on Kafka, projections in PostgreSQL.",
+    )
+    parser.add_argument("--version", action="version", version=f"assetlog {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (demo, compose_cli, producer_cli, consumers_cli, projections_cli):
+        module.register(subparsers)
+    return parser
+
+
+def _user_facing(exc: BaseException) -> str | None:
+    """One-line text for infrastructure errors a user can fix, else None (a bug)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        psycopg = None  # type: ignore[assignment]
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot reach PostgreSQL ({first}); is ASSETLOG_POSTGRES_DSN right and the server up?"
+    if psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return f"PostgreSQL refused: {str(exc).strip().splitlines()[0]}"
+    if psycopg is not None and isinstance(exc, psycopg.errors.UndefinedTable):
+        return "the Assetlog tables do not exist in this database: run `assetlog db migrate` first"
+    from confluent_kafka import KafkaException
+
+    if isinstance(exc, KafkaException):
+        return f"Kafka error: {exc.args[0] if exc.args else exc}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except AssetlogError as exc:
+        print(f"assetlog: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("assetlog: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        message = _user_facing(exc)
+        if message is None:
+            raise
+        print(f"assetlog: {message}", file=sys.stderr)
+        return 1
+    return int(result or 0)

@@ -1,0 +1,106 @@
+"""`assetlog stack ...` and `assetlog topics create`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from assetlog.cli import add_json_flag, print_result
+from assetlog.compose.stack import LocalStack, shell_exports
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    stack = subparsers.add_parser("stack", help="run a local Kafka + PostgreSQL stack")
+    actions = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+
+    up = actions.add_parser("up", help="start the local broker and database (idempotent)")
+    up.add_argument("--partitions", type=int, default=3, help="partitions of the event topics it creates")
+    add_json_flag(up)
+    up.set_defaults(handler=_up)
+
+    down = actions.add_parser("down", help="stop what `stack up` started")
+    down.add_argument("--purge", action="store_true", help="also delete the stack's data, ports and logs")
+    add_json_flag(down)
+    down.set_defaults(handler=_down)
+
+    status = actions.add_parser("status", help="report the broker and the database")
+    add_json_flag(status)
+    status.set_defaults(handler=_status)
+
+    env = actions.add_parser("env", help='print the variables for `eval "$(assetlog stack env)"`')
+    add_json_flag(env)
+    env.set_defaults(handler=_env)
+
+    topics = subparsers.add_parser("topics", help="manage the event topics")
+    topic_actions = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    create = topic_actions.add_parser("create", help="create the event and dead-letter topics (never lose events)")
+    create.add_argument("--partitions", type=int, default=3, help="partitions per event topic (default 3)")
+    add_json_flag(create)
+    create.set_defaults(handler=_topics_create)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from assetlog.compose.topics import ensure_topics
+    from assetlog.config import Settings
+
+    stack = LocalStack.default()
+    result = stack.up()
+    env = stack.env()
+    settings = Settings.from_env({**os.environ, **env})
+    result["topics"] = ensure_topics(settings, partitions=args.partitions)
+
+    def human() -> str:
+        kafka, postgres = result["kafka"], result["postgres"]
+        lines = []
+        for label, info, endpoint in (("kafka", kafka, "bootstrap"), ("postgres", postgres, "dsn")):
+            how = "external" if info.get("external") else ("already running" if info.get("reused") else
+                                                            f"started in {info.get('seconds')}s")
+            lines.append(f"{label:9} {info.get(endpoint)}  ({how})")
+        lines.append(f"ready in {result['seconds']}s; use it with:  eval \"$(assetlog stack env)\"")
+        return "\n".join(lines)
+
+    print_result(args, result, human)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    result = LocalStack.default().down(purge=args.purge)
+    stopped = result["stopped"]
+    print_result(args, result, lambda: "\n".join(
+        f"{name:9} {'stopped' if was else 'was not running'}" for name, was in stopped.items()
+    ) + ("\nlocal stack data deleted" if args.purge else ""))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    result = LocalStack.default().status()
+
+    def human() -> str:
+        lines = []
+        for name, endpoint in (("kafka", "bootstrap"), ("postgres", "dsn")):
+            info = result[name]
+            state = "reachable" if info["reachable"] else ("running, not answering" if info["running"] else "stopped")
+            where = " (external)" if info["external"] else (f" pid {info['pid']}" if info["pid"] else "")
+            lines.append(f"{name:9} {state}{where}  {info[endpoint] or ''}".rstrip())
+        return "\n".join(lines)
+
+    print_result(args, result, human)
+    both = result["kafka"]["reachable"] and result["postgres"]["reachable"]
+    return 0 if both else 3
+
+
+def _env(args: argparse.Namespace) -> int:
+    variables = LocalStack.default().env()
+    print_result(args, variables, lambda: shell_exports(variables).rstrip("\n"))
+    return 0
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    from assetlog.compose.topics import ensure_topics
+    from assetlog.config import Settings
+
+    result = ensure_topics(Settings.from_env(), partitions=args.partitions)
+    print_result(args, result, lambda: "\n".join(
+        f"{topic:40} {state}" for topic, state in result.items()
+    ))
+    return 0

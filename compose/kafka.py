@@ -1,0 +1,281 @@
+"""A local single-node Apache Kafka broker (KRaft, broker+controller in one JVM).
+
+The official broker jars come from Maven Central through `pom.xml` beside this
+file and are cached in the user's cache directory, so a second `stack up`
+needs no network. Only processes this module started are ever stopped.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from assetlog.compose.processes import (
+    StackError,
+    free_port,
+    port_is_free,
+    process_alive,
+    read_pid,
+    stop_process_group,
+    tail,
+)
+from assetlog.config import cache_home
+
+KAFKA_VERSION_PATTERN = re.compile(r"<kafka\.version>([^<]+)</kafka\.version>")
+READY_TIMEOUT_SECONDS = 90.0
+
+
+def _pom_text() -> str:
+    return resources.files("assetlog.compose").joinpath("pom.xml").read_text(encoding="utf-8")
+
+
+def kafka_version() -> str:
+    match = KAFKA_VERSION_PATTERN.search(_pom_text())
+    if not match:
+        raise StackError("compose/pom.xml has no <kafka.version>: the package is damaged; reinstall assetlog")
+    return match.group(1)
+
+
+def jars_dir() -> Path:
+    return cache_home() / f"kafka-{kafka_version()}" / "libs"
+
+
+def check_java() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise StackError("Java is not installed: install a JDK 17 or newer (e.g. `apt-get install openjdk-17-jre-headless`)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):  # "1.8" style
+        major = int(match.group(2))
+    if major < 17:
+        raise StackError(f"Kafka 4 needs Java 17 or newer, found {out.splitlines()[0] if out else 'unknown'}: install openjdk-17")
+    return java
+
+
+def fetch_jars() -> tuple[Path, bool]:
+    """Resolve the broker jars with Maven into the cache; returns (folder, fetched_now)."""
+    target = jars_dir()
+    marker = target / ".complete"
+    if marker.exists():
+        return target, False
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise StackError("Maven is not installed: install it (`apt-get install maven`) so the Kafka jars can be fetched")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pom = target.parent / "pom.xml"
+    pom.write_text(_pom_text(), encoding="utf-8")
+    staging = target.parent / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+        detail = next((ln for ln in (result.stdout + result.stderr).splitlines() if "ERROR" in ln), "no jars were copied")
+        raise StackError(f"Maven could not fetch the Kafka {kafka_version()} jars ({detail.strip()[:300]}); "
+                         "check access to Maven Central or a mirror in ~/.m2/settings.xml")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    marker.write_text(kafka_version(), encoding="utf-8")
+    return target, True
+
+
+@dataclass
+class KafkaBroker:
+    """The broker's files under one state folder: config, data, log, pid and ports."""
+
+    home: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def ports_file(self) -> Path:
+        return self.home / "ports"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "kafka.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    def ports(self) -> tuple[int, int] | None:
+        try:
+            broker, controller = self.ports_file.read_text().split()
+            return int(broker), int(controller)
+        except (OSError, ValueError):
+            return None
+
+    def bootstrap(self) -> str | None:
+        ports = self.ports()
+        return f"127.0.0.1:{ports[0]}" if ports else None
+
+    def running_pid(self) -> int | None:
+        pid = read_pid(self.pid_file)
+        return pid if pid and process_alive(pid, "kafka.Kafka") else None
+
+    def _write_config(self, broker_port: int, controller_port: int) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(
+            "\n".join([
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.data_dir}",
+                "num.partitions=3",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=3",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=-1",
+                "",
+            ]),
+            encoding="utf-8",
+        )
+        log_config = self.home / "log4j2.properties"
+        log_config.write_text(
+            "\n".join([
+                "status = error",
+                "appender.file.type = File",
+                "appender.file.name = FILE",
+                f"appender.file.fileName = {self.home / 'server.log'}",
+                "appender.file.layout.type = PatternLayout",
+                "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                "rootLogger.level = WARN",
+                "rootLogger.appenderRef.file.ref = FILE",
+                "logger.kafka.name = kafka",
+                "logger.kafka.level = INFO",
+                "",
+            ]),
+            encoding="utf-8",
+        )
+        return config
+
+    def start(self) -> dict[str, object]:
+        """Start the broker unless ours already runs; returns what happened."""
+        started = time.monotonic()
+        pid = self.running_pid()
+        if pid:
+            return {"bootstrap": self.bootstrap(), "pid": pid, "reused": True, "seconds": 0.0}
+        if self.pid_file.exists():
+            self.pid_file.unlink()  # stale: the process it names is gone
+        java = check_java()
+        libs, fetched = fetch_jars()
+        ports = self.ports()
+        if ports:
+            for port in ports:
+                if not port_is_free(port):
+                    raise StackError(
+                        f"port {port} that the local Kafka uses is taken by another process: stop it, "
+                        f"or run `assetlog stack down --purge` to start afresh on new ports"
+                    )
+        else:
+            ports = (free_port(), free_port())
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.ports_file.write_text(f"{ports[0]} {ports[1]}\n")
+        config = self._write_config(*ports)
+        classpath = f"{libs}/*"
+        jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+               "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+               "-cp", classpath]
+        if not (self.data_dir / "meta.properties").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            fmt = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4().hex[:22]),
+                 "-c", str(config), "--standalone"],
+                capture_output=True, text=True, check=False,
+            )
+            if fmt.returncode != 0:
+                raise StackError(f"formatting Kafka storage failed: {tail(fmt.stdout + fmt.stderr, 3)}")
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(
+                [*jvm, "kafka.Kafka", str(config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        bootstrap = f"127.0.0.1:{ports[0]}"
+        try:
+            wait_until_kafka_ready(bootstrap, process)
+        except StackError:
+            stop_process_group(process.pid)
+            self.pid_file.unlink(missing_ok=True)
+            raise
+        return {"bootstrap": bootstrap, "pid": process.pid, "reused": False, "jars_fetched": fetched,
+                "seconds": round(time.monotonic() - started, 2)}
+
+    def stop(self) -> bool:
+        pid = self.running_pid()
+        self.pid_file.unlink(missing_ok=True)
+        if not pid:
+            return False
+        stop_process_group(pid, grace_seconds=30)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the broker (fault drills): no clean shutdown."""
+        pid = self.running_pid()
+        if pid:
+            stop_process_group(pid, grace_seconds=0)
+
+
+def wait_until_kafka_ready(bootstrap: str, process: subprocess.Popen | None = None,
+                           timeout: float = READY_TIMEOUT_SECONDS) -> float:
+    """Poll a metadata request until the broker answers; returns seconds waited."""
+    from confluent_kafka.admin import AdminClient
+
+    started = time.monotonic()
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _silent_logger()})
+    while time.monotonic() - started < timeout:
+        if process is not None and process.poll() is not None:
+            raise StackError(f"Kafka exited during start-up (code {process.returncode}); see its log")
+        try:
+            metadata = admin.list_topics(timeout=1.0)
+            if metadata.brokers:
+                return time.monotonic() - started
+        except Exception:  # any failure means "not ready yet"
+            pass
+        time.sleep(0.2)
+    raise StackError(f"Kafka did not answer on {bootstrap} within {timeout:.0f}s")
+
+
+def _silent_logger():
+    import logging
+
+    logger = logging.getLogger("assetlog.compose.kafka.librdkafka")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def kafka_available(bootstrap: str, timeout: float = 3.0) -> bool:
+    try:
+        wait_until_kafka_ready(bootstrap, timeout=timeout)
+        return True
+    except StackError:
+        return False
+
+
+__all__ = ["KafkaBroker", "fetch_jars", "kafka_available", "kafka_version", "wait_until_kafka_ready"]

@@ -1,0 +1,178 @@
+"""A private local PostgreSQL cluster from Debian's `postgresql` package.
+
+Own data directory and port, trust authentication on 127.0.0.1 only, no unix
+socket. PostgreSQL refuses to run as root, so as root the cluster belongs to
+the `postgres` user and lives where that user can reach it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from assetlog.compose.processes import StackError, free_port, port_is_free, tail
+
+DATABASE = "assetlog"
+SUPERUSER = "postgres"
+
+
+def _bindir() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key, reverse=True)
+    if candidates:
+        return Path(candidates[0]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+def _version_key(path: str) -> int:
+    try:
+        return int(Path(path).parts[-3])
+    except (ValueError, IndexError):
+        return 0
+
+
+def ensure_postgres_installed() -> Path:
+    """Find PostgreSQL's server binaries, installing Debian's package when missing."""
+    bindir = _bindir()
+    if bindir:
+        return bindir
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise StackError("PostgreSQL is not installed: run `apt-get install postgresql` as root, "
+                         "or set ASSETLOG_POSTGRES_DSN to a server you have")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    steps = (["apt-get", "update", "-q"],
+             ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"])
+    for step in steps:
+        result = subprocess.run(step, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise StackError(f"`{' '.join(step)}` failed: {tail(result.stdout + result.stderr, 2)}")
+    # Debian's package starts its own cluster on 5432; ours is private, leave theirs alone.
+    bindir = _bindir()
+    if not bindir:
+        raise StackError("apt-get installed postgresql but no initdb was found under /usr/lib/postgresql")
+    return bindir
+
+
+def _as_owner(command: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", SUPERUSER, "--", *command]
+    return command
+
+
+@dataclass
+class PostgresCluster:
+    """The cluster's files: data directory, log, port."""
+
+    home: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def port_file(self) -> Path:
+        return self.home / "port"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "postgres.log"
+
+    def port(self) -> int | None:
+        try:
+            return int(self.port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def dsn(self, database: str = DATABASE) -> str | None:
+        port = self.port()
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{database}" if port else None
+
+    def running_pid(self) -> int | None:
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"postgres" in cmdline else None
+
+    def _prepare_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.home, SUPERUSER, SUPERUSER)
+
+    def start(self) -> dict[str, object]:
+        started = time.monotonic()
+        pid = self.running_pid()
+        if pid:
+            return {"dsn": self.dsn(), "pid": pid, "reused": True, "seconds": 0.0}
+        bindir = ensure_postgres_installed()
+        self._prepare_home()
+        port = self.port()
+        if port is None:
+            port = free_port()
+            self.port_file.write_text(f"{port}\n")
+        elif not port_is_free(port):
+            raise StackError(f"port {port} that the local PostgreSQL uses is taken by another process: stop it, "
+                             "or run `assetlog stack down --purge` to start afresh on a new port")
+        if not (self.data_dir / "PG_VERSION").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            init = subprocess.run(
+                _as_owner([str(bindir / "initdb"), "-D", str(self.data_dir), "--auth=trust",
+                           f"--username={SUPERUSER}", "--encoding=UTF8", "--locale=C.UTF-8"]),
+                capture_output=True, text=True, check=False,
+            )
+            if init.returncode != 0:
+                raise StackError(f"initdb failed: {tail(init.stdout + init.stderr, 3)}")
+        stale = self.data_dir / "postmaster.pid"
+        if stale.exists():
+            stale.unlink()  # the process it names is gone (checked above)
+        options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                   "-c max_connections=200 -c shared_buffers=256MB -c fsync=on")
+        result = subprocess.run(
+            _as_owner([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                       "-o", options, "-w", "-t", "60", "start"]),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+            raise StackError(f"PostgreSQL did not start: {tail(log or result.stderr, 2)}")
+        self._create_database(port)
+        return {"dsn": self.dsn(), "pid": self.running_pid(), "reused": False,
+                "seconds": round(time.monotonic() - started, 2)}
+
+    def _create_database(self, port: int) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+
+    def stop(self, mode: str = "fast") -> bool:
+        if not self.running_pid():
+            return False
+        bindir = ensure_postgres_installed()
+        subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]),
+                       capture_output=True, text=True, check=False)
+        return True
+
+    def restart(self) -> None:
+        """Fast restart (fault drills): connections drop, the port stays."""
+        self.stop("fast")
+        self.start()

@@ -1,0 +1,140 @@
+"""`assetlog stack up|down|status|env`: the local Kafka + PostgreSQL stack.
+
+A variable that is already set (ASSETLOG_KAFKA_BOOTSTRAP, ASSETLOG_POSTGRES_DSN)
+and points elsewhere than the local stack means "use that server": the stack
+then neither starts nor stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from assetlog.compose.kafka import KafkaBroker, kafka_available
+from assetlog.compose.postgres import PostgresCluster
+from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, state_home
+
+ENV_STACK_DIR = "ASSETLOG_STACK_DIR"
+
+
+def stack_dir() -> Path:
+    """Root keeps the stack in /var/lib (the postgres user must reach it); others in their state dir."""
+    configured = os.environ.get(ENV_STACK_DIR)
+    if configured:
+        return Path(configured)
+    if os.geteuid() == 0:
+        return Path("/var/lib/assetlog/stack")
+    return state_home() / "stack"
+
+
+@dataclass
+class LocalStack:
+    home: Path
+
+    @classmethod
+    def default(cls) -> LocalStack:
+        return cls(stack_dir())
+
+    @property
+    def kafka(self) -> KafkaBroker:
+        return KafkaBroker(self.home / "kafka")
+
+    @property
+    def postgres(self) -> PostgresCluster:
+        return PostgresCluster(self.home / "postgres")
+
+    def _external(self, variable: str, local_value: str | None) -> str | None:
+        value = os.environ.get(variable)
+        return value if value and value != local_value else None
+
+    def external_kafka(self) -> str | None:
+        return self._external(ENV_KAFKA_BOOTSTRAP, self.kafka.bootstrap())
+
+    def external_postgres(self) -> str | None:
+        return self._external(ENV_POSTGRES_DSN, self.postgres.dsn())
+
+    def up(self) -> dict[str, object]:
+        """Start what is not configured elsewhere and not already running; idempotent."""
+        started = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chmod(self.home, 0o755)
+            os.chmod(self.home.parent, 0o755)
+        result: dict[str, object] = {}
+        external = self.external_kafka()
+        result["kafka"] = {"bootstrap": external, "external": True} if external else self.kafka.start()
+        external = self.external_postgres()
+        try:
+            result["postgres"] = {"dsn": external, "external": True} if external else self.postgres.start()
+        except Exception:
+            # Leave nothing half-started: a broker we just started goes down again.
+            kafka = result["kafka"]
+            if isinstance(kafka, dict) and kafka.get("reused") is False:
+                self.kafka.stop()
+            raise
+        result["seconds"] = round(time.monotonic() - started, 2)
+        return result
+
+    def down(self, purge: bool = False) -> dict[str, object]:
+        """Stop only what `up` started; `purge` also deletes data, ports and logs."""
+        stopped = {"kafka": self.kafka.stop(), "postgres": self.postgres.stop()}
+        if purge:
+            shutil.rmtree(self.home, ignore_errors=True)
+        return {"stopped": stopped, "purged": purge}
+
+    def status(self) -> dict[str, object]:
+        kafka_external = self.external_kafka()
+        kafka_pid = self.kafka.running_pid()
+        bootstrap = kafka_external or self.kafka.bootstrap()
+        postgres_external = self.external_postgres()
+        postgres_pid = self.postgres.running_pid()
+        dsn = postgres_external or self.postgres.dsn()
+        return {
+            "kafka": {
+                "bootstrap": bootstrap,
+                "external": bool(kafka_external),
+                "pid": kafka_pid,
+                "running": bool(kafka_pid) or bool(kafka_external),
+                "reachable": bool(bootstrap) and (bool(kafka_pid) or bool(kafka_external))
+                and kafka_available(str(bootstrap), timeout=3),
+                "log": None if kafka_external else str(self.kafka.home / "server.log"),
+            },
+            "postgres": {
+                "dsn": dsn,
+                "external": bool(postgres_external),
+                "pid": postgres_pid,
+                "running": bool(postgres_pid) or bool(postgres_external),
+                "reachable": bool(dsn) and _postgres_reachable(str(dsn)),
+                "log": None if postgres_external else str(self.postgres.log_file),
+            },
+            "home": str(self.home),
+        }
+
+    def env(self) -> dict[str, str]:
+        """The two variables for the running stack (or the configured servers)."""
+        from assetlog.compose.processes import StackError
+
+        bootstrap = self.external_kafka() or (self.kafka.bootstrap() if self.kafka.running_pid() else None)
+        dsn = self.external_postgres() or (self.postgres.dsn() if self.postgres.running_pid() else None)
+        if not bootstrap or not dsn:
+            raise StackError("the local stack is not running: start it with `assetlog stack up`")
+        return {ENV_KAFKA_BOOTSTRAP: bootstrap, ENV_POSTGRES_DSN: dsn}
+
+
+def _postgres_reachable(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def shell_exports(variables: dict[str, str]) -> str:
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in variables.items())

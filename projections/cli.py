@@ -1,0 +1,9 @@
+"""`assetlog` subcommands of the projections stage."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """No subcommands yet."""

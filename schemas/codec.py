@@ -1,0 +1,181 @@
+"""Avro single-object encoding of Assetlog events, by schema fingerprint.
+
+Every message is `C3 01` + the writer schema's 8-byte little-endian
+CRC-64-AVRO fingerprint + the Avro body, so it names its exact writer schema
+without a schema registry server. The registry of known fingerprints is built
+from the `.avsc` files shipped in this package (`<event type>.v<N>.avsc`);
+readers resolve any known writer version to the newest version of that type.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+MAGIC = b"\xc3\x01"
+HEADER_LENGTH = len(MAGIC) + 8
+SCHEMA_FILE = re.compile(r"^(?P<event_type>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
+
+MATERIALIZATION = "materialization"
+DEPENDENCY = "dependency"
+METADATA = "metadata"
+EVENT_TYPES = (MATERIALIZATION, DEPENDENCY, METADATA)
+
+
+class DecodeError(ValueError):
+    """A message that is not a decodable Assetlog event; `reason` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    event_type: str
+    version: int
+    schema: Any  # fastavro's parsed schema
+    canonical_form: str
+    fingerprint: bytes  # 8 bytes, little-endian, as written in the header
+    source: str
+
+    @property
+    def header(self) -> bytes:
+        return MAGIC + self.fingerprint
+
+
+def crc64_avro(data: bytes) -> int:
+    """CRC-64-AVRO as the Avro specification defines it (used to cross-check fastavro)."""
+    value = _CRC_EMPTY
+    for byte in data:
+        value = (value >> 8) ^ _CRC_TABLE[(value ^ byte) & 0xFF]
+    return value
+
+
+_CRC_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        value = i
+        for _ in range(8):
+            value = (value >> 1) ^ (_CRC_EMPTY & -(value & 1))
+        table.append(value)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def load_schema_version(name: str, text: str) -> SchemaVersion:
+    match = SCHEMA_FILE.match(name)
+    if not match:
+        raise ValueError(f"schema file {name!r} must be named <event_type>.v<N>.avsc")
+    parsed = fastavro.parse_schema(json.loads(text))
+    canonical = to_parsing_canonical_form(parsed)
+    return SchemaVersion(
+        event_type=match["event_type"],
+        version=int(match["version"]),
+        schema=parsed,
+        canonical_form=canonical,
+        fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+        source=name,
+    )
+
+
+class SchemaRegistry:
+    """Known writer schemas by fingerprint, and the newest (reader) version per event type."""
+
+    def __init__(self, versions: Iterable[SchemaVersion]) -> None:
+        self.by_fingerprint: dict[bytes, SchemaVersion] = {}
+        self.latest: dict[str, SchemaVersion] = {}
+        for version in versions:
+            if version.fingerprint in self.by_fingerprint:
+                raise ValueError(f"{version.source} has the same fingerprint as "
+                                 f"{self.by_fingerprint[version.fingerprint].source}")
+            self.by_fingerprint[version.fingerprint] = version
+            current = self.latest.get(version.event_type)
+            if current is None or version.version > current.version:
+                self.latest[version.event_type] = version
+
+    @classmethod
+    def from_package(cls) -> SchemaRegistry:
+        folder = resources.files("assetlog.schemas")
+        versions = [
+            load_schema_version(entry.name, entry.read_text(encoding="utf-8"))
+            for entry in folder.iterdir()
+            if entry.name.endswith(".avsc")
+        ]
+        return cls(versions)
+
+    def writer(self, event_type: str, version: int | None = None) -> SchemaVersion:
+        if version is None:
+            return self.latest[event_type]
+        for candidate in self.by_fingerprint.values():
+            if candidate.event_type == event_type and candidate.version == version:
+                return candidate
+        raise KeyError(f"no schema {event_type}.v{version}")
+
+    def encode(self, event_type: str, record: Mapping[str, Any], version: int | None = None) -> bytes:
+        """Single-object encode `record` with the newest (or the given) version of its schema."""
+        writer = self.writer(event_type, version)
+        buffer = io.BytesIO()
+        buffer.write(writer.header)
+        fastavro.schemaless_writer(buffer, writer.schema, record)
+        return buffer.getvalue()
+
+    def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        """Decode one message into (event type, record in the newest reader schema).
+
+        Raises `DecodeError` naming the problem; never returns a partial record.
+        """
+        if not data:
+            raise DecodeError("empty", "the message has no value")
+        if len(data) < HEADER_LENGTH or data[:2] != MAGIC:
+            raise DecodeError("bad-magic", f"expected Avro single-object header C3 01, got {data[:2].hex() or 'nothing'}")
+        writer = self.by_fingerprint.get(bytes(data[2:HEADER_LENGTH]))
+        if writer is None:
+            raise DecodeError("unknown-schema", f"no known schema has fingerprint {bytes(data[2:HEADER_LENGTH]).hex()}")
+        reader = self.latest[writer.event_type]
+        buffer = io.BytesIO(data)
+        buffer.seek(HEADER_LENGTH)
+        try:
+            record = fastavro.schemaless_reader(
+                buffer, writer.schema, None if reader is writer else reader.schema
+            )
+        except (EOFError, StopIteration, IndexError) as exc:
+            raise DecodeError("truncated", f"{writer.source}: the body ends early ({type(exc).__name__})") from exc
+        except (ValueError, UnicodeDecodeError, TypeError, OverflowError, MemoryError) as exc:
+            raise DecodeError("malformed", f"{writer.source}: {type(exc).__name__}: {exc}"[:300]) from exc
+        except Exception as exc:  # fastavro raises assorted types on hostile bytes
+            raise DecodeError("malformed", f"{writer.source}: {type(exc).__name__}: {exc}"[:300]) from exc
+        if buffer.tell() != len(data):
+            raise DecodeError("trailing-bytes", f"{writer.source}: {len(data) - buffer.tell()} bytes after the record")
+        if not isinstance(record, dict):
+            raise DecodeError("malformed", f"{writer.source}: not a record")
+        return writer.event_type, record
+
+
+@cache
+def registry() -> SchemaRegistry:
+    """The registry of the schemas shipped with this version of Assetlog."""
+    return SchemaRegistry.from_package()
+
+
+def encode(event_type: str, record: Mapping[str, Any]) -> bytes:
+    return registry().encode(event_type, record)
+
+
+def decode(data: bytes | None) -> tuple[str, dict[str, Any]]:
+    return registry().decode(data)

@@ -1,0 +1,113 @@
+"""Fixtures that put every test on the real Kafka broker and the real PostgreSQL.
+
+The stack is the one the environment names (ASSETLOG_KAFKA_BOOTSTRAP,
+ASSETLOG_POSTGRES_DSN) or the local one, started once per session. Each test
+that asks for `isolated` gets its own topic prefix and its own database, so
+tests never see each other's events nor a running demo's.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    bootstrap: str
+    admin_dsn: str  # a DSN with rights to create databases
+
+
+@pytest.fixture(scope="session")
+def stack() -> StackEndpoints:
+    bootstrap = os.environ.get(ENV_KAFKA_BOOTSTRAP)
+    dsn = os.environ.get(ENV_POSTGRES_DSN)
+    if not bootstrap or not dsn:
+        from assetlog.compose.stack import LocalStack
+
+        local = LocalStack.default()
+        local.up()
+        env = local.env()
+        bootstrap, dsn = env[ENV_KAFKA_BOOTSTRAP], env[ENV_POSTGRES_DSN]
+    return StackEndpoints(bootstrap=bootstrap, admin_dsn=dsn)
+
+
+def dsn_for_database(dsn: str, database: str) -> str:
+    params = conninfo.conninfo_to_dict(dsn)
+    params["dbname"] = database
+    return conninfo.make_conninfo(**params)
+
+
+@dataclass(frozen=True)
+class Isolated:
+    """One test's own world: topic prefix, database and outbox on the shared servers."""
+
+    settings: Settings
+    database: str
+
+    @property
+    def dsn(self) -> str:
+        assert self.settings.postgres_dsn
+        return self.settings.postgres_dsn
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a subprocess (the CLI, a worker) that must see the same world."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETLOG_")}
+        env.update({
+            ENV_KAFKA_BOOTSTRAP: self.settings.kafka_bootstrap or "",
+            ENV_POSTGRES_DSN: self.dsn,
+            ENV_TOPIC_PREFIX: self.settings.topic_prefix,
+            ENV_OUTBOX_DIR: str(self.settings.outbox_dir),
+        })
+        env.update(extra)
+        return env
+
+
+def create_isolated(stack: StackEndpoints, outbox_dir: Path, partitions: int = 3) -> Isolated:
+    from assetlog.compose.topics import ensure_topics
+
+    suffix = uuid.uuid4().hex[:10]
+    database = f"assetlog_test_{suffix}"
+    with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    settings = replace(
+        Settings.from_env({}),
+        kafka_bootstrap=stack.bootstrap,
+        postgres_dsn=dsn_for_database(stack.admin_dsn, database),
+        topic_prefix=f"test.{suffix}",
+        outbox_dir=outbox_dir,
+    )
+    ensure_topics(settings, partitions=partitions)
+    return Isolated(settings=settings, database=database)
+
+
+def drop_isolated(stack: StackEndpoints, isolated: Isolated) -> None:
+    from assetlog.compose.topics import admin_client, all_topics
+
+    with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(isolated.database)))
+    admin = admin_client(isolated.settings)
+    for future in admin.delete_topics(all_topics(isolated.settings.topics), operation_timeout=30).values():
+        try:
+            future.result()
+        except Exception:  # best-effort clean-up of test topics
+            pass
+
+
+@pytest.fixture
+def isolated(stack: StackEndpoints, tmp_path: Path) -> Iterator[Isolated]:
+    """A fresh topic prefix (3 partitions per topic), database and outbox for one test."""
+    world = create_isolated(stack, tmp_path / "outbox")
+    try:
+        yield world
+    finally:
+        drop_isolated(stack, world)

@@ -1,0 +1,97 @@
+"""The foundation works on real servers: a message goes through the broker and a row through PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import psycopg
+from confluent_kafka import Consumer, Producer
+
+from assetlog.compose.topics import (
+    REQUIRED_TOPIC_CONFIG,
+    TopicError,
+    admin_client,
+    ensure_topics,
+    verify_topic_settings,
+)
+
+
+def test_message_round_trips_through_the_real_broker(isolated):
+    topic = isolated.settings.topics.materializations
+    payload = uuid.uuid4().bytes
+    producer = Producer(isolated.settings.kafka_client_config(required={"enable.idempotence": True, "acks": "all"}))
+    producer.produce(topic, key=b"s3://bucket/smoke.csv", value=payload)
+    assert producer.flush(30) == 0
+    consumer = Consumer(isolated.settings.kafka_client_config(required={
+        "group.id": f"smoke-{uuid.uuid4()}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    consumer.subscribe([topic])
+    try:
+        received = None
+        for _ in range(60):
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                received = message
+                break
+    finally:
+        consumer.close()
+    assert received is not None, "nothing came back from the broker"
+    assert received.value() == payload
+    assert received.key() == b"s3://bucket/smoke.csv"
+
+
+def test_row_round_trips_through_the_real_postgres(isolated):
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.execute("CREATE TABLE smoke (id int PRIMARY KEY, label text)")
+        conn.execute("INSERT INTO smoke VALUES (%s, %s)", (1, "it's real"))
+        conn.commit()
+    with psycopg.connect(isolated.dsn) as conn:
+        assert conn.execute("SELECT label FROM smoke WHERE id = %s", (1,)).fetchone() == ("it's real",)
+        assert conn.execute("SELECT current_database()").fetchone()[0] == isolated.database
+
+
+def test_event_topics_keep_every_event(isolated):
+    admin = admin_client(isolated.settings)
+    topic = isolated.settings.topics.dependencies
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    configs = next(iter(admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values())).result()
+    for setting, value in REQUIRED_TOPIC_CONFIG.items():
+        assert configs[setting].value == value
+    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 3
+    # A second run accepts what the first created.
+    assert set(ensure_topics(isolated.settings).values()) == {"exists"}
+
+
+def test_existing_topic_that_would_lose_events_is_refused(isolated):
+    from confluent_kafka.admin import NewTopic
+
+    admin = admin_client(isolated.settings)
+    bad = f"{isolated.settings.topic_prefix}.compacted"
+    admin.create_topics([NewTopic(bad, 1, -1, config={"cleanup.policy": "compact"})])[bad].result()
+    try:
+        verify_topic_settings(admin, [bad])
+    except TopicError as exc:
+        assert "cleanup.policy=compact" in str(exc)
+    else:
+        raise AssertionError("a compacted topic was accepted")
+    finally:
+        admin.delete_topics([bad])[bad].result()
+
+
+def test_stack_status_and_env_name_the_running_servers(stack):
+    result = subprocess.run([sys.executable, "-m", "assetlog", "stack", "status", "--json"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert '"reachable": true' in result.stdout
+
+
+def test_missing_configuration_is_one_clear_line(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "assetlog", "topics", "create"],
+                            capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "ASSETLOG_KAFKA_BOOTSTRAP is not set" in result.stderr
+    assert "Traceback" not in result.stderr
