@@ -114,6 +114,10 @@ class PostgresCluster:
         self.home.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.home, SUPERUSER, SUPERUSER)
+            reachable = subprocess.run(_as_owner(["test", "-w", str(self.home)]), check=False).returncode == 0
+            if not reachable:
+                raise StackError(f"the postgres user cannot reach {self.home} (PostgreSQL refuses to run as root): "
+                                 "set ASSETLOG_STACK_DIR to a folder under a world-traversable parent, e.g. /var/lib")
 
     def start(self) -> dict[str, object]:
         started = time.monotonic()
