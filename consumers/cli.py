@@ -1,9 +1,75 @@
-"""`assetlog` subcommands of the consumers stage."""
+"""`assetlog consume properties|lineage`: run one projection's consumer."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+
+from assetlog.cli import add_json_flag, print_result
+from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """No subcommands yet."""
+    from assetlog.projections import PROJECTIONS
+
+    consume = subparsers.add_parser(
+        "consume", help="project the event topics into PostgreSQL (one consumer group per projection)",
+        description="Run a projection's consumer: group <prefix>.<projection>, offsets stored in PostgreSQL "
+                    "with the rows. Start as many processes as there are partitions to share the work. "
+                    "SIGTERM or SIGINT finishes the batch in hand, then exits 0.",
+    )
+    consume.add_argument("projection", choices=sorted(PROJECTIONS),
+                         help="properties (asset_properties, assets) or lineage (lineage_history, asset_edges)")
+    consume.add_argument("--until-caught-up", action="store_true",
+                         help="stop once every assigned partition reached its end (for scripts and tests)")
+    consume.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                         help=f"most messages per batch/transaction (default {DEFAULT_BATCH_SIZE})")
+    consume.add_argument("--batch-timeout-ms", type=_positive_int, default=int(DEFAULT_BATCH_TIMEOUT * 1000),
+                         help="longest wait to fill a batch, in milliseconds "
+                              f"(default {int(DEFAULT_BATCH_TIMEOUT * 1000)})")
+    consume.add_argument("--quiet", action="store_true", help="log only warnings (retries, dead letters)")
+    add_json_flag(consume)
+    consume.set_defaults(handler=_consume)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from assetlog.config import Settings
+    from assetlog.consumers.runner import ProjectionRunner
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    settings.require_kafka()
+    settings.require_postgres()
+    runner = ProjectionRunner(args.projection, settings, until_caught_up=args.until_caught_up,
+                              batch_size=args.batch_size, batch_timeout=args.batch_timeout_ms / 1000)
+
+    def request_stop(signum, _frame) -> None:
+        logging.getLogger("assetlog.consumers").info(
+            "%s received: finishing the batch in hand", signal.Signals(signum).name)
+        runner.stop()
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stats = runner.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    result = stats.as_dict()
+    print_result(args, result, lambda: (
+        f"{result['projection']}: {result['messages']} messages ({result['events']} events, "
+        f"{result['dead_letters']} dead letters) in {result['batches']} batches, {result['seconds']}s, "
+        f"{result['events_per_second']} events/s; stopped: {result['stopped_by']}"
+    ))
+    return 0

@@ -1,0 +1,221 @@
+"""P2: projection throughput of each consumer vs raw COPY and consume-only, in the same run.
+
+Publishes N realistic events (task runs: one materialization, 0-3 upstream
+dependencies, metadata half the time, properties a third of the time) to a
+fresh topic prefix, projects them into a fresh database with each consumer,
+and measures in the same run on the same servers:
+
+- consume-only: a bare confluent-kafka consumer reading the same topics (Kafka's ceiling);
+- COPY: the same events as `lineage_history` rows, pre-built in memory, COPYed
+  into an index-free table of the same shape (PostgreSQL's ceiling for landing them);
+- row-by-row: one INSERT and one commit per event on a sample (the naive design).
+
+Run against the stack the environment names:
+    eval "$(assetlog stack env)" && python bench/projection_bench.py [--events 50000]
+Prints a table and writes bench/results/projection_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, Producer
+from psycopg import conninfo, sql
+
+from assetlog.compose.topics import admin_client, all_topics, ensure_topics
+from assetlog.config import Settings
+from assetlog.consumers import run_until_caught_up
+from assetlog.projections import migrate, to_event
+from assetlog.projections.lineage import HISTORY_COLUMNS, history_row
+from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, encode
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRODUCER = {"host": "bench", "pid": 1, "version": "0.1.0"}
+
+
+def generate(n_events: int, seed: int = 7) -> list[tuple[str, dict]]:
+    """Task runs until n_events events exist, with the producer's shapes and links."""
+    rng = random.Random(seed)
+    keys = [f"s3://lake/layer{i % 7}/table_{i}.parquet" for i in range(max(10, n_events // 10))]
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    events: list[tuple[str, dict]] = []
+    i = 0
+    while len(events) < n_events:
+        i += 1
+        key = rng.choice(keys)
+        upstreams = rng.sample(keys, rng.randint(0, 3))
+        when = start + timedelta(seconds=i, microseconds=rng.randint(0, 999_999))
+        run = {"flow_run_id": str(uuid.uuid4()), "flow_name": "nightly", "task_run_id": str(uuid.uuid4()),
+               "task_name": f"build_{i % 50}"}
+        status = "FAILED" if rng.random() < 0.05 else "SUCCEEDED"
+        mid = str(uuid.uuid4())
+        properties = ({"name": f"Table {key}", "description": "A table of the lake", "owners": ["data-team"],
+                       "url": f"https://catalog/{i}"} if rng.random() < 0.33 else None)
+        events.append((MATERIALIZATION, {
+            "event_id": mid, "event_time": when, "asset_key": key, "status": status, "properties": properties,
+            "by": "dbt" if i % 4 == 0 else None, "upstream_keys": upstreams,
+            "error": {"type": "ValueError", "message": "bad row"} if status == "FAILED" else None,
+            "run": run, "producer": PRODUCER}))
+        for up in upstreams:
+            events.append((DEPENDENCY, {
+                "event_id": str(uuid.uuid4()), "event_time": when, "upstream_key": up, "downstream_key": key,
+                "declared": "EXPLICIT" if rng.random() < 0.2 else "INFERRED", "upstream_properties": None,
+                "materialization_event_id": mid, "status": status, "run": run, "producer": PRODUCER}))
+        if rng.random() < 0.5:
+            events.append((METADATA, {
+                "event_id": str(uuid.uuid4()), "event_time": when, "asset_key": key,
+                "metadata_json": json.dumps({"rows": rng.randint(0, 10**6), "columns": 12, "source": "bench"}),
+                "materialization_event_id": mid, "status": status, "run": run, "producer": PRODUCER}))
+    return events[:n_events]
+
+
+def publish(settings: Settings, events: list[tuple[str, dict]]) -> None:
+    topics = {MATERIALIZATION: settings.topics.materializations, DEPENDENCY: settings.topics.dependencies,
+              METADATA: settings.topics.metadata}
+    producer = Producer(settings.kafka_client_config(
+        defaults={"linger.ms": 20, "batch.num.messages": 10000, "compression.type": "lz4"},
+        required={"enable.idempotence": True, "acks": "all"}))
+    for event_type, record in events:
+        key = record["downstream_key"] if event_type == DEPENDENCY else record["asset_key"]
+        while True:
+            try:
+                producer.produce(topics[event_type], key=key.encode(), value=encode(event_type, record))
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(120):
+        raise SystemExit("the broker did not acknowledge every event")
+
+
+def consume_only(settings: Settings, expected: int) -> float:
+    """Seconds for a bare consumer to read every message (from the first message on)."""
+    consumer = Consumer(settings.kafka_client_config(required={
+        "group.id": f"bench-consume-only-{uuid.uuid4()}", "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "enable.partition.eof": True}))
+    consumer.subscribe(list(settings.topics.events))
+    seen, first = 0, None
+    try:
+        while seen < expected:
+            for message in consumer.consume(num_messages=5000, timeout=0.05):
+                if message.error() is None:
+                    if first is None:
+                        first = time.monotonic()
+                    message.value()
+                    seen += 1
+                elif message.error().code() != KafkaError._PARTITION_EOF:
+                    raise SystemExit(f"Kafka: {message.error()}")
+        return time.monotonic() - (first or time.monotonic())
+    finally:
+        consumer.close()
+
+
+def copy_baseline(dsn: str, events: list[tuple[str, dict]]) -> float:
+    """Seconds to COPY the events' lineage_history rows (built beforehand) into an index-free table."""
+    rows = [history_row(to_event(t, r)) for t, r in events]
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE copy_baseline (LIKE lineage_history INCLUDING DEFAULTS)")
+        conn.commit()
+        started = time.monotonic()
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY copy_baseline ({}) FROM STDIN").format(columns)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        return time.monotonic() - started
+
+
+def row_by_row(dsn: str, events: list[tuple[str, dict]], sample: int = 1000) -> float:
+    """Events/s of one INSERT + one commit per event (the design the batches replace), on a sample."""
+    rows = [history_row(to_event(t, r)) for t, r in events[:sample]]
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
+    insert = sql.SQL("INSERT INTO row_baseline ({}) VALUES ({})").format(
+        columns, sql.SQL(", ").join(sql.Placeholder() * len(HISTORY_COLUMNS)))
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE row_baseline (LIKE lineage_history INCLUDING ALL)")
+        conn.commit()
+        started = time.monotonic()
+        for row in rows:
+            conn.execute(insert, row)
+            conn.commit()
+        return len(rows) / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000, help="events to publish and project (default 50000)")
+    parser.add_argument("--batch-size", type=int, default=5000, help="consumer batch size (default 5000)")
+    parser.add_argument("--partitions", type=int, default=3)
+    args = parser.parse_args()
+
+    base = Settings.from_env()
+    base.require_kafka()
+    admin_dsn = base.require_postgres()
+    suffix = uuid.uuid4().hex[:8]
+    database = f"assetlog_bench_{suffix}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    params = conninfo.conninfo_to_dict(admin_dsn)
+    params["dbname"] = database
+    settings = replace(base, topic_prefix=f"bench.{suffix}", postgres_dsn=conninfo.make_conninfo(**params))
+    dsn = settings.postgres_dsn or ""
+    try:
+        ensure_topics(settings, partitions=args.partitions)
+        migrate(dsn)
+        events = generate(args.events)
+        started = time.monotonic()
+        publish(settings, events)
+        publish_s = time.monotonic() - started
+        n = len(events)
+        results: dict[str, dict] = {}
+        consume_s = consume_only(settings, n)
+        results["consume-only"] = {"seconds": consume_s, "events_per_second": n / consume_s}
+        for name in ("properties", "lineage"):
+            stats = run_until_caught_up(name, settings, batch_size=args.batch_size)
+            if stats.messages != n:
+                raise SystemExit(f"{name} projected {stats.messages} of {n} events")
+            results[name] = {"seconds": stats.busy_seconds, "events_per_second": n / stats.busy_seconds,
+                             "seconds_with_group_join": stats.seconds, "batches": stats.batches}
+        copy_s = copy_baseline(dsn, events)
+        results["copy"] = {"seconds": copy_s, "events_per_second": n / copy_s}
+        naive = row_by_row(dsn, events)
+        results["row-by-row"] = {"events_per_second": naive}
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        for future in admin_client(settings).delete_topics(all_topics(settings.topics)).values():
+            try:
+                future.result()
+            except Exception:  # best-effort clean-up
+                pass
+
+    copy_rate = results["copy"]["events_per_second"]
+    consume_rate = results["consume-only"]["events_per_second"]
+    print(f"P2 projection: {n} events, {args.partitions} partitions per topic, batch {args.batch_size}, "
+          f"published in {publish_s:.1f}s")
+    print(f"{'measure':<14}{'events/s':>12}{'vs COPY':>10}{'vs consume':>12}")
+    for name in ("properties", "lineage", "copy", "consume-only", "row-by-row"):
+        rate = results[name]["events_per_second"]
+        results[name]["ratio_to_copy"] = rate / copy_rate
+        results[name]["ratio_to_consume_only"] = rate / consume_rate
+        print(f"{name:<14}{rate:>12,.0f}{rate / copy_rate:>9.2f}x{rate / consume_rate:>11.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "projection_bench.json"
+    out.write_text(json.dumps({
+        "benchmark": "P2 projection", "events": n, "partitions": args.partitions, "batch_size": args.batch_size,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
+        "python": platform.python_version(), "results": results, "goal": ">= 0.4x COPY",
+    }, indent=2))
+    print(f"written {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+
+
+if __name__ == "__main__":
+    main()

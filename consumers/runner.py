@@ -1,0 +1,310 @@
+"""Run a projection from Kafka into PostgreSQL, exactly once in effect.
+
+The runner owns everything the projection must not know: the Kafka consumer
+(group `<prefix>.<projection>`, auto-commit off), batching, the offsets kept
+in PostgreSQL, dead letters, retries and stopping. Each batch is one
+transaction holding the projection's writes, the dead-letter rows and the new
+offsets; on partition assignment the consumer seeks to the stored offsets. So
+a crash at any instant resumes after the last committed batch, and since every
+projection merge is idempotent, a batch applied twice (a zombie after a
+rebalance, a producer's duplicate) changes nothing either.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from assetlog.config import Settings, Topics
+from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
+from assetlog.consumers.dead_letters import DeadLetterPublisher
+from assetlog.consumers.offsets import OffsetStore
+from assetlog.consumers.retry import RETRYABLE, Backoff
+from assetlog.errors import AssetlogError
+from assetlog.projections import projection_by_name, require_migrated
+from assetlog.projections.base import Projection
+
+log = logging.getLogger("assetlog.consumers")
+
+DEFAULT_BATCH_SIZE = 5000
+DEFAULT_BATCH_TIMEOUT = 0.05  # seconds: a batch is this many messages or this long, whichever first
+
+
+class Stopped(Exception):
+    """A stop was requested while waiting for PostgreSQL; nothing uncommitted is kept."""
+
+
+@dataclass
+class RunStats:
+    """What one run did; `offsets` are the next offsets it committed, per topic and partition."""
+
+    projection: str
+    group: str
+    messages: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    busy_seconds: float = 0.0  # from the first message received to the end (excludes joining the group)
+    stopped_by: str = ""
+    offsets: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "projection": self.projection, "group": self.group, "messages": self.messages, "events": self.events,
+            "dead_letters": self.dead_letters, "batches": self.batches, "retries": self.retries,
+            "seconds": round(self.seconds, 3), "busy_seconds": round(self.busy_seconds, 3),
+            "events_per_second": round(self.events_per_second, 1),
+            "stopped_by": self.stopped_by,
+            "offsets": {t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(self.offsets.items())},
+        }
+
+
+class ProjectionRunner:
+    """Consume the three event topics into one projection until caught up or stopped.
+
+    `stop()` (thread-safe; the CLI calls it on SIGTERM/SIGINT) lets the batch
+    in hand commit, then leaves the group at once (`close()`).
+    """
+
+    def __init__(
+        self,
+        projection: Projection | str,
+        settings: Settings,
+        *,
+        until_caught_up: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
+        group_id: str | None = None,
+        offsets_key: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.projection: Projection = (
+            projection_by_name(projection) if isinstance(projection, str) else projection
+        )
+        self.settings = settings
+        self.until_caught_up = until_caught_up
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.topics: Topics = settings.topics
+        self.group_id = group_id or f"{settings.topic_prefix}.{self.projection.name}"
+        self.offsets = OffsetStore(offsets_key or self.projection.name, getattr(self.projection, "schema", None))
+        self.backoff = backoff or Backoff()
+        self.expected_types = event_types_by_topic(self.topics)
+        self.dead_letters = DeadLetterPublisher(settings, self.projection.name)
+        self.stats = RunStats(self.projection.name, self.group_id)
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection | None = None
+        self._assigned: set[tuple[str, int]] = set()
+        self._assignment_known = False
+        self._at_end: set[tuple[str, int]] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the runner to finish the batch in hand and return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> RunStats:
+        started = time.monotonic()
+        self._first_message_at: float | None = None
+        try:
+            self._connection()  # fail early (and clearly) on a missing schema
+            consumer = self._consumer()
+            try:
+                self._loop(consumer)
+            finally:
+                consumer.close()  # leave the group now, so its partitions move to other members at once
+        except Stopped:
+            self.stats.stopped_by = "signal"
+        finally:
+            self.dead_letters.close()
+            if self._conn is not None:
+                self._conn.close()
+            ended = time.monotonic()
+            self.stats.seconds = ended - started
+            self.stats.busy_seconds = ended - (self._first_message_at or ended)
+        return self.stats
+
+    def _loop(self, consumer) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        while not self._stop.is_set():
+            messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
+            rows = []
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        self._at_end.add((message.topic(), message.partition()))
+                        continue
+                    if error.fatal():
+                        raise KafkaException(error)
+                    log.warning("Kafka: %s", error)
+                    continue
+                tp = (message.topic(), message.partition())
+                self._at_end.discard(tp)
+                rows.append((tp[0], tp[1], message.offset(), message.key(), message.value()))
+            if rows:
+                if self._first_message_at is None:
+                    self._first_message_at = time.monotonic()
+                batch = build_batch(rows, self.expected_types)
+                self._commit(batch)
+            if self.until_caught_up and self._caught_up():
+                self.stats.stopped_by = "caught-up"
+                return
+        self.stats.stopped_by = "signal"
+
+    def _caught_up(self) -> bool:
+        """Every assigned partition reached its end (or the group gave this process none)."""
+        if not self._assignment_known:
+            return False
+        return self._assigned <= self._at_end
+
+    # --- Kafka ---------------------------------------------------------------------------------------
+
+    def _consumer(self):
+        from confluent_kafka import Consumer
+
+        config = self.settings.kafka_client_config(
+            defaults={
+                # A killed member's partitions move on after this; short enough for restarts, long
+                # enough for a busy 2-core machine.
+                "session.timeout.ms": 10000,
+                "log_level": 3,
+            },
+            required={
+                "group.id": self.group_id,
+                "enable.auto.commit": False,  # offsets live in PostgreSQL, with the rows
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,  # how --until-caught-up knows a partition reached its end
+                "isolation.level": "read_committed",
+            },
+        )
+        consumer = Consumer(config)
+        self._check_topics(consumer)
+        consumer.subscribe(list(self.topics.events), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        return consumer
+
+    def _check_topics(self, consumer) -> None:
+        known = consumer.list_topics(timeout=30).topics
+        wanted = [*self.topics.events, *(Topics.dead_letter(t) for t in self.topics.events)]
+        missing = [t for t in wanted if t not in known]
+        if missing:
+            raise AssetlogError(f"topics missing: {', '.join(missing)}; run `assetlog topics create` first")
+
+    def _on_assign(self, consumer, partitions) -> None:
+        """Seek every assigned partition to the offset stored with the projection's rows."""
+        from confluent_kafka import OFFSET_BEGINNING
+
+        wanted = [(p.topic, p.partition) for p in partitions]
+        stored = self._with_postgres(lambda conn: self.offsets.load(conn, wanted), "read stored offsets")
+        for p in partitions:
+            p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        self._assigned = set(wanted)
+        self._at_end -= self._assigned
+        self._assignment_known = True
+        log.info("%s: assigned %s", self.group_id, ", ".join(f"{t}[{p}]@{stored.get((t, p), 0)}"
+                                                             for t, p in sorted(wanted)) or "nothing")
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        # Batches commit before the next consume(), so there is never uncommitted work to save here.
+        revoked = {(p.topic, p.partition) for p in partitions}
+        self._assigned -= revoked
+        self._at_end -= revoked
+        self._assignment_known = False
+        consumer.unassign()
+
+    # --- PostgreSQL ----------------------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            dsn = self.settings.require_postgres()
+            options: dict[str, Any] = {"application_name": f"assetlog.consume.{self.projection.name}"}
+            if "connect_timeout" not in conninfo.conninfo_to_dict(dsn):
+                options["connect_timeout"] = 5
+            self._conn = psycopg.connect(dsn, **options)
+            try:
+                require_migrated(self._conn)
+                self._conn.commit()
+            except BaseException:
+                self._conn.close()
+                raise
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken; nothing to save
+                pass
+            self._conn = None
+
+    def _with_postgres(self, work, what: str):
+        """Run `work(conn)` in a transaction, retrying with backoff while the failure is transient."""
+        self.backoff.reset()
+        while True:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    return work(conn)
+            except RETRYABLE as exc:
+                if isinstance(exc, psycopg.Error):
+                    self._drop_connection()
+                self.stats.retries += 1
+                delay_note = f"retry {self.backoff.attempts + 1}"
+                log.warning("%s: cannot %s (%s); %s", self.projection.name, what,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                            delay_note)
+                if not self.backoff.wait(self._stop):
+                    raise Stopped from exc
+
+    def _commit(self, batch: Batch) -> None:
+        """Project one batch: dead-letter copies acknowledged, then rows + offsets in one transaction."""
+        effects = self.projection.reduce(batch.events)
+
+        def work(conn: psycopg.Connection) -> None:
+            self.dead_letters.publish(batch.dead_letters)
+            self.projection.apply(conn, effects)
+            self.offsets.record_dead_letters(conn, batch.dead_letters)
+            self.offsets.save(conn, batch.next_offsets)
+
+        self._with_postgres(work, "commit a batch")
+        stats = self.stats
+        stats.batches += 1
+        stats.messages += batch.messages
+        stats.events += len(batch.events)
+        stats.dead_letters += len(batch.dead_letters)
+        for (topic, partition), offset in batch.next_offsets.items():
+            stats.offsets.setdefault(topic, {})[partition] = offset
+        for letter in batch.dead_letters:
+            log.warning("%s: dead-lettered %s[%d]@%d to %s: %s: %s", self.projection.name,
+                        letter.position.topic, letter.position.partition, letter.position.offset,
+                        letter.dead_letter_topic, letter.reason, letter.detail)
+
+
+def run_until_caught_up(projection: str | Projection, settings: Settings | None = None, **options: Any) -> RunStats:
+    """Project everything published so far, then return (for scripts, the demo and tests).
+
+    `options` are ProjectionRunner's keyword arguments (batch_size, ...).
+    """
+    settings = settings or Settings.from_env()
+    return ProjectionRunner(projection, settings, until_caught_up=True, **options).run()

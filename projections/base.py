@@ -1,0 +1,67 @@
+"""What a projection is, and the set-based write every projection uses.
+
+A projection turns a batch of events into effects in two steps: `reduce`
+(pure Python, no I/O: fold the batch into at most one row per table key, with
+the same merge rule the database applies) and `apply` (COPY those rows into a
+temporary table, then one INSERT ... ON CONFLICT per table). Because every
+merge rule is a commutative, idempotent "keep the least / greatest / newest",
+any order, split or repetition of the same events yields the same tables, and
+so the runner only has to guarantee that every event is applied at least once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from assetlog.projections.events import Event
+
+
+class Projection(Protocol):
+    """A plain object with no Kafka in it: events in, SQL effects out."""
+
+    name: str
+
+    def reduce(self, events: Iterable[Event]) -> Any:
+        """Fold events into the batch's effects (pure; safe to call again on retry)."""
+        ...
+
+    def apply(self, conn: psycopg.Connection, effects: Any) -> None:
+        """Write the effects with set-based SQL inside the caller's transaction."""
+        ...
+
+
+def table(schema: str | None, name: str) -> sql.Identifier:
+    """A table name, qualified when the projection writes into a named schema (e.g. a shadow copy)."""
+    return sql.Identifier(schema, name) if schema else sql.Identifier(name)
+
+
+def copy_to_temp(
+    conn: psycopg.Connection,
+    temp: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Iterable[Sequence[object]],
+) -> None:
+    """Load `rows` into a session temporary table `temp` (created on first use, emptied at commit).
+
+    Must run inside a transaction (in autocommit mode the rows would vanish at
+    once); nothing leaks from one batch into the next.
+    """
+    column_defs = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_)) for name, type_ in columns  # type: ignore[arg-type]
+    )
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
+    with conn.cursor() as cur:
+        # One round trip: create on first use; empty it in case an earlier batch of this same
+        # (still open) transaction used it.
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {0} ({1}) ON COMMIT DELETE ROWS; DELETE FROM {0}").format(
+                sql.Identifier(temp), column_defs
+            )
+        )
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(temp), names)) as copy:
+            for row in rows:
+                copy.write_row(row)

@@ -1,0 +1,199 @@
+"""Decoded events as projections see them, and the rules that make one invalid.
+
+Validation is shared by every projection on purpose: both consumers must skip
+exactly the same messages, or their tables would disagree about which events
+exist. An invalid event raises `InvalidEvent` with a short reason code (written
+to dead-letter headers and the `dead_letters` table) and a detail for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, validate_asset_key
+
+
+class InvalidEvent(ValueError):
+    """An event that decodes but cannot be projected; `reason` is a short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where a message was read: topic, partition, offset (orders like a Kafka log)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid event: the decoded record plus the fields every projection needs, typed.
+
+    `asset_key` is the asset the event is about (for a dependency, its
+    downstream); `materialization_event_id` is the materialization it belongs
+    to (its own id for a materialization).
+    """
+
+    event_type: str
+    event_id: uuid.UUID
+    event_time: datetime
+    asset_key: str
+    materialization_event_id: uuid.UUID
+    record: Mapping[str, Any]
+    position: Position | None = None
+    metadata: Mapping[str, Any] | None = None  # parsed metadata_json of a metadata event
+    payload: bytes = b"{}"  # the event as JSON (see `payload_json`), built once during validation
+
+    @property
+    def sort_key(self) -> tuple[datetime, uuid.UUID]:
+        """Last-write-wins order: (event_time, event_id)."""
+        return (self.event_time, self.event_id)
+
+
+def to_event(event_type: str, record: Mapping[str, Any], position: Position | None = None) -> Event:
+    """Validate a decoded record and return it as an `Event`, or raise `InvalidEvent`."""
+    event_id = _uuid(record, "event_id")
+    event_time = record["event_time"]
+    if not isinstance(event_time, datetime) or event_time.tzinfo is None:
+        raise InvalidEvent("malformed", f"event_time must be an aware timestamp, got {event_time!r}")
+    run = record["run"]
+    _uuid_text(run, "task_run_id", "run.")
+    if run.get("flow_run_id") is not None:
+        _uuid_text(run, "flow_run_id", "run.")
+    metadata = None
+    if event_type == MATERIALIZATION:
+        asset_key = _key(record, "asset_key")
+        for index, upstream in enumerate(record.get("upstream_keys") or ()):
+            _key({"upstream_keys": upstream}, "upstream_keys", f"[{index}]")
+        materialization_id = event_id
+    elif event_type == DEPENDENCY:
+        asset_key = _key(record, "downstream_key")
+        _key(record, "upstream_key")
+        materialization_id = _uuid(record, "materialization_event_id")
+    elif event_type == METADATA:
+        asset_key = _key(record, "asset_key")
+        materialization_id = _uuid(record, "materialization_event_id")
+        metadata = _metadata(record["metadata_json"])
+    else:
+        raise InvalidEvent("unknown-schema", f"no projection knows event type {event_type!r}")
+    return Event(event_type, event_id, event_time, asset_key, materialization_id, record, position, metadata,
+                 _payload(record, metadata))
+
+
+def _payload(record: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> bytes:
+    """Serialise the event once; the JSON text also reveals NUL characters (escaped as \\u0000),
+    which PostgreSQL text and jsonb cannot hold, without walking the record in Python."""
+    body = dict(record)
+    if metadata is not None:
+        del body["metadata_json"]
+        body["metadata"] = metadata
+    try:
+        data = orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits in the metadata: valid JSON, so use the slower encoder
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat).encode()
+    if b"\\u0000" in data:
+        _check_text(record, "")  # raises naming the field, unless the text merely spells a backslash-u0000
+    return data
+
+
+# The canonical text form (what uuid4() prints), which PostgreSQL's uuid type always accepts.
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _uuid_text(record: Mapping[str, Any], field: str, prefix: str = "") -> str:
+    value = record.get(field)
+    if type(value) is not str or not _UUID_TEXT.fullmatch(value):
+        raise InvalidEvent("invalid-uuid", f"{prefix}{field} is not a UUID: {str(value)[:80]!r}")
+    return value
+
+
+def _uuid(record: Mapping[str, Any], field: str, prefix: str = "") -> uuid.UUID:
+    return uuid.UUID(_uuid_text(record, field, prefix))
+
+
+# Keys repeat across events (an asset is materialized many times): remember the valid ones.
+_VALID_KEYS: set[str] = set()
+_VALID_KEYS_LIMIT = 100_000
+
+
+def _key(record: Mapping[str, Any], field: str, suffix: str = "") -> str:
+    value = record.get(field)
+    if value in _VALID_KEYS:
+        return value  # type: ignore[return-value]
+    try:
+        validate_asset_key(value)
+    except ValueError as exc:
+        raise InvalidEvent("invalid-key", f"{field}{suffix} {str(value)[:120]!r}: {exc}") from None
+    if len(_VALID_KEYS) >= _VALID_KEYS_LIMIT:
+        _VALID_KEYS.clear()
+    _VALID_KEYS.add(value)  # type: ignore[arg-type]
+    return value  # type: ignore[return-value]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _metadata(text: str) -> Mapping[str, Any]:
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidEvent("invalid-metadata", f"metadata_json is not JSON: {exc}"[:300]) from None
+    if not isinstance(value, dict):
+        raise InvalidEvent("invalid-metadata", f"metadata_json must be a JSON object, got {type(value).__name__}")
+    _check_text(value, "metadata_json")
+    _check_numbers(value)
+    return value
+
+
+def _check_text(value: Any, path: str) -> None:
+    """PostgreSQL text and jsonb cannot hold NUL or unpaired surrogates: refuse them up front,
+    or the whole batch would fail in the database again and again."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidEvent("invalid-text", f"{path or 'a field'} contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent("invalid-text", f"{path or 'a field'} is not valid Unicode") from None
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                continue
+            _check_text(name, path)
+            _check_text(item, f"{path}.{name}" if path else name)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_text(item, f"{path}[{index}]")
+
+
+def _check_numbers(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidEvent("invalid-metadata", "metadata_json holds a non-finite number")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_numbers(item)
+
+
+def payload_json(event: Event) -> str:
+    """The event as JSON for `lineage_history.payload`: the Avro record with its field names,
+    event_time as ISO-8601 text, and a metadata event's metadata_json parsed, as `metadata`."""
+    return event.payload.decode("utf-8")

@@ -1,0 +1,175 @@
+"""The lineage projection: append-only `lineage_history` and the `asset_edges` graph.
+
+History keeps one row per event id; a redelivered event is ignored, and within
+a batch the lowest Kafka position wins, which is the first delivery since a
+partition is read in order. Edges merge order-independently: first/last seen
+are min/max event_time, `declared` is explicit if any event declared the edge
+explicitly, and `last_event_id` is the newest dependency event by (event_time,
+event_id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from assetlog.projections.base import copy_to_temp, table
+from assetlog.projections.events import Event
+from assetlog.schemas import DEPENDENCY
+
+HISTORY_COLUMNS = (
+    ("event_id", "uuid"), ("event_type", "text"), ("event_time", "timestamptz"), ("asset_key", "text"),
+    ("upstream_key", "text"), ("status", "text"), ("materialization_event_id", "uuid"), ("flow_run_id", "uuid"),
+    ("flow_name", "text"), ("task_run_id", "uuid"), ("task_name", "text"), ("payload", "jsonb"),
+    ("kafka_topic", "text"), ("kafka_partition", "integer"), ("kafka_offset", "bigint"),
+)
+EDGES_COLUMNS = (
+    ("upstream_key", "text"), ("downstream_key", "text"), ("declared", "text"),
+    ("first_seen", "timestamptz"), ("last_seen", "timestamptz"), ("last_event_id", "uuid"),
+)
+
+# Sorts a missing position (events applied without Kafka) after any real one.
+_NO_POSITION = ("\uffff", 0, 0)
+
+
+@dataclass(slots=True)
+class EdgeRow:
+    upstream_key: str
+    downstream_key: str
+    explicit: bool
+    first_seen: datetime
+    last_seen: datetime
+    last_event_id: uuid.UUID
+
+    def as_tuple(self) -> tuple[object, ...]:
+        return (self.upstream_key, self.downstream_key, "explicit" if self.explicit else "inferred",
+                self.first_seen, self.last_seen, self.last_event_id)
+
+
+@dataclass(slots=True)
+class LineageEffects:
+    """History events by id (first delivery kept) and merged edges by (upstream, downstream)."""
+
+    history: dict[uuid.UUID, Event] = field(default_factory=dict)
+    edges: dict[tuple[str, str], EdgeRow] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.history) + len(self.edges)
+
+
+def _as_is(data: bytes) -> bytes:
+    """`Jsonb` dumps function for payloads serialised during validation."""
+    return data
+
+
+def _position_key(event: Event) -> tuple[str, int, int]:
+    p = event.position
+    return (p.topic, p.partition, p.offset) if p is not None else _NO_POSITION
+
+
+def history_row(event: Event) -> tuple[object, ...]:
+    """The `lineage_history` row of one event."""
+    record = event.record
+    run = record["run"]
+    position = event.position
+    return (
+        event.event_id, event.event_type, event.event_time, event.asset_key,
+        record.get("upstream_key") if event.event_type == DEPENDENCY else None,
+        record["status"], event.materialization_event_id,
+        run.get("flow_run_id"), run.get("flow_name"), run["task_run_id"], run["task_name"],
+        Jsonb(event.payload, _as_is),
+        position.topic if position else None, position.partition if position else None,
+        position.offset if position else None,
+    )
+
+
+class LineageProjection:
+    """Maintains `lineage_history` and `asset_edges` (consumer group `<prefix>.lineage`)."""
+
+    name = "lineage"
+    tables = ("lineage_history", "asset_edges")
+
+    def __init__(self, schema: str | None = None) -> None:
+        self.schema = schema
+
+    def reduce(self, events: Iterable[Event]) -> LineageEffects:
+        effects = LineageEffects()
+        for event in events:
+            seen = effects.history.get(event.event_id)
+            if seen is None or _position_key(event) < _position_key(seen):
+                effects.history[event.event_id] = event
+            if event.event_type != DEPENDENCY:
+                continue
+            record = event.record
+            pair = (record["upstream_key"], event.asset_key)
+            explicit = record["declared"] == "EXPLICIT"
+            edge = effects.edges.get(pair)
+            if edge is None:
+                effects.edges[pair] = EdgeRow(*pair, explicit, event.event_time, event.event_time, event.event_id)
+                continue
+            edge.explicit = edge.explicit or explicit
+            edge.first_seen = min(edge.first_seen, event.event_time)
+            if event.sort_key > (edge.last_seen, edge.last_event_id):
+                edge.last_seen, edge.last_event_id = event.sort_key
+        return effects
+
+    def apply(self, conn: psycopg.Connection, effects: LineageEffects) -> None:
+        with conn.transaction():
+            if effects.history:
+                self._append_history(conn, effects.history)
+            if effects.edges:
+                copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS,
+                             (edge.as_tuple() for edge in effects.edges.values()))
+                conn.execute(self._upsert_edges())
+
+    def _append_history(self, conn: psycopg.Connection, history: dict[uuid.UUID, Event]) -> None:
+        """COPY new events straight into lineage_history (half the cost of a staged upsert).
+
+        Ids already stored are filtered out first; should a concurrent process
+        store one in between (a unique violation), the batch falls back to a
+        staged INSERT ... ON CONFLICT DO NOTHING, so the result is the same.
+        """
+        target = table(self.schema, "lineage_history")
+        stored = {row[0] for row in conn.execute(
+            sql.SQL("SELECT event_id FROM {} WHERE event_id = ANY(%s)").format(target), (list(history),)
+        )}
+        fresh = [event for event_id, event in history.items() if event_id not in stored]
+        if not fresh:
+            return
+        columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
+                    for event in fresh:
+                        copy.write_row(history_row(event))
+        except psycopg.errors.UniqueViolation:
+            copy_to_temp(conn, "assetlog_batch_history", HISTORY_COLUMNS, (history_row(e) for e in fresh))
+            conn.execute(self._insert_history())
+
+    def _insert_history(self) -> sql.Composed:
+        columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
+        return sql.SQL(
+            "INSERT INTO {target} ({columns}) SELECT {columns} FROM assetlog_batch_history ORDER BY event_id "
+            "ON CONFLICT (event_id) DO NOTHING"
+        ).format(target=table(self.schema, "lineage_history"), columns=columns)
+
+    def _upsert_edges(self) -> sql.Composed:
+        columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS)
+        newer = sql.SQL("(EXCLUDED.last_seen, EXCLUDED.last_event_id) > (t.last_seen, t.last_event_id)")
+        return sql.SQL(
+            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_edges "
+            "ORDER BY upstream_key, downstream_key "
+            "ON CONFLICT (upstream_key, downstream_key) DO UPDATE SET "
+            "declared = CASE WHEN EXCLUDED.declared = 'explicit' THEN 'explicit' ELSE t.declared END, "
+            "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), "
+            "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), "
+            "last_event_id = CASE WHEN {newer} THEN EXCLUDED.last_event_id ELSE t.last_event_id END "
+            "WHERE (EXCLUDED.declared = 'explicit' AND t.declared <> 'explicit') "
+            "OR EXCLUDED.first_seen < t.first_seen OR {newer}"
+        ).format(target=table(self.schema, "asset_edges"), columns=columns, newer=newer)

@@ -1,0 +1,210 @@
+"""The properties projection: `asset_properties` (last write wins) and `assets`.
+
+Events of the three topics arrive in no global order (three topics, several
+partitions, several consumer processes), so every column is defined by an
+order-independent rule over the set of events:
+
+- properties: the properties of the event with the greatest (event_time,
+  event_id) among materializations carrying `properties` and dependencies
+  carrying `upstream_properties`; replaced as a whole; events without
+  properties never touch them;
+- first_seen / last_seen: min / max event_time of any event naming the key;
+- last materialization: the materialization with the greatest (event_time, event_id);
+- metadata: the metadata event with the greatest (event_time,
+  materialization_event_id, event_id).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from assetlog.projections.base import copy_to_temp, table
+from assetlog.projections.events import Event
+from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
+
+PROPERTIES_COLUMNS = (
+    ("key", "text"), ("name", "text"), ("description", "text"), ("owners", "text[]"), ("url", "text"),
+    ("event_time", "timestamptz"), ("event_id", "uuid"),
+)
+ASSETS_COLUMNS = (
+    ("key", "text"), ("first_seen", "timestamptz"), ("last_seen", "timestamptz"),
+    ("last_materialized_at", "timestamptz"), ("last_materialization_event_id", "uuid"), ("last_status", "text"),
+    ("last_materialized_by", "text"), ("last_error_type", "text"), ("last_error_message", "text"),
+    ("metadata", "jsonb"), ("metadata_time", "timestamptz"), ("metadata_materialization_event_id", "uuid"),
+    ("metadata_event_id", "uuid"),
+)
+MATERIALIZATION_COLUMNS = ("last_materialized_at", "last_materialization_event_id", "last_status",
+                           "last_materialized_by", "last_error_type", "last_error_message")
+METADATA_COLUMNS = ("metadata", "metadata_time", "metadata_materialization_event_id", "metadata_event_id")
+
+_NEWER_MATERIALIZATION = sql.SQL(
+    "(EXCLUDED.last_materialized_at IS NOT NULL AND (t.last_materialized_at IS NULL OR "
+    "(EXCLUDED.last_materialized_at, EXCLUDED.last_materialization_event_id) "
+    "> (t.last_materialized_at, t.last_materialization_event_id)))"
+)
+_NEWER_METADATA = sql.SQL(
+    "(EXCLUDED.metadata_event_id IS NOT NULL AND (t.metadata_event_id IS NULL OR "
+    "(EXCLUDED.metadata_time, EXCLUDED.metadata_materialization_event_id, EXCLUDED.metadata_event_id) "
+    "> (t.metadata_time, t.metadata_materialization_event_id, t.metadata_event_id)))"
+)
+
+
+@dataclass(slots=True)
+class PropertiesRow:
+    key: str
+    name: str | None
+    description: str | None
+    owners: list[str] | None
+    url: str | None
+    event_time: datetime
+    event_id: uuid.UUID
+
+    def as_tuple(self) -> tuple[object, ...]:
+        return (self.key, self.name, self.description, self.owners, self.url, self.event_time, self.event_id)
+
+
+@dataclass(slots=True)
+class AssetRow:
+    key: str
+    first_seen: datetime
+    last_seen: datetime
+    # (event_time, event_id, status, by, error_type, error_message) of the newest materialization
+    materialization: tuple[datetime, uuid.UUID, str, str | None, str | None, str | None] | None = None
+    # (event_time, materialization_event_id, event_id, metadata JSON text) of the newest metadata
+    metadata: tuple[datetime, uuid.UUID, uuid.UUID, str] | None = None
+
+    def as_tuple(self) -> tuple[object, ...]:
+        m = self.materialization or (None,) * 6
+        d = self.metadata
+        meta = (d[3], d[0], d[1], d[2]) if d else (None,) * 4
+        return (self.key, self.first_seen, self.last_seen, *m, *meta)
+
+
+@dataclass(slots=True)
+class PropertiesEffects:
+    """At most one row per key for each table, already merged within the batch."""
+
+    properties: dict[str, PropertiesRow] = field(default_factory=dict)
+    assets: dict[str, AssetRow] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.properties) + len(self.assets)
+
+
+class PropertiesProjection:
+    """Maintains `asset_properties` and `assets` (consumer group `<prefix>.properties`)."""
+
+    name = "properties"
+    tables = ("asset_properties", "assets")
+
+    def __init__(self, schema: str | None = None) -> None:
+        self.schema = schema
+
+    def reduce(self, events: Iterable[Event]) -> PropertiesEffects:
+        effects = PropertiesEffects()
+        for event in events:
+            time = event.event_time
+            record = event.record
+            if event.event_type == MATERIALIZATION:
+                row = self._seen(effects, event.asset_key, time)
+                error = record.get("error") or {}
+                candidate = (time, event.event_id, record["status"], record.get("by"),
+                             error.get("type"), error.get("message"))
+                if row.materialization is None or candidate[:2] > row.materialization[:2]:
+                    row.materialization = candidate
+                for upstream in record.get("upstream_keys") or ():
+                    self._seen(effects, upstream, time)
+                self._offer_properties(effects, event.asset_key, record.get("properties"), event)
+            elif event.event_type == DEPENDENCY:
+                self._seen(effects, event.asset_key, time)
+                self._seen(effects, record["upstream_key"], time)
+                self._offer_properties(effects, record["upstream_key"], record.get("upstream_properties"), event)
+            elif event.event_type == METADATA:
+                row = self._seen(effects, event.asset_key, time)
+                order = (time, event.materialization_event_id, event.event_id)
+                if row.metadata is None or order > row.metadata[:3]:
+                    text = json.dumps(event.metadata, ensure_ascii=False, separators=(",", ":"))
+                    row.metadata = (*order, text)
+        return effects
+
+    @staticmethod
+    def _seen(effects: PropertiesEffects, key: str, time: datetime) -> AssetRow:
+        row = effects.assets.get(key)
+        if row is None:
+            row = effects.assets[key] = AssetRow(key, time, time)
+        elif time < row.first_seen:
+            row.first_seen = time
+        elif time > row.last_seen:
+            row.last_seen = time
+        return row
+
+    @staticmethod
+    def _offer_properties(effects: PropertiesEffects, key: str, properties: dict | None, event: Event) -> None:
+        if properties is None:
+            return
+        current = effects.properties.get(key)
+        if current is not None and (current.event_time, current.event_id) >= event.sort_key:
+            return
+        owners = properties.get("owners")
+        effects.properties[key] = PropertiesRow(
+            key, properties.get("name"), properties.get("description"),
+            list(owners) if owners is not None else None, properties.get("url"),
+            event.event_time, event.event_id,
+        )
+
+    def apply(self, conn: psycopg.Connection, effects: PropertiesEffects) -> None:
+        with conn.transaction():
+            if effects.properties:
+                copy_to_temp(conn, "assetlog_batch_properties", PROPERTIES_COLUMNS,
+                             (row.as_tuple() for row in effects.properties.values()))
+                conn.execute(self._upsert_properties())
+            if effects.assets:
+                copy_to_temp(conn, "assetlog_batch_assets", ASSETS_COLUMNS,
+                             (row.as_tuple() for row in effects.assets.values()))
+                conn.execute(self._upsert_assets())
+
+    def _upsert_properties(self) -> sql.Composed:
+        columns = [name for name, _ in PROPERTIES_COLUMNS]
+        return sql.SQL(
+            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_properties ORDER BY key "
+            "ON CONFLICT (key) DO UPDATE SET {updates} "
+            "WHERE (EXCLUDED.event_time, EXCLUDED.event_id) > (t.event_time, t.event_id)"
+        ).format(
+            target=table(self.schema, "asset_properties"),
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            updates=sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns[1:]
+            ),
+        )
+
+    def _upsert_assets(self) -> sql.Composed:
+        columns = [name for name, _ in ASSETS_COLUMNS]
+
+        def newest(names: tuple[str, ...], newer: sql.SQL) -> sql.Composed:
+            return sql.SQL(", ").join(
+                sql.SQL("{0} = CASE WHEN {1} THEN EXCLUDED.{0} ELSE t.{0} END").format(sql.Identifier(c), newer)
+                for c in names
+            )
+
+        return sql.SQL(
+            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_assets ORDER BY key "
+            "ON CONFLICT (key) DO UPDATE SET "
+            "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), "
+            "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), {materialization}, {metadata} "
+            "WHERE EXCLUDED.first_seen < t.first_seen OR EXCLUDED.last_seen > t.last_seen "
+            "OR {newer_materialization} OR {newer_metadata}"
+        ).format(
+            target=table(self.schema, "assets"),
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            materialization=newest(MATERIALIZATION_COLUMNS, _NEWER_MATERIALIZATION),
+            metadata=newest(METADATA_COLUMNS, _NEWER_METADATA),
+            newer_materialization=_NEWER_MATERIALIZATION,
+            newer_metadata=_NEWER_METADATA,
+        )
