@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from assetlog.consumers import cli as consumers_cli
     from assetlog.producer import cli as producer_cli
     from assetlog.projections import cli as projections_cli
+    from assetlog.projections import query_cli
 
     parser = argparse.ArgumentParser(
         prog="assetlog",
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"assetlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, compose_cli, producer_cli, consumers_cli, projections_cli):
+    for module in (demo, compose_cli, producer_cli, consumers_cli, projections_cli, query_cli):
         module.register(subparsers)
     return parser
 
