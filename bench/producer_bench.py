@@ -1,0 +1,199 @@
+"""Producer benchmark: Assetlog's publish path against raw Kafka produce(), and the
+time a materializing task adds to a plain function call.
+
+    python bench/producer_bench.py [--events N] [--tasks M] [--repeats R]
+
+Needs ASSETLOG_KAFKA_BOOTSTRAP (e.g. `eval "$(assetlog stack env)"`). It creates
+topics under a private prefix, deletes them afterwards, prints a table and
+writes JSON to bench/results/.
+
+Throughput, both sides until every message is acknowledged (acks=all, idempotent,
+the same librdkafka settings):
+- Assetlog: finished task runs (1 asset, 2 upstreams, metadata: 4 events each)
+  -> events -> Avro -> outbox (SQLite group commit) -> produce -> delivery report
+  -> outbox row deleted;
+- raw: produce() of the very same pre-encoded bytes, poll(0), flush().
+Added time per task: a @materialize task called in a flow (events published)
+against the same function undecorated, per call, p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from assetlog.compose.topics import admin_client, all_topics, ensure_topics
+from assetlog.config import Settings
+from assetlog.producer import Asset, AssetProperties, Publisher, flow, materialize, publishing, task
+from assetlog.producer.encoding import encoder_for
+from assetlog.producer.events import (
+    EXPLICIT,
+    INFERRED,
+    SUCCEEDED,
+    FinishedTaskRun,
+    ProducerIdentity,
+    Upstream,
+    events_for,
+    new_event_id,
+)
+from assetlog.producer.publisher import PRODUCER_DEFAULTS, PRODUCER_REQUIRED
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EVENTS_PER_RUN = 4
+
+
+def finished_runs(count: int) -> list[FinishedTaskRun]:
+    """Task runs shaped like the guide's: one asset, an inferred and an explicit upstream, metadata."""
+    external = Asset(key="postgres://prod-db/public/users",
+                     properties=AssetProperties(name="Users", owners=["platform-team"]))
+    flow_run_id = new_event_id()
+    # Tasks declare their assets once (at import), and runs reuse those objects.
+    daily = [Asset(key=f"s3://bench/daily/{i}.parquet") for i in range(500)]
+    raw = [Asset(key=f"s3://bench/raw/{i}.csv") for i in range(500)]
+    runs = []
+    for i in range(count):
+        key = daily[i % 500].key
+        runs.append(FinishedTaskRun(
+            assets=(daily[i % 500],),
+            upstream=(Upstream(raw[i % 500], INFERRED), Upstream(external, EXPLICIT, True)),
+            metadata={key: '{"rows":1234,"seconds":0.42}'},
+            status=SUCCEEDED, error=None, by="dbt", event_time=time.time_ns() // 1000,
+            task_run_id=new_event_id(), task_name="build_daily", flow_run_id=flow_run_id, flow_name="bench"))
+    return runs
+
+
+def assetlog_rate(settings: Settings, runs: list[FinishedTaskRun]) -> float:
+    with Publisher(settings, flush_timeout=60) as publisher:
+        start = time.perf_counter()
+        for run in runs:
+            publisher.publish(run)
+        result = publisher.flush()
+        elapsed = time.perf_counter() - start
+        if result.waiting:
+            raise SystemExit(f"producer_bench: {result.waiting} events not acknowledged ({result.reason})")
+    return len(runs) * EVENTS_PER_RUN / elapsed
+
+
+def pre_encoded(settings: Settings, runs: list[FinishedTaskRun]) -> list[tuple[str, bytes, bytes]]:
+    identity = ProducerIdentity.current()
+    messages = []
+    for run in runs:
+        memo: dict[int, bytes] = {}
+        for event in events_for(run, settings.topics, identity):
+            messages.append((event.topic, event.key.encode(), encoder_for(event.event_type)(event.record, memo)))
+    return messages
+
+
+def raw_rate(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:
+    from confluent_kafka import Producer
+
+    producer = Producer(settings.kafka_client_config(defaults=PRODUCER_DEFAULTS, required=PRODUCER_REQUIRED))
+    start = time.perf_counter()
+    for topic, key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    elapsed = time.perf_counter() - start
+    if remaining:
+        raise SystemExit(f"producer_bench: raw produce left {remaining} messages undelivered")
+    return len(messages) / elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def added_time(settings: Settings, calls: int) -> dict[str, float]:
+    """Per-call nanoseconds of a plain function, a @task and a @materialize task inside a flow."""
+
+    def body(i: int) -> int:
+        return i + 1
+
+    plain_task = task(body)
+    materializing = materialize("s3://bench/added-time.parquet")(body)
+    timings: dict[str, list[float]] = {"function": [], "task": [], "materialize": []}
+    clock = time.perf_counter_ns
+
+    @flow
+    def bench_flow() -> None:
+        for _round in range(3):  # interleave, so background noise hits all three alike
+            for name, fn in (("function", body), ("task", plain_task), ("materialize", materializing)):
+                samples = timings[name]
+                for i in range(calls // 3):
+                    start = clock()
+                    fn(i)
+                    samples.append(clock() - start)
+
+    with Publisher(settings, flush_timeout=60) as publisher, publishing(publisher):
+        bench_flow()
+    base50, base99 = percentile(timings["function"], 0.5), percentile(timings["function"], 0.99)
+    return {
+        "calls": len(timings["materialize"]),
+        "function_p50_us": base50 / 1000,
+        "task_added_p50_us": (percentile(timings["task"], 0.5) - base50) / 1000,
+        "materialize_added_p50_us": (percentile(timings["materialize"], 0.5) - base50) / 1000,
+        "materialize_added_p99_us": (percentile(timings["materialize"], 0.99) - base99) / 1000,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=40_000, help="events per throughput run (default 40000)")
+    parser.add_argument("--tasks", type=int, default=6_000, help="task calls for the added-time measure")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per side; the median is kept")
+    args = parser.parse_args(argv)
+    base = Settings.from_env()
+    base.require_kafka()
+    settings = replace(base, topic_prefix=f"bench.{uuid.uuid4().hex[:10]}",
+                       outbox_dir=Path(tempfile.mkdtemp(prefix="assetlog-bench-")))
+    ensure_topics(settings, partitions=3)
+    try:
+        runs = finished_runs(max(1, args.events // EVENTS_PER_RUN))
+        messages = pre_encoded(settings, runs)
+        raw_rate(settings, messages[:2000])  # warm up: connections, metadata
+        assetlog_rates, raw_rates = [], []
+        for _ in range(args.repeats):
+            assetlog_rates.append(assetlog_rate(settings, runs))
+            raw_rates.append(raw_rate(settings, messages))
+        added = added_time(settings, args.tasks)
+    finally:
+        admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30)
+    ours, raw = statistics.median(assetlog_rates), statistics.median(raw_rates)
+    result = {
+        "events": len(messages), "repeats": args.repeats, "events_per_task_run": EVENTS_PER_RUN,
+        "assetlog_events_per_s": round(ours), "raw_produce_events_per_s": round(raw),
+        "ratio": round(ours / raw, 3),
+        "assetlog_runs": [round(r) for r in assetlog_rates], "raw_runs": [round(r) for r in raw_rates],
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in added.items()},
+        "python": sys.version.split()[0],
+    }
+    print(f"{'measure':44} {'value':>12}")
+    print(f"{'Assetlog publish (encode+outbox+produce), ev/s':44} {result['assetlog_events_per_s']:>12,}")
+    print(f"{'raw produce() of the same bytes, ev/s':44} {result['raw_produce_events_per_s']:>12,}")
+    print(f"{'ratio Assetlog / raw':44} {result['ratio']:>12}")
+    print(f"{'plain function call p50, us':44} {result['function_p50_us']:>12}")
+    print(f"{'added by @task p50, us':44} {result['task_added_p50_us']:>12}")
+    print(f"{'added by @materialize p50, us':44} {result['materialize_added_p50_us']:>12}")
+    print(f"{'added by @materialize p99, us':44} {result['materialize_added_p99_us']:>12}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"producer_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Runtime metadata for the assets a task run materializes.
+
+Values are checked and encoded as JSON when they are added, so a bad value fails
+at the call that added it (naming its key) and later mutations of the caller's
+objects cannot change what was recorded. The merge is shallow: a later call's
+top-level keys replace earlier ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from assetlog.producer.assets import Asset
+
+
+def encode_metadata(metadata: object) -> dict[str, str]:
+    """Top-level key -> JSON text of its value; raises TypeError naming the offending key."""
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict of JSON-serialisable values, got {type(metadata).__name__}")
+    encoded: dict[str, str] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise TypeError(f"metadata keys must be strings, got {key!r} ({type(key).__name__})")
+        try:
+            encoded[key] = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError(f"metadata value for key {key!r} is not JSON-serialisable: {exc}") from exc
+    return encoded
+
+
+def merged_metadata_json(values: Mapping[str, str]) -> str:
+    """The JSON object text of already-encoded top-level values."""
+    return "{" + ",".join(f"{json.dumps(key, ensure_ascii=False)}:{value}" for key, value in values.items()) + "}"
+
+
+def add_metadata_for_key(key: str, metadata: dict[str, Any], *, caller: str) -> None:
+    from assetlog.producer.runtime import current_task_run
+
+    run = current_task_run()
+    if run is None:
+        raise RuntimeError(f"Unable to call `{caller}` outside of a task run: call it in the body of a "
+                           "@materialize function")
+    run.add_metadata(key, metadata)
+
+
+def add_asset_metadata(asset: str | Asset, metadata: dict[str, Any]) -> None:
+    """Attach runtime metadata to `asset`'s materialization in the running task.
+
+    Raises RuntimeError outside a task run, and ValueError when the running task
+    does not materialize `asset`.
+    """
+    from assetlog.producer.assets import Asset
+
+    if isinstance(asset, Asset):
+        key = asset.key
+    elif isinstance(asset, str):
+        key = asset
+    else:
+        raise TypeError(f"expected an asset key (str) or an Asset, got {type(asset).__name__}")
+    add_metadata_for_key(key, metadata, caller="add_asset_metadata")

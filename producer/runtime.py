@@ -1,0 +1,405 @@
+"""The flow/task run engine: run contexts, lineage inference, retries, emission.
+
+The only state is the current flow run and task run, in contextvars, so threads
+(`.submit()`), asyncio tasks and nested calls each see their own. Lineage is
+inferred like Prefect does: every value a task returns is remembered (by
+identity, with its direct items) together with the task run that produced it;
+a task's upstream runs are those whose values, futures or `wait_for` entries
+appear anywhere in its arguments. Materializing runs pass on only their own
+assets; plain runs pass on what they received plus their own `asset_deps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from assetlog.producer.assets import Asset
+from assetlog.producer.events import (
+    EXPLICIT,
+    FAILED,
+    INFERRED,
+    SUCCEEDED,
+    FinishedTaskRun,
+    Upstream,
+    new_event_id,
+)
+from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
+from assetlog.producer.metadata import encode_metadata, merged_metadata_json
+from assetlog.producer.publishing import current_publisher
+
+if TYPE_CHECKING:
+    from assetlog.producer.publisher import Publisher
+    from assetlog.producer.tasks import Task
+
+log = logging.getLogger("assetlog.producer")
+
+_FLOW_RUN: ContextVar[FlowRun | None] = ContextVar("assetlog_flow_run", default=None)
+_TASK_RUN: ContextVar[TaskRun | None] = ContextVar("assetlog_task_run", default=None)
+
+_CONTAINERS = (list, tuple, set, frozenset)
+
+
+def current_flow_run() -> FlowRun | None:
+    return _FLOW_RUN.get()
+
+
+def current_task_run() -> TaskRun | None:
+    return _TASK_RUN.get()
+
+
+def _untrackable(value: object) -> bool:
+    """Singletons and CPython's cached small ints are shared by unrelated code: their
+    identity says nothing about which task produced them (Prefect skips them too)."""
+    return value is None or value is True or value is False or value is Ellipsis or (
+        type(value) is int and -5 <= value <= 256)  # type: ignore[operator]
+
+
+class FlowRun:
+    """One run of a flow: its id, what its task runs returned, its submitted futures."""
+
+    def __init__(self, name: str) -> None:
+        self.id = new_event_id()
+        self.name = name
+        self._results: dict[int, tuple[object, TaskRun]] = {}
+        self._futures: list[concurrent.futures.Future[Any]] = []
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.publishers: list[Publisher] = []
+        self._last_publisher: Publisher | None = None
+
+    def link(self, value: object, run: TaskRun) -> None:
+        """Remember that `run` produced `value` and its direct items (one level deep)."""
+        self._link_one(value, run)
+        if isinstance(value, _CONTAINERS):
+            for item in value:
+                self._link_one(item, run)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._link_one(key, run)
+                self._link_one(item, run)
+
+    def _link_one(self, value: object, run: TaskRun) -> None:
+        if not _untrackable(value):
+            self._results[id(value)] = (value, run)  # holding the value keeps its id unique
+
+    def producer_of(self, value: object) -> TaskRun | None:
+        entry = self._results.get(id(value))
+        return entry[1] if entry is not None and entry[0] is value else None
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=f"assetlog-{self.name}")
+            future = self._executor.submit(fn)
+            self._futures.append(future)
+        return future
+
+    def use_publisher(self, publisher: Publisher) -> None:
+        if publisher is self._last_publisher:
+            return
+        self._last_publisher = publisher
+        with self._lock:
+            if not any(p is publisher for p in self.publishers):
+                self.publishers.append(publisher)
+
+    def finish(self) -> None:
+        """Wait for every submitted task run, then flush the events of the whole run."""
+        while True:
+            with self._lock:
+                pending = [f for f in self._futures if not f.done()]
+            if not pending:
+                break
+            concurrent.futures.wait(pending)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        for publisher in self.publishers:
+            try:
+                result = publisher.flush()
+            except Exception:
+                log.exception("flow run %s (%s): the lineage events could not be flushed", self.id, self.name)
+                continue
+            if result.waiting:
+                log.warning("flow run %s (%s): %d lineage events wait in the outbox %s (%s); the next "
+                            "publisher on it, or `assetlog outbox flush`, sends them", self.id, self.name,
+                            result.waiting, publisher.settings.outbox_dir, result.reason)
+
+
+class TaskRun:
+    """One run of a task (all its attempts): assets, upstream, metadata."""
+
+    __slots__ = ("asset_keys", "assets", "flow_run", "id", "metadata", "passed_on", "publisher", "task", "upstream")
+
+    def __init__(self, task: Task[..., Any], flow_run: FlowRun | None) -> None:
+        self.id = new_event_id()
+        self.task = task
+        self.flow_run = flow_run
+        self.assets: tuple[Asset, ...] = task.assets
+        self.asset_keys: frozenset[str] = task.asset_keys
+        self.passed_on: tuple[tuple[Asset, bool], ...] = ()  # (asset, came from some asset_deps)
+        self.upstream: tuple[Upstream, ...] = ()
+        self.metadata: dict[str, dict[str, str]] = {}
+        self.publisher: Publisher | None = None
+
+    def start(self, upstream_runs: Iterable[TaskRun]) -> None:
+        if not upstream_runs and not self.task.asset_deps:  # the common case, kept cheap
+            self.passed_on = tuple((asset, False) for asset in self.assets)
+            return
+        received: dict[str, tuple[Asset, bool]] = {}
+        for run in upstream_runs:
+            for asset, from_deps in run.passed_on:
+                known = received.get(asset.key)
+                if known is None or (from_deps and not known[1]):
+                    received[asset.key] = (asset, from_deps)
+        if self.assets:
+            self.passed_on = tuple((asset, False) for asset in self.assets)
+            upstream = {key: Upstream(asset, INFERRED, from_deps) for key, (asset, from_deps) in received.items()}
+            for dep in self.task.asset_deps:  # explicit wins over inferred
+                upstream[dep.key] = Upstream(dep, EXPLICIT, True)
+            self.upstream = tuple(upstream.values())
+        else:
+            for dep in self.task.asset_deps:
+                received[dep.key] = (dep, True)
+            self.passed_on = tuple(received.values())
+
+    def add_metadata(self, key: str, metadata: object) -> None:
+        if key not in self.asset_keys:
+            raise ValueError("Can only add metadata to assets that are arguments to @materialize")
+        self.metadata.setdefault(key, {}).update(encode_metadata(metadata))
+
+    def finish(self, error: BaseException | None) -> None:
+        """Emit the run's events (materializing tasks only); never raises into user code."""
+        if not self.assets or self.publisher is None:
+            return
+        flow_run = self.flow_run
+        finished = FinishedTaskRun(
+            assets=self.assets,
+            upstream=self.upstream,
+            metadata={key: merged_metadata_json(values) for key, values in self.metadata.items() if values},
+            status=FAILED if error is not None else SUCCEEDED,
+            error=(type(error).__name__, str(error)) if error is not None else None,
+            by=getattr(self.task, "by", None),
+            event_time=time.time_ns() // 1000,
+            task_run_id=self.id,
+            task_name=self.task.name,
+            flow_run_id=flow_run.id if flow_run is not None else None,
+            flow_name=flow_run.name if flow_run is not None else None,
+        )
+        try:
+            self.publisher.publish(finished)
+        except Exception:
+            log.exception("task run %s (%s): its lineage events could not be queued", self.id, self.task.name)
+
+
+def upstream_runs(flow_run: FlowRun | None, values: Iterable[object]) -> list[TaskRun]:
+    """Task runs of `flow_run` whose results or futures appear anywhere in `values`."""
+    if flow_run is None:  # outside a flow nothing is inferred (as in Prefect)
+        return []
+    found: dict[int, TaskRun] = {}
+    seen: set[int] = set()
+    stack = list(values)
+    stack.reverse()
+    while stack:
+        value = stack.pop()
+        if isinstance(value, TaskFuture):
+            if value.task_run.flow_run is flow_run:
+                found.setdefault(id(value.task_run), value.task_run)
+            continue
+        if isinstance(value, unmapped):
+            stack.append(value.value)
+            continue
+        producer = flow_run.producer_of(value)
+        if producer is not None:
+            found.setdefault(id(producer), producer)
+        if isinstance(value, _CONTAINERS) or isinstance(value, dict):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            items = [x for pair in value.items() for x in pair] if isinstance(value, dict) else list(value)
+            items.reverse()
+            stack.extend(items)
+    return list(found.values())
+
+
+def resolve_futures(value: Any) -> Any:
+    """`value` with every future (also inside lists, tuples, sets and dicts) replaced by its
+    result; collections without futures are returned as they are (same object)."""
+    resolved, _ = _resolve(value)
+    return resolved
+
+
+def _resolve(value: Any) -> tuple[Any, bool]:
+    if isinstance(value, TaskFuture):
+        return value.upstream_result(), True
+    kind = type(value)
+    if kind in (list, tuple, set, frozenset, TaskFutureList) or (kind.__base__ is tuple and hasattr(value, "_fields")):
+        items = [_resolve(item) for item in value]
+        if not any(changed for _, changed in items):
+            return value, False
+        values = [item for item, _ in items]
+        if kind is TaskFutureList:
+            return values, True  # what .map() returned becomes the list of results
+        if kind in (list, tuple, set, frozenset):
+            return kind(values), True
+        return kind(*values), True  # a namedtuple
+    if kind is dict:
+        pairs = [(_resolve(k), _resolve(v)) for k, v in value.items()]
+        if not any(ck or cv for (_, ck), (_, cv) in pairs):
+            return value, False
+        return {k: v for (k, _), (v, _) in pairs}, True
+    return value, False
+
+
+def _wait_all(values: Iterable[object]) -> None:
+    for value in values:
+        resolve_futures(value)
+
+
+_WALK = (TaskFuture, unmapped, list, tuple, set, frozenset, dict)
+
+
+def _plain(values: Iterable[object]) -> bool:
+    """No futures and no collections: nothing to resolve, only direct values to trace."""
+    for value in values:
+        if isinstance(value, _WALK):
+            return False
+    return True
+
+
+def _direct_producers(flow_run: FlowRun, values: Iterable[object]) -> list[TaskRun]:
+    results = flow_run._results
+    found: list[TaskRun] = []
+    for value in values:
+        entry = results.get(id(value))
+        if entry is not None and entry[0] is value and entry[1] not in found:
+            found.append(entry[1])
+    return found
+
+
+def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
+             wait_for: Iterable[object] | None, extra: Iterable[object]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Trace the upstream runs, wait for futures, start the run and pick its publisher."""
+    flow_run = run.flow_run
+    if wait_for is None and not extra and _plain(args) and _plain(kwargs.values()):
+        upstream = [] if flow_run is None else _direct_producers(flow_run, (*args, *kwargs.values()))
+    else:
+        wait_list = list(wait_for or ())
+        upstream = upstream_runs(flow_run, (args, kwargs, wait_list, list(extra)))
+        _wait_all(wait_list)
+        args, kwargs = resolve_futures(args), resolve_futures(kwargs)
+    run.start(upstream)
+    if run.assets:
+        run.publisher = current_publisher()  # a configuration error fails before the body runs
+        if flow_run is not None:
+            flow_run.use_publisher(run.publisher)
+    return args, kwargs
+
+
+def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  wait_for: Iterable[object] | None = None, run: TaskRun | None = None,
+                  extra: Iterable[object] = ()) -> Any:
+    """Run a sync task in the caller's thread: retries, then the final attempt's events."""
+    run = run or TaskRun(task, current_flow_run())
+    args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
+    token = _TASK_RUN.set(run)
+    try:
+        attempt = 0
+        while True:
+            try:
+                result = task.fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt < task.retries:
+                    time.sleep(task.retry_delay(attempt))
+                    attempt += 1
+                    continue
+                run.finish(exc)
+                raise
+            run.finish(None)
+            if run.flow_run is not None:
+                run.flow_run.link(result, run)
+            return result
+    finally:
+        _TASK_RUN.reset(token)
+
+
+async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                         wait_for: Iterable[object] | None = None, run: TaskRun | None = None,
+                         extra: Iterable[object] = ()) -> Any:
+    """The async twin of `run_task_sync`: awaits the body and sleeps without blocking the loop."""
+    run = run or TaskRun(task, current_flow_run())
+    pending = [v for v in (*args, *kwargs.values(), *(wait_for or ())) if isinstance(v, TaskFuture)]
+    for future in pending:  # do not block the event loop on submitted runs
+        await future.wait_async()
+    args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
+    token = _TASK_RUN.set(run)
+    try:
+        attempt = 0
+        while True:
+            try:
+                result = await task.fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt < task.retries:
+                    await asyncio.sleep(task.retry_delay(attempt))
+                    attempt += 1
+                    continue
+                run.finish(exc)
+                raise
+            run.finish(None)
+            if run.flow_run is not None:
+                run.flow_run.link(result, run)
+            return result
+    finally:
+        _TASK_RUN.reset(token)
+
+
+def submit_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                wait_for: Iterable[object] | None = None, extra: Iterable[object] = ()) -> TaskFuture[Any]:
+    """Run a task on a worker thread (the flow run's pool, or a thread of its own outside a flow)."""
+    flow_run = current_flow_run()
+    run = TaskRun(task, flow_run)
+    context = contextvars.copy_context()
+    if task.is_async:
+        def call() -> Any:
+            return context.run(asyncio.run, run_task_async(task, args, kwargs, wait_for, run, extra))
+    else:
+        def call() -> Any:
+            return context.run(run_task_sync, task, args, kwargs, wait_for, run, extra)
+    if flow_run is not None:
+        return TaskFuture(run, flow_run.submit(call))
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetlog-task")
+    future = executor.submit(call)
+    executor.shutdown(wait=False)
+    return TaskFuture(run, future)
+
+
+def run_flow_sync(fn: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    flow_run = FlowRun(name)
+    flow_token, task_token = _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
+    try:
+        return fn(*resolve_futures(args), **resolve_futures(kwargs))
+    finally:
+        try:
+            flow_run.finish()
+        finally:
+            _TASK_RUN.reset(task_token)
+            _FLOW_RUN.reset(flow_token)
+
+
+async def run_flow_async(fn: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    flow_run = FlowRun(name)
+    flow_token, task_token = _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
+    try:
+        return await fn(*resolve_futures(args), **resolve_futures(kwargs))
+    finally:
+        try:
+            await asyncio.to_thread(flow_run.finish)
+        finally:
+            _TASK_RUN.reset(task_token)
+            _FLOW_RUN.reset(flow_token)
