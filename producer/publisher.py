@@ -458,6 +458,7 @@ class Publisher:
                     self._unsent.append(row)
                 else:
                     row.state = FAILED
+        self._publish_snapshot()  # a flush() starting now must see the adopted rows
 
     def _publish_snapshot(self) -> None:
         unresolved = [(row.seq, row.events) for row in self._rows.values() if row.state != FAILED]

@@ -34,7 +34,7 @@ def read_published(settings: Settings, *, at_least: int = 0, timeout: float = 20
 
     With `at_least`, read again until that many messages are there (or fail after `timeout`).
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     deadline = time.monotonic() + timeout
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
@@ -42,11 +42,17 @@ def read_published(settings: Settings, *, at_least: int = 0, timeout: float = 20
     try:
         while True:
             ends: dict[tuple[str, int], int] = {}
-            for topic in settings.topics.events:
-                metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-                for partition in metadata.partitions:
-                    ends[(topic, partition)] = consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=10)[1]
+            try:
+                for topic in settings.topics.events:
+                    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+                    for partition in metadata.partitions:
+                        ends[(topic, partition)] = consumer.get_watermark_offsets(
+                            TopicPartition(topic, partition), timeout=10)[1]
+            except KafkaException:  # a topic created a moment ago may have no leader yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
             if sum(ends.values()) >= at_least or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
