@@ -111,12 +111,15 @@ _NEIGHBOURS_NOW = {
     "downstream": "SELECT downstream_key, declared, first_seen, last_seen, count(*) OVER () FROM asset_edges "
                   "WHERE upstream_key = %(key)s ORDER BY downstream_key LIMIT %(n)s",
 }
-_DECLARED = "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END"
 _NEIGHBOURS_AS_OF = {
-    "upstream": "SELECT upstream_key, " + _DECLARED + ", min(event_time), max(event_time), count(*) OVER () "
+    "upstream": "SELECT upstream_key, "
+                "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END, "
+                "min(event_time), max(event_time), count(*) OVER () "
                 "FROM lineage_history WHERE asset_key = %(key)s AND event_type = 'dependency' "
                 "AND event_time <= %(as_of)s GROUP BY upstream_key ORDER BY upstream_key LIMIT %(n)s",
-    "downstream": "SELECT asset_key, " + _DECLARED + ", min(event_time), max(event_time), count(*) OVER () "
+    "downstream": "SELECT asset_key, "
+                  "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END, "
+                  "min(event_time), max(event_time), count(*) OVER () "
                   "FROM lineage_history WHERE upstream_key = %(key)s AND event_type = 'dependency' "
                   "AND event_time <= %(as_of)s GROUP BY asset_key ORDER BY asset_key LIMIT %(n)s",
 }

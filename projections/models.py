@@ -144,13 +144,15 @@ class LineageNode(_Result):
 
 
 class LineageEdge(_Result):
-    """`upstream` feeds `downstream`; times and declaration as of the answer's moment."""
+    """`upstream` feeds `downstream`, declared explicitly or inferred (as of the answer's moment).
+
+    When an edge was first and last seen is in `AssetDetails.upstream`/`downstream`
+    (`show`): a walk reads only what index-only scans give it.
+    """
 
     upstream: str
     downstream: str
     declared: Literal["inferred", "explicit"]
-    first_seen: datetime
-    last_seen: datetime
 
 
 class LineageGraph(_Result):

@@ -37,6 +37,14 @@ BEGIN
 END
 $$;
 
+-- Lineage walks read (key, neighbour, declared) and nothing else: with these covering indexes each
+-- hop is an index-only scan, which the planner keeps even for frontiers of thousands of keys.
+-- `declared` rarely changes and last_seen (rewritten at every run) is in no index, so the
+-- projection's edge updates stay HOT. The first replaces 0001's index of the same name (a superset).
+DROP INDEX asset_edges_downstream;
+CREATE INDEX asset_edges_downstream ON asset_edges (downstream_key, upstream_key) INCLUDE (declared);
+CREATE INDEX asset_edges_upstream ON asset_edges (upstream_key, downstream_key) INCLUDE (declared);
+
 -- Properties as of a time: the newest event carrying properties for a key, found without
 -- walking the key's other events (an asset refreshed daily by a string key has many).
 CREATE INDEX lineage_history_properties ON lineage_history (asset_key, event_time DESC, event_id DESC)

@@ -1,0 +1,292 @@
+"""Q1: lineage and show latency on a big, realistic graph, against physical baselines in the same run.
+
+Builds a layered DAG like real pipelines (default 100k assets, ~300k edges):
+assets sit in layers, each non-source asset reads 1-5 upstreams from earlier
+layers (mostly the previous layer and its own domain), and 5% of upstream
+slots go to 50 hub assets with Zipf popularity, so a few hubs have thousands
+of dependants. 10% of assets are materialized a second time a day later (new
+metadata, half of them with overwritten properties), so the history has depth.
+
+Loading goes through the real projections: the events a producer would emit
+(materializations with properties and upstream keys, one dependency per
+upstream, metadata) are validated (`to_event`), reduced and applied with
+`PropertiesProjection` and `LineageProjection`'s set-based apply, in batches,
+exactly as the consumers do (only Kafka is left out). Then VACUUM ANALYZE, as
+autovacuum would have done on a live database.
+
+Measured from random assets with `LineageStore` (one connection, like the CLI):
+10-hop upstream and downstream walks (limit 1000 nodes), the same as of a time
+between the first and the second runs, `show` now and as of that time. Baselines in the
+same run on the same answers:
+
+- floor: fetching the answer's own rows by primary key in one query, i.e. the
+  cost of returning the answer if the walk were free;
+- naive CTE: the textbook recursive CTE (UNION over (key, depth), no node limit)
+  for the same 10 hops, under a statement timeout.
+
+Run against the stack the environment names:
+    eval "$(assetlog stack env)" && python bench/query_bench.py [--assets 100000] [--reuse]
+A small run: --assets 5000 --queries 100 (well under a minute). Prints a table
+and writes bench/results/query_bench.json. The database (assetlog_bench_query
+by default) is kept so `--reuse` skips the load next time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo, sql
+
+from assetlog.config import Settings
+from assetlog.projections import LineageProjection, PropertiesProjection, migrate, to_event
+from assetlog.projections.store import LineageStore
+from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRODUCER = {"host": "bench", "pid": 1, "version": "0.1.0"}
+START = datetime(2026, 1, 1, tzinfo=UTC)
+HUBS = 50
+
+
+def build_dag(n: int, layers: int, rng: random.Random) -> tuple[list[str], list[list[int]]]:
+    """Asset keys and, per asset, the indexes of its upstreams."""
+    domains = max(1, n // 500)
+    layer_of = [i * layers // n for i in range(n)]
+    domain_of = [rng.randrange(domains) for _ in range(n)]
+    keys = [f"s3://lake/domain{domain_of[i]:03d}/layer{layer_of[i]:02d}/table_{i:06d}.parquet" for i in range(n)]
+    buckets: dict[tuple[int, int], list[int]] = {}
+    by_layer: dict[int, list[int]] = {}
+    for i in range(n):
+        buckets.setdefault((layer_of[i], domain_of[i]), []).append(i)
+        by_layer.setdefault(layer_of[i], []).append(i)
+    hubs = rng.sample(by_layer[0], min(HUBS, len(by_layer[0])))
+    hub_weights = [1 / (rank + 1) for rank in range(len(hubs))]
+    upstreams: list[list[int]] = []
+    for i in range(n):
+        layer = layer_of[i]
+        chosen: set[int] = set()
+        if layer > 0:
+            for _ in range(rng.randint(1, 5)):
+                if rng.random() < 0.05:
+                    chosen.add(rng.choices(hubs, hub_weights)[0])
+                    continue
+                source_layer = layer - 1 if rng.random() < 0.6 else rng.randrange(layer)
+                domain = domain_of[i] if rng.random() < 0.9 else rng.randrange(domains)
+                chosen.add(rng.choice(buckets.get((source_layer, domain)) or by_layer[source_layer]))
+        upstreams.append(sorted(chosen))
+    return keys, upstreams
+
+
+def task_run_events(key: str, ups: list[str], when: datetime, rng: random.Random, i: int,
+                    with_properties: bool, version: int) -> list[tuple[str, dict]]:
+    """One finished task run materializing `key`, as the producer would emit it."""
+    run = {"flow_run_id": str(uuid.uuid4()), "flow_name": f"pipeline_{i % 40}", "task_run_id": str(uuid.uuid4()),
+           "task_name": f"build_{i % 300}"}
+    mid = str(uuid.uuid4())
+    properties = {"name": f"Table {i} v{version}", "description": f"Table {i} of the lake, built daily",
+                  "owners": [f"team-{i % 40}"], "url": f"https://catalog.example.com/{i}" if version == 1 else None,
+                  } if with_properties else None
+    events: list[tuple[str, dict]] = [(MATERIALIZATION, {
+        "event_id": mid, "event_time": when, "asset_key": key, "status": "SUCCEEDED", "properties": properties,
+        "by": "dbt" if i % 4 == 0 else None, "upstream_keys": ups, "error": None, "run": run, "producer": PRODUCER})]
+    for up in ups:
+        events.append((DEPENDENCY, {
+            "event_id": str(uuid.uuid4()), "event_time": when, "upstream_key": up, "downstream_key": key,
+            "declared": "EXPLICIT" if rng.random() < 0.2 else "INFERRED", "upstream_properties": None,
+            "materialization_event_id": mid, "status": "SUCCEEDED", "run": run, "producer": PRODUCER}))
+    if rng.random() < 0.5:
+        events.append((METADATA, {
+            "event_id": str(uuid.uuid4()), "event_time": when, "asset_key": key,
+            "metadata_json": json.dumps({"rows": rng.randint(0, 10**7), "version": version}),
+            "materialization_event_id": mid, "status": "SUCCEEDED", "run": run, "producer": PRODUCER}))
+    return events
+
+
+def load(dsn: str, keys: list[str], upstreams: list[list[int]], layers: int, rng: random.Random,
+         chunk: int = 4000) -> tuple[int, float]:
+    """Project every task run's events through both projections, `chunk` assets per batch."""
+    projections = (PropertiesProjection(), LineageProjection())
+    n = len(keys)
+    count = 0
+    started = time.monotonic()
+    second_runs = set(rng.sample(range(n), n // 10))
+    with psycopg.connect(dsn) as conn:
+        for lo in range(0, n, chunk):
+            raw: list[tuple[str, dict]] = []
+            for i in range(lo, min(n, lo + chunk)):
+                ups = [keys[u] for u in upstreams[i]]
+                when = START + timedelta(minutes=10 * (i * layers // n), microseconds=rng.randrange(10**8))
+                with_properties = i % 10 < 3
+                raw += task_run_events(keys[i], ups, when, rng, i, with_properties, 1)
+                if i in second_runs:
+                    raw += task_run_events(keys[i], ups, when + timedelta(days=1), rng, i,
+                                           with_properties and i % 2 == 0, 2)
+            events = [to_event(event_type, record) for event_type, record in raw]
+            for projection in projections:
+                with conn.transaction():
+                    projection.apply(conn, projection.reduce(events))
+            count += len(events)
+    return count, time.monotonic() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return (time.perf_counter() - started) * 1000, result
+
+
+FLOOR = ("SELECT k.key, p.name, a.last_status, a.last_materialized_at FROM unnest(%s::text[]) AS k(key) "
+         "LEFT JOIN assets a ON a.key = k.key LEFT JOIN asset_properties p ON p.key = k.key")
+NAIVE = {
+    "upstream": "WITH RECURSIVE walk(key, depth) AS (SELECT %(root)s::text, 0 UNION "
+                "SELECT e.upstream_key, w.depth + 1 FROM walk w JOIN asset_edges e ON e.downstream_key = w.key "
+                "WHERE w.depth < %(depth)s) SELECT key, min(depth) FROM walk GROUP BY key",
+    "downstream": "WITH RECURSIVE walk(key, depth) AS (SELECT %(root)s::text, 0 UNION "
+                  "SELECT e.downstream_key, w.depth + 1 FROM walk w JOIN asset_edges e ON e.upstream_key = w.key "
+                  "WHERE w.depth < %(depth)s) SELECT key, min(depth) FROM walk GROUP BY key",
+}
+
+
+def measure(dsn: str, keys: list[str], queries: int, depth: int, limit: int, as_of: datetime,
+            rng: random.Random, naive_sample: int) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    with LineageStore(dsn, node_limit=limit) as store, psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("SET statement_timeout = '5s'")
+        for key in rng.sample(keys, 20):  # warm the connection and the caches a little
+            store.upstream(key, depth=depth)
+        for direction in ("upstream", "downstream"):
+            for label, moment in ((direction, None), (f"{direction} as-of", as_of)):
+                latencies, nodes, floors, cut = [], [], [], []
+                for key in rng.sample(keys, queries):
+                    ms, graph = timed(store.lineage, key, direction=direction, depth=depth, as_of=moment)
+                    latencies.append(ms)
+                    nodes.append(len(graph.nodes))  # type: ignore[attr-defined]
+                    cut.append(graph.truncated)  # type: ignore[attr-defined]
+                    if moment is None:
+                        answer = [n.key for n in graph.nodes]  # type: ignore[attr-defined]
+                        floors.append(timed(lambda a=answer: raw.execute(FLOOR, (a,)).fetchall())[0])
+                results[label] = summarize(latencies, nodes, cut, floors)
+            naive_ms, naive_nodes, timeouts = [], [], 0
+            for key in rng.sample(keys, naive_sample):
+                try:
+                    query = NAIVE[direction]
+                    ms, rows = timed(lambda q=query, k=key: raw.execute(q, {"root": k, "depth": depth}).fetchall())
+                    naive_ms.append(ms)
+                    naive_nodes.append(len(rows))  # type: ignore[arg-type]
+                except psycopg.errors.QueryCanceled:
+                    timeouts += 1
+            results[f"{direction} naive CTE"] = {**summarize(naive_ms, naive_nodes, [], []), "timeouts_5s": timeouts}
+        for label, moment in (("show", None), ("show as-of", as_of)):
+            latencies = []
+            for key in rng.sample(keys, queries):
+                try:
+                    latencies.append(timed(store.asset, key, as_of=moment)[0])
+                except Exception as exc:  # an asset first seen after as_of
+                    if "had not been seen yet" not in str(exc):
+                        raise
+            results[label] = summarize(latencies, [], [], [])
+    return results
+
+
+def summarize(latencies: list[float], nodes: list[int], cut: list[bool], floors: list[float]) -> dict:
+    out: dict = {"queries": len(latencies), "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}
+    if nodes:
+        out.update(nodes_p50=percentile(nodes, 0.5), nodes_p99=percentile(nodes, 0.99), nodes_max=max(nodes))
+    if cut:
+        complete = [ms for ms, c in zip(latencies, cut, strict=True) if not c]
+        out.update(truncated=sum(cut), complete_p50_ms=percentile(complete, 0.5),
+                   complete_p99_ms=percentile(complete, 0.99), complete_max_nodes=max(
+                       (n for n, c in zip(nodes, cut, strict=True) if not c), default=0))
+    if floors:
+        out.update(floor_p50_ms=percentile(floors, 0.5), ratio_to_floor=out["p50_ms"] / statistics.median(floors))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--assets", type=int, default=100_000, help="assets in the graph (default 100000)")
+    parser.add_argument("--layers", type=int, default=20, help="layers of the DAG (default 20)")
+    parser.add_argument("--queries", type=int, default=300, help="queries of each kind (default 300)")
+    parser.add_argument("--depth", type=int, default=10, help="hops per lineage query (default 10)")
+    parser.add_argument("--limit", type=int, default=1000, help="node limit per answer (default 1000)")
+    parser.add_argument("--naive", type=int, default=30, help="naive CTE queries per direction (default 30)")
+    parser.add_argument("--database", default="assetlog_bench_query")
+    parser.add_argument("--reuse", action="store_true", help="keep the database if it holds the same graph")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+
+    admin_dsn = Settings.from_env().require_postgres()
+    params = conninfo.conninfo_to_dict(admin_dsn)
+    params["dbname"] = args.database
+    dsn = conninfo.make_conninfo(**params)
+    signature = json.dumps({"assets": args.assets, "layers": args.layers, "seed": args.seed, "v": 2})
+    rng = random.Random(args.seed)
+    keys, upstreams = build_dag(args.assets, args.layers, rng)
+    loaded = None
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           (args.database,)).fetchone()
+        if not (args.reuse and row and row[0] == signature):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.database)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args.database)))
+            migrate(dsn)
+            events, seconds = load(dsn, keys, upstreams, args.layers, rng)
+            with psycopg.connect(dsn, autocommit=True) as db:
+                db.execute("VACUUM ANALYZE")
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(args.database), sql.Literal(signature)))
+            loaded = {"events": events, "seconds": seconds, "events_per_second": events / seconds}
+    with psycopg.connect(dsn) as db:
+        sizes = {t: db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+                 for t in ("assets", "asset_edges", "lineage_history")}
+        top_hub = db.execute("SELECT count(*) FROM asset_edges GROUP BY upstream_key ORDER BY 1 DESC LIMIT 1"
+                             ).fetchone()[0]
+    as_of = START + timedelta(hours=12)  # after the first runs, before the second ones
+    results = measure(dsn, keys, args.queries, args.depth, args.limit, as_of, random.Random(args.seed + 1),
+                      args.naive)
+
+    load_text = (f"loaded through the projections: {loaded['events']:,} events in {loaded['seconds']:.0f}s "
+                 f"({loaded['events_per_second']:,.0f}/s)" if loaded else "reused")
+    print(f"Q1 query: {sizes['assets']:,} assets, {sizes['asset_edges']:,} edges (biggest hub {top_hub:,} "
+          f"dependants), {sizes['lineage_history']:,} history rows; {load_text}")
+    print(f"{args.depth}-hop walks, limit {args.limit} nodes, as-of {as_of.isoformat()}")
+    header = (f"{'query':<22}{'n':>5}{'nodes p50/p99/max':>20}{'cut':>5}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'full p50':>10}{'full p99':>10}{'floor p50':>11}{'vs floor':>9}")
+    print(header)
+    for name, r in results.items():
+        nodes = (f"{r['nodes_p50']:.0f}/{r['nodes_p99']:.0f}/{r['nodes_max']}" if "nodes_p50" in r else "-")
+        cut = str(r.get("truncated", r.get("timeouts_5s", "-")))
+        print(f"{name:<22}{r['queries']:>5}{nodes:>20}{cut:>5}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+              f"{r.get('complete_p50_ms', float('nan')):>10.1f}{r.get('complete_p99_ms', float('nan')):>10.1f}"
+              f"{r.get('floor_p50_ms', float('nan')):>11.2f}{r.get('ratio_to_floor', float('nan')):>8.1f}x")
+    print("cut = answers truncated at the limit (naive CTE: statement timeouts at 5 s); full = answers not cut off")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "query_bench.json"
+    out.write_text(json.dumps({
+        "benchmark": "Q1 query", "assets": sizes["assets"], "edges": sizes["asset_edges"],
+        "history_rows": sizes["lineage_history"], "biggest_hub": top_hub, "depth": args.depth, "limit": args.limit,
+        "as_of": as_of.isoformat(), "load": loaded, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.machine(), "python": platform.python_version(), "results": results,
+        "goal": "p50 < 20 ms for answers up to 1000 nodes",
+    }, indent=2, default=str))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
