@@ -23,6 +23,7 @@ from psycopg import conninfo
 
 from assetlog.config import Settings, Topics
 from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
+from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff
@@ -120,19 +121,28 @@ class ProjectionRunner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions this process holds now (empty before the group assigned any)."""
+        return sorted(self._assigned)
+
     def run(self) -> RunStats:
         started = time.monotonic()
         self._first_message_at: float | None = None
+        self._committer = BackgroundCommitter(self._commit)
         try:
-            self._connection()  # fail early (and clearly) on a missing schema
+            # Waits for PostgreSQL like any batch would, but a missing schema fails at once, clearly.
+            self._with_postgres(lambda conn: None, "connect to PostgreSQL")
             consumer = self._consumer()
             try:
                 self._loop(consumer)
+                self._committer.drain()  # the batch in hand commits before the group is left
             finally:
                 consumer.close()  # leave the group now, so its partitions move to other members at once
         except Stopped:
             self.stats.stopped_by = "signal"
         finally:
+            self._committer.close()
             self.dead_letters.close()
             if self._conn is not None:
                 self._conn.close()
@@ -145,6 +155,7 @@ class ProjectionRunner:
         from confluent_kafka import KafkaError, KafkaException
 
         while not self._stop.is_set():
+            self._committer.raise_if_failed()
             messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
             rows = []
             for message in messages:
@@ -164,8 +175,9 @@ class ProjectionRunner:
                 if self._first_message_at is None:
                     self._first_message_at = time.monotonic()
                 batch = build_batch(rows, self.expected_types)
-                self._commit(batch)
+                self._committer.submit((batch, self.projection.reduce(batch.events)))
             if self.until_caught_up and self._caught_up():
+                self._committer.drain()
                 self.stats.stopped_by = "caught-up"
                 return
         self.stats.stopped_by = "signal"
@@ -214,6 +226,7 @@ class ProjectionRunner:
         """Seek every assigned partition to the offset stored with the projection's rows."""
         from confluent_kafka import OFFSET_BEGINNING
 
+        self._committer.drain()  # the connection is free, and offsets of earlier batches are stored
         wanted = [(p.topic, p.partition) for p in partitions]
         stored = self._with_postgres(lambda conn: self.offsets.load(conn, wanted), "read stored offsets")
         for p in partitions:
@@ -226,7 +239,8 @@ class ProjectionRunner:
                                                              for t, p in sorted(wanted)) or "nothing")
 
     def _on_revoke(self, consumer, partitions) -> None:
-        # Batches commit before the next consume(), so there is never uncommitted work to save here.
+        # Commit what is in flight, so the partitions' next owner starts after it.
+        self._committer.drain()
         revoked = {(p.topic, p.partition) for p in partitions}
         self._assigned -= revoked
         self._at_end -= revoked
@@ -270,16 +284,18 @@ class ProjectionRunner:
                 if isinstance(exc, psycopg.Error):
                     self._drop_connection()
                 self.stats.retries += 1
-                delay_note = f"retry {self.backoff.attempts + 1}"
-                log.warning("%s: cannot %s (%s); %s", self.projection.name, what,
+                log.warning("%s: cannot %s (%s); retry %d with backoff", self.projection.name, what,
                             str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                            delay_note)
+                            self.backoff.attempts + 1)
                 if not self.backoff.wait(self._stop):
                     raise Stopped from exc
 
-    def _commit(self, batch: Batch) -> None:
-        """Project one batch: dead-letter copies acknowledged, then rows + offsets in one transaction."""
-        effects = self.projection.reduce(batch.events)
+    def _commit(self, item: tuple[Batch, Any]) -> None:
+        """Project one batch: dead-letter copies acknowledged, then rows + offsets in one transaction.
+
+        Runs on the committer thread; the main thread only touches the connection after `drain()`.
+        """
+        batch, effects = item
 
         def work(conn: psycopg.Connection) -> None:
             self.dead_letters.publish(batch.dead_letters)

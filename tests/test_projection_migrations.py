@@ -1,0 +1,83 @@
+"""`assetlog db migrate`: idempotent, recorded, documented tables, append-only history."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from events_factory import TaskRun, apply_directly
+
+from assetlog.projections import MigrationError, migrate, shipped_migrations
+from assetlog.projections.migrate import require_migrated
+
+OUR_TABLES = ("asset_properties", "assets", "asset_edges", "lineage_history", "consumer_offsets", "dead_letters",
+              "schema_migrations")
+
+
+def _cli(isolated, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "assetlog", *args], env=isolated.env(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_migrate_is_idempotent_and_records_the_versions_it_applied(isolated):
+    versions = [m.version for m in shipped_migrations()]
+    first = _cli(isolated, "db", "migrate", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"applied": versions, "already_applied": [], "version": versions[-1]}
+    second = _cli(isolated, "db", "migrate", "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == {"applied": [], "already_applied": versions, "version": versions[-1]}
+    human = _cli(isolated, "db", "migrate")
+    assert human.stdout.strip() == f"nothing to do; schema version {versions[-1]}"
+    with psycopg.connect(isolated.dsn) as conn:
+        rows = conn.execute("SELECT version, name, checksum FROM schema_migrations ORDER BY version").fetchall()
+    assert [(v, n, c) for v, n, c in rows] == [(m.version, m.name, m.checksum) for m in shipped_migrations()]
+
+
+def test_every_table_and_column_is_commented(isolated):
+    migrate(isolated.dsn)
+    with psycopg.connect(isolated.dsn) as conn:
+        for name in OUR_TABLES:
+            comment = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (name,)).fetchone()[0]
+            assert comment and len(comment) > 20, f"table {name} has no comment"
+            missing = conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                "AND NOT attisdropped AND col_description(attrelid, attnum) IS NULL", (name,)).fetchall()
+            assert missing == [], f"{name}: columns without a comment: {missing}"
+
+
+def test_an_edited_applied_migration_is_refused(isolated):
+    migrate(isolated.dsn)
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    with pytest.raises(MigrationError, match="never edit an applied migration"):
+        migrate(isolated.dsn)
+    result = _cli(isolated, "db", "migrate")
+    assert result.returncode == 1
+    assert result.stderr.startswith("assetlog: migration 0001_") and "Traceback" not in result.stderr
+
+
+def test_an_unmigrated_database_is_named_with_the_fix(isolated):
+    with psycopg.connect(isolated.dsn) as conn, pytest.raises(MigrationError, match="run `assetlog db migrate`"):
+        require_migrated(conn)
+    result = _cli(isolated, "consume", "properties", "--until-caught-up")
+    assert result.returncode == 1
+    assert "run `assetlog db migrate` first" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_lineage_history_refuses_update_delete_and_truncate(isolated):
+    migrate(isolated.dsn)
+    with psycopg.connect(isolated.dsn) as conn:
+        apply_directly(conn, "lineage", TaskRun(["s3://bucket/a.csv"], ["s3://bucket/b.csv"]).events())
+        for statement in ("UPDATE lineage_history SET asset_key = 's3://bucket/forged.csv'",
+                          "DELETE FROM lineage_history",
+                          "TRUNCATE lineage_history"):
+            with pytest.raises(psycopg.errors.RestrictViolation, match="lineage_history is append-only"):
+                with conn.transaction():
+                    conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM lineage_history").fetchone()[0] == 2
+        assert conn.execute(
+            "SELECT count(*) FROM lineage_history WHERE asset_key = 's3://bucket/forged.csv'").fetchone()[0] == 0
