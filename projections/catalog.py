@@ -10,7 +10,7 @@ the tests check.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -226,8 +226,8 @@ def search_assets(conn: psycopg.Connection, search: str | None, owner: str | Non
 # --- history ---------------------------------------------------------------------------------------
 
 def format_cursor(event_time: datetime, event_id: uuid.UUID) -> str:
-    """A shell-safe cursor naming a materialization: `<event time>/<event id>`."""
-    return f"{event_time.isoformat()}/{event_id}"
+    """A shell-safe cursor naming a materialization: `<event time, UTC>/<event id>`."""
+    return f"{event_time.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}/{event_id}"
 
 
 def parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:

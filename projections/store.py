@@ -90,6 +90,7 @@ class LineageStore:
                  node_limit: int = DEFAULT_NODE_LIMIT, application_name: str = "assetlog.query") -> None:
         params = conninfo.conninfo_to_dict(dsn)
         params.setdefault("application_name", application_name)
+        params.setdefault("connect_timeout", "10")  # an unreachable host fails in seconds, not minutes
         dsn = conninfo.make_conninfo(**params)
         self.statement_timeout = statement_timeout
         self.node_limit = node_limit

@@ -26,7 +26,7 @@ def parse_time(text: str) -> datetime:
 
 
 def require_aware(value: datetime) -> datetime:
-    """API callers pass datetimes: refuse naive ones instead of guessing their zone."""
+    """API callers pass datetimes: refuse naive ones instead of guessing their zone; answer in UTC."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"as_of must be timezone-aware (e.g. datetime(..., tzinfo=UTC)), got {value!r}")
-    return value
+    return value.astimezone(UTC)

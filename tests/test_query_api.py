@@ -258,6 +258,13 @@ def test_slow_statements_are_cancelled_by_the_statement_timeout(world: Isolated)
         assert short.asset(REPORT).key == REPORT  # the connection is usable afterwards
 
 
+def test_a_walk_past_its_time_budget_stops_with_query_timeout(store: LineageStore) -> None:
+    from assetlog.projections import graph
+
+    with store._reading() as conn, pytest.raises(QueryTimeout, match="longer than -1s"):
+        graph.walk(conn, CHAIN[-1], "upstream", None, 1000, None, budget_seconds=-1)
+
+
 def test_a_pool_serves_threads(world: Isolated) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

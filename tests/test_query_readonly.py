@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from conftest import Isolated, dsn_for_database
 from events_factory import DASHBOARD, GOLD, PROCESSED, guide_pipelines
-from psycopg import sql
+from psycopg import conninfo, sql
 from query_world import READER_ROLE, project, reader_dsn
 
 from assetlog.projections import migrate
@@ -85,3 +85,41 @@ def test_store_sessions_are_read_only_even_on_the_owner_dsn(isolated: Isolated) 
             conn.execute("DELETE FROM assets")
     with psycopg.connect(isolated.dsn) as owner:
         assert owner.execute("SELECT count(*) FROM assets").fetchone()[0] > 0
+
+
+def test_without_rights_to_create_extensions_migration_succeeds_and_search_still_works(
+        isolated: Isolated) -> None:
+    """pg_trgm is optional: a migrating user who may not create it (no CREATE on the database) gets
+    no trigram indexes, and search answers the same by scanning."""
+    migrator = f"assetlog_test_migrator_{isolated.database[-10:]}"
+    with psycopg.connect(isolated.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(migrator)))
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(migrator)))
+    try:
+        params = conninfo.conninfo_to_dict(isolated.dsn)
+        params.update(user=migrator)
+        params.pop("password", None)
+        project(conninfo.make_conninfo(**params), guide_pipelines())
+        with psycopg.connect(isolated.dsn) as admin:
+            assert admin.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'").fetchone() == (0,)
+            assert admin.execute("SELECT to_regclass('assets_key_trgm')").fetchone() == (None,)
+        with LineageStore(reader_dsn(isolated.dsn)) as store:
+            assert [a.key for a in store.search("CUSTOMER").assets] == [
+                "s3://my-bucket/processed-data.csv", "snowflake://my-warehouse/customer_db/customers"]
+    finally:
+        with psycopg.connect(isolated.dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(migrator)))
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(migrator)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(migrator)))
+
+
+def test_with_pg_trgm_search_uses_the_trigram_indexes(isolated: Isolated) -> None:
+    project(isolated.dsn, guide_pipelines())
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.execute("SET enable_seqscan = off")  # tiny tables: make the planner show what it can use
+        plan = "\n".join(row[0] for row in conn.execute(
+            "EXPLAIN SELECT key FROM asset_properties "
+            "WHERE assetlog_search_text(key, name, description, owners) ILIKE '%customer%'"))
+        assert "asset_properties_search_trgm" in plan
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN SELECT key FROM assets WHERE key ILIKE '%lake%'"))
+        assert "assets_key_trgm" in plan
