@@ -7,11 +7,14 @@ Needs ASSETLOG_KAFKA_BOOTSTRAP (e.g. `eval "$(assetlog stack env)"`). It creates
 topics under a private prefix, deletes them afterwards, prints a table and
 writes JSON to bench/results/.
 
-Throughput, both sides until every message is acknowledged (acks=all, idempotent,
-the same librdkafka settings):
-- Assetlog: finished task runs (1 asset, 2 upstreams, metadata: 4 events each)
-  -> events -> Avro -> outbox (SQLite group commit) -> produce -> delivery report
-  -> outbox row deleted;
+Throughput, every side until every message is acknowledged (acks=all, idempotent,
+the same librdkafka settings), from finished task runs shaped like the guide's
+(1 asset, 2 upstreams, metadata: 4 events each):
+- encode+produce: the publisher's own encoder and producer calls (produce_batch,
+  error-only delivery reports), without the outbox;
+- publish: the whole durable path, `Publisher.publish()` -> writer thread ->
+  events -> Avro -> outbox (SQLite group commit) -> produce -> acknowledged ->
+  outbox row deleted;
 - raw: produce() of the very same pre-encoded bytes, poll(0), flush().
 Added time per task: a @materialize task called in a flow (events published)
 against the same function undecorated, per call, p50 and p99.
@@ -32,18 +35,20 @@ from pathlib import Path
 from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import Settings
 from assetlog.producer import Asset, AssetProperties, Publisher, flow, materialize, publishing, task
+from assetlog.producer.delivery import PRODUCER_DEFAULTS, PRODUCER_REQUIRED
 from assetlog.producer.encoding import encoder_for
 from assetlog.producer.events import (
     EXPLICIT,
     INFERRED,
     SUCCEEDED,
+    EventIdSource,
     FinishedTaskRun,
     ProducerIdentity,
     Upstream,
     events_for,
     new_event_id,
 )
-from assetlog.producer.publisher import PRODUCER_DEFAULTS, PRODUCER_REQUIRED
+from assetlog.producer.run_encoding import run_encoder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENTS_PER_RUN = 4
@@ -71,6 +76,8 @@ def finished_runs(count: int) -> list[FinishedTaskRun]:
 
 def assetlog_rate(settings: Settings, runs: list[FinishedTaskRun]) -> float:
     with Publisher(settings, flush_timeout=60) as publisher:
+        publisher.publish(runs[0])  # warm up: connection, topic metadata
+        publisher.flush()
         start = time.perf_counter()
         for run in runs:
             publisher.publish(run)
@@ -78,6 +85,35 @@ def assetlog_rate(settings: Settings, runs: list[FinishedTaskRun]) -> float:
         elapsed = time.perf_counter() - start
         if result.waiting:
             raise SystemExit(f"producer_bench: {result.waiting} events not acknowledged ({result.reason})")
+    return len(runs) * EVENTS_PER_RUN / elapsed
+
+
+def encode_produce_rate(settings: Settings, runs: list[FinishedTaskRun]) -> float:
+    from confluent_kafka import Producer
+
+    producer = Producer(settings.kafka_client_config(defaults=PRODUCER_DEFAULTS, required=PRODUCER_REQUIRED))
+    for topic in settings.topics.events:  # warm up: connection, topic metadata
+        producer.produce(topic, b"warm-up", b"warm-up")
+    producer.flush(30)
+    errors: list[object] = []
+
+    def on_error(err: object, msg: object) -> None:
+        errors.append(err)
+
+    identity, ids, encode = ProducerIdentity.current(), EventIdSource(), run_encoder()
+    start = time.perf_counter()
+    for first in range(0, len(runs), 1250):  # the writer's group commits are about this size
+        per_topic: dict[str, list[dict[str, bytes]]] = {}
+        for run in runs[first:first + 1250]:
+            for topic, key, value in encode(run, settings.topics, identity, ids):
+                per_topic.setdefault(topic, []).append({"key": key, "value": value})
+        for topic, batch in per_topic.items():
+            producer.produce_batch(topic, batch, on_delivery=on_error)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    elapsed = time.perf_counter() - start
+    if remaining or errors:
+        raise SystemExit(f"producer_bench: encode+produce left {remaining} undelivered, {len(errors)} errors")
     return len(runs) * EVENTS_PER_RUN / elapsed
 
 
@@ -95,6 +131,9 @@ def raw_rate(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> fl
     from confluent_kafka import Producer
 
     producer = Producer(settings.kafka_client_config(defaults=PRODUCER_DEFAULTS, required=PRODUCER_REQUIRED))
+    for topic in settings.topics.events:  # warm up: connection, topic metadata
+        producer.produce(topic, messages[0][2], messages[0][1])
+    producer.flush(30)
     start = time.perf_counter()
     for topic, key, value in messages:
         while True:
@@ -151,7 +190,7 @@ def added_time(settings: Settings, calls: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=40_000, help="events per throughput run (default 40000)")
+    parser.add_argument("--events", type=int, default=100_000, help="events per throughput run (default 100000)")
     parser.add_argument("--tasks", type=int, default=6_000, help="task calls for the added-time measure")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per side; the median is kept")
     args = parser.parse_args(argv)
@@ -163,31 +202,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = finished_runs(max(1, args.events // EVENTS_PER_RUN))
         messages = pre_encoded(settings, runs)
-        raw_rate(settings, messages[:2000])  # warm up: connections, metadata
-        assetlog_rates, raw_rates = [], []
-        for _ in range(args.repeats):
-            assetlog_rates.append(assetlog_rate(settings, runs))
+        assetlog_rates, encode_rates, raw_rates = [], [], []
+        for _ in range(args.repeats):  # interleaved, so background load hits all three alike
             raw_rates.append(raw_rate(settings, messages))
+            encode_rates.append(encode_produce_rate(settings, runs))
+            assetlog_rates.append(assetlog_rate(settings, runs))
         added = added_time(settings, args.tasks)
     finally:
         admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30)
-    ours, raw = statistics.median(assetlog_rates), statistics.median(raw_rates)
+    ours, encoded, raw = (statistics.median(r) for r in (assetlog_rates, encode_rates, raw_rates))
     result = {
         "events": len(messages), "repeats": args.repeats, "events_per_task_run": EVENTS_PER_RUN,
-        "assetlog_events_per_s": round(ours), "raw_produce_events_per_s": round(raw),
-        "ratio": round(ours / raw, 3),
-        "assetlog_runs": [round(r) for r in assetlog_rates], "raw_runs": [round(r) for r in raw_rates],
+        "encode_produce_events_per_s": round(encoded), "publish_events_per_s": round(ours),
+        "raw_produce_events_per_s": round(raw),
+        "encode_produce_ratio": round(encoded / raw, 3), "publish_ratio": round(ours / raw, 3),
+        "encode_produce_runs": [round(r) for r in encode_rates],
+        "publish_runs": [round(r) for r in assetlog_rates], "raw_runs": [round(r) for r in raw_rates],
         **{k: round(v, 2) if isinstance(v, float) else v for k, v in added.items()},
         "python": sys.version.split()[0],
     }
-    print(f"{'measure':44} {'value':>12}")
-    print(f"{'Assetlog publish (encode+outbox+produce), ev/s':44} {result['assetlog_events_per_s']:>12,}")
-    print(f"{'raw produce() of the same bytes, ev/s':44} {result['raw_produce_events_per_s']:>12,}")
-    print(f"{'ratio Assetlog / raw':44} {result['ratio']:>12}")
-    print(f"{'plain function call p50, us':44} {result['function_p50_us']:>12}")
-    print(f"{'added by @task p50, us':44} {result['task_added_p50_us']:>12}")
-    print(f"{'added by @materialize p50, us':44} {result['materialize_added_p50_us']:>12}")
-    print(f"{'added by @materialize p99, us':44} {result['materialize_added_p99_us']:>12}")
+    print(f"{'measure':48} {'value':>10}")
+    print(f"{'raw produce() of the same bytes, ev/s':48} {result['raw_produce_events_per_s']:>10,}")
+    print(f"{'Assetlog encode+produce, ev/s':48} {result['encode_produce_events_per_s']:>10,}")
+    print(f"{'  ratio to raw':48} {result['encode_produce_ratio']:>10}")
+    print(f"{'Assetlog publish incl. durable outbox, ev/s':48} {result['publish_events_per_s']:>10,}")
+    print(f"{'  ratio to raw':48} {result['publish_ratio']:>10}")
+    print(f"{'plain function call p50, us':48} {result['function_p50_us']:>10}")
+    print(f"{'added by @task p50, us':48} {result['task_added_p50_us']:>10}")
+    print(f"{'added by @materialize p50, us':48} {result['materialize_added_p50_us']:>10}")
+    print(f"{'added by @materialize p99, us':48} {result['materialize_added_p99_us']:>10}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"producer_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -121,6 +121,10 @@ class Outbox:
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                                     check_same_thread=False)
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Rows are large (thousands of events): big pages mean short overflow chains, which
+        # makes both the insert and the delete of a row several times cheaper. It only
+        # applies to a new file (before WAL is enabled).
+        self.conn.execute("PRAGMA page_size = 65536")
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         if create:

@@ -3,10 +3,10 @@
 A task body never waits on the network: `publish()` appends to an in-memory
 queue. The writer thread turns what it finds into events, commits them to the
 outbox in one transaction (group commit), hands them to an idempotent
-confluent-kafka producer (acks=all, batched, compressed) and deletes each row
-when Kafka acknowledged all its messages. A delivery error never deletes a row:
-it is retried later, or by the next publisher that starts on the same outbox.
-Only the writer thread touches the producer and the SQLite connection.
+confluent-kafka producer (see `delivery`) and deletes each row once Kafka
+acknowledged all its messages. A delivery error never deletes a row: it is
+retried later, or by the next publisher that starts on the same outbox. Only
+the writer thread touches the producer and the SQLite connection.
 
 `flush()` (called at the end of every flow run) returns once the events
 published before it are acknowledged, or are safely in the outbox and either
@@ -21,13 +21,13 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from assetlog.config import Settings
 from assetlog.errors import ConfigError
-from assetlog.producer.events import FinishedTaskRun, ProducerIdentity, new_event_id
+from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
+from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity, new_event_id
 from assetlog.producer.outbox import Message, Outbox
 from assetlog.producer.run_encoding import run_encoder
 
@@ -36,27 +36,10 @@ log = logging.getLogger("assetlog.producer")
 ENV_FLUSH_TIMEOUT = "ASSETLOG_FLUSH_TIMEOUT_SECONDS"
 DEFAULT_FLUSH_TIMEOUT = 10.0
 
-# Preferences a user may override with ASSETLOG_KAFKA_* (see README).
-PRODUCER_DEFAULTS: dict[str, object] = {
-    "client.id": "assetlog-producer",
-    "linger.ms": 5,
-    "batch.num.messages": 10000,
-    "compression.type": "lz4",
-    # Give up on a message after 30 s; the outbox keeps it and it is sent again later.
-    "message.timeout.ms": 30000,
-    "socket.timeout.ms": 10000,
-    "socket.connection.setup.timeout.ms": 10000,
-    "queue.buffering.max.messages": 100000,
-}
-# What "no event lost, none reordered by retries" needs; not overridable.
-PRODUCER_REQUIRED: dict[str, object] = {"enable.idempotence": True, "acks": "all"}
-
 MAX_ROW_EVENTS = 5000
 HEARTBEAT_SECONDS = 2.0
 ADOPT_SECONDS = 10.0
 MAX_RETRY_DELAY = 60.0
-
-UNSENT, IN_FLIGHT, FAILED = "unsent", "in-flight", "failed"
 
 _open_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
@@ -88,44 +71,6 @@ class FlushResult:
         return self.waiting == 0
 
 
-class _Row:
-    """One outbox row on its way to Kafka: its messages and their delivery reports."""
-
-    __slots__ = ("attempts", "completed", "error", "events", "failed", "id", "messages", "pending",
-                 "retry_at", "seq", "state", "topic")
-
-    def __init__(self, row_id: int, topic: str, events: int, messages: list[Message] | None, seq: int,
-                 completed: list[_Row], attempts: int = 0) -> None:
-        self.id = row_id
-        self.topic = topic
-        self.events = events
-        self.messages = messages
-        self.seq = seq
-        self.completed = completed
-        self.attempts = attempts
-        self.state = UNSENT
-        self.pending = 0
-        self.failed: list[Message] = []
-        self.error: Any = None
-        self.retry_at = 0.0
-
-    def on_delivery(self, err: Any, msg: Any) -> None:
-        self.pending -= 1
-        if err is not None:
-            self.failed.append((msg.key() or b"", msg.value() or b""))
-            self.error = err
-        if self.pending == 0:
-            self.completed.append(self)
-
-
-class _KafkaLogRelay:
-    """librdkafka's log lines go to Python logging at DEBUG: a down broker is reported
-    once, as a warning, by the error callback instead of a line per reconnect."""
-
-    def log(self, level: int, fmt: str, *args: object) -> None:
-        log.debug(fmt, *args)
-
-
 class Publisher:
     """Sends finished task runs' events to Kafka through the outbox in `settings.outbox_dir`."""
 
@@ -149,12 +94,11 @@ class Publisher:
         self._unresolved: list[tuple[int, int]] = []
         self._failed: list[tuple[int, int, str]] = []
         self._uncommitted_error: str | None = None
-        self._brokers_down = False
+        self._brokers_down = False  # mirrored from the sender, read by flush()
         self._flush_waiters = 0
         self._closing = False
         self._closed = False
         self._crash: BaseException | None = None
-        self._fatal: Any = None
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="assetlog-publisher", daemon=True)
         _open_publishers.add(self)
@@ -241,19 +185,17 @@ class Publisher:
 
     # -- writer thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        self._rows: dict[int, _Row] = {}
-        self._unsent: deque[_Row] = deque()
-        self._completed: list[_Row] = []
-        self._in_flight_events = 0
-        self._max_in_flight = 50_000
+        self._rows: dict[int, Row] = {}
+        self._unsent: deque[Row] = deque()
         self._committed_local = 0
-        self._producer: Any = None
+        self._ids = EventIdSource()
+        self._sender: KafkaSender | None = None
         self._outbox: Outbox | None = None
         try:
             self._outbox = Outbox(self.settings.outbox_dir)
             self._outbox.register(self.owner)
             if self.settings.kafka_bootstrap:
-                self._producer = self._make_producer()
+                self._sender = KafkaSender(self.settings, self._producer_overrides)
             else:
                 log.warning("ASSETLOG_KAFKA_BOOTSTRAP is not set: lineage events wait in the outbox %s",
                             self._outbox.path)
@@ -267,7 +209,7 @@ class Publisher:
         last_beat = last_adopt = time.monotonic()
         try:
             while True:
-                active = self._step()
+                busy = self._step()
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT_SECONDS:
                     self._outbox.heartbeat(self.owner)
@@ -277,59 +219,34 @@ class Publisher:
                     last_adopt = now
                 if self._closing and not self._queue:
                     break
-                if not active and not self._queue:
-                    self._wakeup.wait(0.002 if self._in_flight_events else min(HEARTBEAT_SECONDS, 0.5))
+                if not busy and not self._queue:
+                    in_flight = self._sender is not None and self._sender.epoch
+                    self._wakeup.wait(0.002 if in_flight else 0.5)
         except BaseException as exc:
             log.exception("the Assetlog publisher stopped; undelivered events stay in the outbox")
             self._crash = exc
         finally:
             self._shutdown()
 
-    def _make_producer(self) -> Any:
-        from confluent_kafka import Producer
-
-        config = self.settings.kafka_client_config(
-            defaults={**PRODUCER_DEFAULTS, **self._producer_overrides},
-            required={**PRODUCER_REQUIRED, "error_cb": self._on_error, "logger": _KafkaLogRelay()},
-        )
-        queue_limit = int(str(config.get("queue.buffering.max.messages", 100000)))
-        self._max_in_flight = max(1, min(50_000, queue_limit // 2))
-        return Producer(config)
-
-    def _on_error(self, err: Any) -> None:
-        from confluent_kafka import KafkaError
-
-        if err.code() == KafkaError._ALL_BROKERS_DOWN:
-            if not self._brokers_down:
-                log.warning("Kafka at %s is unreachable; lineage events wait in the outbox %s",
-                            self.settings.kafka_bootstrap, self.settings.outbox_dir)
-            self._brokers_down = True
-        elif err.fatal():
-            log.error("the Kafka producer hit a fatal error (%s); starting a new one", err)
-            self._fatal = err
-        else:
-            log.debug("Kafka: %s", err)
-
     def _step(self) -> bool:
         """One round: commit what was queued, send, serve delivery reports. True if busy."""
-        assert self._outbox is not None
         self._wakeup.clear()
-        active = self._commit_queued()
-        now = time.monotonic()
-        for row in list(self._rows.values()):
-            if row.state == FAILED and row.retry_at <= now and self._producer is not None:
-                self._requeue(row)
-        if self._producer is not None:
-            active |= self._send()
-            if self._flush_waiters and self._in_flight_events:
-                self._producer.flush(0.02)  # flush() ignores linger.ms: acks come sooner
-            else:
-                self._producer.poll(0)
-            if self._fatal is not None:
-                self._restart_producer()
-        active |= self._settle()
+        busy = self._commit_queued()
+        sender = self._sender
+        if sender is not None:
+            now = time.monotonic()
+            for row in self._rows.values():
+                if row.state == FAILED and row.retry_at <= now:
+                    row.state = UNSENT
+                    self._unsent.append(row)
+            busy |= self._send(sender)
+            done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
+            self._brokers_down = sender.brokers_down
+            if done:
+                self._settle(done)
+                busy = True
         self._publish_snapshot()
-        return active
+        return busy
 
     def _commit_queued(self) -> bool:
         assert self._outbox is not None
@@ -341,7 +258,7 @@ class Publisher:
         per_topic: dict[str, list[Message]] = {}
         for _seq, run in items:
             try:
-                for topic, key, value in self._encode_run(run, self.topics, self._identity, new_event_id):
+                for topic, key, value in self._encode_run(run, self.topics, self._identity, self._ids):
                     messages = per_topic.get(topic)
                     if messages is None:
                         messages = per_topic[topic] = []
@@ -361,100 +278,55 @@ class Publisher:
         self._uncommitted_error = None
         seq = items[-1][0]
         for row_id, (topic, messages) in zip(ids, rows, strict=True):
-            row = _Row(row_id, topic, len(messages), list(messages), seq, self._completed)
+            row = Row(row_id, topic, len(messages), messages, seq)
             self._rows[row_id] = row
             self._unsent.append(row)
         self._committed_local = seq  # flush() sees it with the rows, in _publish_snapshot
         return True
 
-    def _send(self) -> bool:
-        from confluent_kafka import KafkaError
-
+    def _send(self, sender: KafkaSender) -> bool:
         sent = False
-        while self._unsent and self._in_flight_events < self._max_in_flight:
+        while self._unsent and sender.has_room:
             row = self._unsent.popleft()
-            if row.messages is None:
+            if row.messages is None:  # adopted, or dropped from memory after a failure
                 loaded = self._outbox.load(row.id) if self._outbox else None
                 if loaded is None:  # delivered and deleted by someone else meanwhile
                     self._rows.pop(row.id, None)
                     continue
                 row.messages = loaded[1]
                 row.events = len(row.messages)
-            batch = [{"key": key, "value": value} for key, value in row.messages]
-            row.state, row.pending, row.failed, row.error = IN_FLIGHT, len(batch), [], None
-            self._in_flight_events += row.events
+            sender.send(row)
             sent = True
-            for _ in range(200):
-                try:
-                    queued = self._producer.produce_batch(row.topic, batch, on_delivery=row.on_delivery)
-                except BufferError:
-                    queued = 0
-                    for message in batch:
-                        message.setdefault("_error", KafkaError(KafkaError._QUEUE_FULL))
-                if queued == len(batch):
-                    break
-                retry = []
-                for message in batch:
-                    error = message.pop("_error", None)
-                    if error is None:
-                        continue
-                    if error.code() == KafkaError._QUEUE_FULL:
-                        retry.append(message)
-                    else:  # refused outright (e.g. too large): a failed delivery
-                        row.on_delivery(error, _Refused(message))
-                batch = retry
-                if not batch:
-                    break
-                self._producer.poll(0.05)
         return sent
 
-    def _settle(self) -> bool:
-        """Apply delivery reports: delete delivered rows, keep failed ones for a retry."""
-        if not self._completed:
-            return False
+    def _settle(self, done: list[Row]) -> None:
+        """Apply an epoch's outcome: delete delivered rows, keep failed ones for a retry."""
         assert self._outbox is not None
-        done, self._completed[:] = list(self._completed), []
         delivered = [row for row in done if not row.failed]
-        for row in done:
-            self._in_flight_events -= row.events
         if delivered:
-            self._brokers_down = False
             self._outbox.delete([row.id for row in delivered])
             for row in delivered:
                 self._rows.pop(row.id, None)
         for row in done:
             if not row.failed:
                 continue
-            error = _describe(row.error)
+            error = describe(row.error)
             partial = len(row.failed) < row.events
-            if not self._closing:
-                self._outbox.record_failure(row.id, error, row.failed if partial else None)
+            self._outbox.record_failure(row.id, error, row.failed if partial else None)
             row.attempts += 1
             row.events = len(row.failed)
             row.state, row.messages, row.failed = FAILED, None, []
             row.retry_at = time.monotonic() + min(MAX_RETRY_DELAY, 2.0 ** row.attempts)
             log.warning("%d lineage events for %s were not delivered (%s); they stay in the outbox and are "
                         "retried", row.events, row.topic, error)
-        return True
-
-    def _requeue(self, row: _Row) -> None:
-        row.state = UNSENT
-        self._unsent.append(row)
-
-    def _restart_producer(self) -> None:
-        self._fatal = None
-        self._producer.purge()
-        self._producer.flush(1.0)
-        self._settle()
-        self._producer = self._make_producer()
 
     def _adopt(self) -> None:
         assert self._outbox is not None
         for stored in self._outbox.adopt(self.owner):
             if stored.id not in self._rows:
-                row = _Row(stored.id, stored.topic, stored.events, None, 0, self._completed, stored.attempts)
+                row = Row(stored.id, stored.topic, stored.events, None, 0, stored.attempts)
                 self._rows[stored.id] = row
-                if self._producer is not None:
+                if self._sender is not None:
                     self._unsent.append(row)
                 else:
                     row.state = FAILED
@@ -462,7 +334,7 @@ class Publisher:
 
     def _publish_snapshot(self) -> None:
         unresolved = [(row.seq, row.events) for row in self._rows.values() if row.state != FAILED]
-        failed = [(row.seq, row.events, _describe(row.error) if row.error else "not sent yet")
+        failed = [(row.seq, row.events, describe(row.error) if row.error else "not sent yet")
                   for row in self._rows.values() if row.state == FAILED]
         with self._cond:
             self._committed_seq = self._committed_local
@@ -470,42 +342,19 @@ class Publisher:
             self._cond.notify_all()
 
     def _shutdown(self) -> None:
-        """Give the rows up (the next publisher adopts them) and release everything."""
+        """Give the rows up (the next publisher adopts them as they are) and release everything."""
         try:
-            if self._producer is not None and self._in_flight_events:
-                self._closing = True
-                self._producer.purge()
-                self._producer.flush(1.0)  # serve the purge reports; rows stay, untouched
+            if self._sender is not None and self._sender.epoch:
+                self._sender.abandon()  # rows stay untouched in the outbox
             if self._outbox is not None:
                 self._outbox.unregister(self.owner)
                 self._outbox.close()
         except Exception:
             log.exception("error while closing the Assetlog publisher")
         finally:
-            self._producer = None
+            self._sender = None
             with self._cond:
                 self._cond.notify_all()
-
-
-class _Refused:
-    """Stands in for the confluent-kafka Message of a message produce() refused."""
-
-    def __init__(self, message: dict[str, bytes]) -> None:
-        self._message = message
-
-    def key(self) -> bytes:
-        return self._message["key"]
-
-    def value(self) -> bytes:
-        return self._message["value"]
-
-
-def _describe(error: Any) -> str:
-    if error is None:
-        return "unknown error"
-    name = getattr(error, "name", None)
-    text = error.str() if hasattr(error, "str") else str(error)
-    return f"{name()}: {text}" if callable(name) else str(text)
 
 
 def close_all_publishers(timeout: float | None = None) -> None:
@@ -516,6 +365,3 @@ def close_all_publishers(timeout: float | None = None) -> None:
                 publisher.close(timeout)
         except Exception:
             log.exception("error while closing an Assetlog publisher")
-
-
-OnDelivery = Callable[[Any, Any], None]

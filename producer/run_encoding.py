@@ -15,8 +15,8 @@ paths write identical bytes) points here.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache, lru_cache
-from typing import Any
+from functools import cache
+from typing import Any, Protocol
 
 from assetlog.config import Topics
 from assetlog.producer.assets import Asset
@@ -24,16 +24,24 @@ from assetlog.producer.encoding import _SMALL, encoder_for, write_long
 from assetlog.producer.events import (
     FinishedTaskRun,
     ProducerIdentity,
-    Upstream,
     error_record,
     events_for,
-    new_event_id,
     properties_record,
 )
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, registry
 
 EncodedEvent = tuple[str, bytes, bytes]  # (topic, key, value)
-RunEncoder = Callable[[FinishedTaskRun, Topics, ProducerIdentity, Callable[[], str]], list[EncodedEvent]]
+
+
+class IdSource(Protocol):
+    """Mints event ids: as text, or already encoded as an Avro string."""
+
+    def __call__(self) -> str: ...
+
+    def encoded(self) -> bytes: ...
+
+
+RunEncoder = Callable[[FinishedTaskRun, Topics, ProducerIdentity, IdSource], list[EncodedEvent]]
 
 # The writer schemas this module's layout was written for (CRC-64-AVRO, hex).
 PINNED_FINGERPRINTS = {
@@ -86,54 +94,70 @@ def _producer_bytes(identity: ProducerIdentity) -> bytes:
     return _string(identity.host) + write_long(identity.pid) + _string(identity.version)
 
 
-@lru_cache(maxsize=4096)
-def _asset_pieces(asset: Asset) -> tuple[bytes, bytes, bytes]:
-    """Key as the Kafka key, key as an Avro string, properties union: once per declared asset."""
-    return asset.key.encode(), _string(asset.key), _properties(properties_record(asset))
+# id(asset) -> (asset, key as bytes, key as an Avro string, properties union). Holding the
+# asset keeps its id from being reused; tasks declare their assets once, so this stays small.
+_ASSET_PIECES: dict[int, tuple[Asset, bytes, bytes, bytes]] = {}
+_MAX_CACHED_ASSETS = 10_000
 
 
-@lru_cache(maxsize=4096)
-def _upstream_pieces(upstream: Upstream) -> tuple[bytes, bytes]:
-    """upstream_key, then declared + upstream_properties."""
-    return _string(upstream.asset.key), _DECLARED[upstream.declared] + _properties(upstream.properties_record())
+def _asset_pieces(asset: Asset) -> tuple[Asset, bytes, bytes, bytes]:
+    entry = _ASSET_PIECES.get(id(asset))
+    if entry is None or entry[0] is not asset:
+        if len(_ASSET_PIECES) >= _MAX_CACHED_ASSETS:
+            _ASSET_PIECES.clear()
+        entry = (asset, asset.key.encode(), _string(asset.key), _properties(properties_record(asset)))
+        _ASSET_PIECES[id(asset)] = entry
+    return entry
 
 
 def encode_run_v1(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity,
-                  new_id: Callable[[], str] = new_event_id) -> list[EncodedEvent]:
+                  ids: IdSource) -> list[EncodedEvent]:
     """The same messages as encoding `events_for(run, ...)`, in the same order, ids drawn alike."""
-    reg = registry()
-    h_mat, h_dep, h_meta = (reg.writer(t).header for t in (MATERIALIZATION, DEPENDENCY, METADATA))
+    h_mat, h_dep, h_meta = _headers()
     time_b = write_long(run.event_time)
     status_b = _STATUS[run.status]
     run_b = b"".join((_optional_string(run.flow_run_id), _optional_string(run.flow_name),
                       _string(run.task_run_id), _string(run.task_name)))
-    tail = status_b + run_b + _producer_bytes(identity)  # status, run, producer
-    mat_tail = b"".join((_optional_string(run.by), _strings([u.asset.key for u in run.upstream]),
-                         _error(run.error), run_b, _producer_bytes(identity)))
-    upstream = [_upstream_pieces(u) for u in run.upstream]
+    producer_b = _producer_bytes(identity)
+    tail = status_b + run_b + producer_b  # status, run, producer: how dependencies and metadata end
+    upstream: list[tuple[bytes, bytes]] = []
+    for u in run.upstream:
+        _, _, key_s, properties_b = _asset_pieces(u.asset)
+        upstream.append((key_s, _DECLARED[u.declared] + (properties_b if u.with_properties else b"\x00")))
+    keys_b = (write_long(len(upstream)) + b"".join(k for k, _ in upstream) + b"\x00") if upstream else b"\x00"
+    mat_tail = b"".join((_optional_string(run.by), keys_b, _error(run.error), run_b, producer_b))
+    metadata = run.metadata
+    new_id = ids.encoded
     out: list[EncodedEvent] = []
+    append = out.append
     for asset in run.assets:
-        key, key_b, properties_b = _asset_pieces(asset)
-        materialization_id = _string(new_id())
-        out.append((topics.materializations, key, b"".join((
-            h_mat, materialization_id, time_b, key_b, status_b, properties_b, mat_tail))))
+        _, key, key_s, properties_b = _asset_pieces(asset)
+        materialization_id = new_id()
+        append((topics.materializations, key, b"".join((
+            h_mat, materialization_id, time_b, key_s, status_b, properties_b, mat_tail))))
         for upstream_key, declared_and_properties in upstream:
-            out.append((topics.dependencies, key, b"".join((
-                h_dep, _string(new_id()), time_b, upstream_key, key_b, declared_and_properties,
+            append((topics.dependencies, key, b"".join((
+                h_dep, new_id(), time_b, upstream_key, key_s, declared_and_properties,
                 materialization_id, tail))))
-        metadata = run.metadata.get(asset.key)
-        if metadata is not None:
-            out.append((topics.metadata, key, b"".join((
-                h_meta, _string(new_id()), time_b, key_b, _string(metadata), materialization_id, tail))))
+        asset_metadata = metadata.get(asset.key)
+        if asset_metadata is not None:
+            append((topics.metadata, key, b"".join((
+                h_meta, new_id(), time_b, key_s, _string(asset_metadata), materialization_id, tail))))
     return out
 
 
+@cache
+def _headers() -> tuple[bytes, bytes, bytes]:
+    reg = registry()
+    return tuple(reg.writer(t).header for t in (MATERIALIZATION, DEPENDENCY, METADATA))  # type: ignore[return-value]
+
+
 def encode_run_generic(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity,
-                       new_id: Callable[[], str] = new_event_id) -> list[EncodedEvent]:
+                       ids: IdSource) -> list[EncodedEvent]:
     """Records, then the compiled (or fastavro) encoder of each event's newest schema."""
     memo: dict[int, bytes] = {}  # the run's shared records stay alive while it is used
     return [(event.topic, event.key.encode(), encoder_for(event.event_type)(event.record, memo))
-            for event in events_for(run, topics, identity, new_id)]
+            for event in events_for(run, topics, identity, ids)]
 
 
 def run_encoder() -> RunEncoder:

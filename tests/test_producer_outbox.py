@@ -215,3 +215,22 @@ def test_rows_of_a_publisher_with_a_stale_heartbeat_are_adopted(isolated):
         assert [(row.topic, row.events) for row in adopted] == [(isolated.settings.topics.materializations, 1)]
     finally:
         outbox.close()
+
+
+def test_events_of_tasks_outside_flows_are_delivered_at_interpreter_exit(isolated, tmp_path):
+    script = tmp_path / "standalone.py"
+    script.write_text(textwrap.dedent("""
+        from assetlog.producer import materialize
+
+        @materialize("s3://standalone/out")
+        def build():
+            return 1
+
+        build()  # no flow: nothing flushes until the interpreter exits
+    """))
+    proc = subprocess.run([sys.executable, str(script)], env=isolated.env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    [event] = read_published(isolated.settings, at_least=1)
+    assert event.record["asset_key"] == "s3://standalone/out" and event.record["run"]["flow_run_id"] is None
+    assert outbox_status(isolated.settings.outbox_dir)["events"] == 0

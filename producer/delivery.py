@@ -1,0 +1,212 @@
+"""The Kafka side of the publisher: an idempotent producer and its delivery reports.
+
+Only the publisher's writer thread calls it. Messages are handed over a whole
+outbox row at a time (`produce_batch`). librdkafka reports only failed
+deliveries (`delivery.report.only.error`): a per-message Python callback for
+every success would cost more than the produce itself. Success is known at a
+barrier instead: once the producer's queue is empty (`len(producer) == 0`)
+every message handed over is either acknowledged or reported failed, so the
+rows of that "epoch" without a failure are delivered. Epochs are capped so
+that, even under constant load, rows are settled (and deleted) regularly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from assetlog.config import Settings
+from assetlog.producer.outbox import Message
+
+log = logging.getLogger("assetlog.producer")
+
+# Preferences a user may override with ASSETLOG_KAFKA_* (see README).
+PRODUCER_DEFAULTS: dict[str, object] = {
+    "client.id": "assetlog-producer",
+    "linger.ms": 5,
+    "batch.num.messages": 10000,
+    "compression.type": "lz4",
+    # Give up on a message after 30 s; the outbox keeps it and it is sent again later.
+    "message.timeout.ms": 30000,
+    "socket.timeout.ms": 10000,
+    "socket.connection.setup.timeout.ms": 10000,
+    "queue.buffering.max.messages": 100000,
+    "delivery.report.only.error": True,
+}
+# What "no event lost, none reordered by retries" needs; not overridable.
+PRODUCER_REQUIRED: dict[str, object] = {"enable.idempotence": True, "acks": "all"}
+
+UNSENT, IN_FLIGHT, FAILED = "unsent", "in-flight", "failed"
+# Events handed to librdkafka before waiting for the barrier: bounds memory and how long
+# delivered rows wait to be deleted, at the price of a short pause per epoch.
+MAX_EPOCH_EVENTS = 20_000
+
+
+class Row:
+    """One outbox row on its way to Kafka: its messages, and those whose delivery failed."""
+
+    __slots__ = ("attempts", "error", "events", "failed", "id", "messages", "retry_at", "seq", "state", "topic")
+
+    def __init__(self, row_id: int, topic: str, events: int, messages: list[Message] | None, seq: int,
+                 attempts: int = 0) -> None:
+        self.id = row_id
+        self.topic = topic
+        self.events = events
+        self.messages = messages
+        self.seq = seq  # the publish() sequence number it was committed with (0: adopted)
+        self.attempts = attempts
+        self.state = UNSENT
+        self.failed: list[Message] = []
+        self.error: Any = None
+        self.retry_at = 0.0
+
+    def on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed.append((msg.key() or b"", msg.value() or b""))
+            self.error = err
+
+
+class _KafkaLogRelay:
+    """librdkafka's log lines go to Python logging at DEBUG: a down broker is reported
+    once, as a warning, by the error callback instead of a line per reconnect."""
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        log.debug(fmt, *args)
+
+
+class _Refused:
+    """Stands in for the confluent-kafka Message of a message produce() refused at once."""
+
+    def __init__(self, message: dict[str, bytes]) -> None:
+        self._message = message
+
+    def key(self) -> bytes:
+        return self._message["key"]
+
+    def value(self) -> bytes:
+        return self._message["value"]
+
+
+def describe(error: Any) -> str:
+    if error is None:
+        return "unknown error"
+    name = getattr(error, "name", None)
+    text = error.str() if hasattr(error, "str") else str(error)
+    return f"{name()}: {text}" if callable(name) else str(text)
+
+
+class KafkaSender:
+    """An idempotent producer plus the rows of its current epoch."""
+
+    def __init__(self, settings: Settings, overrides: Mapping[str, object] | None = None) -> None:
+        self.settings = settings
+        self.overrides = dict(overrides or {})
+        self.brokers_down = False
+        self.fatal: Any = None
+        self.epoch: list[Row] = []
+        self.epoch_events = 0
+        self.max_epoch_events = MAX_EPOCH_EVENTS
+        self.producer = self._make_producer()
+
+    def _make_producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        config = self.settings.kafka_client_config(
+            defaults={**PRODUCER_DEFAULTS, **self.overrides},
+            required={**PRODUCER_REQUIRED, "error_cb": self._on_error, "logger": _KafkaLogRelay()},
+        )
+        queue_limit = int(str(config.get("queue.buffering.max.messages", 100000)))
+        self.max_epoch_events = max(1, min(MAX_EPOCH_EVENTS, queue_limit // 2))
+        return Producer(config)
+
+    def _on_error(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self.brokers_down:
+                log.warning("Kafka at %s is unreachable; lineage events wait in the outbox %s",
+                            self.settings.kafka_bootstrap, self.settings.outbox_dir)
+            self.brokers_down = True
+        elif err.fatal():
+            log.error("the Kafka producer hit a fatal error (%s); starting a new one", err)
+            self.fatal = err
+        else:
+            log.debug("Kafka: %s", err)
+
+    @property
+    def has_room(self) -> bool:
+        return self.epoch_events < self.max_epoch_events
+
+    def send(self, row: Row) -> None:
+        """Hand a row's messages to librdkafka (a full local queue is waited out briefly)."""
+        from confluent_kafka import KafkaError
+
+        assert row.messages is not None
+        batch = [{"key": key, "value": value} for key, value in row.messages]
+        row.state, row.failed, row.error = IN_FLIGHT, [], None
+        self.epoch.append(row)
+        self.epoch_events += row.events
+        for _ in range(200):
+            try:
+                queued = self.producer.produce_batch(row.topic, batch, on_delivery=row.on_delivery)
+            except BufferError:
+                queued = 0
+                for message in batch:
+                    message.setdefault("_error", KafkaError(KafkaError._QUEUE_FULL))
+            if queued == len(batch):
+                return
+            retry = []
+            for message in batch:
+                error = message.pop("_error", None)
+                if error is None:
+                    continue
+                if error.code() == KafkaError._QUEUE_FULL:
+                    retry.append(message)
+                else:  # refused outright (e.g. too large): a failed delivery
+                    row.on_delivery(error, _Refused(message))
+            batch = retry
+            if not batch:
+                return
+            self.producer.poll(0.05)
+        for message in batch:
+            row.on_delivery(KafkaError(KafkaError._QUEUE_FULL), _Refused(message))
+
+    def serve(self, hurry: bool) -> list[Row]:
+        """Serve delivery reports; returns the rows of the epoch once it is over (else [])."""
+        if hurry and self.epoch:
+            self.producer.flush(0.02)  # flush() ignores linger.ms: acknowledgements come sooner
+        else:
+            self.producer.poll(0)
+        if not self.epoch or len(self.producer) > 0:
+            return []
+        done, self.epoch, self.epoch_events = self.epoch, [], 0
+        if any(not row.failed for row in done):
+            self.brokers_down = False
+        return done
+
+    def restart(self) -> list[Row]:
+        """After a fatal error: drop this producer (its rows fail, to be retried) and make a new one."""
+        self.fatal = None
+        done = self.abandon()
+        self.producer = self._make_producer()
+        return done
+
+    def abandon(self) -> list[Row]:
+        """Purge what is queued; returns the rows of the epoch, each marked failed where purged.
+
+        If some reports could not be served, no row of the epoch can be called delivered:
+        all are marked failed (a resend at worst duplicates, consumers dedupe on event_id).
+        """
+        from confluent_kafka import KafkaError
+
+        self.producer.purge()
+        self.producer.flush(1.0)  # serve the purge reports
+        certain = len(self.producer) == 0
+        done, self.epoch, self.epoch_events = self.epoch, [], 0
+        if not certain:
+            for row in done:
+                if not row.failed and row.messages is not None:
+                    row.failed = list(row.messages)
+                    row.error = KafkaError(KafkaError._PURGE_QUEUE)
+        return done
