@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 import uuid
 
 import psycopg
@@ -235,3 +237,19 @@ def test_text_that_merely_spells_an_escape_is_valid():
         assert b"\\\\u0000" in event.payload or event_type == METADATA
     metadata = next(to_event(t, r) for t, r in run.events() if t == METADATA)
     assert metadata.metadata == {"big": 2**80} and b"1208925819614629174706176" in metadata.payload
+
+
+def test_history_stays_exact_when_another_process_stores_the_same_event_meanwhile(db, isolated):
+    """The fast path COPYs straight into lineage_history after filtering stored ids; an id stored by
+    a concurrent transaction in between makes the COPY fail, and the batch falls back to a staged
+    INSERT ... ON CONFLICT DO NOTHING."""
+    events = events_of([TaskRun([KEY]), TaskRun(["s3://bucket/other.csv"])])
+    with psycopg.connect(isolated.dsn) as other:
+        with other.transaction():
+            apply_directly(other, "lineage", events[:1])  # not committed yet: invisible to the filter
+            worker = threading.Thread(target=apply_directly, args=(db, "lineage", events))
+            worker.start()
+            time.sleep(0.5)  # the worker's COPY now waits on the unique index for this transaction
+        worker.join(30)
+    assert not worker.is_alive()
+    assert db.execute("SELECT count(*) FROM lineage_history").fetchone()[0] == 2
