@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,17 +49,17 @@ class Event:
     """
 
     event_type: str
-    event_id: uuid.UUID
+    event_id: str  # canonical lowercase UUID text: orders exactly as PostgreSQL orders uuid values
     event_time: datetime
     asset_key: str
-    materialization_event_id: uuid.UUID
+    materialization_event_id: str
     record: Mapping[str, Any]
     position: Position | None = None
     metadata: Mapping[str, Any] | None = None  # parsed metadata_json of a metadata event
     payload: bytes = b"{}"  # the event as JSON (see `payload_json`), built once during validation
 
     @property
-    def sort_key(self) -> tuple[datetime, uuid.UUID]:
+    def sort_key(self) -> tuple[datetime, str]:
         """Last-write-wins order: (event_time, event_id)."""
         return (self.event_time, self.event_id)
 
@@ -122,8 +121,10 @@ def _uuid_text(record: Mapping[str, Any], field: str, prefix: str = "") -> str:
     return value
 
 
-def _uuid(record: Mapping[str, Any], field: str, prefix: str = "") -> uuid.UUID:
-    return uuid.UUID(_uuid_text(record, field, prefix))
+def _uuid(record: Mapping[str, Any], field: str, prefix: str = "") -> str:
+    """Lowercase canonical text: compared as strings, such ids order as PostgreSQL's uuid type
+    orders them (bytewise), without building a UUID object per event."""
+    return _uuid_text(record, field, prefix).lower()
 
 
 # Keys repeat across events (an asset is materialized many times): remember the valid ones.

@@ -10,7 +10,6 @@ event_id).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +44,7 @@ class EdgeRow:
     explicit: bool
     first_seen: datetime
     last_seen: datetime
-    last_event_id: uuid.UUID
+    last_event_id: str
 
     def as_tuple(self) -> tuple[object, ...]:
         return (self.upstream_key, self.downstream_key, "explicit" if self.explicit else "inferred",
@@ -56,7 +55,7 @@ class EdgeRow:
 class LineageEffects:
     """History events by id (first delivery kept) and merged edges by (upstream, downstream)."""
 
-    history: dict[uuid.UUID, Event] = field(default_factory=dict)
+    history: dict[str, Event] = field(default_factory=dict)
     edges: dict[tuple[str, str], EdgeRow] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -128,7 +127,7 @@ class LineageProjection:
                              (edge.as_tuple() for edge in effects.edges.values()))
                 conn.execute(self._upsert_edges())
 
-    def _append_history(self, conn: psycopg.Connection, history: dict[uuid.UUID, Event]) -> None:
+    def _append_history(self, conn: psycopg.Connection, history: dict[str, Event]) -> None:
         """COPY new events straight into lineage_history (half the cost of a staged upsert).
 
         Ids already stored are filtered out first; should a concurrent process
@@ -137,7 +136,8 @@ class LineageProjection:
         """
         target = table(self.schema, "lineage_history")
         stored = {row[0] for row in conn.execute(
-            sql.SQL("SELECT event_id FROM {} WHERE event_id = ANY(%s)").format(target), (list(history),)
+            sql.SQL("SELECT event_id::text FROM {} WHERE event_id = ANY(%s::uuid[])").format(target),
+            (list(history),),
         )}
         fresh = [event for event_id, event in history.items() if event_id not in stored]
         if not fresh:

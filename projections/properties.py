@@ -17,7 +17,6 @@ order-independent rule over the set of events:
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,7 +63,7 @@ class PropertiesRow:
     owners: list[str] | None
     url: str | None
     event_time: datetime
-    event_id: uuid.UUID
+    event_id: str
 
     def as_tuple(self) -> tuple[object, ...]:
         return (self.key, self.name, self.description, self.owners, self.url, self.event_time, self.event_id)
@@ -76,9 +75,9 @@ class AssetRow:
     first_seen: datetime
     last_seen: datetime
     # (event_time, event_id, status, by, error_type, error_message) of the newest materialization
-    materialization: tuple[datetime, uuid.UUID, str, str | None, str | None, str | None] | None = None
+    materialization: tuple[datetime, str, str, str | None, str | None, str | None] | None = None
     # (event_time, materialization_event_id, event_id, metadata JSON text) of the newest metadata
-    metadata: tuple[datetime, uuid.UUID, uuid.UUID, str] | None = None
+    metadata: tuple[datetime, str, str, str] | None = None
 
     def as_tuple(self) -> tuple[object, ...]:
         m = self.materialization or (None,) * 6

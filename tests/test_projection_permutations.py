@@ -47,6 +47,8 @@ def deliveries(draw):
     runs = draw(st.lists(task_runs(), min_size=1, max_size=6))
     events = []
     for t, record in (e for run in runs for e in run.events()):
+        if draw(st.booleans()):  # upper-case ids are valid UUIDs too, and must order like PostgreSQL's uuid
+            record["event_id"] = record["event_id"].upper()
         key = record.get("downstream_key") or record["asset_key"]
         events.append((t, record, Position(f"topic.{t}", zlib.crc32(key.encode()) % 3, len(events))))
 
