@@ -103,6 +103,7 @@ class KafkaSender:
         self.settings = settings
         self.overrides = dict(overrides or {})
         self.brokers_down = False
+        self._warned = False
         self.fatal: Any = None
         self.epoch: list[Row] = []
         self.epoch_events = 0
@@ -124,10 +125,7 @@ class KafkaSender:
         from confluent_kafka import KafkaError
 
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
-            if not self.brokers_down:
-                log.warning("Kafka at %s is unreachable; lineage events wait in the outbox %s",
-                            self.settings.kafka_bootstrap, self.settings.outbox_dir)
-            self.brokers_down = True
+            self.brokers_down = True  # (also when the broker closed an idle connection)
         elif err.fatal():
             log.error("the Kafka producer hit a fatal error (%s); starting a new one", err)
             self.fatal = err
@@ -178,11 +176,17 @@ class KafkaSender:
             self.producer.flush(0.02)  # flush() ignores linger.ms: acknowledgements come sooner
         else:
             self.producer.poll(0)
+        if self.brokers_down and self.epoch and not self._warned:  # said once, while events wait
+            log.warning("Kafka at %s is unreachable; lineage events wait in the outbox %s",
+                        self.settings.kafka_bootstrap, self.settings.outbox_dir)
+            self._warned = True
         if not self.epoch or len(self.producer) > 0:
             return []
         done, self.epoch, self.epoch_events = self.epoch, [], 0
         if any(not row.failed for row in done):
-            self.brokers_down = False
+            if self._warned:
+                log.warning("Kafka at %s is reachable again", self.settings.kafka_bootstrap)
+            self.brokers_down = self._warned = False
         return done
 
     def restart(self) -> list[Row]:

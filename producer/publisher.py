@@ -40,6 +40,7 @@ MAX_ROW_EVENTS = 5000
 HEARTBEAT_SECONDS = 2.0
 ADOPT_SECONDS = 10.0
 MAX_RETRY_DELAY = 60.0
+BROKERS_DOWN_GRACE = 1.0
 
 _open_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
@@ -130,7 +131,8 @@ class Publisher:
         """Wait until what was published before is acknowledged, or safely in the outbox and
         the brokers are down or `timeout` (default: the publisher's flush timeout) passed."""
         timeout = self.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         with self._lock:
             target = self._seq
         with self._cond:
@@ -147,7 +149,10 @@ class Publisher:
                     waiting = in_flight + sum(events for events, _ in failed)
                     if committed and in_flight == 0:
                         return FlushResult(waiting, failed[0][1] if failed else None)
-                    if committed and (self._brokers_down or now >= deadline or not self.settings.kafka_bootstrap):
+                    # "Brokers down" may be an idle connection the broker closed: give the
+                    # reconnection a moment before trusting it.
+                    brokers_down = self._brokers_down and now >= started + BROKERS_DOWN_GRACE
+                    if committed and (brokers_down or now >= deadline or not self.settings.kafka_bootstrap):
                         return FlushResult(waiting, self._waiting_reason(now >= deadline))
                     if not committed and now >= deadline + 30.0:
                         return FlushResult(waiting + target - self._committed_seq,

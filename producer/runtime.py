@@ -1,12 +1,10 @@
-"""The flow/task run engine: run contexts, lineage inference, retries, emission.
+"""The flow/task run engine: run contexts, retries, what assets flow where, emission.
 
 The only state is the current flow run and task run, in contextvars, so threads
-(`.submit()`), asyncio tasks and nested calls each see their own. Lineage is
-inferred like Prefect does: every value a task returns is remembered (by
-identity, with its direct items) together with the task run that produced it;
-a task's upstream runs are those whose values, futures or `wait_for` entries
-appear anywhere in its arguments. Materializing runs pass on only their own
-assets; plain runs pass on what they received plus their own `asset_deps`.
+(`.submit()`), asyncio tasks and nested calls each see their own. Which runs
+are upstream of a task run is traced by `lineage`; what they pass on is decided
+here: materializing runs pass on only their own assets, plain runs pass on what
+they received plus their own `asset_deps`.
 """
 
 from __future__ import annotations
@@ -31,7 +29,8 @@ from assetlog.producer.events import (
     Upstream,
     new_event_id,
 )
-from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
+from assetlog.producer.futures import TaskFuture
+from assetlog.producer.lineage import Lineage, is_plain, resolve_futures
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
 from assetlog.producer.publishing import current_publisher
 
@@ -44,8 +43,6 @@ log = logging.getLogger("assetlog.producer")
 _FLOW_RUN: ContextVar[FlowRun | None] = ContextVar("assetlog_flow_run", default=None)
 _TASK_RUN: ContextVar[TaskRun | None] = ContextVar("assetlog_task_run", default=None)
 
-_CONTAINERS = (list, tuple, set, frozenset)
-
 
 def current_flow_run() -> FlowRun | None:
     return _FLOW_RUN.get()
@@ -55,44 +52,18 @@ def current_task_run() -> TaskRun | None:
     return _TASK_RUN.get()
 
 
-def _untrackable(value: object) -> bool:
-    """Singletons and CPython's cached small ints are shared by unrelated code: their
-    identity says nothing about which task produced them (Prefect skips them too)."""
-    return value is None or value is True or value is False or value is Ellipsis or (
-        type(value) is int and -5 <= value <= 256)  # type: ignore[operator]
-
-
 class FlowRun:
-    """One run of a flow: its id, what its task runs returned, its submitted futures."""
+    """One run of a flow: its id, what its task runs returned (`lineage`), its submitted futures."""
 
     def __init__(self, name: str) -> None:
         self.id = new_event_id()
         self.name = name
-        self._results: dict[int, tuple[object, TaskRun]] = {}
+        self.lineage = Lineage()
         self._futures: list[concurrent.futures.Future[Any]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.publishers: list[Publisher] = []
         self._last_publisher: Publisher | None = None
-
-    def link(self, value: object, run: TaskRun) -> None:
-        """Remember that `run` produced `value` and its direct items (one level deep)."""
-        self._link_one(value, run)
-        if isinstance(value, _CONTAINERS):
-            for item in value:
-                self._link_one(item, run)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                self._link_one(key, run)
-                self._link_one(item, run)
-
-    def _link_one(self, value: object, run: TaskRun) -> None:
-        if not _untrackable(value):
-            self._results[id(value)] = (value, run)  # holding the value keeps its id unique
-
-    def producer_of(self, value: object) -> TaskRun | None:
-        entry = self._results.get(id(value))
-        return entry[1] if entry is not None and entry[0] is value else None
 
     def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         with self._lock:
@@ -148,7 +119,7 @@ class TaskRun:
         self.metadata: dict[str, dict[str, str]] = {}
         self.publisher: Publisher | None = None
 
-    def start(self, upstream_runs: Iterable[TaskRun]) -> None:
+    def start(self, upstream_runs: list[TaskRun]) -> None:
         if not upstream_runs and not self.task.asset_deps:  # the common case, kept cheap
             self.passed_on = tuple((asset, False) for asset in self.assets)
             return
@@ -198,101 +169,17 @@ class TaskRun:
             log.exception("task run %s (%s): its lineage events could not be queued", self.id, self.task.name)
 
 
-def upstream_runs(flow_run: FlowRun | None, values: Iterable[object]) -> list[TaskRun]:
-    """Task runs of `flow_run` whose results or futures appear anywhere in `values`."""
-    if flow_run is None:  # outside a flow nothing is inferred (as in Prefect)
-        return []
-    found: dict[int, TaskRun] = {}
-    seen: set[int] = set()
-    stack = list(values)
-    stack.reverse()
-    while stack:
-        value = stack.pop()
-        if isinstance(value, TaskFuture):
-            if value.task_run.flow_run is flow_run:
-                found.setdefault(id(value.task_run), value.task_run)
-            continue
-        if isinstance(value, unmapped):
-            stack.append(value.value)
-            continue
-        producer = flow_run.producer_of(value)
-        if producer is not None:
-            found.setdefault(id(producer), producer)
-        if isinstance(value, _CONTAINERS) or isinstance(value, dict):
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
-            items = [x for pair in value.items() for x in pair] if isinstance(value, dict) else list(value)
-            items.reverse()
-            stack.extend(items)
-    return list(found.values())
-
-
-def resolve_futures(value: Any) -> Any:
-    """`value` with every future (also inside lists, tuples, sets and dicts) replaced by its
-    result; collections without futures are returned as they are (same object)."""
-    resolved, _ = _resolve(value)
-    return resolved
-
-
-def _resolve(value: Any) -> tuple[Any, bool]:
-    if isinstance(value, TaskFuture):
-        return value.upstream_result(), True
-    kind = type(value)
-    if kind in (list, tuple, set, frozenset, TaskFutureList) or (kind.__base__ is tuple and hasattr(value, "_fields")):
-        items = [_resolve(item) for item in value]
-        if not any(changed for _, changed in items):
-            return value, False
-        values = [item for item, _ in items]
-        if kind is TaskFutureList:
-            return values, True  # what .map() returned becomes the list of results
-        if kind in (list, tuple, set, frozenset):
-            return kind(values), True
-        return kind(*values), True  # a namedtuple
-    if kind is dict:
-        pairs = [(_resolve(k), _resolve(v)) for k, v in value.items()]
-        if not any(ck or cv for (_, ck), (_, cv) in pairs):
-            return value, False
-        return {k: v for (k, _), (v, _) in pairs}, True
-    return value, False
-
-
-def _wait_all(values: Iterable[object]) -> None:
-    for value in values:
-        resolve_futures(value)
-
-
-_WALK = (TaskFuture, unmapped, list, tuple, set, frozenset, dict)
-
-
-def _plain(values: Iterable[object]) -> bool:
-    """No futures and no collections: nothing to resolve, only direct values to trace."""
-    for value in values:
-        if isinstance(value, _WALK):
-            return False
-    return True
-
-
-def _direct_producers(flow_run: FlowRun, values: Iterable[object]) -> list[TaskRun]:
-    results = flow_run._results
-    found: list[TaskRun] = []
-    for value in values:
-        entry = results.get(id(value))
-        if entry is not None and entry[0] is value and entry[1] not in found:
-            found.append(entry[1])
-    return found
-
-
 def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
              wait_for: Iterable[object] | None, extra: Iterable[object]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Trace the upstream runs, wait for futures, start the run and pick its publisher."""
     flow_run = run.flow_run
-    if wait_for is None and not extra and _plain(args) and _plain(kwargs.values()):
-        upstream = [] if flow_run is None else _direct_producers(flow_run, (*args, *kwargs.values()))
+    if wait_for is None and not extra and is_plain(args) and is_plain(kwargs.values()):
+        upstream = [] if flow_run is None else flow_run.lineage.direct_producers((*args, *kwargs.values()))
     else:
         wait_list = list(wait_for or ())
-        upstream = upstream_runs(flow_run, (args, kwargs, wait_list, list(extra)))
-        _wait_all(wait_list)
+        upstream = [] if flow_run is None else flow_run.lineage.upstream_runs(
+            (args, kwargs, wait_list, list(extra)), flow_run)
+        resolve_futures(wait_list)  # waits; a failed one raises UpstreamTaskError
         args, kwargs = resolve_futures(args), resolve_futures(kwargs)
     run.start(upstream)
     if run.assets:
@@ -323,7 +210,7 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 raise
             run.finish(None)
             if run.flow_run is not None:
-                run.flow_run.link(result, run)
+                run.flow_run.lineage.link(result, run)
             return result
     finally:
         _TASK_RUN.reset(token)
@@ -353,7 +240,7 @@ async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: di
                 raise
             run.finish(None)
             if run.flow_run is not None:
-                run.flow_run.link(result, run)
+                run.flow_run.lineage.link(result, run)
             return result
     finally:
         _TASK_RUN.reset(token)
