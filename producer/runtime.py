@@ -199,6 +199,7 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     try:
         attempt = 0
         while True:
+            run.metadata = {}  # each attempt starts afresh: only the final one's metadata counts
             try:
                 result = task.fn(*args, **kwargs)
             except Exception as exc:
@@ -229,6 +230,7 @@ async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: di
     try:
         attempt = 0
         while True:
+            run.metadata = {}  # each attempt starts afresh: only the final one's metadata counts
             try:
                 result = await task.fn(*args, **kwargs)
             except Exception as exc:

@@ -4,6 +4,7 @@ retries, async code and tasks outside flows."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
@@ -165,6 +166,8 @@ def test_retries_emit_once_for_the_final_attempt(isolated):
     assert isinstance(out.error, TimeoutError)
     ok, bad = out.materialization("s3://retry/eventually"), out.materialization("s3://retry/never")
     assert ok["status"] == "SUCCEEDED" and ok["error"] is None
+    # As in Prefect, each attempt has its own asset context: only the final attempt's metadata.
+    assert [json.loads(m["metadata_json"]) for m in out.metadata] == [{"attempt3": True}]
     assert bad["status"] == "FAILED" and bad["error"] == {"type": "TimeoutError", "message": "attempt 2 timed out"}
     assert len(out.materializations) == 2
 
