@@ -192,8 +192,15 @@ class Outbox:
                 (owner, socket.gethostname(), os.getpid(), now, now))
 
     def heartbeat(self, owner: str) -> None:
+        """Say `owner` is alive; if it was presumed dead meanwhile (its rows may have been
+        adopted), register it again so its new rows are not taken as orphans."""
         with self.transaction():
-            self.conn.execute("UPDATE publishers SET heartbeat_at = ? WHERE owner = ?", (time.time(), owner))
+            cursor = self.conn.execute("UPDATE publishers SET heartbeat_at = ? WHERE owner = ?", (time.time(), owner))
+            if cursor.rowcount == 0:
+                now = time.time()
+                self.conn.execute(
+                    "INSERT INTO publishers (owner, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+                    (owner, socket.gethostname(), os.getpid(), now, now))
 
     def unregister(self, owner: str) -> None:
         with self.transaction():

@@ -213,6 +213,9 @@ def test_rows_of_a_publisher_with_a_stale_heartbeat_are_adopted(isolated):
         outbox.conn.execute("UPDATE publishers SET heartbeat_at = 0 WHERE owner = 'ghost'")
         adopted = outbox.adopt("me")
         assert [(row.topic, row.events) for row in adopted] == [(isolated.settings.topics.materializations, 1)]
+        outbox.heartbeat("ghost")  # back from the dead: registered again, its new rows are its own
+        outbox.append([(isolated.settings.topics.metadata, [(b"k", b"v")])], "ghost")
+        assert outbox.adopt("me") == adopted
     finally:
         outbox.close()
 
