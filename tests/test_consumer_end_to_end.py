@@ -26,7 +26,7 @@ from events_factory import (
 from psycopg import sql
 
 from assetlog.consumers import ProjectionRunner, run_until_caught_up
-from assetlog.projections import migrate
+from assetlog.projections import PROJECTION_TABLES, migrate
 
 
 @pytest.fixture
@@ -121,18 +121,20 @@ def test_the_two_consumers_keep_independent_offsets(world):
     assert run_until_caught_up("lineage", world.settings).messages == 23
 
 
-def test_several_processes_share_the_partitions_and_project_each_event_once(stack, world):
-    runners = [ProjectionRunner("lineage", world.settings, batch_size=50) for _ in range(2)]
+@pytest.mark.parametrize("projection", ["properties", "lineage"])
+def test_several_processes_share_the_partitions_and_project_each_event_once(stack, world, projection):
+    runners = [ProjectionRunner(projection, world.settings, batch_size=50) for _ in range(2)]
     threads = [threading.Thread(target=r.run) for r in runners]
     for thread in threads:
         thread.start()
     try:
         wait_for(lambda: all(r.assignment for r in runners)
                  and len({tp for r in runners for tp in r.assignment}) == 9, "both processes hold partitions")
+        # Overlapping keys across partitions: both processes upsert the same assets rows concurrently.
         runs = [TaskRun([f"s3://bucket/t{i % 40}.csv"], [f"s3://bucket/t{(i + 1) % 40}.csv"],
                         metadata={f"s3://bucket/t{i % 40}.csv": {"i": i}}) for i in range(300)]
         published = publish(world.settings, events_of(runs))
-        wait_for(lambda: stored_offsets(world.dsn, "lineage") == end_offsets(published), "every event projected")
+        wait_for(lambda: stored_offsets(world.dsn, projection) == end_offsets(published), "every event projected")
     finally:
         for runner in runners:
             runner.stop()
@@ -141,9 +143,9 @@ def test_several_processes_share_the_partitions_and_project_each_event_once(stac
     assert all(r.stats.stopped_by == "signal" for r in runners)
     assert all(r.stats.messages > 0 for r in runners), [r.stats.messages for r in runners]
     assert sum(r.stats.messages for r in runners) == len(published)  # each message projected once
+    tables = list(PROJECTION_TABLES[projection])
     expected = expected_tables(stack, world, published)
-    assert dump_tables(world.dsn, ["lineage_history", "asset_edges"]) == {
-        name: expected[name] for name in ("lineage_history", "asset_edges")}
+    assert dump_tables(world.dsn, tables) == {name: expected[name] for name in tables}
 
 
 def wait_for(condition, what: str, timeout: float = 60.0) -> None:
@@ -157,3 +159,12 @@ def test_group_names_follow_the_topic_prefix(world):
     runner = ProjectionRunner("properties", world.settings)
     assert runner.group_id == f"{world.settings.topic_prefix}.properties"
     assert ProjectionRunner("lineage", world.settings, group_id=f"g-{uuid.uuid4()}").group_id.startswith("g-")
+
+
+def test_missing_topics_are_named_with_the_fix(world):
+    env = world.env(ASSETLOG_TOPIC_PREFIX=f"absent.{uuid.uuid4().hex[:8]}")
+    result = subprocess.run([sys.executable, "-m", "assetlog", "consume", "properties", "--until-caught-up"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "topics missing" in result.stderr and "run `assetlog topics create` first" in result.stderr
+    assert "Traceback" not in result.stderr
