@@ -43,11 +43,12 @@ def _positive_int(text: str) -> int:
 
 def _consume(args: argparse.Namespace) -> int:
     from assetlog.config import Settings
-    from assetlog.consumers.runner import ProjectionRunner
+    from assetlog.consumers.runner import ProjectionRunner, tune_garbage_collector
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_garbage_collector()  # this process only consumes
     settings = Settings.from_env()
     settings.require_kafka()
     settings.require_postgres()
