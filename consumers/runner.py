@@ -142,6 +142,7 @@ class ProjectionRunner:
         except Stopped:
             self.stats.stopped_by = "signal"
         finally:
+            self._stop.set()  # on any way out, a batch still waiting for PostgreSQL gives up (uncommitted)
             self._committer.close()
             self.dead_letters.close()
             if self._conn is not None:

@@ -252,3 +252,20 @@ def test_sigterm_commits_the_batch_in_hand_and_exits_cleanly(isolated):
     with psycopg.connect(isolated.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM lineage_history").fetchone()[0] == committed
     assert run_until_caught_up("lineage", isolated.settings).messages == len(published) - committed
+
+
+def test_an_error_in_the_commit_thread_is_raised_in_the_caller_and_moves_no_offset(isolated, monkeypatch):
+    """A bug (not a server fault) must stop the consumer loudly, never pass silently. The bug is
+    injected; the broker and the database are real."""
+    migrate(isolated.dsn)
+    publish(isolated.settings, workload(20))
+    runner = ProjectionRunner("lineage", isolated.settings, until_caught_up=True)
+
+    def broken(conn, effects):
+        raise ZeroDivisionError("a bug in a projection")
+
+    monkeypatch.setattr(runner.projection, "apply", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug in a projection"):
+        runner.run()
+    assert stored_offsets(isolated.dsn, "lineage") == {}
+    assert runner.stats.messages == 0
