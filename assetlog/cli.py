@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from assetlog.producer import cli as producer_cli
     from assetlog.projections import cli as projections_cli
     from assetlog.projections import query_cli
+    from assetlog.web import cli as web_cli
 
     parser = argparse.ArgumentParser(
         prog="assetlog",
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"assetlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, compose_cli, producer_cli, consumers_cli, projections_cli, query_cli):
+    for module in (demo, compose_cli, producer_cli, consumers_cli, projections_cli, query_cli, web_cli):
         module.register(subparsers)
     return parser
 
