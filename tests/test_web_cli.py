@@ -3,10 +3,13 @@ make (no DSN, an unreachable or unmigrated database, a busy port) is one line an
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 
 from conftest import Isolated
@@ -42,6 +45,16 @@ def test_port_zero_picks_a_free_port_and_a_busy_port_is_one_line(isolated: Isola
         assert found, first
         with urllib.request.urlopen(found.group(1) + "api/assets", timeout=10) as answer:
             assert json.load(answer)["assets"] == []
+        # Kept-alive requests are not held back by Nagle's algorithm (~40 ms each for a delayed ACK).
+        connection = http.client.HTTPConnection("127.0.0.1", int(found.group(2)), timeout=10)
+        latencies = []
+        for _ in range(9):
+            started = time.perf_counter()
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read() == b'{"status":"ok"}'
+            latencies.append(time.perf_counter() - started)
+        connection.close()
+        assert statistics.median(latencies) < 0.025, latencies
         busy = serve(env, "--port", found.group(2))
         one_line_error(busy, 1, f"assetlog: port {found.group(2)} on 127.0.0.1 is already in use")
     finally:

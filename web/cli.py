@@ -51,7 +51,9 @@ def _listen(host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         family = socket.AF_INET  # a host name: resolved by bind
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they are TCP,
+    # and without it every kept-alive response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
