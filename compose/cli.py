@@ -48,6 +48,10 @@ def _up(args: argparse.Namespace) -> int:
     env = stack.env()
     settings = Settings.from_env({**os.environ, **env})
     result["topics"] = ensure_topics(settings, partitions=args.partitions)
+    if not result["postgres"].get("external"):
+        from assetlog.projections.migrate import migrate
+
+        result["migrations"] = migrate(settings.require_postgres()).as_dict()
 
     def human() -> str:
         kafka, postgres = result["kafka"], result["postgres"]

@@ -88,9 +88,9 @@ class PostgresCluster:
         except (OSError, ValueError):
             return None
 
-    def dsn(self, database: str = DATABASE) -> str | None:
+    def dsn(self, database: str = DATABASE, user: str = SUPERUSER) -> str | None:
         port = self.port()
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{database}" if port else None
+        return f"postgresql://{user}@127.0.0.1:{port}/{database}" if port else None
 
     def running_pid(self) -> int | None:
         pid_file = self.data_dir / "postmaster.pid"

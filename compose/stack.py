@@ -16,9 +16,10 @@ from pathlib import Path
 
 from assetlog.compose.kafka import KafkaBroker, kafka_available
 from assetlog.compose.postgres import PostgresCluster
-from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, state_home
+from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, ENV_POSTGRES_READONLY_DSN, state_home
 
 ENV_STACK_DIR = "ASSETLOG_STACK_DIR"
+READONLY_ROLE = "assetlog_reader"  # created by `assetlog db migrate`
 
 
 def stack_dir() -> Path:
@@ -122,7 +123,11 @@ class LocalStack:
         dsn = self.external_postgres() or (self.postgres.dsn() if self.postgres.running_pid() else None)
         if not bootstrap or not dsn:
             raise StackError("the local stack is not running: start it with `assetlog stack up`")
-        return {ENV_KAFKA_BOOTSTRAP: bootstrap, ENV_POSTGRES_DSN: dsn}
+        variables = {ENV_KAFKA_BOOTSTRAP: bootstrap, ENV_POSTGRES_DSN: dsn}
+        if not self.external_postgres():
+            # `stack up` migrates the local database, which creates the read-only role.
+            variables[ENV_POSTGRES_READONLY_DSN] = self.postgres.dsn(user=READONLY_ROLE) or ""
+        return variables
 
 
 def _postgres_reachable(dsn: str) -> bool:

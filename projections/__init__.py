@@ -17,7 +17,23 @@ from assetlog.projections.migrate import (
     schema_version,
     shipped_migrations,
 )
+from assetlog.projections.models import (
+    AssetDetails,
+    AssetMetadata,
+    AssetPage,
+    AssetProperties,
+    AssetSummary,
+    HistoryEntry,
+    HistoryPage,
+    LineageEdge,
+    LineageGraph,
+    LineageNode,
+    MaterializationRun,
+    Neighbour,
+)
 from assetlog.projections.properties import PropertiesEffects, PropertiesProjection
+from assetlog.projections.store import AssetNotFound, LineageStore, QueryTimeout, readonly_dsn
+from assetlog.projections.timeparse import parse_time
 
 PROJECTIONS: dict[str, type[PropertiesProjection] | type[LineageProjection]] = {
     PropertiesProjection.name: PropertiesProjection,
@@ -42,6 +58,23 @@ def projection_by_name(name: str, schema: str | None = None) -> PropertiesProjec
 
 __all__ = [
     "BOOKKEEPING_TABLES",
+    "AssetDetails",
+    "AssetMetadata",
+    "AssetNotFound",
+    "AssetPage",
+    "AssetProperties",
+    "AssetSummary",
+    "HistoryEntry",
+    "HistoryPage",
+    "LineageEdge",
+    "LineageGraph",
+    "LineageNode",
+    "LineageStore",
+    "MaterializationRun",
+    "Neighbour",
+    "QueryTimeout",
+    "readonly_dsn",
+    "parse_time",
     "PROJECTIONS",
     "PROJECTION_TABLES",
     "Event",
