@@ -75,6 +75,7 @@ def world(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> It
 def served(world: Isolated) -> Iterator[str]:
     """The guide's pipelines plus a failed and a hostile asset, published, projected and served."""
     isolated = world
+    ensure_programs(["dot"], ["graphviz"])  # the server draws the lineage pictures with it
     publisher = Publisher(isolated.settings)
     with publishing(publisher):
         run_all()

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,33 +57,40 @@ def free_port() -> int:
 
 @contextmanager
 def serving(env: Mapping[str, str], *extra: str, timeout: float = 30.0) -> Iterator[str]:
-    """`assetlog serve` as a subprocess on a free loopback port; yields its base URL, stops it after."""
+    """`assetlog serve` as a subprocess on a free loopback port; yields its base URL, stops it after.
+
+    Its output goes to a file (a pipe nobody reads could fill and stall the server) and is shown if it
+    fails to start.
+    """
     port = free_port()
     command = [sys.executable, "-m", "assetlog", "serve", "--host", "127.0.0.1", "--port", str(port), *extra]
-    process = subprocess.Popen(command, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"assetlog serve exited with status {process.returncode}:\n{process.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"assetlog serve did not answer on {base} within {timeout:g}s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(command, env=dict(env), stdout=output, stderr=subprocess.STDOUT, text=True)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + timeout
+            while not _answers(f"{base}/healthz"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output.seek(0)
+                    pytest.fail(f"assetlog serve did not answer on {base} within {timeout:g}s "
+                                f"(exit status {process.poll()}):\n{output.read()}")
+                time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 # --- A database for the web tests: the query tests' scenarios plus hostile text ---------------------
