@@ -4,7 +4,8 @@ The copy is flushed and every delivery confirmed before the batch's
 transaction commits; if Kafka does not confirm, the batch is retried, so a
 poison message is never both skipped and missing from its dead-letter topic.
 A crash between the copy and the commit can copy it twice (the table keeps one
-row): dead-letter topics are at-least-once.
+row): dead-letter topics are at-least-once. A message too large to copy with
+the headers is copied without its value (header `assetlog.value.omitted`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from assetlog.config import Settings
 from assetlog.consumers.batch import DeadLetter
 
 HEADER_PREFIX = "assetlog."
+OMIT_KEY_BYTES = 1024  # a copy too large to send keeps a key up to this size
 
 
 class DeadLetterError(Exception):
@@ -60,29 +62,57 @@ class DeadLetterPublisher:
             return
         producer = self._get()
         errors: list[str] = []
+        too_large: list[DeadLetter] = []
+        self._send(producer, pending, errors, too_large, whole=True)
+        remaining = producer.flush(self.timeout)
+        if too_large and not remaining:
+            # A message near Kafka's size limit plus our headers does not fit: copy it without its
+            # value (and key, if big). The dead_letters row keeps both verbatim, and the original
+            # stays in its topic (retention is unlimited), which the headers point at.
+            retry, too_large = too_large, []
+            self._send(producer, retry, errors, too_large, whole=False)
+            remaining = producer.flush(self.timeout)
+        if remaining or errors or too_large or not all(letter.delivered for letter in pending):
+            raise DeadLetterError(
+                f"{remaining} dead letters unacknowledged after {self.timeout}s; errors: {(errors or too_large)[:3]}"
+            )
+
+    def _send(self, producer, letters: Sequence[DeadLetter], errors: list[str], too_large: list[DeadLetter],
+              whole: bool) -> None:
+        from confluent_kafka import KafkaError, KafkaException
 
         def on_delivery(letter: DeadLetter):
             def callback(error, _message) -> None:
                 if error is None:
                     letter.delivered = True
+                elif whole and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    too_large.append(letter)
                 else:
                     errors.append(f"{letter.dead_letter_topic}: {error}")
             return callback
 
-        for letter in pending:
+        for letter in letters:
+            headers = dead_letter_headers(letter, self.projection)
+            key, value = letter.key, letter.value
+            if not whole:
+                headers.append((HEADER_PREFIX + "value.omitted", (
+                    f"too large to copy with its headers ({len(value or b'')} bytes of value, "
+                    f"{len(key or b'')} of key): see the original message").encode()))
+                key = key if key is None or len(key) <= OMIT_KEY_BYTES else None
+                value = None
             while True:
                 try:
-                    producer.produce(letter.dead_letter_topic, key=letter.key, value=letter.value,
-                                     headers=dead_letter_headers(letter, self.projection),
+                    producer.produce(letter.dead_letter_topic, key=key, value=value, headers=headers,
                                      on_delivery=on_delivery(letter))
                     break
                 except BufferError:
                     producer.poll(0.1)
-        remaining = producer.flush(self.timeout)
-        if remaining or errors or not all(letter.delivered for letter in pending):
-            raise DeadLetterError(
-                f"{remaining} dead letters unacknowledged after {self.timeout}s; errors: {errors[:3]}"
-            )
+                except KafkaException as exc:  # refused before sending (librdkafka's own size limit)
+                    if whole and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                        too_large.append(letter)
+                    else:
+                        errors.append(f"{letter.dead_letter_topic}: {exc.args[0]}")
+                    break
 
     def close(self) -> None:
         if self._producer is not None:

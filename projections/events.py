@@ -80,10 +80,12 @@ def to_event(event_type: str, record: Mapping[str, Any], position: Position | No
         for index, upstream in enumerate(record.get("upstream_keys") or ()):
             _key({"upstream_keys": upstream}, "upstream_keys", f"[{index}]")
         materialization_id = event_id
+        _check_owners(record.get("properties"), "properties")
     elif event_type == DEPENDENCY:
         asset_key = _key(record, "downstream_key")
         _key(record, "upstream_key")
         materialization_id = _uuid(record, "materialization_event_id")
+        _check_owners(record.get("upstream_properties"), "upstream_properties")
     elif event_type == METADATA:
         asset_key = _key(record, "asset_key")
         materialization_id = _uuid(record, "materialization_event_id")
@@ -144,6 +146,20 @@ def _key(record: Mapping[str, Any], field: str, suffix: str = "") -> str:
         _VALID_KEYS.clear()
     _VALID_KEYS.add(value)  # type: ignore[arg-type]
     return value  # type: ignore[return-value]
+
+
+# Each owner is an entry of the GIN index behind the owner filter, and PostgreSQL refuses an index
+# entry over about 2.7 kB: a longer owner would fail its batch again and again, wedging the consumer.
+MAX_OWNER_BYTES = 1000
+
+
+def _check_owners(properties: Mapping[str, Any] | None, field: str) -> None:
+    for index, owner in enumerate((properties or {}).get("owners") or ()):
+        if len(owner) > MAX_OWNER_BYTES // 4:  # only then can it be over the limit in UTF-8
+            size = len(owner.encode("utf-8", "surrogatepass"))
+            if size > MAX_OWNER_BYTES:
+                raise InvalidEvent("invalid-text", f"{field}.owners[{index}] is {size} bytes long; PostgreSQL "
+                                                   f"indexes owners, which may have at most {MAX_OWNER_BYTES}")
 
 
 def _reject_constant(name: str) -> None:

@@ -1,0 +1,72 @@
+"""Regressions for what the fault drills uncovered, each on the real broker and database.
+
+- A valid event whose owner is longer than PostgreSQL lets the owners index hold (about 2.7 kB)
+  failed its batch forever: the properties consumer retried it with backoff and never moved on.
+- A bad message near Kafka's size limit could not be copied to its dead-letter topic (the copy
+  adds headers), and the consumer exited on it, again after each restart.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from events_factory import Asset, TaskRun, Upstream, apply_directly, props, rows_by_key
+
+from assetlog.config import Topics
+from assetlog.consumers import DeadLetter, DeadLetterPublisher
+from assetlog.projections import InvalidEvent, Position, migrate, to_event
+from assetlog.projections.events import MAX_OWNER_BYTES
+
+pytestmark = pytest.mark.faults
+
+
+def test_an_owner_longer_than_the_index_allows_is_refused_by_name_and_one_at_the_limit_is_stored(isolated):
+    for owner in ("o" * (MAX_OWNER_BYTES + 1), "ö" * (MAX_OWNER_BYTES // 2 + 1)):
+        for event_type, record in TaskRun([Asset("s3://b/long.csv", props(owners=["team", owner]))]).events():
+            with pytest.raises(InvalidEvent) as refused:
+                to_event(event_type, record)
+            assert refused.value.reason == "invalid-text"
+            assert "properties.owners[1]" in refused.value.detail and str(MAX_OWNER_BYTES) in refused.value.detail
+        _t, dependency = TaskRun(["s3://b/down.csv"], [Upstream("s3://b/up.csv", "EXPLICIT",
+                                                                props(owners=[owner]))]).events()[1]
+        with pytest.raises(InvalidEvent, match=r"upstream_properties\.owners\[0\]"):
+            to_event("dependency", dependency)
+
+    migrate(isolated.dsn)
+    at_limit = ["o" * MAX_OWNER_BYTES, "😀" * (MAX_OWNER_BYTES // 4)]
+    events = TaskRun([Asset("s3://b/limit.csv", props(owners=at_limit))]).events()
+    with psycopg.connect(isolated.dsn) as conn:
+        apply_directly(conn, "properties", events)
+    assert rows_by_key(isolated.dsn, "asset_properties")["s3://b/limit.csv"]["owners"] == at_limit
+
+
+def test_a_dead_letter_too_large_to_copy_with_its_headers_is_copied_without_its_value(isolated):
+    topic = isolated.settings.topics.materializations
+    huge = DeadLetter(Position(topic, 0, 41), b"s3://fuzz/huge.bin", b"\x00" * 999_900, "bad-magic", "not Avro")
+    small = DeadLetter(Position(topic, 0, 42), b"k", b"junk", "bad-magic", "not Avro")
+    publisher = DeadLetterPublisher(isolated.settings, "properties")
+    try:
+        publisher.publish([huge, small])
+    finally:
+        publisher.close()
+    assert huge.delivered and small.delivered
+
+    dlq = Topics.dead_letter(topic)
+    consumer = Consumer(isolated.settings.kafka_client_config(required={"group.id": f"t-{uuid.uuid4()}"}))
+    try:
+        consumer.assign([TopicPartition(dlq, p, 0) for p in consumer.list_topics(dlq, timeout=10).topics[dlq].partitions])
+        copies = []
+        while len(copies) < 2:
+            message = consumer.poll(10)
+            assert message is not None and message.error() is None
+            copies.append(message)
+    finally:
+        consumer.close()
+    by_offset = {dict(m.headers())["assetlog.original.offset"]: m for m in copies}
+    trimmed, whole = by_offset[b"41"], by_offset[b"42"]
+    assert trimmed.value() is None and trimmed.key() == huge.key
+    assert b"999900 bytes of value" in dict(trimmed.headers())["assetlog.value.omitted"]
+    assert (whole.key(), whole.value()) == (b"k", b"junk") and "assetlog.value.omitted" not in dict(whole.headers())
