@@ -8,6 +8,11 @@ offsets; on partition assignment the consumer seeks to the stored offsets. So
 a crash at any instant resumes after the last committed batch, and since every
 projection merge is idempotent, a batch applied twice (a zombie after a
 rebalance, a producer's duplicate) changes nothing either.
+
+A replay (`assetlog replay`) may swap the tables and the stored offsets under a
+running consumer: each batch transaction first checks the projection's
+generation (`fencing.py`), and a batch read before a swap is dropped, not
+committed; the runner then seeks to the offsets the replay stored.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from assetlog.config import Settings, Topics
 from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
+from assetlog.consumers.fencing import Fenced, GenerationFence
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff
 from assetlog.errors import AssetlogError
@@ -55,6 +61,7 @@ class RunStats:
     seconds: float = 0.0
     busy_seconds: float = 0.0  # from the first message received to the end (excludes joining the group)
     stopped_by: str = ""
+    resyncs: int = 0  # times a replay's swap made the runner drop its in-flight batches and re-seek
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)
 
     @property
@@ -67,7 +74,7 @@ class RunStats:
             "dead_letters": self.dead_letters, "batches": self.batches, "retries": self.retries,
             "seconds": round(self.seconds, 3), "busy_seconds": round(self.busy_seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
-            "stopped_by": self.stopped_by,
+            "stopped_by": self.stopped_by, "resyncs": self.resyncs,
             "offsets": {t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(self.offsets.items())},
         }
 
@@ -101,6 +108,10 @@ class ProjectionRunner:
         self.topics: Topics = settings.topics
         self.group_id = group_id or f"{settings.topic_prefix}.{self.projection.name}"
         self.offsets = OffsetStore(offsets_key or self.projection.name, getattr(self.projection, "schema", None))
+        # Live tables are fenced against replay swaps; a projection writing into another schema is not live.
+        live = getattr(self.projection, "schema", None) is None
+        self.fence = GenerationFence(self.projection.name) if live else None
+        self._generation = 0
         self.backoff = backoff or Backoff()
         self.expected_types = event_types_by_topic(self.topics)
         self.dead_letters = DeadLetterPublisher(settings, self.projection.name)
@@ -136,7 +147,7 @@ class ProjectionRunner:
             consumer = self._consumer()
             try:
                 self._loop(consumer)
-                self._committer.drain()  # the batch in hand commits before the group is left
+                self._settle()  # the batch in hand commits before the group is left
             finally:
                 consumer.close()  # leave the group now, so its partitions move to other members at once
         except Stopped:
@@ -153,35 +164,83 @@ class ProjectionRunner:
         return self.stats
 
     def _loop(self, consumer) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._step(consumer):
+                    return
+            except Fenced as exc:
+                self._resync(consumer, exc)
+        self.stats.stopped_by = "signal"
+
+    def _step(self, consumer) -> bool:
+        """Consume one batch and hand it to the committer; True once caught up (`until_caught_up`)."""
         from confluent_kafka import KafkaError, KafkaException
 
-        while not self._stop.is_set():
-            self._committer.raise_if_failed()
-            messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
-            rows = []
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        self._at_end.add((message.topic(), message.partition()))
-                        continue
-                    if error.fatal():
-                        raise KafkaException(error)
-                    log.warning("Kafka: %s", error)
+        self._committer.raise_if_failed()
+        messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
+        rows = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add((message.topic(), message.partition()))
                     continue
-                tp = (message.topic(), message.partition())
-                self._at_end.discard(tp)
-                rows.append((tp[0], tp[1], message.offset(), message.key(), message.value()))
-            if rows:
-                if self._first_message_at is None:
-                    self._first_message_at = time.monotonic()
-                batch = build_batch(rows, self.expected_types)
-                self._committer.submit((batch, self.projection.reduce(batch.events)))
-            if self.until_caught_up and self._caught_up():
-                self._committer.drain()
-                self.stats.stopped_by = "caught-up"
-                return
-        self.stats.stopped_by = "signal"
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("Kafka: %s", error)
+                continue
+            tp = (message.topic(), message.partition())
+            self._at_end.discard(tp)
+            rows.append((tp[0], tp[1], message.offset(), message.key(), message.value()))
+        if rows:
+            if self._first_message_at is None:
+                self._first_message_at = time.monotonic()
+            batch = build_batch(rows, self.expected_types)
+            self._committer.submit((batch, self.projection.reduce(batch.events)))
+        if self.until_caught_up and self._caught_up():
+            self._committer.drain()
+            self.stats.stopped_by = "caught-up"
+            return True
+        return False
+
+    def _settle(self) -> None:
+        """Wait for the batches in flight; those a replay's swap fenced off are dropped, not retried
+        (the offsets the replay stored say where to resume, and the next assignment or `_resync`
+        seeks there)."""
+        try:
+            self._committer.drain()
+        except Fenced as exc:
+            log.info("%s", exc)
+            self._replace_committer()
+
+    def _replace_committer(self) -> None:
+        """A committer that failed keeps refusing batches: start a fresh one."""
+        self._committer.close()
+        self._committer = BackgroundCommitter(self._commit)
+
+    def _resync(self, consumer, fenced: Fenced) -> None:
+        """A replay swapped the tables: drop the batches in flight, seek every assigned partition to
+        the offsets stored with the swapped tables, and carry on under the new generation."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        log.info("%s", fenced)
+        self.stats.resyncs += 1
+        self._replace_committer()
+        wanted = sorted(self._assigned)
+        generation, stored = self._with_postgres(lambda conn: self._load_position(conn, wanted),
+                                                 "read stored offsets")
+        self._generation = generation
+        if wanted:
+            # assign() (not seek()) works whatever state each partition's fetcher is in, and drops
+            # the messages fetched from the old positions.
+            consumer.assign([TopicPartition(t, p, stored.get((t, p), OFFSET_BEGINNING)) for t, p in wanted])
+        self._at_end -= self._assigned
+
+    def _load_position(self, conn: psycopg.Connection,
+                       partitions: list[tuple[str, int]]) -> tuple[int, dict[tuple[str, int], int]]:
+        """The generation (share-locked first, so no swap commits in between) and the stored offsets."""
+        generation = self.fence.hold(conn) if self.fence is not None else 0
+        return generation, self.offsets.load(conn, partitions)
 
     def _caught_up(self) -> bool:
         """Every assigned partition reached its end (or the group gave this process none)."""
@@ -227,9 +286,10 @@ class ProjectionRunner:
         """Seek every assigned partition to the offset stored with the projection's rows."""
         from confluent_kafka import OFFSET_BEGINNING
 
-        self._committer.drain()  # the connection is free, and offsets of earlier batches are stored
+        self._settle()  # the connection is free, and offsets of earlier batches are stored
         wanted = [(p.topic, p.partition) for p in partitions]
-        stored = self._with_postgres(lambda conn: self.offsets.load(conn, wanted), "read stored offsets")
+        self._generation, stored = self._with_postgres(lambda conn: self._load_position(conn, wanted),
+                                                       "read stored offsets")
         for p in partitions:
             p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
@@ -241,7 +301,7 @@ class ProjectionRunner:
 
     def _on_revoke(self, consumer, partitions) -> None:
         # Commit what is in flight, so the partitions' next owner starts after it.
-        self._committer.drain()
+        self._settle()
         revoked = {(p.topic, p.partition) for p in partitions}
         self._assigned -= revoked
         self._at_end -= revoked
@@ -299,6 +359,8 @@ class ProjectionRunner:
         batch, effects = item
 
         def work(conn: psycopg.Connection) -> None:
+            if self.fence is not None:
+                self.fence.check(conn, self._generation)  # first: a swap in progress makes this wait
             self.dead_letters.publish(batch.dead_letters)
             self.projection.apply(conn, effects)
             self.offsets.record_dead_letters(conn, batch.dead_letters)

@@ -139,6 +139,7 @@ class FinishedTaskRun:
     task_name: str
     flow_run_id: str | None = None
     flow_name: str | None = None
+    task_version: str | None = None  # @task(version=...): materialization schema v2
 
     def run_record(self) -> dict[str, object]:
         return {
@@ -210,6 +211,7 @@ def events_for(
             "error": error,
             "run": run_rec,
             "producer": producer_rec,
+            "task_version": run.task_version,
         }))
         for upstream in run.upstream:
             events.append(OutgoingEvent(topics.dependencies, asset.key, DEPENDENCY, {

@@ -6,10 +6,11 @@ is a join of ready-made pieces plus its own id: several times cheaper than
 building records (`events.events_for`) and encoding them one by one, which is
 what keeps the publisher above half the speed of raw `produce()`.
 
-It is written for the exact field layout of the v1 schemas and pinned to their
-fingerprints: if a schema changes, `run_encoder()` returns the generic path
-(records + compiled encoders) instead, and a test (which also checks that both
-paths write identical bytes) points here.
+It is written for the exact field layout of the newest schemas (materialization
+v2, dependency and metadata v1) and pinned to their fingerprints: if a schema
+changes, `run_encoder()` returns the generic path (records + compiled encoders)
+instead, and a test (which also checks that both paths write identical bytes)
+points here.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ RunEncoder = Callable[[FinishedTaskRun, Topics, ProducerIdentity, IdSource], lis
 
 # The writer schemas this module's layout was written for (CRC-64-AVRO, hex).
 PINNED_FINGERPRINTS = {
-    MATERIALIZATION: "6902d91a3266036b",
+    MATERIALIZATION: "25e80184b6cac2ad",  # v2: v1 + task_version
     DEPENDENCY: "a59d2745219843f6",
     METADATA: "965924f1dda5b33e",
 }
@@ -125,7 +126,8 @@ def encode_run_v1(run: FinishedTaskRun, topics: Topics, identity: ProducerIdenti
         _, _, key_s, properties_b = _asset_pieces(u.asset)
         upstream.append((key_s, _DECLARED[u.declared] + (properties_b if u.with_properties else b"\x00")))
     keys_b = (write_long(len(upstream)) + b"".join(k for k, _ in upstream) + b"\x00") if upstream else b"\x00"
-    mat_tail = b"".join((_optional_string(run.by), keys_b, _error(run.error), run_b, producer_b))
+    mat_tail = b"".join((_optional_string(run.by), keys_b, _error(run.error), run_b, producer_b,
+                         _optional_string(run.task_version)))
     metadata = run.metadata
     new_id = ids.encoded
     out: list[EncodedEvent] = []

@@ -162,6 +162,7 @@ class TaskRun:
             task_name=self.task.name,
             flow_run_id=flow_run.id if flow_run is not None else None,
             flow_name=flow_run.name if flow_run is not None else None,
+            task_version=self.task.version,
         )
         try:
             self.publisher.publish(finished)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, validate_asset_key
+from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, registry, validate_asset_key
 
 
 class InvalidEvent(ValueError):
@@ -64,8 +64,38 @@ class Event:
         return (self.event_time, self.event_id)
 
 
+_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {}
+
+
+def _reader_defaults(event_type: str) -> tuple[tuple[str, Any], ...]:
+    """Top-level fields of the newest schema of `event_type` that have a default."""
+    found = _DEFAULTS.get(event_type)
+    if found is None:
+        latest = registry().latest.get(event_type)
+        fields = latest.schema.get("fields", ()) if latest is not None else ()
+        found = _DEFAULTS[event_type] = tuple((f["name"], f["default"]) for f in fields if "default" in f)
+    return found
+
+
+def _as_reader(event_type: str, record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The record as the newest schema reads it: a field it lacks gets the schema's default.
+
+    Decoded records have every field already; records built in memory (tests, tools applying events
+    without Kafka) may predate a schema version, and must project exactly as if they had been
+    written with an older version and decoded.
+    """
+    missing = [(name, default) for name, default in _reader_defaults(event_type) if name not in record]
+    if not missing:
+        return record
+    full = dict(record)
+    for name, default in missing:
+        full[name] = type(default)(default) if isinstance(default, list | dict) else default  # a copy
+    return full
+
+
 def to_event(event_type: str, record: Mapping[str, Any], position: Position | None = None) -> Event:
     """Validate a decoded record and return it as an `Event`, or raise `InvalidEvent`."""
+    record = _as_reader(event_type, record)
     event_id = _uuid(record, "event_id")
     event_time = record["event_time"]
     if not isinstance(event_time, datetime) or event_time.tzinfo is None:

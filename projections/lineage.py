@@ -180,3 +180,33 @@ class LineageProjection:
             "WHERE (EXCLUDED.declared = 'explicit' AND t.declared <> 'explicit') "
             "OR EXCLUDED.first_seen < t.first_seen OR {newer}"
         ).format(target=table(self.schema, "asset_edges"), columns=columns, newer=newer)
+
+
+def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schema: str,
+                      before: dict[tuple[str, int], int]) -> int:
+    """Start a rebuild of the lineage tables from the history read before `before` offsets.
+
+    `replay lineage --since` re-reads only the tail of the topics: the history
+    rows of earlier messages (below `before[(topic, partition)]`, or read
+    without Kafka) are copied from `source_schema`, and the edges are derived
+    from them with the projection's own merge rules (explicit if any event
+    said so, first/last seen as min/max event_time, the newest event by
+    (event_time, event_id)); the tail then merges in as usual. Returns the
+    number of history rows copied.
+    """
+    items = sorted(before.items())
+    topics, partitions, offsets = [t for (t, _), _o in items], [p for (_, p), _o in items], [o for _, o in items]
+    copied = conn.execute(sql.SQL(
+        "INSERT INTO {target} SELECT * FROM {source} AS h WHERE NOT EXISTS (SELECT FROM "
+        "unnest(%s::text[], %s::int[], %s::bigint[]) AS s(topic, part, next_offset) "
+        "WHERE h.kafka_topic = s.topic AND h.kafka_partition = s.part AND h.kafka_offset >= s.next_offset)"
+    ).format(target=table(target_schema, "lineage_history"), source=table(source_schema, "lineage_history")),
+        (topics, partitions, offsets)).rowcount
+    conn.execute(sql.SQL(
+        "INSERT INTO {edges} (upstream_key, downstream_key, declared, first_seen, last_seen, last_event_id) "
+        "SELECT upstream_key, asset_key, CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' "
+        "ELSE 'inferred' END, min(event_time), max(event_time), "
+        "(array_agg(event_id ORDER BY event_time DESC, event_id DESC))[1] "
+        "FROM {history} WHERE event_type = 'dependency' GROUP BY upstream_key, asset_key"
+    ).format(edges=table(target_schema, "asset_edges"), history=table(target_schema, "lineage_history")))
+    return copied

@@ -1,0 +1,378 @@
+"""`assetlog replay`: rebuild projections from the topics, then swap them in or audit the live ones.
+
+The topics are the source of truth; the tables can always be rebuilt from
+them. A replay mirrors the live tables into a shadow schema and reads every
+partition from the beginning (or, for the append-only history, from
+`--since`) up to the end offsets captured at the start, while the live tables
+keep serving reads and the live consumers keep running. Then:
+
+- **swap**: catch up with what arrived meanwhile; in one transaction, pause
+  the live consumers (their projection's generation row, `fencing.py`), read
+  the last few messages, lock every table readers use, move the live tables
+  out and the shadow tables in, store the offsets the shadow reached as the
+  live consumers' offsets, and advance the generation. Readers wait a moment
+  and then see the new tables, never an empty or partial one; live consumers
+  drop what they had in flight and continue exactly where the rebuild ended.
+- **check**: pause the live consumers, bring the shadow to exactly their
+  offsets, and compare the tables row for row in that frozen state; drift is
+  rows missing, extra or different.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from assetlog.config import Settings
+from assetlog.consumers.fencing import advance, pause
+from assetlog.consumers.offsets import OffsetStore
+from assetlog.consumers.progress import Progress
+from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
+from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, ShadowWriter
+from assetlog.errors import AssetlogError
+from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, projection_by_name, require_migrated
+from assetlog.projections.compare import TableDrift, compare_table
+from assetlog.projections.lineage import seed_from_history
+from assetlog.projections.migrate import ADVISORY_LOCK_KEY
+from assetlog.projections.shadow import ShadowError, ShadowTables, dependents, drop_retired, live_schema
+
+log = logging.getLogger("assetlog.replay")
+
+# Session advisory lock: one replay or check per database at a time ("assetlog" + 1).
+REPLAY_LOCK_KEY = 0x61737365746C6F68
+# The swap waits at most this long for a table lock, then gives the tables back and tries again;
+# below PostgreSQL's deadlock_timeout, so a reader caught in a lock cycle with the swap is never the
+# one cancelled.
+LOCK_TIMEOUT = 0.5
+SWAP_ATTEMPTS = 30
+CATCH_UP_ROUNDS = 5
+# Every table readers may query: the swap locks them all, so no reader transaction spans it.
+READER_TABLES = (*(t for tables in PROJECTION_TABLES.values() for t in tables), "schema_migrations")
+
+
+@dataclass
+class ReplayResult:
+    projection: str
+    projections: list[str]
+    mode: str
+    since: str | None = None
+    messages: int = 0
+    seconds: float = 0.0
+    read_seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+    swap_attempts: int = 0
+    written: dict[str, dict[str, int]] = field(default_factory=dict)
+    offsets: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+    seeded_history_rows: int = 0
+    tables: list[TableDrift] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> list[TableDrift]:
+        return [t for t in self.tables if t.drifted]
+
+    @property
+    def events_per_second(self) -> float:
+        return self.messages / self.read_seconds if self.read_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "projection": self.projection, "projections": self.projections, "mode": self.mode, "since": self.since,
+            "messages": self.messages, "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.events_per_second, 1),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()}, "catch_up_rounds": self.rounds,
+            "written": self.written, "offsets": self.offsets,
+        }
+        if self.mode == "swap":
+            data.update(swap_attempts=self.swap_attempts, generations=self.generations)
+        else:
+            data.update(drift=bool(self.drifted), tables=[t.as_dict() for t in self.tables])
+        if self.since is not None:
+            data["seeded_history_rows"] = self.seeded_history_rows
+        return data
+
+
+def _nested(offsets: Offsets) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (topic, partition), offset in sorted(offsets.items()):
+        out.setdefault(topic, {})[str(partition)] = offset
+    return out
+
+
+class Replay:
+    """One `assetlog replay` run; `run()` returns a ReplayResult (check: with the drift per table)."""
+
+    def __init__(self, settings: Settings, projection: str, *, check: bool = False, since: datetime | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None,
+                 lock_timeout: float = LOCK_TIMEOUT, examples: int = 3) -> None:
+        if projection != "all" and projection not in PROJECTIONS:
+            raise AssetlogError(f"no projection named {projection!r}; choose all or one of: {', '.join(PROJECTIONS)}")
+        self.names = list(PROJECTIONS) if projection == "all" else [projection]
+        if since is not None and self.names != ["lineage"]:
+            raise AssetlogError(
+                "--since only applies to `replay lineage`: the history is append-only, so its older rows can be "
+                "kept while the tail is re-read; current properties depend on every event, so `properties` "
+                "(and `all`) always replay from the beginning")
+        self.settings = settings
+        self.dsn = settings.require_postgres()
+        settings.require_kafka()
+        self.check = check
+        self.since = since
+        self.batch_size = batch_size
+        self.progress = progress or Progress(f"replay {projection}", "off")
+        self.lock_timeout = lock_timeout
+        self.examples = examples
+        self.result = ReplayResult(projection, self.names, "check" if check else "swap",
+                                   since.isoformat() if since else None)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> ReplayResult:
+        started = time.monotonic()
+        control = psycopg.connect(self.dsn, autocommit=True, application_name="assetlog.replay")
+        shadow: ShadowTables | None = None
+        writers: list[ShadowWriter] = []
+        reader: ShadowReader | None = None
+        try:
+            require_migrated(control)
+            row = control.execute("SELECT pg_try_advisory_lock(%s)", (REPLAY_LOCK_KEY,)).fetchone()
+            if not row or not row[0]:
+                raise AssetlogError("another replay is running on this database; wait for it to finish")
+            live = live_schema(control)
+            tables = [t for name in self.names for t in PROJECTION_TABLES[name]]
+            if not self.check and (found := dependents(control, live, tables)):
+                raise ShadowError(f"{', '.join(found)} depend on the tables a replay swaps; drop them before the "
+                                  "replay and create them again after it")
+            shadow = ShadowTables(live, tables)
+            shadow.create(control)  # secondary indexes only once loaded, and only to swap them in
+            partitions = self._partitions()
+            start = {tp: 0 for tp in partitions}
+            if self.since is not None:
+                start = self._seed_since(control, live, shadow, partitions)
+            writers = [ShadowWriter(self.dsn, projection_by_name(n, shadow.schema), self._stop) for n in self.names]
+            reader = ShadowReader(self.settings, writers, start, batch_size=self.batch_size, progress=self.progress)
+            if self.check:
+                first = {n: self._live_offsets(control, n, partitions) for n in self.names}
+            else:
+                ends = self._high_watermarks(partitions)
+                first = {n: ends for n in self.names}
+            self._timed("read", lambda: reader.read_to(first, self._stop.is_set))
+            self.result.read_seconds = self.result.phases["read"]
+            if self.check:
+                self._compare(control, live, shadow, reader, partitions)
+            else:
+                self._swap(control, shadow, reader, partitions)
+            self._record(reader, writers)
+        finally:
+            self.progress.close()
+            self._stop.set()
+            for writer in writers:
+                writer.close()
+            if reader is not None:
+                reader.close()
+            self._clean_up(control, shadow)
+        self.result.seconds = time.monotonic() - started
+        return self.result
+
+    def _timed(self, phase: str, work) -> Any:
+        self.progress.set_phase(phase)
+        started = time.monotonic()
+        try:
+            return work()
+        finally:
+            self.result.phases[phase] = self.result.phases.get(phase, 0.0) + time.monotonic() - started
+
+    def _record(self, reader: ShadowReader, writers: list[ShadowWriter]) -> None:
+        self.result.messages = self.progress.done
+        for writer in writers:
+            name, stats = writer.projection.name, writer.stats
+            self.result.written[name] = {"messages": stats.messages, "events": stats.events,
+                                         "dead_letters": stats.dead_letters, "batches": stats.batches,
+                                         "retries": stats.retries}
+            self.result.offsets[name] = _nested(reader.positions[name])
+
+    def _clean_up(self, control: psycopg.Connection, shadow: ShadowTables | None) -> None:
+        try:
+            if control.closed:
+                return
+            if shadow is not None:
+                shadow.drop(control)
+            drop_retired(control)
+            control.execute("SELECT pg_advisory_unlock(%s)", (REPLAY_LOCK_KEY,))
+        except psycopg.Error as exc:  # the server went away: the next replay drops the leftovers
+            log.warning("replay: could not drop the shadow tables: %s", exc)
+        finally:
+            control.close()
+
+    # --- Kafka ---------------------------------------------------------------------------------------
+
+    def _metadata_consumer(self):
+        from confluent_kafka import Consumer
+
+        return Consumer(self.settings.kafka_client_config(
+            defaults={"log_level": 3},
+            required={"group.id": f"{self.settings.topic_prefix}.replay", "enable.auto.commit": False}))
+
+    def _partitions(self) -> list[Partition]:
+        consumer = self._metadata_consumer()
+        try:
+            known = consumer.list_topics(timeout=30).topics
+            missing = [t for t in self.settings.topics.events if t not in known]
+            if missing:
+                raise AssetlogError(f"topics missing: {', '.join(missing)}; run `assetlog topics create` first")
+            return sorted((t, p) for t in self.settings.topics.events for p in known[t].partitions)
+        finally:
+            consumer.close()
+
+    def _high_watermarks(self, partitions: list[Partition]) -> Offsets:
+        from confluent_kafka import TopicPartition
+
+        consumer = self._metadata_consumer()
+        try:
+            return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30, cached=False)[1]
+                    for t, p in partitions}
+        finally:
+            consumer.close()
+
+    def _since_offsets(self, partitions: list[Partition]) -> Offsets:
+        """Per partition, the first offset whose Kafka timestamp is at or after --since (else its end)."""
+        from confluent_kafka import TopicPartition
+
+        assert self.since is not None
+        millis = int(self.since.timestamp() * 1000)
+        consumer = self._metadata_consumer()
+        try:
+            found = consumer.offsets_for_times([TopicPartition(t, p, millis) for t, p in partitions], timeout=30)
+        finally:
+            consumer.close()
+        ends = self._high_watermarks(partitions)
+        return {(f.topic, f.partition): f.offset if f.offset >= 0 else ends[(f.topic, f.partition)] for f in found}
+
+    # --- PostgreSQL ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _live_offsets(conn: psycopg.Connection, name: str, partitions: list[Partition]) -> Offsets:
+        stored = OffsetStore(name).all(conn)
+        return {tp: stored.get(tp, 0) for tp in partitions}
+
+    def _seed_since(self, control: psycopg.Connection, live: str, shadow: ShadowTables,
+                    partitions: list[Partition]) -> Offsets:
+        """Copy the history older than --since into the shadow; returns where reading starts.
+
+        In one snapshot, so the live offsets and rows agree: a partition the
+        live consumer has not reached --since in yet starts at its offset.
+        """
+        wanted = self._since_offsets(partitions)
+        with control.transaction():
+            control.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            stored = self._live_offsets(control, "lineage", partitions)
+            start = {tp: min(wanted[tp], stored[tp]) for tp in partitions}
+            self.result.seeded_history_rows = seed_from_history(control, live, shadow.schema, start)
+            control.execute(sql.SQL(
+                'INSERT INTO {} SELECT * FROM {} AS d WHERE projection = %s AND EXISTS (SELECT FROM '
+                'unnest(%s::text[], %s::int[], %s::bigint[]) AS s(topic, part, next_offset) '
+                'WHERE d.topic = s.topic AND d.partition = s.part AND d."offset" < s.next_offset)'
+            ).format(sql.Identifier(shadow.schema, "dead_letters"), sql.Identifier(live, "dead_letters")),
+                ("lineage", [t for t, _ in partitions], [p for _, p in partitions], [start[tp] for tp in partitions]))
+            OffsetStore("lineage", shadow.schema).save(control, start)
+        return start
+
+    def _compare(self, control: psycopg.Connection, live: str, shadow: ShadowTables, reader: ShadowReader,
+                 partitions: list[Partition]) -> None:
+        """Pause the live consumers, bring the shadow to their offsets, compare in that frozen state."""
+        with control.transaction():
+            self.progress.set_phase("pausing live consumers")
+            pause(control, self.names)
+            frozen = {n: self._live_offsets(control, n, partitions) for n in self.names}
+            for name in self.names:
+                ahead = [tp for tp in partitions if reader.positions[name][tp] > frozen[name][tp]]
+                if ahead:
+                    raise AssetlogError(f"the live {name} offsets moved back during the check ({ahead[0][0]}"
+                                        f"[{ahead[0][1]}]); another replay swapped the tables? run the check again")
+            self._timed("catch-up", lambda: reader.read_to(frozen, self._stop.is_set))
+
+            def compare() -> None:
+                for name in self.names:
+                    for table in PROJECTION_TABLES[name]:
+                        self.result.tables.append(compare_table(control, live, shadow.schema, table,
+                                                                examples=self.examples))
+                    drift = compare_table(control, live, shadow.schema, "dead_letters", projection=name,
+                                          examples=self.examples)
+                    drift.table = f"dead_letters ({name})"
+                    self.result.tables.append(drift)
+
+            self._timed("compare", compare)
+
+    def _swap(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader,
+              partitions: list[Partition]) -> None:
+        self._timed("indexes", lambda: (shadow.create_deferred_indexes(control), shadow.analyze(control)))
+        while self.result.rounds < CATCH_UP_ROUNDS:  # unlocked rounds until little is left
+            ends = self._high_watermarks(partitions)
+            targets = {n: ends for n in self.names}
+            if reader.lag(targets) <= 2 * self.batch_size * len(self.names):
+                break
+            self.result.rounds += 1
+            self._timed("catch-up", lambda t=targets: reader.read_to(t, self._stop.is_set))
+        deadlock = control.execute("SELECT setting::float / 1000 FROM pg_settings WHERE name = 'deadlock_timeout'"
+                                   ).fetchone()
+        lock_timeout = min(self.lock_timeout, (deadlock[0] if deadlock else 1.0) / 2)
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            self.result.swap_attempts = attempt
+            try:
+                self._timed("swap", lambda: self._swap_once(control, shadow, reader, partitions, lock_timeout))
+                return
+            except psycopg.errors.LockNotAvailable:
+                log.info("replay: tables busy (attempt %d); retrying the swap", attempt)
+                time.sleep(min(2.0, 0.05 * attempt))
+        raise AssetlogError(f"could not lock the tables for the swap in {SWAP_ATTEMPTS} attempts (long-running "
+                            "queries?); nothing was changed, run the replay again")
+
+    def _swap_once(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader,
+                   partitions: list[Partition], lock_timeout: float) -> None:
+        with control.transaction():
+            control.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout * 1000)}ms",))
+            # 1. Pause the live consumers: their next batch waits on this row, then sees a new generation.
+            pause(control, self.names)
+            generations = advance(control, self.names)
+            # 2. The last messages, up to the end as it is now.
+            self.progress.set_phase("final catch-up")
+            ends = self._high_watermarks(partitions)
+            reader.read_to({n: ends for n in self.names}, self._stop.is_set)
+            mismatched = shadow.mismatches(control)
+            if mismatched:
+                raise ShadowError(f"the live tables {', '.join(mismatched)} changed shape during the replay "
+                                  "(a migration?); nothing was swapped, run the replay again")
+            # 3. No migration in between, and no reader transaction spanning the swap.
+            control.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            control.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(sql.Identifier(shadow.live, t) for t in READER_TABLES)))
+            # 4. Tables, offsets and dead letters change hands together.
+            shadow.swap(control)
+            live_offsets, shadow_offsets = (sql.Identifier(s, "consumer_offsets") for s in (shadow.live, shadow.schema))
+            live_letters, shadow_letters = (sql.Identifier(s, "dead_letters") for s in (shadow.live, shadow.schema))
+            control.execute(sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(live_offsets), (self.names,))
+            control.execute(sql.SQL(
+                "INSERT INTO {} (projection, topic, partition, next_offset) "
+                "SELECT projection, topic, partition, next_offset FROM {} WHERE projection = ANY(%s)"
+            ).format(live_offsets, shadow_offsets), (self.names,))
+            control.execute(sql.SQL(
+                'DELETE FROM {} AS l WHERE projection = ANY(%s) AND NOT EXISTS (SELECT FROM {} AS s WHERE '
+                's.projection = l.projection AND s.topic = l.topic AND s.partition = l.partition '
+                'AND s."offset" = l."offset")'
+            ).format(live_letters, shadow_letters), (self.names,))
+            control.execute(sql.SQL(
+                "INSERT INTO {} SELECT * FROM {} WHERE projection = ANY(%s) ON CONFLICT DO NOTHING"
+            ).format(live_letters, shadow_letters), (self.names,))
+        self.result.generations = generations

@@ -1,0 +1,235 @@
+"""Read the event topics between fixed offsets into shadow projections.
+
+A replay must know exactly which events its shadow tables hold: it reads
+each partition from a start offset up to a target offset captured
+beforehand, never beyond (a message past the target is dropped and read again
+by the next round), so that the offsets it stores, and that the live consumer
+continues from after a swap, are exact. Each projection writes on its own
+connection and committer thread: `replay all` loads both projections in two
+PostgreSQL backends at once, from one read and one decode of the topics.
+
+No consumer group: partitions are assigned by hand, nothing is committed to
+Kafka, and nothing is copied to the dead-letter topics (the live consumers
+did that already); dead letters are recorded in the shadow's own table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from assetlog.config import Settings
+from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
+from assetlog.consumers.committer import BackgroundCommitter
+from assetlog.consumers.offsets import OffsetStore
+from assetlog.consumers.progress import Progress
+from assetlog.consumers.retry import RETRYABLE, Backoff
+from assetlog.errors import AssetlogError
+
+log = logging.getLogger("assetlog.replay")
+
+Partition = tuple[str, int]
+Offsets = dict[Partition, int]
+
+
+@dataclass
+class WriterStats:
+    messages: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    retries: int = 0
+
+
+class ShadowWriter:
+    """Applies batches to one shadow projection, with its offsets, on a thread of its own."""
+
+    def __init__(self, dsn: str, projection: Any, stop: threading.Event, backoff: Backoff | None = None) -> None:
+        self.dsn = dsn
+        self.projection = projection
+        self.offsets = OffsetStore(projection.name, projection.schema)
+        self.stats = WriterStats()
+        self._stop = stop
+        self._backoff = backoff or Backoff()
+        self._conn: psycopg.Connection | None = None
+        self._committer: BackgroundCommitter[Batch] = BackgroundCommitter(self._commit)
+
+    def submit(self, batch: Batch) -> None:
+        self._committer.submit(batch)
+
+    def drain(self) -> None:
+        self._committer.drain()
+
+    def raise_if_failed(self) -> None:
+        self._committer.raise_if_failed()
+
+    def close(self) -> None:
+        self._committer.close()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, application_name=f"assetlog.replay.{self.projection.name}")
+            # The shadow can always be rebuilt: do not wait for the WAL flush at each batch.
+            self._conn.execute("SET synchronous_commit = off")
+            self._conn.commit()
+        return self._conn
+
+    def _commit(self, batch: Batch) -> None:
+        effects = self.projection.reduce(batch.events)
+
+        def work(conn: psycopg.Connection) -> None:
+            self.projection.apply(conn, effects)
+            self.offsets.record_dead_letters(conn, batch.dead_letters)
+            self.offsets.save(conn, batch.next_offsets)
+
+        self._backoff.reset()
+        while True:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    work(conn)
+                break
+            except RETRYABLE as exc:
+                if isinstance(exc, psycopg.Error) and self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                self.stats.retries += 1
+                log.warning("replay %s: cannot write a batch (%s); retrying", self.projection.name,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                if not self._backoff.wait(self._stop):
+                    raise AssetlogError("replay stopped while PostgreSQL was unreachable") from exc
+        stats = self.stats
+        stats.batches += 1
+        stats.messages += batch.messages
+        stats.events += len(batch.events)
+        stats.dead_letters += len(batch.dead_letters)
+
+
+def _restrict(rows: list[tuple[str, int, int, Any, Any]], low: Offsets, high: Offsets,
+              expected: Mapping[str, str]) -> Batch:
+    """The part of a batch a projection must apply: offsets in [low, high) of each partition."""
+    return build_batch([r for r in rows if low.get((r[0], r[1]), 0) <= r[2] < high.get((r[0], r[1]), 0)], expected)
+
+
+class ShadowReader:
+    """Brings shadow projections from their positions up to target offsets, round after round."""
+
+    def __init__(self, settings: Settings, writers: list[ShadowWriter], start: Offsets, *,
+                 batch_size: int = 5000, batch_timeout: float = 0.05, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.writers = writers
+        # Next offset each projection has yet to apply, per partition.
+        self.positions: dict[str, Offsets] = {w.projection.name: dict(start) for w in writers}
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.progress = progress or Progress("replay", "off")
+        self.expected = event_types_by_topic(settings.topics)
+        self._consumer = self._new_consumer()
+
+    def _new_consumer(self):
+        from confluent_kafka import Consumer
+
+        return Consumer(self.settings.kafka_client_config(
+            defaults={"log_level": 3, "fetch.max.bytes": 64 * 1024 * 1024,
+                      "max.partition.fetch.bytes": 8 * 1024 * 1024},
+            required={
+                "group.id": f"{self.settings.topic_prefix}.replay",  # never joined: partitions assigned by hand
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "error",  # a start offset that is gone must fail, not skip events
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            }))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def lag(self, targets: Mapping[str, Offsets]) -> int:
+        """Messages still to apply to reach `targets` (per projection name)."""
+        return sum(max(0, target - self.positions[name].get(tp, 0))
+                   for name, offsets in targets.items() for tp, target in offsets.items())
+
+    def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False) -> None:
+        """Apply every message below `targets[projection][partition]` and store the targets as the
+        shadow's offsets; returns once every writer committed."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        names = [w.projection.name for w in self.writers]
+        wanted: set[Partition] = set()
+        for name in names:
+            for tp, target in targets[name].items():
+                if self.positions[name].get(tp, 0) < target:
+                    wanted.add(tp)
+        self.progress.expect(sum(max(0, max(targets[n].get(tp, 0) for n in names)
+                                     - min(self.positions[n].get(tp, 0) for n in names)) for tp in wanted))
+        end = {tp: max(targets[n].get(tp, 0) for n in names) for tp in wanted}
+        begin = {tp: min(self.positions[n].get(tp, 0) for n in names) for tp in wanted}
+        if wanted:
+            self._consumer.assign([TopicPartition(t, p, begin[(t, p)]) for t, p in sorted(wanted)])
+        pending = set(wanted)
+        while pending:
+            if stopping():
+                raise KeyboardInterrupt
+            for writer in self.writers:
+                writer.raise_if_failed()
+            rows = []
+            for message in self._consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout):
+                tp = (message.topic(), message.partition())
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if tp in pending and message.offset() < end[tp]:
+                            raise AssetlogError(
+                                f"{tp[0]}[{tp[1]}] ends at offset {message.offset()}, before offset {end[tp]} "
+                                "that the replay must reach (was the topic deleted and created again?)")
+                        pending.discard(tp)
+                        continue
+                    if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                        raise AssetlogError(f"events are gone from {tp[0]}[{tp[1]}] (retention or deletion): "
+                                            f"a replay cannot rebuild the tables from it ({error.str()})")
+                    if error.fatal():
+                        raise KafkaException(error)
+                    log.warning("Kafka: %s", error)
+                    continue
+                if tp not in pending:
+                    continue
+                offset = message.offset()
+                if offset >= end[tp]:
+                    pending.discard(tp)  # read again, from here, by the next round
+                    continue
+                rows.append((tp[0], tp[1], offset, message.key(), message.value()))
+                if offset + 1 >= end[tp]:
+                    pending.discard(tp)
+            if rows:
+                self._submit(rows, targets)
+                self.progress.advance(len(rows))
+        for writer in self.writers:
+            name = writer.projection.name
+            reached = {tp: max(self.positions[name].get(tp, 0), target) for tp, target in targets[name].items()}
+            writer.submit(Batch(next_offsets=reached))  # offsets past any gap (e.g. transaction markers)
+        for writer in self.writers:
+            writer.drain()
+        for writer in self.writers:
+            name = writer.projection.name
+            for tp, target in targets[name].items():
+                self.positions[name][tp] = max(self.positions[name].get(tp, 0), target)
+
+    def _submit(self, rows: list[tuple[str, int, int, Any, Any]], targets: Mapping[str, Offsets]) -> None:
+        shared: Batch | None = None
+        for writer in self.writers:
+            name = writer.projection.name
+            low, high = self.positions[name], targets[name]
+            inside = all(low.get((t, p), 0) <= o < high.get((t, p), 0) for t, p, o, _k, _v in rows)
+            if inside:
+                if shared is None:
+                    shared = build_batch(rows, self.expected)
+                writer.submit(shared)
+            else:  # projections compared at different offsets (replay --check all while consumers run)
+                writer.submit(_restrict(rows, low, high, self.expected))

@@ -1,0 +1,255 @@
+"""Shadow copies of projection tables, and the swap that puts them in place of the live ones.
+
+A replay rebuilds a projection into tables of the same names in a separate
+schema (`assetlog_shadow`) while the live tables keep serving reads. The
+shadow tables mirror the live ones as PostgreSQL describes them now (columns,
+defaults, constraints, indexes, triggers, comments, owner and grants, e.g. the
+read-only `assetlog_reader` role's SELECT), so that once swapped in nothing
+tells them apart from tables `assetlog db migrate` created; `definition()`
+describes a table and the swap refuses to go on if shadow and live differ.
+
+Indexes not needed by the projections' upserts are created after the bulk
+load (`create_deferred_indexes`): building an index once is several times
+cheaper than maintaining it row by row. The swap is a pair of
+`ALTER TABLE ... SET SCHEMA` per table in the caller's transaction: O(1) in
+the size of the tables, atomic for readers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from assetlog.errors import AssetlogError
+
+SHADOW_SCHEMA = "assetlog_shadow"
+RETIRED_SCHEMA = "assetlog_retired"
+# Where a replay keeps its own offsets and dead letters until the swap copies them.
+BOOKKEEPING_TABLES = ("consumer_offsets", "dead_letters")
+
+_PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
+
+
+class ShadowError(AssetlogError):
+    """The live tables cannot be mirrored or swapped safely; the message says why and what to do."""
+
+
+def live_schema(conn: psycopg.Connection) -> str:
+    """The schema the projection tables live in: the first of the connection's search_path."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise ShadowError("the connection's search_path names no existing schema; set one (normally public)")
+    return str(row[0])
+
+
+def _qualified_text(conn: psycopg.Connection, schema: str, name: str) -> str:
+    """`schema.name` as PostgreSQL prints it in index and trigger definitions (quoted only if needed)."""
+    row = conn.execute("SELECT quote_ident(%s) || '.' || quote_ident(%s)", (schema, name)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _retarget(definition: str, source: str, target: str) -> str:
+    """Point a CREATE INDEX / CREATE TRIGGER text printed by PostgreSQL at another table."""
+    marker = f" ON {source} "
+    if definition.count(marker) != 1:
+        raise ShadowError(f"cannot mirror {definition[:200]!r}: it does not name {source} exactly once")
+    return definition.replace(marker, f" ON {target} ")
+
+
+def _oid(conn: psycopg.Connection, schema: str, name: str) -> int:
+    row = conn.execute("SELECT to_regclass(%s)::oid", (_qualified_text(conn, schema, name),)).fetchone()
+    if row is None or row[0] is None:
+        raise ShadowError(f"table {schema}.{name} does not exist: run `assetlog db migrate` first")
+    return int(row[0])
+
+
+@dataclass
+class ShadowTables:
+    """The shadow schema of one replay: mirrors of `tables`, plus bookkeeping tables of its own."""
+
+    live: str
+    tables: Sequence[str]
+    schema: str = SHADOW_SCHEMA
+    deferred: list[tuple[str, str, str | None]] = field(default_factory=list)  # (table, CREATE INDEX, comment)
+
+    def create(self, conn: psycopg.Connection, defer_indexes: bool = True) -> None:
+        """Drop any leftover shadow schema and mirror the live tables into a fresh one (one transaction)."""
+        with conn.transaction():
+            self.drop(conn)
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+            for name in self.tables:
+                self._mirror(conn, name, defer_indexes)
+            for name in BOOKKEEPING_TABLES:
+                conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                    sql.Identifier(self.schema, name), sql.Identifier(self.live, name)))
+
+    def drop(self, conn: psycopg.Connection) -> None:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+
+    def _mirror(self, conn: psycopg.Connection, name: str, defer_indexes: bool) -> None:
+        live, shadow = sql.Identifier(self.live, name), sql.Identifier(self.schema, name)
+        oid = _oid(conn, self.live, name)
+        source, target = _qualified_text(conn, self.live, name), _qualified_text(conn, self.schema, name)
+        info = conn.execute(
+            "SELECT pg_get_userbyid(relowner), obj_description(oid, 'pg_class'), reloptions, relrowsecurity, "
+            "current_user FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+        assert info is not None
+        owner, comment, reloptions, row_security, me = info
+        if row_security:
+            raise ShadowError(f"{self.live}.{name} has row-level security, which a replay does not mirror")
+        foreign = conn.execute("SELECT conname FROM pg_constraint WHERE contype = 'f' AND (conrelid = %s "
+                               "OR confrelid = %s)", (oid, oid)).fetchall()
+        if foreign:
+            raise ShadowError(f"{self.live}.{name} takes part in foreign keys ({', '.join(r[0] for r in foreign)}), "
+                              "which a replay cannot swap; drop them first")
+        # Columns, defaults, NOT NULL, CHECK constraints (with their names) and column comments.
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(shadow, live))
+        if owner != me:
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(shadow, sql.Identifier(owner)))
+        if comment is not None:
+            conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(shadow, sql.Literal(comment)))
+        for option in reloptions or ():
+            key, _, value = option.partition("=")
+            conn.execute(sql.SQL("ALTER TABLE {} SET ({} = {})").format(
+                shadow, sql.Identifier(key), sql.Literal(value)))
+        self._mirror_constraint_indexes(conn, oid, shadow)
+        for index_name, definition, index_comment in conn.execute(
+                "SELECT c.relname, pg_get_indexdef(i.indexrelid), obj_description(i.indexrelid, 'pg_class') "
+                "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s AND NOT EXISTS "
+                "(SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid) "
+                "ORDER BY c.relname", (oid,)).fetchall():
+            statement = _retarget(definition, source, target)
+            if defer_indexes:
+                self.deferred.append((index_name, statement, index_comment))
+            else:
+                self._create_index(conn, index_name, statement, index_comment)
+        for trigger, definition, trigger_comment in conn.execute(
+                "SELECT tgname, pg_get_triggerdef(oid), obj_description(oid, 'pg_trigger') FROM pg_trigger "
+                "WHERE tgrelid = %s AND NOT tgisinternal ORDER BY tgname", (oid,)).fetchall():
+            conn.execute(sql.SQL(_retarget(definition, source, target)))  # PostgreSQL's own text, retargeted
+            if trigger_comment is not None:
+                conn.execute(sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
+                    sql.Identifier(trigger), shadow, sql.Literal(trigger_comment)))
+        for grantee, privilege, grantable in conn.execute(
+                "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+                "a.is_grantable FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s AND a.grantee <> c.relowner",
+                (oid,)).fetchall():
+            if privilege not in _PRIVILEGES:
+                raise ShadowError(f"unknown privilege {privilege!r} on {self.live}.{name}")
+            conn.execute(sql.SQL("GRANT {} ON {} TO {}{}").format(
+                sql.SQL(privilege), shadow, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL("")))
+
+    def _mirror_constraint_indexes(self, conn: psycopg.Connection, oid: int, shadow: sql.Identifier) -> None:
+        """Primary keys and unique/exclusion constraints (the upserts' conflict targets) at once."""
+        for name, definition, comment, index_comment in conn.execute(
+                "SELECT conname, pg_get_constraintdef(oid), obj_description(oid, 'pg_constraint'), "
+                "obj_description(conindid, 'pg_class') FROM pg_constraint "
+                "WHERE conrelid = %s AND contype IN ('p', 'u', 'x') ORDER BY conname", (oid,)).fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(shadow, sql.Identifier(name))
+                         + sql.SQL(definition))  # PostgreSQL's own text: PRIMARY KEY (key), ...
+            if comment is not None:
+                conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                    sql.Identifier(name), shadow, sql.Literal(comment)))
+            if index_comment is not None:
+                conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                    sql.Identifier(self.schema, name), sql.Literal(index_comment)))
+
+    def _create_index(self, conn: psycopg.Connection, name: str, statement: str, comment: str | None) -> None:
+        conn.execute(sql.SQL(statement))  # PostgreSQL's own CREATE INDEX text, retargeted
+        if comment is not None:
+            conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                sql.Identifier(self.schema, name), sql.Literal(comment)))
+
+    def create_deferred_indexes(self, conn: psycopg.Connection, work_mem: str = "256MB") -> None:
+        """Build the indexes left out during the bulk load, each once, from the loaded rows."""
+        with conn.transaction():
+            conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (work_mem,))
+            for name, statement, comment in self.deferred:
+                self._create_index(conn, name, statement, comment)
+        self.deferred.clear()
+
+    def analyze(self, conn: psycopg.Connection) -> None:
+        """Fresh planner statistics, so queries are planned well from the first one after the swap."""
+        for name in self.tables:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.schema, name)))
+
+    def mismatches(self, conn: psycopg.Connection) -> list[str]:
+        """Tables whose shadow definition differs from the live one (e.g. a migration ran meanwhile)."""
+        return [name for name in self.tables
+                if definition(conn, self.live, name) != definition(conn, self.schema, name)]
+
+    def swap(self, conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> None:
+        """Put the shadow tables in place of the live ones (caller's transaction, tables locked by it).
+
+        The live tables move to `retired` (dropped by `drop_retired` after the commit): readers
+        blocked meanwhile resolve the names again once the transaction commits, and find the new
+        tables.
+        """
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(retired)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(retired)))
+        for name in self.tables:
+            conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                sql.Identifier(self.live, name), sql.Identifier(retired)))
+            conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                sql.Identifier(self.schema, name), sql.Identifier(self.live)))
+
+
+def drop_retired(conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> None:
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(retired)))
+
+
+def dependents(conn: psycopg.Connection, schema: str, tables: Iterable[str]) -> list[str]:
+    """Views and other rules reading these tables: a swap would leave them on the retired tables."""
+    found: list[str] = []
+    for name in tables:
+        oid = _oid(conn, schema, name)
+        found += [str(row[0]) for row in conn.execute(
+            "SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+            "WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND r.ev_class <> %s", (oid, oid))]
+    return sorted(set(found))
+
+
+def definition(conn: psycopg.Connection, schema: str, name: str) -> dict[str, Any]:
+    """Everything that makes a table what it is, independent of the schema it sits in.
+
+    Two tables with equal definitions are interchangeable for readers and for
+    the projections: same columns (types, defaults, NOT NULL), constraints,
+    indexes, triggers, comments, owner, grants and storage options.
+    """
+    oid = _oid(conn, schema, name)
+    qualified = _qualified_text(conn, schema, name)
+
+    def local(text: str) -> str:
+        return text.replace(f" ON {qualified} ", f" ON {name} ")
+
+    table = conn.execute(
+        "SELECT pg_get_userbyid(relowner), obj_description(oid, 'pg_class'), reloptions, relpersistence, "
+        "relrowsecurity FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+    columns = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), "
+        "a.attidentity, a.attgenerated, col_description(a.attrelid, a.attnum), co.collname "
+        "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", (oid,)).fetchall()
+    constraints = conn.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid), obj_description(oid, 'pg_constraint') "
+        "FROM pg_constraint WHERE conrelid = %s ORDER BY conname", (oid,)).fetchall()
+    indexes = [(n, local(d), c) for n, d, c in conn.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid), obj_description(i.indexrelid, 'pg_class') "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s ORDER BY c.relname",
+        (oid,)).fetchall()]
+    triggers = [(n, local(d), e, c) for n, d, e, c in conn.execute(
+        "SELECT tgname, pg_get_triggerdef(oid), tgenabled, obj_description(oid, 'pg_trigger') FROM pg_trigger "
+        "WHERE tgrelid = %s AND NOT tgisinternal ORDER BY tgname", (oid,)).fetchall()]
+    grants = conn.execute(
+        "SELECT coalesce(pg_get_userbyid(NULLIF(a.grantee, 0)), 'PUBLIC'), a.privilege_type, a.is_grantable "
+        "FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a WHERE c.oid = %s "
+        "ORDER BY 1, 2", (oid,)).fetchall()
+    return {"table": table, "columns": columns, "constraints": constraints, "indexes": indexes,
+            "triggers": triggers, "grants": grants}
