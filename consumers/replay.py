@@ -21,6 +21,7 @@ keep serving reads and the live consumers keep running. Then:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,10 +35,11 @@ from assetlog.config import Settings
 from assetlog.consumers.fencing import advance, pause
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
+from assetlog.consumers.replay_workers import ParallelReader
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
-from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, ShadowWriter
+from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, lag
 from assetlog.errors import AssetlogError
-from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, projection_by_name, require_migrated
+from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, require_migrated
 from assetlog.projections.compare import TableDrift, compare_table
 from assetlog.projections.lineage import seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
@@ -52,6 +54,8 @@ REPLAY_LOCK_KEY = 0x61737365746C6F68
 # one cancelled.
 LOCK_TIMEOUT = 0.5
 SWAP_ATTEMPTS = 30
+# Below this many messages to read, worker processes cost more to start than they save.
+PARALLEL_FROM = 100_000
 CATCH_UP_ROUNDS = 5
 # Every table readers may query: the swap locks them all, so no reader transaction spans it.
 READER_TABLES = (*(t for tables in PROJECTION_TABLES.values() for t in tables), "schema_migrations")
@@ -68,6 +72,7 @@ class ReplayResult:
     read_seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
+    workers: int = 1
     swap_attempts: int = 0
     written: dict[str, dict[str, int]] = field(default_factory=dict)
     offsets: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
@@ -89,6 +94,7 @@ class ReplayResult:
             "messages": self.messages, "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
             "phases": {k: round(v, 3) for k, v in self.phases.items()}, "catch_up_rounds": self.rounds,
+            "workers": self.workers,
             "written": self.written, "offsets": self.offsets,
         }
         if self.mode == "swap":
@@ -112,7 +118,7 @@ class Replay:
 
     def __init__(self, settings: Settings, projection: str, *, check: bool = False, since: datetime | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None,
-                 lock_timeout: float = LOCK_TIMEOUT, examples: int = 3) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, examples: int = 3, workers: int | None = None) -> None:
         if projection != "all" and projection not in PROJECTIONS:
             raise AssetlogError(f"no projection named {projection!r}; choose all or one of: {', '.join(PROJECTIONS)}")
         self.names = list(PROJECTIONS) if projection == "all" else [projection]
@@ -130,6 +136,7 @@ class Replay:
         self.progress = progress or Progress(f"replay {projection}", "off")
         self.lock_timeout = lock_timeout
         self.examples = examples
+        self.workers = workers  # None: by the amount to read and the CPUs
         self.result = ReplayResult(projection, self.names, "check" if check else "swap",
                                    since.isoformat() if since else None)
         self._stop = threading.Event()
@@ -143,8 +150,7 @@ class Replay:
         started = time.monotonic()
         control = psycopg.connect(self.dsn, autocommit=True, application_name="assetlog.replay")
         shadow: ShadowTables | None = None
-        writers: list[ShadowWriter] = []
-        reader: ShadowReader | None = None
+        reader: ShadowReader | ParallelReader | None = None
         try:
             require_migrated(control)
             row = control.execute("SELECT pg_try_advisory_lock(%s)", (REPLAY_LOCK_KEY,)).fetchone()
@@ -161,25 +167,22 @@ class Replay:
             start = {tp: 0 for tp in partitions}
             if self.since is not None:
                 start = self._seed_since(control, live, shadow, partitions)
-            writers = [ShadowWriter(self.dsn, projection_by_name(n, shadow.schema), self._stop) for n in self.names]
-            reader = ShadowReader(self.settings, writers, start, batch_size=self.batch_size, progress=self.progress)
             if self.check:
                 first = {n: self._live_offsets(control, n, partitions) for n in self.names}
             else:
                 ends = self._high_watermarks(partitions)
                 first = {n: ends for n in self.names}
+            reader = self._reader(shadow, start, first)
             self._timed("read", lambda: reader.read_to(first, self._stop.is_set))
             self.result.read_seconds = self.result.phases["read"]
             if self.check:
                 self._compare(control, live, shadow, reader, partitions)
             else:
                 self._swap(control, shadow, reader, partitions)
-            self._record(reader, writers)
+            self._record(reader)
         finally:
             self.progress.close()
             self._stop.set()
-            for writer in writers:
-                writer.close()
             if reader is not None:
                 reader.close()
             self._clean_up(control, shadow)
@@ -194,10 +197,22 @@ class Replay:
         finally:
             self.result.phases[phase] = self.result.phases.get(phase, 0.0) + time.monotonic() - started
 
-    def _record(self, reader: ShadowReader, writers: list[ShadowWriter]) -> None:
+    def _reader(self, shadow: ShadowTables, start: Offsets,
+                first: dict[str, Offsets]) -> ShadowReader | ParallelReader:
+        workers = self.workers
+        if workers is None:
+            big = lag({n: dict(start) for n in self.names}, first) / len(self.names) >= PARALLEL_FROM
+            workers = min(os.cpu_count() or 1, 4) if big else 1
+        self.result.workers = workers
+        if workers <= 1:
+            return ShadowReader(self.settings, self.names, shadow.schema, start, batch_size=self.batch_size,
+                                progress=self.progress)
+        return ParallelReader(self.settings, self.names, shadow.schema, start, workers=workers,
+                              batch_size=self.batch_size, progress=self.progress)
+
+    def _record(self, reader: ShadowReader | ParallelReader) -> None:
         self.result.messages = self.progress.done
-        for writer in writers:
-            name, stats = writer.projection.name, writer.stats
+        for name, stats in reader.writer_stats().items():
             self.result.written[name] = {"messages": stats.messages, "events": stats.events,
                                          "dead_letters": stats.dead_letters, "batches": stats.batches,
                                          "retries": stats.retries}
@@ -289,8 +304,8 @@ class Replay:
             OffsetStore("lineage", shadow.schema).save(control, start)
         return start
 
-    def _compare(self, control: psycopg.Connection, live: str, shadow: ShadowTables, reader: ShadowReader,
-                 partitions: list[Partition]) -> None:
+    def _compare(self, control: psycopg.Connection, live: str, shadow: ShadowTables,
+                 reader: ShadowReader | ParallelReader, partitions: list[Partition]) -> None:
         """Pause the live consumers, bring the shadow to their offsets, compare in that frozen state."""
         with control.transaction():
             self.progress.set_phase("pausing live consumers")
@@ -315,9 +330,10 @@ class Replay:
 
             self._timed("compare", compare)
 
-    def _swap(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader,
+    def _swap(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader | ParallelReader,
               partitions: list[Partition]) -> None:
-        self._timed("indexes", lambda: (shadow.create_deferred_indexes(control), shadow.analyze(control)))
+        parallel = max(2, self.result.workers)
+        self._timed("indexes", lambda: (shadow.create_deferred_indexes(self.dsn, parallel), shadow.analyze(control)))
         while self.result.rounds < CATCH_UP_ROUNDS:  # unlocked rounds until little is left
             ends = self._high_watermarks(partitions)
             targets = {n: ends for n in self.names}
@@ -339,7 +355,7 @@ class Replay:
         raise AssetlogError(f"could not lock the tables for the swap in {SWAP_ATTEMPTS} attempts (long-running "
                             "queries?); nothing was changed, run the replay again")
 
-    def _swap_once(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader,
+    def _swap_once(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader | ParallelReader,
                    partitions: list[Partition], lock_timeout: float) -> None:
         with control.transaction():
             control.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout * 1000)}ms",))

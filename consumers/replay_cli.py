@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "to Kafka since (ISO-8601, UTC unless an offset is given)")
     replay.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"most messages per batch/transaction (default {DEFAULT_BATCH_SIZE})")
+    replay.add_argument("--workers", type=_positive_int, default=None,
+                        help="processes reading the partitions in parallel (default: one per CPU, at most 4, "
+                             "for 100k+ messages; else 1)")
     replay.add_argument("--examples", type=_positive_int, default=3,
                         help="with --check: rows shown per kind of drift and table (default 3)")
     add_json_flag(replay)
@@ -64,7 +67,7 @@ def _replay(args: argparse.Namespace) -> int:
     label = f"replay{' --check' if args.check else ''} {args.projection}"
     replay = Replay(Settings.from_env(), args.projection, check=args.check, since=since,
                     batch_size=args.batch_size, progress=Progress.auto(label, quiet=args.json),
-                    examples=args.examples)
+                    examples=args.examples, workers=args.workers)
 
     def interrupt(signum, _frame) -> None:
         raise KeyboardInterrupt  # unwinds like Ctrl-C: the swap transaction rolls back, shadow dropped

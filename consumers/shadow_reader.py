@@ -30,6 +30,7 @@ from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.retry import RETRYABLE, Backoff
 from assetlog.errors import AssetlogError
+from assetlog.projections import projection_by_name
 
 log = logging.getLogger("assetlog.replay")
 
@@ -46,18 +47,36 @@ class WriterStats:
     retries: int = 0
 
 
-class ShadowWriter:
-    """Applies batches to one shadow projection, with its offsets, on a thread of its own."""
+# Events folded into one shadow transaction per projection: current properties collapse to a row per
+# key (fewer, bigger upserts), while the history's rows are all kept (memory: an Event each).
+COALESCE_EVENTS = {"properties": 100_000, "lineage": 20_000}
+# Batches waiting per writer: the reader keeps decoding while a writer folds or flushes a big batch.
+QUEUE_DEPTH = 4
 
-    def __init__(self, dsn: str, projection: Any, stop: threading.Event, backoff: Backoff | None = None) -> None:
+
+class ShadowWriter:
+    """Applies batches to one shadow projection, with its offsets, on a thread of its own.
+
+    Consecutive batches are folded together (`reduce(..., into=...)`) up to a
+    budget of events, then written in one transaction: unlike a live consumer,
+    a replay has no reader waiting for each batch. A batch without messages
+    (the end of a round) writes whatever is folded so far.
+    """
+
+    def __init__(self, dsn: str, projection: Any, stop: threading.Event, backoff: Backoff | None = None,
+                 coalesce: int | None = None) -> None:
         self.dsn = dsn
         self.projection = projection
         self.offsets = OffsetStore(projection.name, projection.schema)
+        self.coalesce = coalesce if coalesce is not None else COALESCE_EVENTS.get(projection.name, 5000)
         self.stats = WriterStats()
         self._stop = stop
         self._backoff = backoff or Backoff()
         self._conn: psycopg.Connection | None = None
-        self._committer: BackgroundCommitter[Batch] = BackgroundCommitter(self._commit)
+        self._fold = Batch()  # messages, dead letters and offsets of the batches folded so far
+        self._effects: Any = None  # their effects
+        self._folded_events = 0
+        self._committer: BackgroundCommitter[Batch] = BackgroundCommitter(self._commit, depth=QUEUE_DEPTH)
 
     def submit(self, batch: Batch) -> None:
         self._committer.submit(batch)
@@ -82,12 +101,25 @@ class ShadowWriter:
         return self._conn
 
     def _commit(self, batch: Batch) -> None:
-        effects = self.projection.reduce(batch.events)
+        fold = self._fold
+        self._effects = self.projection.reduce(batch.events, into=self._effects)
+        fold.messages += batch.messages
+        fold.dead_letters.extend(batch.dead_letters)
+        for tp, offset in batch.next_offsets.items():
+            if offset > fold.next_offsets.get(tp, -1):
+                fold.next_offsets[tp] = offset
+        self._folded_events += len(batch.events)
+        if batch.messages and self._folded_events < self.coalesce:
+            return
+        self._write(fold, self._effects)
+        self._fold, self._effects, self._folded_events = Batch(), None, 0
 
+    def _write(self, fold: Batch, effects: Any) -> None:
         def work(conn: psycopg.Connection) -> None:
-            self.projection.apply(conn, effects)
-            self.offsets.record_dead_letters(conn, batch.dead_letters)
-            self.offsets.save(conn, batch.next_offsets)
+            if effects is not None:
+                self.projection.apply(conn, effects)
+            self.offsets.record_dead_letters(conn, fold.dead_letters)
+            self.offsets.save(conn, fold.next_offsets)
 
         self._backoff.reset()
         while True:
@@ -107,9 +139,15 @@ class ShadowWriter:
                     raise AssetlogError("replay stopped while PostgreSQL was unreachable") from exc
         stats = self.stats
         stats.batches += 1
-        stats.messages += batch.messages
-        stats.events += len(batch.events)
-        stats.dead_letters += len(batch.dead_letters)
+        stats.messages += fold.messages
+        stats.events += self._folded_events
+        stats.dead_letters += len(fold.dead_letters)
+
+
+def lag(positions: Mapping[str, Offsets], targets: Mapping[str, Offsets]) -> int:
+    """Messages still to apply to reach `targets` (per projection name), summed over projections."""
+    return sum(max(0, target - positions[name].get(tp, 0))
+               for name, offsets in targets.items() for tp, target in offsets.items())
 
 
 def _restrict(rows: list[tuple[str, int, int, Any, Any]], low: Offsets, high: Offsets,
@@ -121,17 +159,22 @@ def _restrict(rows: list[tuple[str, int, int, Any, Any]], low: Offsets, high: Of
 class ShadowReader:
     """Brings shadow projections from their positions up to target offsets, round after round."""
 
-    def __init__(self, settings: Settings, writers: list[ShadowWriter], start: Offsets, *,
+    def __init__(self, settings: Settings, names: list[str], schema: str, start: Offsets, *,
                  batch_size: int = 5000, batch_timeout: float = 0.05, progress: Progress | None = None) -> None:
         self.settings = settings
-        self.writers = writers
+        self._stop = threading.Event()
+        dsn = settings.require_postgres()
+        self.writers = [ShadowWriter(dsn, projection_by_name(name, schema), self._stop) for name in names]
         # Next offset each projection has yet to apply, per partition.
-        self.positions: dict[str, Offsets] = {w.projection.name: dict(start) for w in writers}
+        self.positions: dict[str, Offsets] = {name: dict(start) for name in names}
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
         self.progress = progress or Progress("replay", "off")
         self.expected = event_types_by_topic(settings.topics)
         self._consumer = self._new_consumer()
+
+    def writer_stats(self) -> dict[str, WriterStats]:
+        return {w.projection.name: w.stats for w in self.writers}
 
     def _new_consumer(self):
         from confluent_kafka import Consumer
@@ -149,12 +192,14 @@ class ShadowReader:
             }))
 
     def close(self) -> None:
+        """Give up any retry in progress, stop the writers, leave Kafka."""
+        self._stop.set()
+        for writer in self.writers:
+            writer.close()
         self._consumer.close()
 
     def lag(self, targets: Mapping[str, Offsets]) -> int:
-        """Messages still to apply to reach `targets` (per projection name)."""
-        return sum(max(0, target - self.positions[name].get(tp, 0))
-                   for name, offsets in targets.items() for tp, target in offsets.items())
+        return lag(self.positions, targets)
 
     def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False) -> None:
         """Apply every message below `targets[projection][partition]` and store the targets as the

@@ -25,8 +25,13 @@ class Projection(Protocol):
 
     name: str
 
-    def reduce(self, events: Iterable[Event]) -> Any:
-        """Fold events into the batch's effects (pure; safe to call again on retry)."""
+    def reduce(self, events: Iterable[Event], into: Any = None) -> Any:
+        """Fold events into the batch's effects (pure; safe to call again on retry).
+
+        `into` continues earlier effects instead of starting afresh: folding two
+        batches into one is the same as folding their union (a replay writes
+        fewer, bigger batches that way).
+        """
         ...
 
     def apply(self, conn: psycopg.Connection, effects: Any) -> None:

@@ -65,6 +65,7 @@ class Event:
 
 
 _DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {}
+_FIELD_COUNTS: dict[str, int] = {}
 
 
 def _reader_defaults(event_type: str) -> tuple[tuple[str, Any], ...]:
@@ -74,6 +75,7 @@ def _reader_defaults(event_type: str) -> tuple[tuple[str, Any], ...]:
         latest = registry().latest.get(event_type)
         fields = latest.schema.get("fields", ()) if latest is not None else ()
         found = _DEFAULTS[event_type] = tuple((f["name"], f["default"]) for f in fields if "default" in f)
+        _FIELD_COUNTS[event_type] = len(fields)
     return found
 
 
@@ -84,7 +86,10 @@ def _as_reader(event_type: str, record: Mapping[str, Any]) -> Mapping[str, Any]:
     without Kafka) may predate a schema version, and must project exactly as if they had been
     written with an older version and decoded.
     """
-    missing = [(name, default) for name, default in _reader_defaults(event_type) if name not in record]
+    defaults = _reader_defaults(event_type)
+    if len(record) >= _FIELD_COUNTS.get(event_type, 0):  # decoded: every field is there already
+        return record
+    missing = [(name, default) for name, default in defaults if name not in record]
     if not missing:
         return record
     full = dict(record)

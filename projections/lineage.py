@@ -98,8 +98,8 @@ class LineageProjection:
         self.schema = schema
         self._expect_duplicates = True  # a hint for speed only: whether to filter stored ids first
 
-    def reduce(self, events: Iterable[Event]) -> LineageEffects:
-        effects = LineageEffects()
+    def reduce(self, events: Iterable[Event], into: LineageEffects | None = None) -> LineageEffects:
+        effects = into if into is not None else LineageEffects()
         for event in events:
             seen = effects.history.get(event.event_id)
             if seen is None or _position_key(event) < _position_key(seen):

@@ -106,8 +106,8 @@ class PropertiesProjection:
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
 
-    def reduce(self, events: Iterable[Event]) -> PropertiesEffects:
-        effects = PropertiesEffects()
+    def reduce(self, events: Iterable[Event], into: PropertiesEffects | None = None) -> PropertiesEffects:
+        effects = into if into is not None else PropertiesEffects()
         for event in events:
             time = event.event_time
             record = event.record

@@ -166,12 +166,31 @@ class ShadowTables:
             conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
                 sql.Identifier(self.schema, name), sql.Literal(comment)))
 
-    def create_deferred_indexes(self, conn: psycopg.Connection, work_mem: str = "256MB") -> None:
-        """Build the indexes left out during the bulk load, each once, from the loaded rows."""
-        with conn.transaction():
-            conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (work_mem,))
-            for name, statement, comment in self.deferred:
-                self._create_index(conn, name, statement, comment)
+    def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB") -> None:
+        """Build the indexes left out during the bulk load, each once, from the loaded rows.
+
+        With `parallel` > 1 they are built on that many connections at once
+        (CREATE INDEX only share-locks its table, so builds on the same table
+        do not wait for each other), biggest tables first.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        pending = list(self.deferred)
+
+        def build(worker: int) -> None:
+            with psycopg.connect(dsn, application_name="assetlog.replay.indexes", autocommit=True) as conn:
+                conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (work_mem,))
+                while True:
+                    try:
+                        name, statement, comment = pending.pop(0)
+                    except IndexError:
+                        return
+                    with conn.transaction():
+                        self._create_index(conn, name, statement, comment)
+
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="assetlog-index") as pool:
+            for future in [pool.submit(build, i) for i in range(max(1, min(parallel, len(pending))))]:
+                future.result()
         self.deferred.clear()
 
     def analyze(self, conn: psycopg.Connection) -> None:

@@ -113,7 +113,7 @@ def test_a_live_consumer_during_replay_and_swap_loses_and_duplicates_nothing(iso
         producer.start()
         for live in (properties, lineage):
             live.wait_for(isolated.dsn, end_offsets(p for _t, _r, p in published))
-        summary = replay(isolated, "all")
+        summary = replay(isolated, "all", "--workers", "2")
         time.sleep(0.5)  # the producer and the consumers go on after the swap
         stop.set()
         producer.join(30)
@@ -122,7 +122,7 @@ def test_a_live_consumer_during_replay_and_swap_loses_and_duplicates_nothing(iso
             live.wait_for(isolated.dsn, end_offsets(p for _t, _r, p in everything))
         resyncs = {live.runner.projection.name: live.runner.stats.resyncs for live in (properties, lineage)}
 
-    assert summary["generations"] == {"properties": 1, "lineage": 1}
+    assert summary["generations"] == {"properties": 1, "lineage": 1} and summary["workers"] == 2
     assert resyncs["properties"] >= 1 and resyncs["lineage"] >= 1, resyncs  # their in-flight batches were fenced
     with psycopg.connect(isolated.dsn) as conn:
         history = conn.execute("SELECT event_id::text, kafka_topic, kafka_partition, kafka_offset "

@@ -1,0 +1,177 @@
+"""P3: replay rate (rebuild from the topics + swap) vs the live consumers' rate, on the same events, same run.
+
+Publishes N realistic events (the P2 projection bench's generator) to a fresh
+topic prefix and database, then, each as a separate process as a user runs
+it, on the same servers:
+
+- live: `assetlog consume properties|lineage --until-caught-up`, one after the
+  other (the tables a deployment has), and both at once (two processes, as
+  deployed: the wall time the pair needs);
+- replay: `assetlog replay properties|lineage|all` over those live tables
+  (rebuild into shadow tables, deferred indexes, swap), reading the same N events.
+
+Reports events/s of the read phase (from the first message to the last batch
+committed) and of the whole command, peak RSS of each process, and the ratio of
+each replay to the live consumers doing the same work. Goal (issue 5): 1M
+events replayed in <= 30 s.
+
+    eval "$(assetlog stack env)" && python bench/replay_bench.py [--events 100000] [--only all]
+Prints a table and writes bench/results/replay_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from projection_bench import generate, publish
+from psycopg import conninfo, sql
+
+from assetlog.compose.topics import admin_client, all_topics, ensure_topics
+from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
+from assetlog.projections import migrate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETLOG_")}
+    env.update({ENV_KAFKA_BOOTSTRAP: settings.kafka_bootstrap or "", ENV_POSTGRES_DSN: settings.postgres_dsn or "",
+                ENV_TOPIC_PREFIX: settings.topic_prefix})
+    return env
+
+
+def run(settings: Settings, *args: str) -> tuple[dict, float, float]:
+    """Run `assetlog ARGS --json` as a child process: (its JSON, wall seconds, its peak RSS in MiB)."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "assetlog", *args, "--json"], env=child_env(settings),
+                                 stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
+        child.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            raise SystemExit(f"assetlog {' '.join(args)} failed ({child.returncode}): {err.read().strip()[-500:]}")
+        return json.loads(out.read()), wall, usage.ru_maxrss / 1024
+
+
+def run_pair(settings: Settings) -> float:
+    """Both live consumers at once, as deployed: wall seconds until both caught up."""
+    env = child_env(settings)
+    started = time.monotonic()
+    children = [subprocess.Popen([sys.executable, "-m", "assetlog", "consume", name, "--until-caught-up", "--json",
+                                  "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for name in ("properties", "lineage")]
+    busy = []
+    for child in children:
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"live consumer failed: {err.strip()[-500:]}")
+        busy.append(json.loads(out)["busy_seconds"])
+    return max(busy) if all(busy) else time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events to publish and replay (default 100000)")
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--only", choices=("properties", "lineage", "all"), action="append",
+                        help="replay only these (repeatable; default: properties, lineage and all)")
+    args = parser.parse_args()
+    replays = args.only or ["properties", "lineage", "all"]
+
+    base = Settings.from_env()
+    base.require_kafka()
+    admin_dsn = base.require_postgres()
+    suffix = uuid.uuid4().hex[:8]
+    database = f"assetlog_bench_{suffix}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    params = conninfo.conninfo_to_dict(admin_dsn)
+    params["dbname"] = database
+    settings = replace(base, topic_prefix=f"bench.{suffix}", postgres_dsn=conninfo.make_conninfo(**params))
+    results: dict[str, dict] = {}
+    try:
+        ensure_topics(settings, partitions=args.partitions)
+        migrate(settings.postgres_dsn or "")
+        events = generate(args.events)
+        started = time.monotonic()
+        publish(settings, events)
+        publish_s = time.monotonic() - started
+        n = len(events)
+        del events
+        live_total = 0.0
+        for name in ("properties", "lineage"):
+            report, wall, rss = run(settings, "consume", name, "--until-caught-up", "--quiet")
+            if report["messages"] != n:
+                raise SystemExit(f"{name} consumed {report['messages']} of {n}")
+            live_total += report["busy_seconds"]
+            results[f"live {name}"] = {"seconds": report["busy_seconds"], "wall_seconds": wall,
+                                       "events_per_second": n / report["busy_seconds"], "peak_rss_mib": rss}
+        results["live both, one after the other"] = {"seconds": live_total, "events_per_second": n / live_total}
+        with psycopg.connect(settings.postgres_dsn or "", autocommit=True) as conn:  # a second deployment's worth
+            conn.execute("DELETE FROM consumer_offsets")
+            conn.execute("TRUNCATE assets, asset_properties, asset_edges")
+            conn.execute("ALTER TABLE lineage_history DISABLE TRIGGER lineage_history_no_truncate")
+            conn.execute("TRUNCATE lineage_history")
+            conn.execute("ALTER TABLE lineage_history ENABLE TRIGGER lineage_history_no_truncate")
+        pair = run_pair(settings)
+        results["live both at once (2 processes)"] = {"seconds": pair, "events_per_second": n / pair}
+        for name in replays:
+            report, wall, rss = run(settings, "replay", name)
+            if report["messages"] != n:
+                raise SystemExit(f"replay {name} read {report['messages']} of {n}")
+            read = report["phases"]["read"]
+            live = results[f"live {name}"]["seconds"] if name != "all" else live_total
+            results[f"replay {name}"] = {
+                "seconds": read, "events_per_second": n / read, "command_seconds": report["seconds"],
+                "wall_seconds": wall, "phases": report["phases"], "peak_rss_mib": rss,
+                "ratio_to_live": (n / read) / (n / live),
+            }
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        for future in admin_client(settings).delete_topics(all_topics(settings.topics)).values():
+            try:
+                future.result()
+            except Exception:  # best-effort clean-up
+                pass
+
+    print(f"P3 replay: {n} events, {args.partitions} partitions per topic, published in {publish_s:.1f}s")
+    print(f"{'measure':<34}{'seconds':>9}{'events/s':>11}{'vs live':>9}{'command s':>11}")
+    for name, row in results.items():
+        ratio = f"{row['ratio_to_live']:.2f}x" if "ratio_to_live" in row else ""
+        command = f"{row['command_seconds']:.1f}" if "command_seconds" in row else ""
+        print(f"{name:<34}{row['seconds']:>9.1f}{row['events_per_second']:>11,.0f}{ratio:>9}{command:>11}")
+    for name in replays:
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in results[f"replay {name}"]["phases"].items())
+        print(f"  replay {name}: {phases}; peak RSS {results[f'replay {name}']['peak_rss_mib']:.0f} MiB")
+    if "replay all" in results:
+        per_million = 1_000_000 / results["replay all"]["events_per_second"]
+        print(f"replay all at this rate: {per_million:.0f}s per 1M events (goal <= 30s)")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "replay_bench.json"
+    out.write_text(json.dumps({
+        "benchmark": "P3 replay", "events": n, "partitions": args.partitions,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "python": platform.python_version(), "results": results,
+        "goal": "1M events replayed (replay all) in <= 30 s",
+    }, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
