@@ -49,7 +49,7 @@ class WriterStats:
 
 # Events folded into one shadow transaction per projection: current properties collapse to a row per
 # key (fewer, bigger upserts), while the history's rows are all kept (memory: an Event each).
-COALESCE_EVENTS = {"properties": 100_000, "lineage": 20_000}
+COALESCE_EVENTS = {"properties": 50_000, "lineage": 10_000}
 # Batches waiting per writer: the reader keeps decoding while a writer folds or flushes a big batch.
 QUEUE_DEPTH = 4
 
@@ -180,7 +180,7 @@ class ShadowReader:
         from confluent_kafka import Consumer
 
         return Consumer(self.settings.kafka_client_config(
-            defaults={"log_level": 3, "fetch.max.bytes": 64 * 1024 * 1024,
+            defaults={"log_level": 3, "fetch.max.bytes": 32 * 1024 * 1024, "queued.max.messages.kbytes": 32 * 1024,
                       "max.partition.fetch.bytes": 8 * 1024 * 1024},
             required={
                 "group.id": f"{self.settings.topic_prefix}.replay",  # never joined: partitions assigned by hand
