@@ -324,6 +324,14 @@ class Publisher:
             row.retry_at = time.monotonic() + min(MAX_RETRY_DELAY, 2.0 ** row.attempts)
             log.warning("%d lineage events for %s were not delivered (%s); they stay in the outbox and are "
                         "retried", row.events, row.topic, error)
+        if delivered:
+            # Kafka delivers again: what timed out while it was away is resent now, not after its
+            # backoff, and a flush waits for it (a worker ending right after an outage would otherwise
+            # leave it to the next publisher).
+            for row in self._rows.values():
+                if row.state == FAILED and _timed_out(row.error):
+                    row.state = UNSENT
+                    self._unsent.append(row)
 
     def _adopt(self) -> None:
         assert self._outbox is not None
@@ -360,6 +368,14 @@ class Publisher:
             self._sender = None
             with self._cond:
                 self._cond.notify_all()
+
+
+def _timed_out(error: object) -> bool:
+    """A delivery that failed because no broker answered in time (not a refusal by one)."""
+    from confluent_kafka import KafkaError
+
+    code = getattr(error, "code", None)
+    return callable(code) and code() == KafkaError._MSG_TIMED_OUT
 
 
 def close_all_publishers(timeout: float | None = None) -> None:
