@@ -25,7 +25,7 @@ same run on the same answers:
   for the same 10 hops, under a statement timeout.
 
 Run against the stack the environment names:
-    eval "$(assetlog stack env)" && python bench/query_bench.py [--assets 100000] [--reuse]
+    eval "$(assetlog stack env)" && python bench/query_bench.py [--assets 100000] [--edges N] [--reuse]
 A small run: --assets 5000 --queries 100 (well under a minute). Prints a table
 and writes bench/results/query_bench.json. The database (assetlog_bench_query
 by default) is kept so `--reuse` skips the load next time.
@@ -59,8 +59,8 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 HUBS = 50
 
 
-def build_dag(n: int, layers: int, rng: random.Random) -> tuple[list[str], list[list[int]]]:
-    """Asset keys and, per asset, the indexes of its upstreams."""
+def build_dag(n: int, layers: int, rng: random.Random, edges: int | None = None) -> tuple[list[str], list[list[int]]]:
+    """Asset keys and, per asset, the indexes of its upstreams (about `edges` in all when given)."""
     domains = max(1, n // 500)
     layer_of = [i * layers // n for i in range(n)]
     domain_of = [rng.randrange(domains) for _ in range(n)]
@@ -73,11 +73,17 @@ def build_dag(n: int, layers: int, rng: random.Random) -> tuple[list[str], list[
     hubs = rng.sample(by_layer[0], min(HUBS, len(by_layer[0])))
     hub_weights = [1 / (rank + 1) for rank in range(len(hubs))]
     upstreams: list[list[int]] = []
+    # --edges: 1..2m-1 distinct upstreams per non-source asset (mean m); else 1-5 draws (the v2 graph).
+    fan_in = edges / sum(1 for i in range(n) if layer_of[i] > 0) if edges else None
+    most = max(1, round(2 * fan_in - 1)) if fan_in else 5
     for i in range(n):
         layer = layer_of[i]
         chosen: set[int] = set()
         if layer > 0:
-            for _ in range(rng.randint(1, 5)):
+            wanted = rng.randint(1, most)
+            for _ in range(wanted if fan_in is None else wanted * 4):
+                if fan_in is not None and len(chosen) >= wanted:
+                    break
                 if rng.random() < 0.05:
                     chosen.add(rng.choices(hubs, hub_weights)[0])
                     continue
@@ -225,6 +231,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--assets", type=int, default=100_000, help="assets in the graph (default 100000)")
     parser.add_argument("--layers", type=int, default=20, help="layers of the DAG (default 20)")
+    parser.add_argument("--edges", type=int, default=None,
+                        help="about this many edges in all (default: 1-5 upstreams per asset, ~3 per asset)")
     parser.add_argument("--queries", type=int, default=300, help="queries of each kind (default 300)")
     parser.add_argument("--depth", type=int, default=10, help="hops per lineage query (default 10)")
     parser.add_argument("--limit", type=int, default=1000, help="node limit per answer (default 1000)")
@@ -238,9 +246,10 @@ def main() -> None:
     params = conninfo.conninfo_to_dict(admin_dsn)
     params["dbname"] = args.database
     dsn = conninfo.make_conninfo(**params)
-    signature = json.dumps({"assets": args.assets, "layers": args.layers, "seed": args.seed, "v": 2})
+    shape = {"assets": args.assets, "layers": args.layers, "seed": args.seed, "v": 2}
+    signature = json.dumps({**shape, "edges": args.edges} if args.edges else shape)
     rng = random.Random(args.seed)
-    keys, upstreams = build_dag(args.assets, args.layers, rng)
+    keys, upstreams = build_dag(args.assets, args.layers, rng, args.edges)
     loaded = None
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
