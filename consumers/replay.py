@@ -374,6 +374,9 @@ class Replay:
             control.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
             control.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
                 sql.SQL(", ").join(sql.Identifier(shadow.live, t) for t in READER_TABLES)))
+            if found := dependents(control, shadow.live, shadow.tables):  # created during the replay
+                raise ShadowError(f"{', '.join(found)} depend on the tables a replay swaps; nothing was swapped: "
+                                  "drop them, run the replay again, then create them again")
             # 4. Tables, offsets and dead letters change hands together.
             shadow.swap(control)
             live_offsets, shadow_offsets = (sql.Identifier(s, "consumer_offsets") for s in (shadow.live, shadow.schema))

@@ -224,13 +224,17 @@ def drop_retired(conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> Non
 
 
 def dependents(conn: psycopg.Connection, schema: str, tables: Iterable[str]) -> list[str]:
-    """Views and other rules reading these tables: a swap would leave them on the retired tables."""
+    """Views (and materialized views) reading these tables, and foreign keys pointing at them: a swap
+    would leave them attached to the retired tables, and dropping those would drop them too."""
     found: list[str] = []
     for name in tables:
         oid = _oid(conn, schema, name)
         found += [str(row[0]) for row in conn.execute(
             "SELECT DISTINCT r.ev_class::regclass::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
             "WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND r.ev_class <> %s", (oid, oid))]
+        found += [str(row[0]) for row in conn.execute(
+            "SELECT conname || ' on ' || conrelid::regclass::text FROM pg_constraint "
+            "WHERE contype = 'f' AND confrelid = %s AND conrelid <> %s", (oid, oid))]
     return sorted(set(found))
 
 

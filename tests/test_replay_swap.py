@@ -204,3 +204,12 @@ def test_replay_refuses_to_swap_tables_a_view_depends_on(isolated):
     assert dump_tables(isolated.dsn) == before
     assert replay(isolated, "lineage")["generations"] == {"lineage": 1}  # other tables: fine
     assert replay(isolated, "properties", "--check")["drift"] is False  # a check swaps nothing: fine
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.execute("DROP VIEW failed_assets")
+        conn.execute("CREATE TABLE notes (key text REFERENCES assets (key), note text)")
+    refused = assetlog(isolated, "replay", "properties")
+    assert refused.code == 1 and refused.stderr.startswith("assetlog: notes_key_fkey on notes depend on")
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.execute("DROP TABLE notes")
+    assert replay(isolated, "properties")["generations"] == {"properties": 1}
+    assert dump_tables(isolated.dsn) == before
