@@ -123,8 +123,10 @@ def memory_rows(r: dict) -> list[dict]:
             continue
         base = res["raw produce (baseline)" if "produc" in name else "consume-only (baseline)"]
         figure = "M2" if "produc" in name else "M1"
-        rows.append(row(f"{figure} {name} peak RSS", "flat", value["peak_rss_mib"], "MiB", base["peak_rss_mib"],
-                        "bare client", value["ratio_to_baseline"], value.get("flat")))
+        goal = value.get("goal", True)
+        rows.append(row(f"{figure} {name} peak RSS", "flat" if goal else "(info)", value["peak_rss_mib"], "MiB",
+                        base["peak_rss_mib"], "bare client", value["ratio_to_baseline"],
+                        value.get("flat") if goal else None))
         rows[-1]["note"] = f"halves {value['first_half_mib']:.0f}->{value['second_half_mib']:.0f} MiB"
     return rows
 

@@ -37,6 +37,10 @@ ENV_FLUSH_TIMEOUT = "ASSETLOG_FLUSH_TIMEOUT_SECONDS"
 DEFAULT_FLUSH_TIMEOUT = 10.0
 
 MAX_ROW_EVENTS = 5000
+# Task runs waiting for the writer thread before publish() lets it catch up: a loop of tasks faster
+# than the writer would otherwise grow the queue (and the writer's next transaction) without bound.
+MAX_QUEUED_RUNS = 5000
+MAX_UNSENT_IN_MEMORY = 40_000  # events of committed rows not yet handed to Kafka, kept in memory
 HEARTBEAT_SECONDS = 2.0
 ADOPT_SECONDS = 10.0
 MAX_RETRY_DELAY = 60.0
@@ -126,6 +130,20 @@ class Publisher:
             self._queue.append((self._seq, run))
         if not self._wakeup.is_set():
             self._wakeup.set()
+        if len(self._queue) >= MAX_QUEUED_RUNS:
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: give the writer time to take the queue into the local outbox (Kafka up or
+        not), for at most the flush timeout; never while the outbox cannot be written."""
+        deadline = time.monotonic() + self.flush_timeout
+        with self._cond:
+            while (len(self._queue) >= MAX_QUEUED_RUNS // 2 and self._uncommitted_error is None
+                   and self._crash is None and not self._closing):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(min(remaining, 0.05))
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Wait until what was published before is acknowledged, or safely in the outbox and
@@ -282,8 +300,13 @@ class Publisher:
             return False
         self._uncommitted_error = None
         seq = items[-1][0]
+        # Rows waiting for their turn keep their messages in memory only up to a bound; beyond it
+        # (tasks faster than Kafka acknowledges) they are read back from the outbox when sent.
+        held = sum(row.events for row in self._unsent if row.messages is not None)
         for row_id, (topic, messages) in zip(ids, rows, strict=True):
-            row = Row(row_id, topic, len(messages), messages, seq)
+            keep = held < MAX_UNSENT_IN_MEMORY
+            held += len(messages) if keep else 0
+            row = Row(row_id, topic, len(messages), messages if keep else None, seq)
             self._rows[row_id] = row
             self._unsent.append(row)
         self._committed_local = seq  # flush() sees it with the rows, in _publish_snapshot

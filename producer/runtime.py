@@ -168,6 +168,9 @@ class TaskRun:
             self.publisher.publish(finished)
         except Exception:
             log.exception("task run %s (%s): its lineage events could not be queued", self.id, self.task.name)
+        # The flow run holds this run (the producer of its result) until the flow ends: keep only what
+        # downstream runs read (`passed_on`), not the material of the events already built.
+        self.metadata, self.upstream = {}, ()
 
 
 def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],

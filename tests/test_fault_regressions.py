@@ -70,3 +70,59 @@ def test_a_dead_letter_too_large_to_copy_with_its_headers_is_copied_without_its_
     assert trimmed.value() is None and trimmed.key() == huge.key
     assert b"999900 bytes of value" in dict(trimmed.headers())["assetlog.value.omitted"]
     assert (whole.key(), whole.value()) == (b"k", b"junk") and "assetlog.value.omitted" not in dict(whole.headers())
+
+
+def test_a_task_loop_faster_than_the_writer_waits_for_it_and_every_event_still_arrives(isolated, monkeypatch):
+    """The memory drill's producer grew with the stream: publish() queued without bound, and committed
+    rows waiting for Kafka kept their messages in memory. With small bounds (the real ones are 5,000
+    runs and 40,000 events), the queue stays under its bound and rows beyond the in-memory one are
+    read back from the outbox: every event arrives, once."""
+    from producer_support import read_published
+
+    from assetlog.producer import Publisher, materialize
+    from assetlog.producer import publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "MAX_QUEUED_RUNS", 50)
+    monkeypatch.setattr(publisher_module, "MAX_UNSENT_IN_MEMORY", 300)
+    from assetlog.producer import flow, publishing
+
+    build = materialize("s3://bounded/out", asset_deps=["s3://bounded/in"])(lambda n: None)
+    longest = 0
+    with Publisher(isolated.settings, flush_timeout=30) as publisher, publishing(publisher):
+        @flow
+        def many() -> None:
+            nonlocal longest
+            for n in range(4000):
+                build(n)
+                longest = max(longest, len(publisher._queue))
+        many()
+        assert publisher.flush().complete
+    assert longest <= 50
+    arrived = read_published(isolated.settings, at_least=8000)
+    assert len({m.record["event_id"] for m in arrived}) == len(arrived) == 8000
+
+
+def test_a_finished_task_run_held_by_its_flow_keeps_no_event_material(isolated):
+    """A flow holds each task run (as the producer of its result) until it ends; the run's metadata
+    and upstream list, already turned into events, are let go."""
+    from producer_support import run_and_read
+
+    from assetlog.producer import add_asset_metadata, current_flow_run, flow, materialize
+
+    held = []
+
+    @materialize("s3://held/out", asset_deps=["s3://held/in"])
+    def build() -> dict:
+        add_asset_metadata("s3://held/out", {"rows": 1})
+        return {"result": 1}
+
+    @flow
+    def one() -> None:
+        result = build()
+        held.append(current_flow_run().lineage.producer_of(result))
+
+    outcome = run_and_read(isolated.settings, one)
+    [run] = held
+    assert (run.metadata, run.upstream) == ({}, ())
+    assert [m["metadata_json"] for m in outcome.metadata] == ['{"rows":1}']
+    assert [d["upstream_key"] for d in outcome.dependencies] == ["s3://held/in"]
