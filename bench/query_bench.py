@@ -264,6 +264,8 @@ def main() -> None:
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(args.database), sql.Literal(signature)))
             loaded = {"events": events, "seconds": seconds, "events_per_second": events / seconds}
+        else:
+            migrate(dsn)  # a kept database gets the migrations shipped since it was loaded
     with psycopg.connect(dsn) as db:
         sizes = {t: db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
                  for t in ("assets", "asset_edges", "lineage_history")}
