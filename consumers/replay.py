@@ -54,6 +54,7 @@ REPLAY_LOCK_KEY = 0x61737365746C6F68
 # one cancelled.
 LOCK_TIMEOUT = 0.5
 SWAP_ATTEMPTS = 30
+SHORT_SWAP_ATTEMPTS = 3
 # Below this many messages to read, worker processes cost more to start than they save.
 PARALLEL_FROM = 100_000
 CATCH_UP_ROUNDS = 5
@@ -341,15 +342,21 @@ class Replay:
                 break
             self.result.rounds += 1
             self._timed("catch-up", lambda t=targets: reader.read_to(t, self._stop.is_set))
-        deadlock = control.execute("SELECT setting::float / 1000 FROM pg_settings WHERE name = 'deadlock_timeout'"
-                                   ).fetchone()
-        lock_timeout = min(self.lock_timeout, (deadlock[0] if deadlock else 1.0) / 2)
+        row = control.execute("SELECT setting::float / 1000 FROM pg_settings WHERE name = 'deadlock_timeout'"
+                              ).fetchone()
+        deadlock = row[0] if row else 1.0
+        short = min(self.lock_timeout, deadlock / 2)
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             self.result.swap_attempts = attempt
+            # After a few short tries, wait past deadlock_timeout: only a lock request that has waited
+            # that long makes PostgreSQL cancel an autovacuum holding a live table (a fresh replay's
+            # tables are often being vacuumed). Waiting that long, the swap runs the deadlock check
+            # before any reader queued behind it, so in a lock cycle it is still the one that yields.
+            timeout = short if attempt <= SHORT_SWAP_ATTEMPTS else deadlock + short
             try:
-                self._timed("swap", lambda: self._swap_once(control, shadow, reader, partitions, lock_timeout))
+                self._timed("swap", lambda t=timeout: self._swap_once(control, shadow, reader, partitions, t))
                 return
-            except psycopg.errors.LockNotAvailable:
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
                 log.info("replay: tables busy (attempt %d); retrying the swap", attempt)
                 time.sleep(min(2.0, 0.05 * attempt))
         raise AssetlogError(f"could not lock the tables for the swap in {SWAP_ATTEMPTS} attempts (long-running "
