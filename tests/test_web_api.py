@@ -5,33 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import Isolated, StackEndpoints, create_isolated, drop_isolated
+from conftest import Isolated
 from events_factory import CUSTOMERS, DASHBOARD, GOLD, PROCESSED, SILVER, at
 from query_world import REPORT, REPORT_V1, reader_dsn
 from starlette.testclient import TestClient
-from web_support import HOSTILE, RAW_KEY, SPECIAL, load_web_world
+from web_support import HOSTILE, RAW_KEY, SPECIAL, web_store_fixture, web_world_fixture  # noqa: F401 - the `store` and `world` fixtures
 
 from assetlog.projections.store import LineageStore
 from assetlog.web import create_app
 from assetlog.web.app import SECURITY_HEADERS
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
-
-
-@pytest.fixture(scope="module")
-def world(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
-    isolated = create_isolated(stack, tmp_path_factory.mktemp("outbox"))
-    try:
-        load_web_world(isolated.dsn)
-        yield isolated
-    finally:
-        drop_isolated(stack, isolated)
-
-
-@pytest.fixture(scope="module")
-def store(world: Isolated) -> Iterator[LineageStore]:
-    with LineageStore(reader_dsn(world.dsn), pool_size=2) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")

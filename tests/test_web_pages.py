@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from urllib.parse import unquote
 
 import pytest
-from conftest import Isolated, StackEndpoints, create_isolated, drop_isolated
 from events_factory import DASHBOARD, GOLD, LOOKUP, PROCESSED, SILVER
-from query_world import reader_dsn
 from starlette.testclient import TestClient
-from web_support import (
+from web_support import (  # noqa: F401 - fixtures `world`, `store`
     HOSTILE,
     HOSTILE_PROPS,
     HOSTILE_TEXTS,
@@ -23,7 +21,8 @@ from web_support import (
     SPECIAL,
     assert_nothing_injected,
     ensure_programs,
-    load_web_world,
+    web_store_fixture,
+    web_world_fixture,
 )
 
 from assetlog.projections.store import LineageStore
@@ -31,22 +30,6 @@ from assetlog.web import GraphDrawer, create_app
 from assetlog.web.urls import asset_url, web_link
 
 SVG = "{http://www.w3.org/2000/svg}"  # the namespace of the SVG file; the inline SVG is HTML, without one
-
-
-@pytest.fixture(scope="module")
-def world(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
-    isolated = create_isolated(stack, tmp_path_factory.mktemp("outbox"))
-    try:
-        load_web_world(isolated.dsn)
-        yield isolated
-    finally:
-        drop_isolated(stack, isolated)
-
-
-@pytest.fixture(scope="module")
-def store(world: Isolated) -> Iterator[LineageStore]:
-    with LineageStore(reader_dsn(world.dsn), pool_size=2) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")

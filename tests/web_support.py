@@ -22,7 +22,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Isolated, StackEndpoints, create_isolated, drop_isolated
 from psycopg import sql
+
+from assetlog.projections.store import LineageStore
+
+
+@pytest.fixture(scope="module", name="world")
+def web_world_fixture(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
+    """One isolated world per test module, loaded with the web tests' assets (shared by API and page tests)."""
+    isolated = create_isolated(stack, tmp_path_factory.mktemp("outbox"))
+    try:
+        load_web_world(isolated.dsn)
+        yield isolated
+    finally:
+        drop_isolated(stack, isolated)
+
+
+@pytest.fixture(scope="module", name="store")
+def web_store_fixture(world: Isolated) -> Iterator[LineageStore]:
+    """A read-only store over that world, as `assetlog serve` uses it."""
+    from query_world import reader_dsn
+
+    with LineageStore(reader_dsn(world.dsn), pool_size=2) as opened:
+        yield opened
+
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
