@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from assetlog.compose import cli as compose_cli
     from assetlog.consumers import cli as consumers_cli
     from assetlog.consumers import replay_cli
+    from assetlog.integrations import cli as integrations_cli
     from assetlog.producer import cli as producer_cli
     from assetlog.projections import cli as projections_cli
     from assetlog.projections import query_cli
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"assetlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, compose_cli, producer_cli, consumers_cli, replay_cli, projections_cli, query_cli, web_cli):
+    for module in (demo, compose_cli, producer_cli, consumers_cli, replay_cli, projections_cli, query_cli, web_cli,
+                   integrations_cli):
         module.register(subparsers)
     return parser
 
