@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from assetlog.cli import add_json_flag, print_result
-from assetlog.compose.stack import LocalStack, shell_exports
+from assetlog.compose.stack import READONLY_ROLE, LocalStack, shell_exports
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,19 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     up = actions.add_parser("up", help="start the local broker and database (idempotent)")
     up.add_argument("--partitions", type=int, default=3, help="partitions of the event topics it creates")
+    _add_secure_flag(up)
     add_json_flag(up)
     up.set_defaults(handler=_up)
 
     down = actions.add_parser("down", help="stop what `stack up` started")
     down.add_argument("--purge", action="store_true", help="also delete the stack's data, ports and logs")
+    _add_secure_flag(down)
     add_json_flag(down)
     down.set_defaults(handler=_down)
 
     status = actions.add_parser("status", help="report the broker and the database")
+    _add_secure_flag(status)
     add_json_flag(status)
     status.set_defaults(handler=_status)
 
     env = actions.add_parser("env", help='print the variables for `eval "$(assetlog stack env)"`')
+    _add_secure_flag(env)
     add_json_flag(env)
     env.set_defaults(handler=_env)
 
@@ -39,11 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.set_defaults(handler=_topics_create)
 
 
+def _add_secure_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secure", action="store_true",
+                        help="the secure stack: Kafka over SASL_SSL (SCRAM-SHA-512), PostgreSQL over TLS "
+                             "with passwords (its own folder, ports and data)")
+
+
 def _up(args: argparse.Namespace) -> int:
     from assetlog.compose.topics import ensure_topics
     from assetlog.config import Settings
 
-    stack = LocalStack.default()
+    stack = LocalStack.default(secure=args.secure)
     result = stack.up()
     env = stack.env()
     settings = Settings.from_env({**os.environ, **env})
@@ -52,6 +63,8 @@ def _up(args: argparse.Namespace) -> int:
         from assetlog.projections.migrate import migrate
 
         result["migrations"] = migrate(settings.require_postgres()).as_dict()
+        if stack.secure:
+            stack.postgres.set_password(READONLY_ROLE)
 
     def human() -> str:
         kafka, postgres = result["kafka"], result["postgres"]
@@ -59,16 +72,22 @@ def _up(args: argparse.Namespace) -> int:
         for label, info, endpoint in (("kafka", kafka, "bootstrap"), ("postgres", postgres, "dsn")):
             how = "external" if info.get("external") else ("already running" if info.get("reused") else
                                                             f"started in {info.get('seconds')}s")
-            lines.append(f"{label:9} {info.get(endpoint)}  ({how})")
-        lines.append(f"ready in {result['seconds']}s; use it with:  eval \"$(assetlog stack env)\"")
+            lines.append(f"{label:9} {_hide_password(info.get(endpoint))}  ({how})")
+        flag = " --secure" if stack.secure else ""
+        lines.append(f"ready in {result['seconds']}s; use it with:  eval \"$(assetlog stack env{flag})\"")
         return "\n".join(lines)
 
     print_result(args, result, human)
     return 0
 
 
+def _hide_password(endpoint: object) -> str | None:
+    """A DSN as people see it: the secure stack's password stays in `stack env`."""
+    return None if endpoint is None else re.sub(r"(://[^:/@]+):[^@]*@", r"\1:****@", str(endpoint))
+
+
 def _down(args: argparse.Namespace) -> int:
-    result = LocalStack.default().down(purge=args.purge)
+    result = LocalStack.default(secure=args.secure).down(purge=args.purge)
     stopped = result["stopped"]
     print_result(args, result, lambda: "\n".join(
         f"{name:9} {'stopped' if was else 'was not running'}" for name, was in stopped.items()
@@ -77,7 +96,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    result = LocalStack.default().status()
+    result = LocalStack.default(secure=args.secure).status()
 
     def human() -> str:
         lines = []
@@ -85,7 +104,7 @@ def _status(args: argparse.Namespace) -> int:
             info = result[name]
             state = "reachable" if info["reachable"] else ("running, not answering" if info["running"] else "stopped")
             where = " (external)" if info["external"] else (f" pid {info['pid']}" if info["pid"] else "")
-            lines.append(f"{name:9} {state}{where}  {info[endpoint] or ''}".rstrip())
+            lines.append(f"{name:9} {state}{where}  {_hide_password(info[endpoint]) or ''}".rstrip())
         return "\n".join(lines)
 
     print_result(args, result, human)
@@ -94,7 +113,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace) -> int:
-    variables = LocalStack.default().env()
+    variables = LocalStack.default(secure=args.secure).env()
     print_result(args, variables, lambda: shell_exports(variables).rstrip("\n"))
     return 0
 

@@ -7,6 +7,7 @@ needs no network. Only processes this module started are ever stopped.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from assetlog.compose.processes import (
     stop_process_group,
     tail,
 )
+from assetlog.compose.security import KAFKA_ADMIN_USER, KAFKA_CLIENT_USER, SCRAM_MECHANISM, SecurityMaterial
 from assetlog.config import cache_home
 
 KAFKA_VERSION_PATTERN = re.compile(r"<kafka\.version>([^<]+)</kafka\.version>")
@@ -91,9 +93,15 @@ def fetch_jars() -> tuple[Path, bool]:
 
 @dataclass
 class KafkaBroker:
-    """The broker's files under one state folder: config, data, log, pid and ports."""
+    """The broker's files under one state folder: config, data, log, pid and ports.
+
+    With `security` the client listener is SASL_SSL (SCRAM-SHA-512 users made
+    by Kafka's own storage tool); the controller listener stays plaintext on
+    127.0.0.1, reachable only from this machine.
+    """
 
     home: Path
+    security: SecurityMaterial | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -126,6 +134,48 @@ class KafkaBroker:
         pid = read_pid(self.pid_file)
         return pid if pid and process_alive(pid, "kafka.Kafka") else None
 
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings this broker's clients need beyond the bootstrap servers."""
+        return self.security.librdkafka_settings() if self.security else {}
+
+    def _listener_lines(self, broker_port: int, controller_port: int) -> list[str]:
+        if self.security is None:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
+        material = self.security
+        keystore = self.home / "keystore.pem"  # PEM keystore: the private key, then the certificate
+        keystore.write_bytes(material.server_key_file.read_bytes() + material.server_cert_file.read_bytes())
+        os.chmod(keystore, 0o600)
+        admin_password = material.passwords()["kafka_admin"]
+        return [
+            f"listeners=SASL_SSL://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{broker_port}",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=SASL_SSL",
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{KAFKA_ADMIN_USER}" password="{admin_password}";',
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={material.ca_file}",
+        ]
+
+    def _scram_users(self) -> list[str]:
+        """`--add-scram` arguments of Kafka's storage tool: the users exist before the first start."""
+        if self.security is None:
+            return []
+        passwords = self.security.passwords()
+        users = ((KAFKA_ADMIN_USER, passwords["kafka_admin"]), (KAFKA_CLIENT_USER, passwords["kafka_client"]))
+        return [argument for name, password in users
+                for argument in ("--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]")]
+
     def _write_config(self, broker_port: int, controller_port: int) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
@@ -134,11 +184,8 @@ class KafkaBroker:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
+                *self._listener_lines(broker_port, controller_port),
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
                 f"log.dirs={self.data_dir}",
                 "num.partitions=3",
                 "auto.create.topics.enable=false",
@@ -204,7 +251,7 @@ class KafkaBroker:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             fmt = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4().hex[:22]),
-                 "-c", str(config), "--standalone"],
+                 "-c", str(config), "--standalone", *self._scram_users()],
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:
@@ -218,7 +265,7 @@ class KafkaBroker:
         self.pid_file.write_text(f"{process.pid}\n")
         bootstrap = f"127.0.0.1:{ports[0]}"
         try:
-            wait_until_kafka_ready(bootstrap, process)
+            wait_until_kafka_ready(bootstrap, process, client_config=self.client_config())
         except StackError:
             stop_process_group(process.pid)
             self.pid_file.unlink(missing_ok=True)
@@ -242,12 +289,14 @@ class KafkaBroker:
 
 
 def wait_until_kafka_ready(bootstrap: str, process: subprocess.Popen | None = None,
-                           timeout: float = READY_TIMEOUT_SECONDS) -> float:
+                           timeout: float = READY_TIMEOUT_SECONDS,
+                           client_config: dict[str, str] | None = None) -> float:
     """Poll a metadata request until the broker answers; returns seconds waited."""
     from confluent_kafka.admin import AdminClient
 
     started = time.monotonic()
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _silent_logger()})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _silent_logger(),
+                         **(client_config or {})})
     while time.monotonic() - started < timeout:
         if process is not None and process.poll() is not None:
             raise StackError(f"Kafka exited during start-up (code {process.returncode}); see its log")
@@ -270,9 +319,9 @@ def _silent_logger():
     return logger
 
 
-def kafka_available(bootstrap: str, timeout: float = 3.0) -> bool:
+def kafka_available(bootstrap: str, timeout: float = 3.0, client_config: dict[str, str] | None = None) -> bool:
     try:
-        wait_until_kafka_ready(bootstrap, timeout=timeout)
+        wait_until_kafka_ready(bootstrap, timeout=timeout, client_config=client_config)
         return True
     except StackError:
         return False

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assetlog.compose.processes import StackError, free_port, port_is_free, tail
+from assetlog.compose.security import SecurityMaterial
 
 DATABASE = "assetlog"
 SUPERUSER = "postgres"
@@ -66,9 +67,15 @@ def _as_owner(command: list[str]) -> list[str]:
 
 @dataclass
 class PostgresCluster:
-    """The cluster's files: data directory, log, port."""
+    """The cluster's files: data directory, log, port.
+
+    With `security` it accepts only TLS connections with scram-sha-256
+    passwords (`hostssl` is the only line of its pg_hba.conf), and its DSNs
+    ask for `sslmode=verify-full` against the stack's CA.
+    """
 
     home: Path
+    security: SecurityMaterial | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -90,7 +97,55 @@ class PostgresCluster:
 
     def dsn(self, database: str = DATABASE, user: str = SUPERUSER) -> str | None:
         port = self.port()
-        return f"postgresql://{user}@127.0.0.1:{port}/{database}" if port else None
+        if not port:
+            return None
+        if self.security is None:
+            return f"postgresql://{user}@127.0.0.1:{port}/{database}"
+        password = self.password(user)
+        return (f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+                f"?sslmode=verify-full&sslrootcert={self.security.ca_file}")
+
+    def password(self, user: str) -> str:
+        """The secure cluster's password for the superuser or the read-only role."""
+        assert self.security is not None
+        passwords = self.security.passwords()
+        return passwords["postgres"] if user == SUPERUSER else passwords["postgres_reader"]
+
+    def _secure_files(self) -> list[str]:
+        """Copy the certificate and key where the server's owner can read them; returns server options."""
+        if self.security is None:
+            return []
+        files = {"server.crt": self.security.server_cert_file, "server.key": self.security.server_key_file}
+        for name, source in files.items():
+            target = self.home / name
+            target.write_bytes(source.read_bytes())
+            os.chmod(target, 0o600)
+            if os.geteuid() == 0:
+                shutil.chown(target, SUPERUSER, SUPERUSER)
+        hba = self.home / "pg_hba.conf"
+        hba.write_text("# TLS and scram-sha-256 passwords only, from this machine only\n"
+                       "hostssl all all 127.0.0.1/32 scram-sha-256\n", encoding="utf-8")
+        return [f"-c ssl=on -c ssl_cert_file={self.home / 'server.crt'} -c ssl_key_file={self.home / 'server.key'}",
+                f"-c hba_file={hba} -c password_encryption=scram-sha-256"]
+
+    def _initdb_auth(self) -> list[str]:
+        if self.security is None:
+            return ["--auth=trust"]
+        password_file = self.home / "initdb-password"
+        password_file.write_text(self.password(SUPERUSER) + "\n", encoding="utf-8")
+        os.chmod(password_file, 0o600)
+        if os.geteuid() == 0:
+            shutil.chown(password_file, SUPERUSER, SUPERUSER)
+        return ["--auth=scram-sha-256", f"--pwfile={password_file}"]
+
+    def set_password(self, role: str) -> None:
+        """Give a role (the read-only one, once `db migrate` made it) its secure-stack password."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(self.password(role))))
 
     def running_pid(self) -> int | None:
         pid_file = self.data_dir / "postmaster.pid"
@@ -136,7 +191,7 @@ class PostgresCluster:
         if not (self.data_dir / "PG_VERSION").exists():
             shutil.rmtree(self.data_dir, ignore_errors=True)
             init = subprocess.run(
-                _as_owner([str(bindir / "initdb"), "-D", str(self.data_dir), "--auth=trust",
+                _as_owner([str(bindir / "initdb"), "-D", str(self.data_dir), *self._initdb_auth(),
                            f"--username={SUPERUSER}", "--encoding=UTF8", "--locale=C.UTF-8"]),
                 capture_output=True, text=True, check=False,
             )
@@ -147,6 +202,7 @@ class PostgresCluster:
             stale.unlink()  # the process it names is gone (checked above)
         options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
                    "-c max_connections=200 -c shared_buffers=256MB -c fsync=on")
+        options = " ".join([options, *self._secure_files()])
         result = subprocess.run(
             _as_owner([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
                        "-o", options, "-w", "-t", "60", "start"]),
@@ -163,7 +219,7 @@ class PostgresCluster:
         import psycopg
         from psycopg import sql
 
-        with psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))

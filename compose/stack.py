@@ -16,6 +16,7 @@ from pathlib import Path
 
 from assetlog.compose.kafka import KafkaBroker, kafka_available
 from assetlog.compose.postgres import PostgresCluster
+from assetlog.compose.security import SecurityMaterial
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, ENV_POSTGRES_READONLY_DSN, state_home
 
 ENV_STACK_DIR = "ASSETLOG_STACK_DIR"
@@ -34,21 +35,36 @@ def stack_dir() -> Path:
 
 @dataclass
 class LocalStack:
+    """The local broker and database under one folder.
+
+    A `secure` stack (its own folder, `<stack dir>-secure`) listens with
+    SASL_SSL and TLS + passwords only; it is always local, whatever servers
+    the environment names, since its point is to exercise those paths.
+    """
+
     home: Path
+    secure: bool = False
 
     @classmethod
-    def default(cls) -> LocalStack:
-        return cls(stack_dir())
+    def default(cls, secure: bool = False) -> LocalStack:
+        home = stack_dir()
+        return cls(home.with_name(home.name + "-secure"), secure=True) if secure else cls(home)
+
+    @property
+    def security(self) -> SecurityMaterial | None:
+        return SecurityMaterial.ensure(self.home / "security") if self.secure else None
 
     @property
     def kafka(self) -> KafkaBroker:
-        return KafkaBroker(self.home / "kafka")
+        return KafkaBroker(self.home / "kafka", security=self.security)
 
     @property
     def postgres(self) -> PostgresCluster:
-        return PostgresCluster(self.home / "postgres")
+        return PostgresCluster(self.home / "postgres", security=self.security)
 
     def _external(self, variable: str, local_value: str | None) -> str | None:
+        if self.secure:
+            return None
         value = os.environ.get(variable)
         return value if value and value != local_value else None
 
@@ -101,7 +117,7 @@ class LocalStack:
                 "pid": kafka_pid,
                 "running": bool(kafka_pid) or bool(kafka_external),
                 "reachable": bool(bootstrap) and (bool(kafka_pid) or bool(kafka_external))
-                and kafka_available(str(bootstrap), timeout=3),
+                and kafka_available(str(bootstrap), timeout=3, client_config=self.kafka.client_config()),
                 "log": None if kafka_external else str(self.kafka.home / "server.log"),
             },
             "postgres": {
@@ -116,7 +132,8 @@ class LocalStack:
         }
 
     def env(self) -> dict[str, str]:
-        """The two variables for the running stack (or the configured servers)."""
+        """The variables for the running stack (or the configured servers); a secure stack adds
+        its SASL_SSL settings, and its DSNs carry passwords and `sslmode=verify-full`."""
         from assetlog.compose.processes import StackError
 
         bootstrap = self.external_kafka() or (self.kafka.bootstrap() if self.kafka.running_pid() else None)
@@ -124,6 +141,8 @@ class LocalStack:
         if not bootstrap or not dsn:
             raise StackError("the local stack is not running: start it with `assetlog stack up`")
         variables = {ENV_KAFKA_BOOTSTRAP: bootstrap, ENV_POSTGRES_DSN: dsn}
+        if self.security is not None:
+            variables.update(self.security.kafka_client_settings())
         if not self.external_postgres():
             # `stack up` migrates the local database, which creates the read-only role.
             variables[ENV_POSTGRES_READONLY_DSN] = self.postgres.dsn(user=READONLY_ROLE) or ""

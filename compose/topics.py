@@ -7,10 +7,12 @@ existing topic with settings that would lose events is refused, naming them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from assetlog.config import Settings, Topics
 from assetlog.errors import AssetlogError
+from assetlog.kafka_access import AccessWatch
 
 # Settings that keep every event forever; anything else would make replay lossy.
 REQUIRED_TOPIC_CONFIG = {
@@ -28,10 +30,28 @@ def all_topics(topics: Topics) -> list[str]:
     return [*topics.events, *(Topics.dead_letter(t) for t in topics.events)]
 
 
-def admin_client(settings: Settings):
+def admin_client(settings: Settings, watch: AccessWatch | None = None):
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(settings.kafka_client_config(defaults={"log_level": 3}))
+    return AdminClient(settings.kafka_client_config(
+        defaults={"log_level": 3}, required=watch.client_settings() if watch else None))
+
+
+def list_topic_names(settings: Settings, timeout: float = 30.0) -> tuple[object, set[str]]:
+    """An admin client and the broker's topics; refused credentials or certificates fail at once."""
+    from confluent_kafka import KafkaException
+
+    watch = AccessWatch(settings.require_kafka())
+    admin = admin_client(settings, watch)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin, set(admin.list_topics(timeout=min(2.0, timeout)).topics)
+        except KafkaException as exc:
+            admin.poll(0)  # serves the error callback, which holds the reason
+            watch.raise_if_failed()
+            if time.monotonic() >= deadline:
+                raise TopicError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0]}") from exc
 
 
 def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0) -> dict[str, str]:
@@ -41,12 +61,8 @@ def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0
 
     if partitions < 1:
         raise TopicError(f"--partitions must be at least 1, got {partitions}")
-    admin = admin_client(settings)
+    admin, existing = list_topic_names(settings, timeout)
     wanted = all_topics(settings.topics)
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except KafkaException as exc:
-        raise TopicError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0]}") from exc
     missing = [t for t in wanted if t not in existing]
     result = {t: "exists" for t in wanted if t in existing}
     if missing:

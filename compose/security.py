@@ -1,0 +1,156 @@
+"""Certificates and passwords for the local stack's secure mode.
+
+`assetlog stack up --secure` runs the broker with a SASL_SSL listener
+(SCRAM-SHA-512) and PostgreSQL with TLS and scram-sha-256 passwords, so the
+authenticated paths every deployment needs are exercised for real, not only
+passed through. The material is made once per stack folder: a private CA, one
+server certificate for 127.0.0.1 and localhost signed by it, and random
+passwords. Nothing here is meant for production: a real deployment brings its
+own CA and users.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from assetlog.compose.processes import StackError
+
+KAFKA_ADMIN_USER = "admin"  # the broker's own inter-broker identity
+KAFKA_CLIENT_USER = "assetlog"  # what producers, consumers and replay log in as
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+def _crypto():
+    """`cryptography` is needed only to make the secure stack's certificates."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise StackError("the secure stack needs the `cryptography` package: pip install 'assetlog[stack]'") from exc
+    return x509, hashes, serialization, ec, NameOID
+
+
+def make_certificate_authority(folder: Path, name: str = "Assetlog local stack CA") -> tuple[Path, Path]:
+    """A self-signed CA in `folder` (ca.pem, ca.key); returns both paths."""
+    x509, hashes, serialization, ec, NameOID = _crypto()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    ca_file, key_file = folder / "ca.pem", folder / "ca.key"
+    ca_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return ca_file, key_file
+
+
+def make_server_certificate(folder: Path, ca_file: Path, ca_key_file: Path) -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1 and localhost signed by the CA; returns (cert, key)."""
+    import ipaddress
+
+    x509, hashes, serialization, ec, NameOID = _crypto()
+    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                                              x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "server.pem", folder / "server.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    os.chmod(path, 0o600)
+
+
+@dataclass(frozen=True)
+class SecurityMaterial:
+    """One secure stack's CA, server certificate and passwords, under `folder`."""
+
+    folder: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def server_cert_file(self) -> Path:
+        return self.folder / "server.pem"
+
+    @property
+    def server_key_file(self) -> Path:
+        return self.folder / "server.key"
+
+    @property
+    def _passwords_file(self) -> Path:
+        return self.folder / "passwords.json"
+
+    def passwords(self) -> dict[str, str]:
+        try:
+            return json.loads(self._passwords_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StackError(f"the secure stack's passwords in {self._passwords_file} are missing or damaged: "
+                             "run `assetlog stack down --secure --purge`, then `assetlog stack up --secure`") from exc
+
+    @classmethod
+    def ensure(cls, folder: Path) -> SecurityMaterial:
+        """Make the material once; later calls reuse it (the servers keep their users)."""
+        material = cls(folder)
+        if material._passwords_file.exists():
+            return material
+        folder.mkdir(parents=True, exist_ok=True)
+        ca_file, ca_key = make_certificate_authority(folder)
+        make_server_certificate(folder, ca_file, ca_key)
+        passwords = {name: secrets.token_urlsafe(18)
+                     for name in ("kafka_admin", "kafka_client", "postgres", "postgres_reader")}
+        _write_private(material._passwords_file, json.dumps(passwords).encode())
+        return material
+
+    def kafka_client_settings(self) -> dict[str, str]:
+        """The documented `ASSETLOG_KAFKA_*` variables a client of this broker sets."""
+        return {
+            "ASSETLOG_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "ASSETLOG_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+            "ASSETLOG_KAFKA_SASL_USERNAME": KAFKA_CLIENT_USER,
+            "ASSETLOG_KAFKA_SASL_PASSWORD": self.passwords()["kafka_client"],
+            "ASSETLOG_KAFKA_SSL_CA_LOCATION": str(self.ca_file),
+        }
+
+    def librdkafka_settings(self) -> dict[str, str]:
+        """The same settings as librdkafka keys, for the stack's own readiness checks."""
+        return {name.removeprefix("ASSETLOG_KAFKA_").lower().replace("_", "."): value
+                for name, value in self.kafka_client_settings().items()}
+
+
+__all__ = ["KAFKA_ADMIN_USER", "KAFKA_CLIENT_USER", "SCRAM_MECHANISM", "SecurityMaterial",
+           "make_certificate_authority", "make_server_certificate"]
