@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up = actions.add_parser("up", help="start the local broker and database (idempotent)")
     up.add_argument("--partitions", type=int, default=3, help="partitions of the event topics it creates")
     _add_secure_flag(up)
+    up.add_argument("--standby", action="store_true",
+                    help="also start a streaming hot standby of the local PostgreSQL; `stack env` then points "
+                         "ASSETLOG_POSTGRES_READONLY_DSN at it")
     add_json_flag(up)
     up.set_defaults(handler=_up)
 
@@ -55,7 +58,7 @@ def _up(args: argparse.Namespace) -> int:
     from assetlog.config import Settings
 
     stack = LocalStack.default(secure=args.secure)
-    result = stack.up()
+    result = stack.up(standby=args.standby)
     env = stack.env()
     settings = Settings.from_env({**os.environ, **env})
     result["topics"] = ensure_topics(settings, partitions=args.partitions)
@@ -69,7 +72,10 @@ def _up(args: argparse.Namespace) -> int:
     def human() -> str:
         kafka, postgres = result["kafka"], result["postgres"]
         lines = []
-        for label, info, endpoint in (("kafka", kafka, "bootstrap"), ("postgres", postgres, "dsn")):
+        shown = [("kafka", kafka, "bootstrap"), ("postgres", postgres, "dsn")]
+        if "standby" in result:
+            shown.append(("standby", result["standby"], "dsn"))
+        for label, info, endpoint in shown:
             how = "external" if info.get("external") else ("already running" if info.get("reused") else
                                                             f"started in {info.get('seconds')}s")
             lines.append(f"{label:9} {_hide_password(info.get(endpoint))}  ({how})")
@@ -105,6 +111,12 @@ def _status(args: argparse.Namespace) -> int:
             state = "reachable" if info["reachable"] else ("running, not answering" if info["running"] else "stopped")
             where = " (external)" if info["external"] else (f" pid {info['pid']}" if info["pid"] else "")
             lines.append(f"{name:9} {state}{where}  {_hide_password(info[endpoint]) or ''}".rstrip())
+        if "standby" in result:
+            standby = result["standby"]
+            state = (f"streaming, {standby.get('bytes_behind')} WAL bytes behind (replay lag "
+                     f"{standby.get('replay_lag_seconds')}s)" if standby.get("reachable")
+                     else f"not answering ({standby.get('error')})")
+            lines.append(f"{'standby':9} {state} pid {standby['pid']}  {standby['dsn']}")
         return "\n".join(lines)
 
     print_result(args, result, human)

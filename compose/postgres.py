@@ -76,6 +76,7 @@ class PostgresCluster:
 
     home: Path
     security: SecurityMaterial | None = None
+    primary: PostgresCluster | None = None  # set for a hot standby streaming from that cluster
 
     @property
     def data_dir(self) -> Path:
@@ -188,7 +189,9 @@ class PostgresCluster:
         elif not port_is_free(port):
             raise StackError(f"port {port} that the local PostgreSQL uses is taken by another process: stop it, "
                              "or run `assetlog stack down --purge` to start afresh on a new port")
-        if not (self.data_dir / "PG_VERSION").exists():
+        if not (self.data_dir / "PG_VERSION").exists() and self.primary is not None:
+            self._clone_primary(bindir)
+        elif not (self.data_dir / "PG_VERSION").exists():
             shutil.rmtree(self.data_dir, ignore_errors=True)
             init = subprocess.run(
                 _as_owner([str(bindir / "initdb"), "-D", str(self.data_dir), *self._initdb_auth(),
@@ -211,9 +214,44 @@ class PostgresCluster:
         if result.returncode != 0:
             log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
             raise StackError(f"PostgreSQL did not start: {tail(log or result.stderr, 2)}")
-        self._create_database(port)
+        if self.primary is None:  # a standby has the primary's databases, and cannot create any
+            self._create_database(port)
         return {"dsn": self.dsn(), "pid": self.running_pid(), "reused": False,
                 "seconds": round(time.monotonic() - started, 2)}
+
+    def _clone_primary(self, bindir: Path) -> None:
+        """A base backup of the primary that starts as a streaming hot standby (`-R` writes
+        `standby.signal` and `primary_conninfo`)."""
+        assert self.primary is not None
+        primary_port = self.primary.port()
+        if primary_port is None or not self.primary.running_pid():
+            raise StackError("the standby needs the local PostgreSQL running: run `assetlog stack up` first")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        backup = subprocess.run(
+            _as_owner([str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary_port), "-U", SUPERUSER,
+                       "-D", str(self.data_dir), "-R", "-X", "stream", "-c", "fast"]),
+            capture_output=True, text=True, check=False,
+        )
+        if backup.returncode != 0:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise StackError(f"pg_basebackup from the primary failed: {tail(backup.stdout + backup.stderr, 2)}")
+
+    def replication(self) -> dict[str, object]:
+        """A standby's distance behind its primary: WAL bytes not yet replayed, and the primary's own
+        measure of the replay lag (what `stack status` shows)."""
+        import psycopg
+
+        assert self.primary is not None
+        with psycopg.connect(self.primary.dsn("postgres"), connect_timeout=5, autocommit=True) as primary:
+            current, replay_lag = primary.execute(
+                "SELECT pg_current_wal_lsn()::text, (SELECT EXTRACT(epoch FROM replay_lag) FROM pg_stat_replication "
+                "ORDER BY replay_lsn LIMIT 1)").fetchone()
+        with psycopg.connect(self.dsn("postgres"), connect_timeout=5, autocommit=True) as standby:
+            in_recovery, behind = standby.execute(
+                "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())",
+                (current,)).fetchone()
+        return {"standby": in_recovery, "bytes_behind": max(0, int(behind or 0)),
+                "replay_lag_seconds": None if replay_lag is None else round(float(replay_lag), 3)}
 
     def _create_database(self, port: int) -> None:
         import psycopg

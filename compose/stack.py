@@ -62,6 +62,11 @@ class LocalStack:
     def postgres(self) -> PostgresCluster:
         return PostgresCluster(self.home / "postgres", security=self.security)
 
+    @property
+    def standby(self) -> PostgresCluster:
+        """A streaming hot standby of `postgres` on its own port (`stack up --standby`)."""
+        return PostgresCluster(self.home / "postgres-standby", primary=self.postgres)
+
     def _external(self, variable: str, local_value: str | None) -> str | None:
         if self.secure:
             return None
@@ -74,8 +79,9 @@ class LocalStack:
     def external_postgres(self) -> str | None:
         return self._external(ENV_POSTGRES_DSN, self.postgres.dsn())
 
-    def up(self) -> dict[str, object]:
-        """Start what is not configured elsewhere and not already running; idempotent."""
+    def up(self, standby: bool = False) -> dict[str, object]:
+        """Start what is not configured elsewhere and not already running; idempotent.
+        With `standby`, also a hot standby of the local PostgreSQL that queries can read."""
         started = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
@@ -93,12 +99,18 @@ class LocalStack:
             if isinstance(kafka, dict) and kafka.get("reused") is False:
                 self.kafka.stop()
             raise
+        if standby:
+            from assetlog.compose.processes import StackError
+
+            if self.secure or self.external_postgres():
+                raise StackError("--standby replicates the local PostgreSQL of the plain stack only")
+            result["standby"] = self.standby.start()
         result["seconds"] = round(time.monotonic() - started, 2)
         return result
 
     def down(self, purge: bool = False) -> dict[str, object]:
         """Stop only what `up` started; `purge` also deletes data, ports and logs."""
-        stopped = {"kafka": self.kafka.stop(), "postgres": self.postgres.stop()}
+        stopped = {"kafka": self.kafka.stop(), "standby": self.standby.stop(), "postgres": self.postgres.stop()}
         if purge:
             shutil.rmtree(self.home, ignore_errors=True)
         return {"stopped": stopped, "purged": purge}
@@ -129,7 +141,17 @@ class LocalStack:
                 "log": None if postgres_external else str(self.postgres.log_file),
             },
             "home": str(self.home),
+            **({"standby": self._standby_status()} if self.standby.running_pid() else {}),
         }
+
+    def _standby_status(self) -> dict[str, object]:
+        standby = self.standby
+        info: dict[str, object] = {"dsn": standby.dsn(), "pid": standby.running_pid(), "log": str(standby.log_file)}
+        try:
+            info.update(standby.replication(), reachable=True)
+        except Exception as exc:  # reported, not raised: status describes whatever state there is
+            info.update(reachable=False, error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        return info
 
     def env(self) -> dict[str, str]:
         """The variables for the running stack (or the configured servers); a secure stack adds
@@ -144,8 +166,10 @@ class LocalStack:
         if self.security is not None:
             variables.update(self.security.kafka_client_settings())
         if not self.external_postgres():
-            # `stack up` migrates the local database, which creates the read-only role.
-            variables[ENV_POSTGRES_READONLY_DSN] = self.postgres.dsn(user=READONLY_ROLE) or ""
+            # `stack up` migrates the local database, which creates the read-only role. Queries go to
+            # the hot standby when one runs: that is what it is for.
+            reader = self.standby if self.standby.running_pid() else self.postgres
+            variables[ENV_POSTGRES_READONLY_DSN] = reader.dsn(user=READONLY_ROLE) or ""
         return variables
 
 

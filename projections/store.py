@@ -12,10 +12,11 @@ connection and pays no pool start-up.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel, conninfo
@@ -33,6 +34,12 @@ from assetlog.projections.timeparse import require_aware
 DEFAULT_NODE_LIMIT = 1000
 DEFAULT_STATEMENT_TIMEOUT = 10.0  # seconds
 DEFAULT_NEIGHBOUR_LIMIT = 50
+# A hot standby cancels a reader whose snapshot or locks hold up the replay of the primary's changes
+# (a replay swap renames tables); the question is simply asked again on a fresh snapshot.
+RECOVERY_CONFLICT_RETRIES = 5
+RECOVERY_CONFLICT_BACKOFF = 0.05  # seconds, doubled after each conflict
+
+T = TypeVar("T")
 
 __all__ = ["AssetNotFound", "LineageStore", "QueryTimeout", "readonly_dsn"]
 
@@ -95,6 +102,7 @@ class LineageStore:
         self.statement_timeout = statement_timeout
         self.node_limit = node_limit
         self._checked = False
+        self.recovery_conflicts = 0  # questions a hot standby cancelled and that were asked again
         self._connections: _Connections
         if pool_size > 1:
             from psycopg_pool import ConnectionPool
@@ -145,6 +153,19 @@ class LineageStore:
                 f"the query ran longer than the {self.statement_timeout:g}s statement timeout and was "
                 "cancelled; narrow it (a smaller depth or limit)") from None
 
+    def _read(self, question: Callable[[psycopg.Connection], T]) -> T:
+        """Answer `question` in one read-only snapshot, again if a hot standby cancelled it."""
+        for attempt in range(RECOVERY_CONFLICT_RETRIES + 1):
+            try:
+                with self._reading() as conn:
+                    return question(conn)
+            except psycopg.Error as exc:
+                if "conflict with recovery" not in str(exc) or attempt == RECOVERY_CONFLICT_RETRIES:
+                    raise
+                self.recovery_conflicts += 1
+                time.sleep(RECOVERY_CONFLICT_BACKOFF * 2 ** attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # --- questions ---------------------------------------------------------------------------------
 
     def asset(self, key: str, *, as_of: datetime | None = None,
@@ -154,8 +175,7 @@ class LineageStore:
         Raises AssetNotFound for an unknown key (or one first seen after `as_of`).
         """
         as_of = require_aware(as_of) if as_of is not None else None
-        with self._reading() as conn:
-            return catalog.asset_details(conn, key, as_of, neighbour_limit)
+        return self._read(lambda conn: catalog.asset_details(conn, key, as_of, neighbour_limit))
 
     def lineage(self, key: str, *, direction: Direction = "both", depth: int | None = None,
                 limit: int | None = None, as_of: datetime | None = None) -> LineageGraph:
@@ -165,10 +185,12 @@ class LineageStore:
         if direction not in ("upstream", "downstream", "both"):
             raise ValueError(f"direction must be upstream, downstream or both, not {direction!r}")
         as_of = require_aware(as_of) if as_of is not None else None
-        with self._reading() as conn:
+        def walk(conn: psycopg.Connection) -> LineageGraph:
             catalog.require_asset(conn, key, as_of)
             return graph.walk(conn, key, direction, depth, limit or self.node_limit, as_of,
                               budget_seconds=self.statement_timeout)
+
+        return self._read(walk)
 
     def upstream(self, key: str, **options: Any) -> LineageGraph:
         """What feeds `key` (see `lineage`)."""
@@ -187,8 +209,7 @@ class LineageStore:
         new runs arrive) or with `offset`. Raises AssetNotFound for an unknown key."""
         if limit < 1 or offset < 0:
             raise ValueError("limit must be at least 1 and offset at least 0")
-        with self._reading() as conn:
-            return catalog.history_page(conn, key, limit, before, offset)
+        return self._read(lambda conn: catalog.history_page(conn, key, limit, before, offset))
 
     def search(self, text: str | None = None, *, owner: str | None = None, limit: int = 100,
                after: str | None = None) -> AssetPage:
@@ -196,5 +217,4 @@ class LineageStore:
         `owner` (exact match) when given, in key order; continue with `after=page.next_after`."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        with self._reading() as conn:
-            return catalog.search_assets(conn, text, owner, limit, after)
+        return self._read(lambda conn: catalog.search_assets(conn, text, owner, limit, after))

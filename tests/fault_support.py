@@ -75,7 +75,7 @@ class PrivateStack:
 
     @classmethod
     @contextmanager
-    def running(cls) -> Iterator[PrivateStack]:
+    def running(cls, *up_args: str) -> Iterator[PrivateStack]:
         """`assetlog stack up` on a fresh folder (about 7 s), `down --purge` afterwards.
 
         Runs the CLI in a subprocess with no ASSETLOG_ variables: the shared
@@ -86,7 +86,7 @@ class PrivateStack:
         home.chmod(0o755)
         env = _clean_env(ASSETLOG_STACK_DIR=str(home))
         try:
-            up = subprocess.run([sys.executable, "-m", "assetlog", "stack", "up", "--json"], env=env,
+            up = subprocess.run([sys.executable, "-m", "assetlog", "stack", "up", "--json", *up_args], env=env,
                                 capture_output=True, text=True, timeout=240, check=False)
             assert up.returncode == 0, f"the private stack did not start: {up.stderr[-2000:]}"
             started = json.loads(up.stdout)
