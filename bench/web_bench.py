@@ -62,7 +62,7 @@ def percentile(values: list[float], q: float) -> float:
 def server(dsn: str) -> Iterator[str]:
     """`assetlog serve --port 0` as the read-only role; yields host:port."""
     env = {**os.environ, ENV_POSTGRES_READONLY_DSN: dsn}
-    process = subprocess.Popen([sys.executable, "-m", "assetlog", "serve", "--port", "0"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "assetlog", "serve", "--port", "0", "--no-auth"], env=env,
                                stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None

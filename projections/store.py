@@ -153,8 +153,11 @@ class LineageStore:
                 f"the query ran longer than the {self.statement_timeout:g}s statement timeout and was "
                 "cancelled; narrow it (a smaller depth or limit)") from None
 
-    def _read(self, question: Callable[[psycopg.Connection], T]) -> T:
-        """Answer `question` in one read-only snapshot, again if a hot standby cancelled it."""
+    def read(self, question: Callable[[psycopg.Connection], T]) -> T:
+        """Answer `question(conn)` in one read-only snapshot, again if a hot standby cancelled it.
+
+        Every question below goes through here; so do read-side helpers of other packages (the web
+        view's token check), so that they share the store's connections and rules."""
         for attempt in range(RECOVERY_CONFLICT_RETRIES + 1):
             try:
                 with self._reading() as conn:
@@ -175,7 +178,7 @@ class LineageStore:
         Raises AssetNotFound for an unknown key (or one first seen after `as_of`).
         """
         as_of = require_aware(as_of) if as_of is not None else None
-        return self._read(lambda conn: catalog.asset_details(conn, key, as_of, neighbour_limit))
+        return self.read(lambda conn: catalog.asset_details(conn, key, as_of, neighbour_limit))
 
     def lineage(self, key: str, *, direction: Direction = "both", depth: int | None = None,
                 limit: int | None = None, as_of: datetime | None = None) -> LineageGraph:
@@ -190,7 +193,7 @@ class LineageStore:
             return graph.walk(conn, key, direction, depth, limit or self.node_limit, as_of,
                               budget_seconds=self.statement_timeout)
 
-        return self._read(walk)
+        return self.read(walk)
 
     def upstream(self, key: str, **options: Any) -> LineageGraph:
         """What feeds `key` (see `lineage`)."""
@@ -209,7 +212,7 @@ class LineageStore:
         new runs arrive) or with `offset`. Raises AssetNotFound for an unknown key."""
         if limit < 1 or offset < 0:
             raise ValueError("limit must be at least 1 and offset at least 0")
-        return self._read(lambda conn: catalog.history_page(conn, key, limit, before, offset))
+        return self.read(lambda conn: catalog.history_page(conn, key, limit, before, offset))
 
     def search(self, text: str | None = None, *, owner: str | None = None, limit: int = 100,
                after: str | None = None) -> AssetPage:
@@ -217,4 +220,4 @@ class LineageStore:
         `owner` (exact match) when given, in key order; continue with `after=page.next_after`."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        return self._read(lambda conn: catalog.search_assets(conn, text, owner, limit, after))
+        return self.read(lambda conn: catalog.search_assets(conn, text, owner, limit, after))

@@ -94,7 +94,10 @@ def test_every_component_runs_over_sasl_ssl_and_tls(secure: dict[str, str]) -> N
     assert lineage.returncode == 0, lineage.stderr
     nodes = {node["key"] for node in json.loads(lineage.stdout)["nodes"]}
     assert {"s3://my-bucket/upstream.csv", "s3://my-bucket/config.json"} <= nodes
-    # The web view, on the read-only DSN.
+    # The web view, on the read-only DSN, with a token made over the writer's TLS connection.
+    made = _assetlog(env, "tokens", "create", "secure e2e", "--json")
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)["token"]
     server = subprocess.Popen([sys.executable, "-m", "assetlog", "serve", "--port", "0"], env=env,
                               stderr=subprocess.PIPE, text=True)
     try:
@@ -102,7 +105,9 @@ def test_every_component_runs_over_sasl_ssl_and_tls(secure: dict[str, str]) -> N
         first = server.stderr.readline()
         found = re.search(r"(http://127\.0\.0\.1:\d+/)", first)
         assert found, first
-        with urllib.request.urlopen(found.group(1) + "api/assets?q=downstream", timeout=10) as answer:
+        request = urllib.request.Request(found.group(1) + "api/assets?search=downstream",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
             listed = {asset["key"] for asset in json.load(answer)["assets"]}
         assert "s3://my-bucket/downstream.csv" in listed
     finally:

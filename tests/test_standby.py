@@ -112,7 +112,7 @@ def test_reader_on_the_standby_survives_replay_swaps_on_the_primary(standby, wor
             nonlocal answered
             while not stop.is_set():
                 try:
-                    assert store._read(slow_question) == 13 + 6
+                    assert store.read(slow_question) == 13 + 6
                     assert len(store.upstream(KEY).nodes) == 3
                     answered += 1
                 except BaseException as exc:  # collected and reported by the test

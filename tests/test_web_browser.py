@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from conftest import Isolated, StackEndpoints, create_isolated, drop_isolated
 from query_world import reader_dsn
@@ -26,6 +27,7 @@ from assetlog.consumers import run_until_caught_up
 from assetlog.examples import run_all
 from assetlog.producer import Asset, AssetProperties, Publisher, flow, materialize, publishing
 from assetlog.projections import migrate
+from assetlog.tokens import create_token
 from assetlog.web.urls import asset_url
 
 PROCESSED = "s3://my-bucket/processed-data.csv"
@@ -86,12 +88,33 @@ def served(world: Isolated) -> Iterator[str]:
     for projection in ("properties", "lineage"):
         stats = run_until_caught_up(projection, isolated.settings)
         assert stats.dead_letters == 0 and stats.events > 0
+    with psycopg.connect(isolated.dsn) as conn:
+        SIGN_IN["token"], _ = create_token(conn, "browser test")
     with serving(isolated.env(**{ENV_POSTGRES_READONLY_DSN: reader_dsn(isolated.dsn)})) as base:
         yield base
 
 
+SIGN_IN: dict[str, str] = {}  # the token `served` made for this module
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+def browser(served: str, chromium: webdriver.Chrome) -> webdriver.Chrome:
+    """Chromium signed in the way a person does: the login form, then the session cookie."""
+    chromium.get(served + "/")
+    assert chromium.title == "Sign in · Assetlog"  # nothing is shown before signing in
+    assert chromium.find_elements(By.ID, "assets") == []
+    chromium.find_element(By.ID, "token").send_keys("alt_0000000000000000_not-a-token-not-a-token-not-a-token-not")
+    chromium.find_element(By.CSS_SELECTOR, "form.login button").click()
+    WebDriverWait(chromium, 10).until(expected_conditions.text_to_be_present_in_element(
+        (By.ID, "login-message"), "not valid"))
+    chromium.find_element(By.ID, "token").send_keys(SIGN_IN["token"])
+    chromium.find_element(By.CSS_SELECTOR, "form.login button").click()
+    WebDriverWait(chromium, 10).until(expected_conditions.title_is("Assets · Assetlog"))
+    return chromium
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     chromium, chromedriver = ensure_programs(["chromium", "chromedriver"], ["chromium", "chromium-driver"])
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -115,8 +138,9 @@ def no_alert(driver: webdriver.Chrome) -> None:
 
 
 def api(base: str, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {SIGN_IN['token']}"})
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.status, json.load(answer)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)

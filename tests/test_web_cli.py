@@ -35,7 +35,7 @@ def one_line_error(done: subprocess.CompletedProcess[str], status: int, starts: 
 def test_port_zero_picks_a_free_port_and_a_busy_port_is_one_line(isolated: Isolated) -> None:
     migrate(isolated.dsn)
     env = isolated.env(**{ENV_POSTGRES_READONLY_DSN: reader_dsn(isolated.dsn)})
-    process = subprocess.Popen([sys.executable, "-m", "assetlog", "serve", "--port", "0"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "assetlog", "serve", "--port", "0", "--no-auth"], env=env,
                                stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None

@@ -26,7 +26,8 @@ from assetlog import __version__
 from assetlog.projections.catalog import AssetNotFound
 from assetlog.projections.render import when
 from assetlog.projections.store import LineageStore, QueryTimeout
-from assetlog.web import api, pages, urls
+from assetlog.web import api, auth, pages, urls
+from assetlog.web.auth import Authentication, AuthPolicy
 from assetlog.web.params import BadRequest
 from assetlog.web.picture import GraphDrawer, health
 
@@ -114,10 +115,14 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(request, 500, "internal_error", "something went wrong on the server; it has been logged")
 
 
-def create_app(store: LineageStore, *, drawer: GraphDrawer | None = None, **starlette: Any) -> Starlette:
-    """The web view over `store` (which the caller closes); `drawer` lays out lineage pictures."""
+def create_app(store: LineageStore, *, drawer: GraphDrawer | None = None, auth_policy: AuthPolicy | None = None,
+               **starlette: Any) -> Starlette:
+    """The web view over `store` (which the caller closes); `drawer` lays out lineage pictures.
+
+    With `auth_policy` every route but /healthz, /login and /static asks for credentials; without
+    one the view is open, which `assetlog serve` allows only on loopback with `--no-auth`."""
     app = Starlette(
-        routes=[*pages.routes, *api.routes,
+        routes=[*pages.routes, *api.routes, *(auth.routes if auth_policy else []),
                 Mount("/static", StaticFiles(packages=[("assetlog.web", "static")]), name="static")],
         exception_handlers={
             BadRequest: _bad_request,
@@ -129,8 +134,11 @@ def create_app(store: LineageStore, *, drawer: GraphDrawer | None = None, **star
         },
         **starlette,
     )
-    app.add_middleware(SecurityHeaders)
+    if auth_policy is not None:
+        app.add_middleware(Authentication, policy=auth_policy)
+    app.add_middleware(SecurityHeaders)  # outermost: refusals carry the headers too
     app.state.store = store
+    app.state.auth = auth_policy
     app.state.drawer = drawer or GraphDrawer.find(urls.asset_url)
     app.state.templates = templates()
     return app

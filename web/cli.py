@@ -35,15 +35,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve", help="the read-only web view: assets, owners, health and lineage pictures, plus /api JSON",
         description="Serve the web view over the projection database, read-only (ASSETLOG_POSTGRES_READONLY_DSN "
-                    "if set, else ASSETLOG_POSTGRES_DSN in read-only sessions). There is no login: keep it on "
-                    "127.0.0.1 or behind a proxy that authenticates.")
+                    "if set, else ASSETLOG_POSTGRES_DSN in read-only sessions). Every page and API route asks for "
+                    "an access token (`assetlog tokens create NAME`), or for the user an authenticating proxy "
+                    "names (--trusted-header with --trusted-proxy); --no-auth opens it, on loopback only.")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--connections", type=int, default=8, metavar="N",
                        help="database connections shared by concurrent requests (default 8)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="no sign-in at all (allowed only when listening on a loopback address)")
+    serve.add_argument("--trusted-header", metavar="NAME",
+                       help="single sign-on behind an authenticating reverse proxy: accept the user it names in "
+                            "this header (e.g. X-Forwarded-User), from --trusted-proxy addresses only")
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                       type=_network, help="address or network of that proxy (repeatable)")
     serve.set_defaults(handler=_serve)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or network") from None
+
+
+def _check_auth_flags(args: argparse.Namespace) -> None:
+    """--no-auth only on loopback; a trusted header only with the proxies it is trusted from."""
+    if args.no_auth:
+        if args.trusted_header or args.trusted_proxy:
+            raise AssetlogError("--no-auth cannot be combined with --trusted-header/--trusted-proxy")
+        if not _is_loopback(args.host):
+            raise AssetlogError(f"--no-auth is allowed only on a loopback address, not {args.host}: "
+                                "create tokens with `assetlog tokens create NAME` instead")
+    elif bool(args.trusted_header) != bool(args.trusted_proxy):
+        raise AssetlogError("--trusted-header and --trusted-proxy go together: the header is believed only "
+                            "from the proxy's addresses")
+
+
+def _auth_policy(args: argparse.Namespace, store):
+    """The sign-in rule `serve` enforces (tokens, plus a proxy's header if asked), None for --no-auth."""
+    from assetlog.tokens import TokenChecker, stored_digest
+    from assetlog.web.auth import AuthPolicy
+
+    if args.no_auth:
+        return None
+    checker = TokenChecker(lambda token_id: store.read(lambda conn: stored_digest(conn, token_id)))
+    return AuthPolicy(tokens=checker, trusted_header=args.trusted_header,
+                      trusted_proxies=tuple(args.trusted_proxy))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -74,6 +114,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _require_token_table(store) -> None:
+    import psycopg
+
+    try:
+        store.read(lambda conn: conn.execute("SELECT 1 FROM access_tokens LIMIT 1").fetchall())
+    except psycopg.errors.UndefinedTable:
+        raise AssetlogError("the access_tokens table is missing: run `assetlog db migrate` (or serve with "
+                            "--no-auth on 127.0.0.1)") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -83,20 +133,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.connections < 1:
         raise AssetlogError("--connections must be at least 1")
+    _check_auth_flags(args)
     dsn = readonly_dsn(Settings.from_env())
     with LineageStore(dsn, application_name="assetlog.web") as probe:
         probe.search(limit=1)  # reachable, migrated and readable, before anyone is told to connect
+        if not args.no_auth:
+            _require_token_table(probe)
     sock = _listen(args.host, args.port)
     store = LineageStore(dsn, pool_size=max(2, args.connections), application_name="assetlog.web")
     try:
+        policy = _auth_policy(args, store)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"assetlog: serving the web view on http://{shown}:{port}/ (read-only; Ctrl-C stops it)",
               file=sys.stderr, flush=True)
-        if not _is_loopback(host):
-            print("assetlog: warning: no login protects this view; anyone who can reach this address can "
-                  "read the lineage", file=sys.stderr, flush=True)
-        config = uvicorn.Config(create_app(store), log_level="warning", access_log=args.access_log,
+        config = uvicorn.Config(create_app(store, auth_policy=policy), log_level="warning", access_log=args.access_log,
                                 lifespan="off", server_header=False)
         # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal into the handler that was
         # there before it: make that one a no-op, so the store is closed and the exit status is 0.
