@@ -180,11 +180,16 @@ def properties_of(dataset: Dataset) -> AssetProperties | None:
     return AssetProperties(description=documentation, owners=owners or None)
 
 
-def metadata_of(key: str, dataset: Dataset, event: Mapping[str, Any], inputs: Mapping[str, Dataset]) -> str:
-    """The output's metadata JSON: its facets, plus where it came from under `openlineage`."""
-    mine = dataset.facets.get(ASSETLOG_FACET)
-    if isinstance(mine, dict) and "metadata" in mine:
-        return orjson.dumps(mine["metadata"]).decode()
+def metadata_of(key: str, dataset: Dataset, event: Mapping[str, Any], inputs: Mapping[str, Dataset],
+                exported: bool) -> str | None:
+    """The output's metadata JSON: its facets, plus where it came from under `openlineage`; for an
+    event from Assetlog's exporter, the metadata it carries (None if the materialization had none)."""
+    if exported:
+        mine = dataset.facets.get(ASSETLOG_FACET)
+        text = mine.get("metadata_json") if isinstance(mine, dict) else None
+        if text is not None and not isinstance(orjson.loads(text), dict):
+            raise InvalidOpenLineage("the assetlog facet's metadata_json must be a JSON object")
+        return text
     run, job = event.get("run") or {}, event.get("job") or {}
     metadata = {name: facet for name, facet in dataset.facets.items() if name != ASSETLOG_FACET}
     metadata["openlineage"] = {
@@ -254,12 +259,15 @@ def _translate(event: Mapping[str, Any], state: RunState, topics: Topics,
     new_id = id_sequence(key, uuid_text(first_id, "assetlog facet event_id") if first_id else None)
     events: list[OutgoingEvent] = []
     edges = set(state.edges)
+    # An exporter's event lists the upstreams in their original order; others are put in key order.
+    ordered_inputs = list(inputs.items()) if mine is not None else sorted(inputs.items())
     for out_key, output in sorted(outputs.items()):
         upstream = tuple(Upstream(Asset(key=in_key, properties=properties_of(dataset)), _declared(dataset),
                                   with_properties=properties_of(dataset) is not None)
-                         for in_key, dataset in sorted(inputs.items()) if in_key != out_key)
+                         for in_key, dataset in ordered_inputs if in_key != out_key)
+        metadata = metadata_of(out_key, output, event, inputs, exported=mine is not None)
         task_run = replace(base, assets=(Asset(key=out_key, properties=properties_of(output)),), upstream=upstream,
-                           metadata={out_key: metadata_of(out_key, output, event, inputs)})
+                           metadata={out_key: metadata} if metadata is not None else {})
         produced = events_for(task_run, topics, identity, new_id)
         if status is None:  # not finished: only what is new, and no materialization
             first_seen = out_key not in state.outputs
