@@ -77,7 +77,6 @@ class FlushResult:
 
     waiting: int
     reason: str | None = None
-    in_outbox: bool = True  # False: some could not even be written to the outbox (see `reason`)
 
     @property
     def complete(self) -> bool:
@@ -197,11 +196,31 @@ class Publisher:
                         return FlushResult(waiting, self._waiting_reason(now >= deadline))
                     if not committed and now >= deadline + 30.0:
                         return FlushResult(waiting + target - self._committed_seq,
-                                           f"the outbox cannot be written: {self._uncommitted_error}",
-                                           in_outbox=False)
+                                           f"the outbox cannot be written: {self._uncommitted_error}")
                     self._cond.wait(timeout=max(0.001, min(0.1, deadline - now)))
             finally:
                 self._flush_waiters -= 1
+
+    def wait_committed(self, timeout: float = 30.0) -> str | None:
+        """Wait until what was published before is committed to the outbox (durable: a crash no longer
+        loses it), without waiting for Kafka; None when it is, else why not (the outbox's error).
+
+        Unlike `flush()` it does not make the writer hurry Kafka acknowledgements, which would cost
+        every waiting caller a producer flush: a receiver acknowledging each event needs only this.
+        """
+        with self._lock:
+            target = self._seq
+        self._wakeup.set()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._committed_seq < target:
+                if self._crash is not None:
+                    raise RuntimeError(f"the Assetlog publisher stopped: {self._crash}") from self._crash
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return f"the outbox cannot be written: {self._uncommitted_error or 'timed out'}"
+                self._cond.wait(min(remaining, 0.1))
+        return None
 
     def _waiting_reason(self, timed_out: bool) -> str:
         if not self.settings.kafka_bootstrap:

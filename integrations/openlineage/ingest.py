@@ -122,10 +122,9 @@ def id_sequence(key: str, first: str | None = None) -> Callable[[], str]:
         index = next(counter)
         if index == 0 and first is not None:
             return first
-        digest = bytearray(hashlib.sha256(f"{key}:{index}".encode()).digest()[:16])
-        digest[6] = (digest[6] & 0x0F) | 0x80
-        digest[8] = (digest[8] & 0x3F) | 0x80
-        return str(uuid.UUID(bytes=bytes(digest)))
+        h = hashlib.sha256(f"{key}:{index}".encode()).hexdigest()
+        variant = "89ab"[int(h[16], 16) & 3]
+        return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
     return new_id
 

@@ -4,7 +4,7 @@
 (`kafka_ingest`): size limit, gzip, JSON, the spec's schemas, the mapping
 (`ingest.translate`) and the run state (`runs.RunStore`). An event is
 acknowledged only once its Assetlog events are committed to the producer's
-outbox (`Publisher.flush(timeout=0)`), which survives a crash and is sent to
+outbox (`Publisher.wait_committed`), which survives a crash and is sent to
 Kafka by the publisher. Events of one run are handled one at a time (striped
 locks), events of different runs concurrently, so the outbox commits them in groups.
 """
@@ -110,8 +110,8 @@ class Ingestor:
                 log.exception("cannot translate an OpenLineage event")
                 return Outcome(400, f"internal error while translating the event ({type(exc).__name__}); "
                                     "see the receiver's log")
-            result = self.publisher.flush(timeout=0)  # returns once committed to the outbox
-            if not result.in_outbox:
-                return Outcome(503, f"not stored, try again: {result.reason}")
+            problem = self.publisher.wait_committed()
+            if problem is not None:
+                return Outcome(503, f"not stored, try again: {problem}")
             self.store.save(translation.run_id, translation.state, translation.terminal)
         return Outcome(201, events=len(translation.events), idempotency_key=translation.idempotency_key)

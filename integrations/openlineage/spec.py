@@ -16,9 +16,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import orjson
+
 SPEC_2 = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 SPEC_1 = "https://openlineage.io/spec/1-0-5/OpenLineage.json"
 _MAJOR_1 = re.compile(r"/spec/1-\d+-\d+/")
+_VALID_FACETS: set[bytes] = set()
+_VALID_FACETS_LIMIT = 20_000
 
 
 class InvalidOpenLineage(ValueError):
@@ -86,8 +90,15 @@ def validate_event(event: Any) -> str:
     for where, facet in _facets(event):
         url = facet.get("_schemaURL")
         if isinstance(url, str) and known_schema(url):
+            # Facets repeat (a job's schema, its engine, its owners): each distinct one is checked once.
+            seen = url.encode() + b"\n" + orjson.dumps(facet, option=orjson.OPT_SORT_KEYS)
+            if seen in _VALID_FACETS:
+                continue
             ref = url if "#" in url else url + "#"
             _check(_validator(ref), facet, where)
+            if len(_VALID_FACETS) >= _VALID_FACETS_LIMIT:
+                _VALID_FACETS.clear()
+            _VALID_FACETS.add(seen)
     return kind
 
 
