@@ -11,7 +11,7 @@ import httpx2 as httpx
 import pytest
 from openlineage.client import OpenLineageClient
 from openlineage_receiver_support import migrate, project, receiver, wait_until, write_client_config
-from openlineage_support import PG, pipeline
+from openlineage_support import PG, pipeline, to_dict
 
 from assetlog.producer import Asset, flow, materialize, publishing
 from assetlog.projections.store import LineageStore
@@ -166,3 +166,23 @@ def _projected_count(world) -> int:
         return conn.execute("SELECT (SELECT count(*) FROM asset_edges WHERE upstream_key LIKE 'kafka://%%') "
                             "+ (SELECT count(*) FROM assets WHERE last_status = 'FAILED' AND key LIKE "
                             "'%%aborted%%')").fetchone()[0]
+
+
+def test_a_201_means_durable_even_if_kafka_is_down_and_the_receiver_is_killed(isolated):
+    import signal
+
+    from assetlog.config import ENV_KAFKA_BOOTSTRAP
+
+    migrate(isolated)
+    p = pipeline()
+    body = json.dumps(to_dict(p.events[7])).encode()  # the streaming job's first RUNNING event
+    with receiver(isolated, **{ENV_KAFKA_BOOTSTRAP: "127.0.0.1:1"}) as (url, process):  # no broker there
+        response = httpx.post(f"{url}/api/v1/lineage", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 201, response.text
+        process.send_signal(signal.SIGKILL)  # no chance to send anything: only the outbox has it
+    done = subprocess.run([sys.executable, "-m", "assetlog", "outbox", "flush", "--json"], env=isolated.env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout)["delivered"] == 2, done.stderr
+    project(isolated)
+    with LineageStore(isolated.dsn) as store:
+        assert [n.key for n in store.asset(p.sessions_key).upstream] == [p.topic_key]
