@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import Isolated, create_isolated, drop_isolated
-from openlineage_receiver_support import migrate, project, receiver
+from openlineage_receiver_support import migrate, project, receiver, wait_until
 
 from assetlog.integrations.openlineage.spec import validate_event
 from assetlog.producer import Asset, AssetProperties, add_asset_metadata, flow, materialize, publishing, task
@@ -144,3 +144,33 @@ def test_a_target_that_is_down_is_retried_and_nothing_is_committed_meanwhile(iso
     assert json.loads(out)["exported"] == 0
     with receiver(second_world) as (url, _process):  # the same group resumes from the start: nothing skipped
         assert export(isolated, "--to", url)["exported"] == 5
+
+
+def test_a_round_trip_through_kafka_gives_the_same_tables(isolated, second_world):
+    from confluent_kafka.admin import NewTopic
+
+    from assetlog.compose.topics import admin_client
+
+    migrate(isolated)
+    migrate(second_world)
+    produce_pipeline(isolated)
+    project(isolated)
+    topic = f"{second_world.settings.topic_prefix}.openlineage"
+    admin = admin_client(isolated.settings)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=-1)])[topic].result()
+    assert export(isolated, "--to-kafka", topic)["exported"] == 5
+    reader = subprocess.Popen([sys.executable, "-m", "assetlog", "ingest", "openlineage", "--from-kafka", topic,
+                               "--json"], env=second_world.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        original = comparable_tables(isolated.dsn)
+
+        def same() -> bool:
+            project(second_world)
+            return comparable_tables(second_world.dsn) == original
+
+        wait_until(same, timeout=90, interval=1.0)
+    finally:
+        reader.terminate()
+        out, err = reader.communicate(timeout=60)
+    assert json.loads(out)["accepted"] == 5 and json.loads(out)["dead_lettered"] == 0, err

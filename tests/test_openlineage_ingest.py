@@ -130,3 +130,15 @@ def test_bodies_over_the_limit_are_refused_even_gzipped() -> None:
     with pytest.raises(InvalidOpenLineage, match="truncated"):
         decode_body(gzip.compress(body)[:40], True, 1 << 20)
     assert decode_body(gzip.compress(body), True, 1 << 20) == {"pad": "x" * 5000}
+
+
+def test_a_symlink_of_type_assetlog_names_the_asset_and_other_symlinks_do_not() -> None:
+    event = to_dict(pipeline().events[2])
+    output = event["outputs"][0]
+    assert translate(event, RunState(), TOPICS, WHO).events[0].key == "s3://lake/reports/daily.parquet"  # TABLE
+    output["facets"]["symlinks"]["identifiers"].append(
+        {"namespace": "postgres://prod-db", "name": "public.daily", "type": "ASSETLOG"})
+    events = translate(event, RunState(), TOPICS, WHO).events
+    assert {e.key for e in events} == {"postgres://prod-db/public/daily"}
+    metadata = json.loads(next(e for e in events if e.event_type == METADATA).record["metadata_json"])
+    assert (metadata["openlineage"]["namespace"], metadata["openlineage"]["name"]) == (S3, "reports/daily.parquet")
