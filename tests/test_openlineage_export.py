@@ -174,3 +174,26 @@ def test_a_round_trip_through_kafka_gives_the_same_tables(isolated, second_world
         reader.terminate()
         out, err = reader.communicate(timeout=60)
     assert json.loads(out)["accepted"] == 5 and json.loads(out)["dead_lettered"] == 0, err
+
+
+def test_openlineage_events_received_then_exported_to_another_assetlog_give_the_same_tables(isolated,
+                                                                                          second_world):
+    """OpenLineage -> Assetlog -> OpenLineage -> Assetlog: failures, aborts, and the streaming job's
+    edges (dependencies of no materialization, exported as RUNNING events) survive."""
+    import httpx2 as httpx
+    from openlineage_support import pipeline, to_dict
+
+    migrate(isolated)
+    migrate(second_world)
+    with receiver(isolated) as (url, _process):
+        for event in pipeline().events:
+            response = httpx.post(f"{url}/api/v1/lineage", json=to_dict(event))
+            assert response.status_code == 201, response.text
+    project(isolated)
+    with receiver(second_world) as (url, _process):
+        stats = export(isolated, "--to", url)
+    assert stats["exported"] == 6  # 3 materializations; edges of the RUNNING, the aborted START, the stream
+    project(second_world)
+    original = comparable_tables(isolated.dsn)
+    assert any("kafka://broker:9092/clicks" in row for row in original["asset_edges"])
+    assert comparable_tables(second_world.dsn) == original

@@ -186,3 +186,14 @@ def test_a_201_means_durable_even_if_kafka_is_down_and_the_receiver_is_killed(is
     project(isolated)
     with LineageStore(isolated.dsn) as store:
         assert [n.key for n in store.asset(p.sessions_key).upstream] == [p.topic_key]
+
+
+@pytest.mark.parametrize("args", [
+    ["ingest", "openlineage", "--listen", "127.0.0.1:0", "--api-key-env", "OL_KEY_NOT_SET"],
+    ["ingest", "openlineage", "--listen", "127.0.0.1:0", "--max-event-bytes", "10"],
+    ["export", "openlineage", "--to", "ftp://x"],
+])
+def test_operator_errors_are_one_line_and_non_zero(isolated, args):
+    done = subprocess.run([sys.executable, "-m", "assetlog", *args], env=isolated.env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and done.stderr.startswith("assetlog: ") and len(done.stderr.splitlines()) == 1
