@@ -81,9 +81,11 @@ class KafkaIngest:
                 if not messages:
                     continue
                 try:
-                    self._handle(messages)
+                    batch = self._handle(messages)
                     consumer.commit(asynchronous=False)
                     backoff.reset()
+                    for name, count in batch.items():  # counted once committed: a retried batch counts once
+                        setattr(self.stats, name, getattr(self.stats, name) + count)
                 except (NotDurable, DeadLetterError) as exc:
                     self.stats.retries += 1
                     progress(f"retrying from the last committed offset: {exc}")
@@ -95,16 +97,17 @@ class KafkaIngest:
             consumer.close()
         return self.stats
 
-    def _handle(self, messages: list[Any]) -> None:
+    def _handle(self, messages: list[Any]) -> dict[str, int]:
         letters: list[DeadLetter] = []
+        counts = {"messages": 0, "accepted": 0, "dead_lettered": 0}
         for message in messages:
             if message.error() is not None:
                 log.debug("Kafka: %s", message.error())
                 continue
-            self.stats.messages += 1
+            counts["messages"] += 1
             outcome = self.ingestor.ingest_bytes(message.value() or b"")
             if outcome.status == 201:
-                self.stats.accepted += 1
+                counts["accepted"] += 1
             elif outcome.status == 400:
                 position = Position(message.topic(), message.partition(), message.offset())
                 letters.append(DeadLetter(position, message.key(), message.value(), DEAD_LETTER_REASON,
@@ -113,4 +116,5 @@ class KafkaIngest:
                 raise NotDurable(outcome.reason or f"status {outcome.status}")
         if letters:
             self.dead_letters.publish(letters)
-            self.stats.dead_lettered += len(letters)
+            counts["dead_lettered"] = len(letters)
+        return counts
