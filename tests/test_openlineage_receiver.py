@@ -94,12 +94,21 @@ def _materializations(world, key: str) -> list[dict]:
     return [{"task_name": r[0], "flow_run_id": r[1], "flow_name": r[2], "metadata": r[3]} for r in rows]
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"eventTime": 1}', b"[]"])
-def test_bad_bodies_get_400_with_a_reason(isolated, body):
+DATASET_EVENT = json.dumps({
+    "eventTime": "2026-03-01T12:00:00Z", "producer": "https://example.com/p",
+    "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/DatasetEvent",
+    "dataset": {"namespace": "s3://lake", "name": "a.csv"}}).encode()
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"not json", "not valid JSON"), (b'{"eventTime": 1}', "none of 'run', 'job', 'dataset'"),
+    (b"[]", "JSON object"), (DATASET_EVENT, "DatasetEvent is not accepted"),
+])
+def test_bad_bodies_get_400_with_a_reason(isolated, body, reason):
     with receiver(isolated) as (url, _process):
         response = httpx.post(f"{url}/api/v1/lineage", content=body,
                               headers={"content-type": "application/json"})
-    assert response.status_code == 400 and response.json()["error"]
+    assert response.status_code == 400 and reason in response.json()["error"]
 
 
 def test_the_official_kafka_client_feeds_the_reader_and_bad_records_are_dead_lettered(isolated, tmp_path,
