@@ -142,3 +142,22 @@ def test_a_symlink_of_type_assetlog_names_the_asset_and_other_symlinks_do_not() 
     assert {e.key for e in events} == {"postgres://prod-db/public/daily"}
     metadata = json.loads(next(e for e in events if e.event_type == METADATA).record["metadata_json"])
     assert (metadata["openlineage"]["namespace"], metadata["openlineage"]["name"]) == (S3, "reports/daily.parquet")
+
+
+def test_a_job_event_records_its_declared_edges_once() -> None:
+    from assetlog.integrations.openlineage.receiver import as_declaration_run
+
+    job_event = {"eventTime": "2026-03-01T12:00:00Z", "producer": "https://x", "schemaURL":
+                 "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/JobEvent",
+                 "job": {"namespace": "dbt", "name": "model.daily"},
+                 "inputs": [{"namespace": PG, "name": "shop.public.orders"}],
+                 "outputs": [{"namespace": S3, "name": "reports/daily.parquet"}]}
+    assert validate_event(job_event) == "JobEvent"
+    run = as_declaration_run(job_event)
+    assert run["run"]["runId"] == as_declaration_run(job_event)["run"]["runId"]  # the same job, the same run
+    first = translate(run, RunState(), TOPICS, WHO)
+    deps = [e for e in first.events if e.event_type == DEPENDENCY]
+    assert [(d.record["upstream_key"], d.key, d.record["declared"]) for d in deps] == [
+        (f"{PG}/shop/public/orders", f"{S3}/reports/daily.parquet", "EXPLICIT")]
+    later = dict(run, eventTime="2026-03-02T12:00:00Z")
+    assert translate(later, first.state, TOPICS, WHO).events == []  # declared again: nothing new

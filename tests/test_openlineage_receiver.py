@@ -206,3 +206,18 @@ def test_operator_errors_are_one_line_and_non_zero(isolated, args):
     done = subprocess.run([sys.executable, "-m", "assetlog", *args], env=isolated.env(), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode != 0 and done.stderr.startswith("assetlog: ") and len(done.stderr.splitlines()) == 1
+
+
+def test_a_job_event_is_accepted_as_declared_edges_without_metadata(isolated):
+    job_event = {"eventTime": "2026-03-01T12:00:00Z", "producer": "https://example.com/p",
+                 "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/JobEvent",
+                 "job": {"namespace": "dbt", "name": "model.daily"},
+                 "inputs": [{"namespace": PG, "name": "shop.public.orders"}],
+                 "outputs": [{"namespace": "s3://lake", "name": "reports/daily.parquet", "facets": {
+                     "documentation": {"_producer": "https://example.com/p", "_schemaURL": "https://x/y",
+                                       "description": "declared"}}}]}
+    with receiver(isolated) as (url, _process):
+        first = httpx.post(f"{url}/api/v1/lineage", json=job_event)
+        again = httpx.post(f"{url}/api/v1/lineage", json=dict(job_event, eventTime="2026-03-02T12:00:00Z"))
+    assert first.status_code == 201 and first.json()["assetlog_events"] == 1  # the edge; no metadata event
+    assert again.status_code == 201 and again.json()["assetlog_events"] == 0

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from assetlog.integrations.openlineage.runs import RunStore
 from assetlog.integrations.openlineage.spec import InvalidOpenLineage, validate_event
 from assetlog.producer.events import ProducerIdentity
 from assetlog.producer.publisher import Publisher
+from assetlog.schemas import METADATA
 
 log = logging.getLogger("assetlog.integrations.openlineage")
 DEFAULT_MAX_EVENT_BYTES = 512 * 1024  # decompressed; Assetlog events must stay under Kafka's 1 MB default
@@ -65,6 +67,14 @@ def decode_body(body: bytes, gzipped: bool, limit: int) -> Any:
         raise InvalidOpenLineage(f"the body is not valid JSON ({exc})") from None
 
 
+def as_declaration_run(job_event: dict[str, Any]) -> dict[str, Any]:
+    """A JobEvent (spec 2: a job's declared inputs and outputs, no run) as an OTHER event of a run
+    whose id is derived from the job, so its edges are recorded like a streaming job's: once each."""
+    job = job_event["job"]
+    run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"openlineage-job:{job['namespace']}/{job['name']}")
+    return {**job_event, "eventType": "OTHER", "run": {"runId": str(run_id), "facets": {}}}
+
+
 class Ingestor:
     def __init__(self, publisher: Publisher, store: RunStore, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
         self.publisher = publisher
@@ -89,10 +99,12 @@ class Ingestor:
             if b"\\u0000" in text:  # PostgreSQL text cannot hold it: the consumers would refuse the events
                 raise InvalidOpenLineage("the event contains a NUL character (\\u0000), which Assetlog cannot store")
             kind = validate_event(event)
-            if kind != "RunEvent":
+            if kind == "DatasetEvent":
                 raise InvalidOpenLineage(
-                    f"{kind} is not accepted: Assetlog records assets and edges from runs; send the RunEvent "
-                    "that read or wrote the dataset (see docs/openlineage.md)")
+                    "DatasetEvent is not accepted: Assetlog records a dataset's properties and metadata with the "
+                    "run that wrote it; send that RunEvent (see docs/openlineage.md)")
+            if kind == "JobEvent":
+                event = as_declaration_run(event)
             run_id = str(event["run"]["runId"]).lower()
         except InvalidOpenLineage as exc:
             return Outcome(400, str(exc))
@@ -101,6 +113,9 @@ class Ingestor:
         with self._locks[hash(run_id) % _LOCK_STRIPES]:
             try:
                 translation = translate(event, self.store.load(run_id), self.publisher.topics, self.identity)
+                if kind == "JobEvent":  # declared edges only: its facets must not replace what runs recorded
+                    translation = replace(translation, events=[e for e in translation.events
+                                                               if e.event_type != METADATA])
                 self.publisher.publish_events(translation.events)
             except InvalidOpenLineage as exc:
                 return Outcome(400, str(exc))
