@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from assetlog.integrations.openlineage.ingest import translate
+from assetlog.integrations.openlineage.ingest import translate, uuid_text
 from assetlog.integrations.openlineage.runs import RunStore
 from assetlog.integrations.openlineage.spec import InvalidOpenLineage, validate_event
 from assetlog.producer.events import ProducerIdentity
@@ -105,7 +105,7 @@ class Ingestor:
                     "run that wrote it; send that RunEvent (see docs/openlineage.md)")
             if kind == "JobEvent":
                 event = as_declaration_run(event)
-            run_id = str(event["run"]["runId"]).lower()
+            run_id = uuid_text(event["run"]["runId"], "run.runId")  # the store's key, as translate() writes it
         except InvalidOpenLineage as exc:
             return Outcome(400, str(exc))
         except RecursionError:
