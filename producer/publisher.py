@@ -21,15 +21,22 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from assetlog.config import Settings
 from assetlog.errors import ConfigError
 from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
-from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity, new_event_id
+from assetlog.producer.encoding import encoder_for
+from assetlog.producer.events import (
+    EventIdSource,
+    FinishedTaskRun,
+    OutgoingEvent,
+    ProducerIdentity,
+    new_event_id,
+)
 from assetlog.producer.outbox import Message, Outbox
-from assetlog.producer.run_encoding import run_encoder
+from assetlog.producer.run_encoding import EncodedEvent, run_encoder
 
 log = logging.getLogger("assetlog.producer")
 
@@ -92,7 +99,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._wakeup = threading.Event()
-        self._queue: deque[tuple[int, FinishedTaskRun]] = deque()
+        self._queue: deque[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]] = deque()
         self._seq = 0
         # Writer-thread state; snapshots below are read by flush() under _cond.
         self._committed_seq = 0
@@ -119,6 +126,21 @@ class Publisher:
 
     def publish(self, run: FinishedTaskRun) -> None:
         """Queue one finished task run's events; returns at once."""
+        self._enqueue(run)
+
+    def publish_events(self, events: Sequence[OutgoingEvent]) -> None:
+        """Queue events built elsewhere (`events.events_for` with ids of the caller's choosing, as
+        an integration translating another system's lineage does); same outbox, same guarantees.
+
+        They are encoded here, in the caller's thread, so a record that does not fit its schema
+        raises to the caller instead of being dropped by the writer thread.
+        """
+        memo: dict[int, bytes] = {}
+        encoded = tuple((e.topic, e.key.encode(), encoder_for(e.event_type)(e.record, memo)) for e in events)
+        if encoded:
+            self._enqueue(encoded)
+
+    def _enqueue(self, item: FinishedTaskRun | tuple[EncodedEvent, ...]) -> None:
         if self._closed or self._closing:
             raise RuntimeError("this Assetlog publisher is closed")
         if self._crash is not None:
@@ -127,7 +149,7 @@ class Publisher:
             raise RuntimeError(f"this Assetlog publisher belongs to process {self.pid}; create one per process")
         with self._lock:
             self._seq += 1
-            self._queue.append((self._seq, run))
+            self._queue.append((self._seq, item))
         if not self._wakeup.is_set():
             self._wakeup.set()
         if len(self._queue) >= MAX_QUEUED_RUNS:
@@ -178,6 +200,27 @@ class Publisher:
                     self._cond.wait(timeout=max(0.001, min(0.1, deadline - now)))
             finally:
                 self._flush_waiters -= 1
+
+    def wait_committed(self, timeout: float = 30.0) -> str | None:
+        """Wait until what was published before is committed to the outbox (durable: a crash no longer
+        loses it), without waiting for Kafka; None when it is, else why not (the outbox's error).
+
+        Unlike `flush()` it does not make the writer hurry Kafka acknowledgements, which would cost
+        every waiting caller a producer flush: a receiver acknowledging each event needs only this.
+        """
+        with self._lock:
+            target = self._seq
+        self._wakeup.set()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._committed_seq < target:
+                if self._crash is not None:
+                    raise RuntimeError(f"the Assetlog publisher stopped: {self._crash}") from self._crash
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return f"the outbox cannot be written: {self._uncommitted_error or 'timed out'}"
+                self._cond.wait(min(remaining, 0.1))
+        return None
 
     def _waiting_reason(self, timed_out: bool) -> str:
         if not self.settings.kafka_bootstrap:
@@ -273,21 +316,25 @@ class Publisher:
 
     def _commit_queued(self) -> bool:
         assert self._outbox is not None
-        items: list[tuple[int, FinishedTaskRun]] = []
+        items: list[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]] = []
         while self._queue:
             items.append(self._queue.popleft())
         if not items:
             return False
         per_topic: dict[str, list[Message]] = {}
-        for _seq, run in items:
+        for _seq, item in items:
             try:
-                for topic, key, value in self._encode_run(run, self.topics, self._identity, self._ids):
+                encoded = (self._encode_run(item, self.topics, self._identity, self._ids)
+                           if isinstance(item, FinishedTaskRun) else item)
+                for topic, key, value in encoded:
                     messages = per_topic.get(topic)
                     if messages is None:
                         messages = per_topic[topic] = []
                     messages.append((key, value))
             except Exception:  # a bug, not a user error: never stop the writer for it
-                log.exception("cannot encode the events of task run %s (%s)", run.task_run_id, run.task_name)
+                what = (f"task run {item.task_run_id} ({item.task_name})" if isinstance(item, FinishedTaskRun)
+                        else f"{len(item)} prepared events")  # (encoded already: cannot fail)
+                log.exception("cannot encode the events of %s", what)
         rows = [(topic, messages[i:i + MAX_ROW_EVENTS])
                 for topic, messages in per_topic.items() for i in range(0, len(messages), MAX_ROW_EVENTS)]
         try:

@@ -1,0 +1,182 @@
+"""O1: OpenLineage events/s through the HTTP receiver into the topics, against raw produce of the same bytes.
+
+N COMPLETE RunEvents (each its own run: two inputs, one output, documentation,
+schema and outputStatistics facets, about 1.6 KB of JSON) are POSTed by
+`--clients` concurrent keep-alive HTTP clients to `assetlog ingest openlineage
+--listen` (a separate process, default settings). Each becomes 4 Assetlog events
+(a materialization, two dependencies, a metadata event). The clock stops when
+all of them are in the topics (end offsets), not at the last 201.
+
+Physical baseline, same run, same broker: a raw confluent-kafka producer
+(acks=all, idempotent, lz4) sends the same N JSON bodies to a topic of the same
+partitions and flushes.
+
+    eval "$(assetlog stack env)" && python bench/openlineage_bench.py [--events 5000] [--clients 8]
+Prints a table and writes bench/results/openlineage_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import httpx2 as httpx
+
+from assetlog.compose.topics import admin_client, all_topics, ensure_topics
+from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_TOPIC_PREFIX, Settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ASSETLOG_EVENTS_PER_EVENT = 4
+PARTITIONS = 3
+
+
+def facet(url: str, **fields: object) -> dict[str, object]:
+    return {"_producer": "https://example.com/bench", "_schemaURL": url, **fields}
+
+
+def make_event(index: int) -> bytes:
+    base = "https://openlineage.io/spec/facets"
+    output_facets = {
+        "documentation": facet(f"{base}/1-1-0/DocumentationDatasetFacet.json#/$defs/DocumentationDatasetFacet",
+                               description=f"daily aggregate number {index}"),
+        "schema": facet(f"{base}/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+                        fields=[{"name": f"col{i}", "type": "bigint"} for i in range(8)]),
+    }
+    return json.dumps({
+        "eventType": "COMPLETE", "eventTime": "2026-03-01T12:00:00+00:00",
+        "run": {"runId": str(uuid.uuid4())}, "job": {"namespace": "bench", "name": f"job_{index % 100}"},
+        "inputs": [{"namespace": "postgres://db:5432", "name": f"shop.public.orders_{index % 50}"},
+                   {"namespace": "s3://lake", "name": f"raw/customers/{index % 20}.parquet"}],
+        "outputs": [{"namespace": "s3://lake", "name": f"reports/{index}.parquet", "facets": output_facets,
+                     "outputFacets": {"outputStatistics": facet(
+                         f"{base}/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/"
+                         "OutputStatisticsOutputDatasetFacet", rowCount=index, size=index * 100)}}],
+        "producer": "https://example.com/bench",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+    }).encode()
+
+
+def end_offsets(settings: Settings, topics: list[str]) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(settings.kafka_client_config(defaults={"log_level": 3},
+                                                     required={"group.id": "openlineage-bench"}))
+    try:
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for topic in topics for p in range(PARTITIONS))
+    finally:
+        consumer.close()
+
+
+def raw_produce(settings: Settings, topic: str, bodies: list[bytes]) -> float:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+
+    admin = admin_client(settings)  # kept alive until the topic exists
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=-1)])[topic].result()
+    producer = Producer(settings.kafka_client_config(defaults={"linger.ms": 5, "compression.type": "lz4"},
+                                                     required={"enable.idempotence": True, "acks": "all"}))
+    producer.produce(topic, b"warm-up")  # connections and metadata before the clock starts, as for the receiver
+    assert producer.flush(30) == 0
+    started = time.perf_counter()
+    for body in bodies:
+        while True:
+            try:
+                producer.produce(topic, body)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return time.perf_counter() - started
+
+
+def through_receiver(settings: Settings, bodies: list[bytes], clients: int, outbox: Path) -> tuple[float, float]:
+    env = {**os.environ, ENV_KAFKA_BOOTSTRAP: settings.require_kafka(), ENV_TOPIC_PREFIX: settings.topic_prefix,
+           ENV_OUTBOX_DIR: str(outbox)}
+    log_path = outbox.parent / "receiver.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "assetlog", "ingest", "openlineage", "--listen",
+                                    "127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        while not (match := re.search(r"http://127\.0\.0\.1:(\d+)/", log_path.read_text())):
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{match.group(1)}/api/v1/lineage"
+        chunks = [bodies[i::clients] for i in range(clients)]
+        failures: list[str] = []
+
+        def send(chunk: list[bytes]) -> None:
+            with httpx.Client(timeout=60) as http:
+                for body in chunk:
+                    response = http.post(url, content=body, headers={"content-type": "application/json"})
+                    if response.status_code != 201:
+                        failures.append(response.text)
+
+        expected = len(bodies) * ASSETLOG_EVENTS_PER_EVENT
+        started = time.perf_counter()
+        threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        acknowledged = time.perf_counter() - started
+        assert not failures, failures[:3]
+        while end_offsets(settings, list(settings.topics.events)) < expected:
+            time.sleep(0.01)
+        return acknowledged, time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    base = Settings.from_env()
+    settings = replace(base, topic_prefix=f"bench.ol.{uuid.uuid4().hex[:8]}")
+    ensure_topics(settings, partitions=PARTITIONS)
+    bodies = [make_event(i) for i in range(args.events)]
+    raw_topic = f"{settings.topic_prefix}.raw"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            acknowledged, in_topics = through_receiver(settings, bodies, args.clients, Path(tmp) / "outbox")
+        raw = raw_produce(settings, raw_topic, bodies)
+    finally:
+        admin = admin_client(settings)
+        for future in admin.delete_topics([*all_topics(settings.topics), raw_topic], operation_timeout=30).values():
+            future.exception()  # wait; a topic that was never created is fine
+    result = {
+        "events": args.events, "clients": args.clients, "bytes_per_event": sum(map(len, bodies)) // len(bodies),
+        "receiver_events_per_s_in_topics": args.events / in_topics,
+        "receiver_events_per_s_acknowledged": args.events / acknowledged,
+        "assetlog_events_per_s_in_topics": args.events * ASSETLOG_EVENTS_PER_EVENT / in_topics,
+        "raw_produce_events_per_s": args.events / raw,
+        "ratio": raw / in_topics,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "openlineage_bench.json").write_text(json.dumps(result, indent=2))
+    print(f"O1 OpenLineage HTTP receiver, {args.events} events ({result['bytes_per_event']} B), {args.clients} clients")
+    print(f"  into the topics   {result['receiver_events_per_s_in_topics']:>10,.0f} ev/s "
+          f"({result['assetlog_events_per_s_in_topics']:,.0f} Assetlog events/s)")
+    print(f"  acknowledged 201  {result['receiver_events_per_s_acknowledged']:>10,.0f} ev/s")
+    print(f"  raw produce       {result['raw_produce_events_per_s']:>10,.0f} ev/s (same bytes, same broker)")
+    print(f"  ratio             {result['ratio']:>10.3f}x")
+
+
+if __name__ == "__main__":
+    main()

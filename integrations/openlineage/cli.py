@@ -1,0 +1,118 @@
+"""`assetlog ingest openlineage` (HTTP receiver or Kafka reader) and `assetlog export openlineage`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from assetlog.cli import add_json_flag, print_result
+from assetlog.errors import AssetlogError
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:5000), got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAction) -> None:
+    parser = ingest.add_parser("openlineage", help="receive OpenLineage RunEvents (HTTP or Kafka transport)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--listen", type=_host_port, metavar="HOST:PORT",
+                        help="serve POST /api/v1/lineage on HOST:PORT (port 0 picks a free one)")
+    source.add_argument("--from-kafka", metavar="TOPIC", help="read JSON events from TOPIC (bad ones go to TOPIC.dlq)")
+    parser.add_argument("--api-key-env", metavar="VAR",
+                        help="require 'Authorization: Bearer <key>' with the key in environment variable VAR")
+    parser.add_argument("--max-event-bytes", type=int, default=None, metavar="N",
+                        help="refuse events larger than N bytes of JSON (default 524288)")
+    parser.add_argument("--group", help="consumer group for --from-kafka (default <prefix>.openlineage-ingest)")
+    parser.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    add_json_flag(parser)
+    parser.set_defaults(handler=_ingest)
+    from assetlog.integrations.openlineage import export_cli
+
+    export_cli.register(export)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from assetlog.config import Settings
+    from assetlog.integrations.openlineage.receiver import DEFAULT_MAX_EVENT_BYTES, Ingestor
+    from assetlog.integrations.openlineage.runs import RunStore
+    from assetlog.producer.publisher import Publisher
+
+    settings = Settings.from_env()
+    settings.require_kafka()
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise AssetlogError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    limit = DEFAULT_MAX_EVENT_BYTES if args.max_event_bytes is None else args.max_event_bytes
+    if limit < 1024:
+        raise AssetlogError(f"--max-event-bytes must be at least 1024, got {limit}")
+    store = RunStore(settings.outbox_dir)
+    publisher = Publisher(settings)
+    try:
+        ingestor = Ingestor(publisher, store, limit)
+        if args.listen:
+            stats = _serve(args, ingestor, api_key)
+        else:
+            stats = _read_kafka(args, settings, ingestor)
+    finally:
+        result = publisher.close()
+        store.close()
+    stats["outbox_waiting"] = result.waiting
+    print_result(args, stats, lambda: "assetlog: stopped; " + ", ".join(f"{k} {v}" for k, v in stats.items()))
+    return 0
+
+
+def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str, int]:
+    import uvicorn
+
+    from assetlog.integrations.openlineage.http import LINEAGE_PATH, create_app
+    from assetlog.web.cli import _is_loopback, _listen
+
+    host, port = args.listen
+    sock = _listen(host, port)
+    app = create_app(ingestor, api_key)
+    try:
+        bound, port = sock.getsockname()[:2]
+        shown = f"[{bound}]" if ":" in bound else bound
+        print(f"assetlog: receiving OpenLineage events on http://{shown}:{port}{LINEAGE_PATH} (Ctrl-C stops it)",
+              file=sys.stderr, flush=True)
+        if api_key is None and not _is_loopback(bound):
+            print("assetlog: warning: no API key required (--api-key-env); anyone who can reach this address "
+                  "can write lineage", file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="off",
+                                server_header=False)
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        sock.close()
+    return app.state.counters.as_dict()
+
+
+def _read_kafka(args: argparse.Namespace, settings, ingestor) -> dict[str, int]:
+    from dataclasses import asdict
+
+    from assetlog.integrations.openlineage.kafka_ingest import KafkaIngest
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    reader = KafkaIngest(settings, ingestor, args.from_kafka, args.group)
+    print(f"assetlog: reading OpenLineage events from {args.from_kafka} (group {reader.group}; Ctrl-C stops it)",
+          file=sys.stderr, flush=True)
+    try:
+        stats = reader.run(stop, progress=lambda line: print(f"assetlog: {line}", file=sys.stderr, flush=True))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return asdict(stats)

@@ -1,0 +1,80 @@
+"""`POST /api/v1/lineage`: the OpenLineage HTTP transport's endpoint (Marquez's path), on Starlette.
+
+201 once the event's Assetlog events are in the outbox; 400 with the reason for
+invalid JSON, a schema violation or an oversized body; 401 without the API key
+when one is required; 503 when the outbox cannot be written (the client retries).
+The request's work runs in a worker thread, so slow disks never block the loop,
+and no exception escapes a request: the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from assetlog.integrations.openlineage.receiver import Ingestor, Outcome
+
+log = logging.getLogger("assetlog.integrations.openlineage")
+LINEAGE_PATH = "/api/v1/lineage"
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.unavailable = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "rejected": self.rejected, "unavailable": self.unavailable}
+
+
+def create_app(ingestor: Ingestor, api_key: str | None = None) -> Starlette:
+    counters = Counters()
+    # Bodies are refused beyond this before they are read whole (a gzip body inflates at most to the limit).
+    max_body = ingestor.max_event_bytes
+
+    async def lineage(request: Request) -> JSONResponse:
+        if api_key is not None and not _authorized(request.headers.get("authorization"), api_key):
+            return JSONResponse({"accepted": False, "error": "missing or wrong API key (Authorization: Bearer ...)"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        try:
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_body:
+                    outcome = Outcome(400, f"the body is over the size limit of {max_body} bytes")
+                    break
+            else:
+                gzipped = "gzip" in request.headers.get("content-encoding", "").lower()
+                outcome = await run_in_threadpool(ingestor.ingest_bytes, bytes(body), gzipped)
+        except Exception as exc:  # a bug must cost one request, never the receiver
+            log.exception("error while receiving an OpenLineage event")
+            outcome = Outcome(500, f"internal error: {type(exc).__name__}")
+        if outcome.status == 201:
+            counters.accepted += 1
+        elif outcome.status == 503:
+            counters.unavailable += 1
+        else:
+            counters.rejected += 1
+            log.warning("refused an OpenLineage event: %s", outcome.reason)
+        return JSONResponse(outcome.body(), status_code=outcome.status)
+
+    async def health(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", **counters.as_dict()})
+
+    app = Starlette(routes=[Route(LINEAGE_PATH, lineage, methods=["POST"]), Route("/healthz", health)])
+    app.state.counters = counters
+    return app
+
+
+def _authorized(header: Any, api_key: str) -> bool:
+    if not isinstance(header, str) or not header.lower().startswith("bearer "):
+        return False
+    return hmac.compare_digest(header[7:].strip().encode(), api_key.encode())

@@ -1,0 +1,132 @@
+"""Accepting OpenLineage events: bytes in, Assetlog events durable in the outbox, or a reason why not.
+
+`Ingestor` is shared by the HTTP receiver (`http_app`) and the Kafka reader
+(`kafka_ingest`): size limit, gzip, JSON, the spec's schemas, the mapping
+(`ingest.translate`) and the run state (`runs.RunStore`). An event is
+acknowledged only once its Assetlog events are committed to the producer's
+outbox (`Publisher.wait_committed`), which survives a crash and is sent to
+Kafka by the publisher. Events of one run are handled one at a time (striped
+locks), events of different runs concurrently, so the outbox commits them in groups.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+import zlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from assetlog.integrations.openlineage.ingest import translate, uuid_text
+from assetlog.integrations.openlineage.runs import RunStore
+from assetlog.integrations.openlineage.spec import InvalidOpenLineage, validate_event
+from assetlog.producer.events import ProducerIdentity
+from assetlog.producer.publisher import Publisher
+from assetlog.schemas import METADATA
+
+log = logging.getLogger("assetlog.integrations.openlineage")
+DEFAULT_MAX_EVENT_BYTES = 512 * 1024  # decompressed; Assetlog events must stay under Kafka's 1 MB default
+_LOCK_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """201 accepted (with how many Assetlog events), 400 refused (reason), 503 not durable (reason)."""
+
+    status: int
+    reason: str | None = None
+    events: int = 0
+    idempotency_key: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        if self.status == 201:
+            return {"accepted": True, "assetlog_events": self.events, "idempotency_key": self.idempotency_key}
+        return {"accepted": False, "error": self.reason}
+
+
+def decode_body(body: bytes, gzipped: bool, limit: int) -> Any:
+    """The JSON value of a request body (gzip or not), refusing more than `limit` bytes of JSON."""
+    if gzipped or body[:2] == b"\x1f\x8b":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            body = inflater.decompress(body, limit + 1)  # never inflates more than the limit (gzip bombs)
+        except zlib.error as exc:
+            raise InvalidOpenLineage(f"the body is not valid gzip ({exc})") from None
+        if len(body) > limit:
+            raise InvalidOpenLineage(f"the event is over the size limit of {limit} bytes (after gzip)")
+        if not inflater.eof:
+            raise InvalidOpenLineage("the gzip body is truncated")
+    if len(body) > limit:
+        raise InvalidOpenLineage(f"the event is {len(body)} bytes, over the size limit of {limit} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidOpenLineage(f"the body is not valid JSON ({exc})") from None
+
+
+def as_declaration_run(job_event: dict[str, Any]) -> dict[str, Any]:
+    """A JobEvent (spec 2: a job's declared inputs and outputs, no run) as an OTHER event of a run
+    whose id is derived from the job, so its edges are recorded like a streaming job's: once each."""
+    job = job_event["job"]
+    run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"openlineage-job:{job['namespace']}/{job['name']}")
+    return {**job_event, "eventType": "OTHER", "run": {"runId": str(run_id), "facets": {}}}
+
+
+class Ingestor:
+    def __init__(self, publisher: Publisher, store: RunStore, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self.publisher = publisher
+        self.store = store
+        self.max_event_bytes = max_event_bytes
+        self.identity = ProducerIdentity.current()
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+
+    def ingest_bytes(self, body: bytes, gzipped: bool = False) -> Outcome:
+        try:
+            event = decode_body(body, gzipped, self.max_event_bytes)
+        except InvalidOpenLineage as exc:
+            return Outcome(400, str(exc))
+        return self.ingest(event)
+
+    def ingest(self, event: Any) -> Outcome:
+        try:
+            try:
+                text = orjson.dumps(event)
+            except orjson.JSONEncodeError as exc:  # e.g. nested deeper than orjson writes
+                raise InvalidOpenLineage(f"the event cannot be stored as JSON ({exc})") from None
+            if b"\\u0000" in text:  # PostgreSQL text cannot hold it: the consumers would refuse the events
+                raise InvalidOpenLineage("the event contains a NUL character (\\u0000), which Assetlog cannot store")
+            kind = validate_event(event)
+            if kind == "DatasetEvent":
+                raise InvalidOpenLineage(
+                    "DatasetEvent is not accepted: Assetlog records a dataset's properties and metadata with the "
+                    "run that wrote it; send that RunEvent (see docs/openlineage.md)")
+            if kind == "JobEvent":
+                event = as_declaration_run(event)
+            run_id = uuid_text(event["run"]["runId"], "run.runId")  # the store's key, as translate() writes it
+        except InvalidOpenLineage as exc:
+            return Outcome(400, str(exc))
+        except RecursionError:
+            return Outcome(400, "the event is nested too deeply to validate")
+        with self._locks[hash(run_id) % _LOCK_STRIPES]:
+            try:
+                translation = translate(event, self.store.load(run_id), self.publisher.topics, self.identity)
+                if kind == "JobEvent":  # declared edges only: its facets must not replace what runs recorded
+                    translation = replace(translation, events=[e for e in translation.events
+                                                               if e.event_type != METADATA])
+                self.publisher.publish_events(translation.events)
+            except InvalidOpenLineage as exc:
+                return Outcome(400, str(exc))
+            except ValueError as exc:  # a record its Avro schema refuses (e.g. a number out of range)
+                return Outcome(400, f"cannot encode the event's Assetlog events ({' '.join(str(exc).split())[:300]})")
+            except Exception as exc:  # a bug: refuse this event (a Kafka reader dead-letters it), keep serving
+                log.exception("cannot translate an OpenLineage event")
+                return Outcome(400, f"internal error while translating the event ({type(exc).__name__}); "
+                                    "see the receiver's log")
+            problem = self.publisher.wait_committed()
+            if problem is not None:
+                return Outcome(503, f"not stored, try again: {problem}")
+            self.store.save(translation.run_id, translation.state, translation.terminal)
+        return Outcome(201, events=len(translation.events), idempotency_key=translation.idempotency_key)
