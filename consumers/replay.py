@@ -15,7 +15,8 @@ keep serving reads and the live consumers keep running. Then:
   drop what they had in flight and continue exactly where the rebuild ended.
 - **check**: pause the live consumers, bring the shadow to exactly their
   offsets, and compare the tables row for row in that frozen state; drift is
-  rows missing, extra or different.
+  rows missing, extra or different. Their offsets are also compared with the
+  topics' end: a consumer behind it, or stuck, is reported (`behind.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from assetlog.config import Settings
+from assetlog.consumers.behind import Behind, behind_the_end, wait_until_at
 from assetlog.consumers.fencing import advance, pause
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
@@ -80,6 +82,7 @@ class ReplayResult:
     generations: dict[str, int] = field(default_factory=dict)
     seeded_history_rows: int = 0
     tables: list[TableDrift] = field(default_factory=list)
+    behind: list[Behind] = field(default_factory=list)
 
     @property
     def drifted(self) -> list[TableDrift]:
@@ -101,7 +104,8 @@ class ReplayResult:
         if self.mode == "swap":
             data.update(swap_attempts=self.swap_attempts, generations=self.generations)
         else:
-            data.update(drift=bool(self.drifted), tables=[t.as_dict() for t in self.tables])
+            data.update(drift=bool(self.drifted), tables=[t.as_dict() for t in self.tables],
+                        behind=[b.as_dict() for b in self.behind])
         if self.since is not None:
             data["seeded_history_rows"] = self.seeded_history_rows
         return data
@@ -119,7 +123,8 @@ class Replay:
 
     def __init__(self, settings: Settings, projection: str, *, check: bool = False, since: datetime | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None,
-                 lock_timeout: float = LOCK_TIMEOUT, examples: int = 3, workers: int | None = None) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, examples: int = 3, workers: int | None = None,
+                 grace: float = 5.0) -> None:
         if projection != "all" and projection not in PROJECTIONS:
             raise AssetlogError(f"no projection named {projection!r}; choose all or one of: {', '.join(PROJECTIONS)}")
         self.names = list(PROJECTIONS) if projection == "all" else [projection]
@@ -138,6 +143,7 @@ class Replay:
         self.lock_timeout = lock_timeout
         self.examples = examples
         self.workers = workers  # None: by the amount to read and the CPUs
+        self.grace = grace  # check: how long live consumers may take to reach the end seen at the start
         self.result = ReplayResult(projection, self.names, "check" if check else "swap",
                                    since.isoformat() if since else None)
         self._stop = threading.Event()
@@ -169,7 +175,9 @@ class Replay:
             if self.since is not None:
                 start = self._seed_since(control, live, shadow, partitions)
             if self.check:
+                self._ends = self._high_watermarks(partitions)
                 first = {n: self._live_offsets(control, n, partitions) for n in self.names}
+                self._first = first
             else:
                 ends = self._high_watermarks(partitions)
                 first = {n: ends for n in self.names}
@@ -307,11 +315,16 @@ class Replay:
 
     def _compare(self, control: psycopg.Connection, live: str, shadow: ShadowTables,
                  reader: ShadowReader | ParallelReader, partitions: list[Partition]) -> None:
-        """Pause the live consumers, bring the shadow to their offsets, compare in that frozen state."""
+        """Pause the live consumers, bring the shadow to their offsets, compare in that frozen state; name
+        the partitions where they are short of the topics' end."""
+        self.progress.set_phase("waiting for live consumers")
+        wait_until_at(self._ends, lambda: {n: self._live_offsets(control, n, partitions) for n in self.names},
+                      self.grace, self._stop.is_set)
         with control.transaction():
             self.progress.set_phase("pausing live consumers")
             pause(control, self.names)
             frozen = {n: self._live_offsets(control, n, partitions) for n in self.names}
+            self.result.behind = behind_the_end(self._ends, self._first, frozen)
             for name in self.names:
                 ahead = [tp for tp in partitions if reader.positions[name][tp] > frozen[name][tp]]
                 if ahead:

@@ -1,0 +1,143 @@
+"""Per-event isolation: whatever one event holds, it is dead-lettered and both consumers (and replay) go on.
+
+Regression tests for issue 11's findings 1 and 2, which wedged both consumers
+for good: a NUL byte in a key (the dead-letter row's detail carried it and could
+not be written) and metadata nested 100,000 levels deep (RecursionError out of
+batch building).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+import pytest
+from events_factory import Publisher, TaskRun, rows_by_key, topic_for
+from replay_support import assetlog, replay
+
+from assetlog.consumers import ProjectionRunner, RunStats
+from assetlog.projections import migrate
+from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, encode
+
+PROJECTIONS = ("properties", "lineage")
+
+
+def run_with_deadline(world, projection: str, timeout: float = 60) -> RunStats:
+    """Project until caught up; a consumer still running after `timeout` is wedged: fail, not hang."""
+    runner = ProjectionRunner(projection, world.settings, until_caught_up=True)
+    outcome: list[RunStats | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(runner.run())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        runner.stop()
+        thread.join(30)
+        pytest.fail(f"the {projection} consumer is wedged: not caught up after {timeout}s "
+                    f"({runner.stats.retries} retries)")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def publish_between_good_runs(world, bad: list[tuple[str, bytes, bytes]]) -> None:
+    """A valid task run, the bad messages, another valid task run (which must be projected)."""
+    publisher = Publisher(world.settings)
+    for event_type, record in TaskRun(["s3://iso/before.csv"]).events():
+        publisher.event(event_type, record)
+    for topic, key, value in bad:
+        publisher.raw(topic, key, value)
+    for event_type, record in TaskRun(["s3://iso/after.csv"], ["s3://iso/before.csv"],
+                                      metadata={"s3://iso/after.csv": {"ok": 1}}).events():
+        publisher.event(event_type, record)
+    publisher.flush()
+
+
+def dead_letter_rows(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute('SELECT projection, reason, detail FROM dead_letters ORDER BY projection, topic, "offset"'
+                            ).fetchall()
+
+
+@pytest.fixture
+def world(isolated):
+    migrate(isolated.dsn)
+    return isolated
+
+
+def test_a_nul_in_a_key_is_dead_lettered_and_neither_consumer_nor_replay_wedges(world):
+    run = dict(TaskRun(["s3://iso/nul.csv"], ["s3://iso/up.csv"]).events())
+    materialization = {**run[MATERIALIZATION], "asset_key": "s3://iso/nul\x00.csv"}
+    dependency = {**run[DEPENDENCY], "upstream_key": "s3://iso/up\x00.csv"}
+    publish_between_good_runs(world, [
+        (topic_for(world.settings, MATERIALIZATION), b"s3://iso/nul\x00.csv", encode(MATERIALIZATION, materialization)),
+        (topic_for(world.settings, DEPENDENCY), b"s3://iso/nul.csv", encode(DEPENDENCY, dependency)),
+    ])
+
+    for name in PROJECTIONS:
+        stats = run_with_deadline(world, name)
+        assert (stats.dead_letters, stats.events) == (2, 4), name
+    assert "s3://iso/after.csv" in rows_by_key(world.dsn, "assets")
+    rows = dead_letter_rows(world.dsn)
+    assert [(p, r) for p, r, _d in rows] == [("lineage", "invalid-key")] * 2 + [("properties", "invalid-key")] * 2
+    for _projection, _reason, detail in rows:
+        assert "\x00" not in detail and "\\x00" in detail, detail  # the NUL shown escaped, never stored raw
+
+    swapped = replay(world, "lineage")
+    assert swapped["written"]["lineage"]["dead_letters"] == 2
+    check = replay(world, "all", "--check")
+    assert check["drift"] is False and check["behind"] == []
+
+
+def test_metadata_nested_100k_levels_is_dead_lettered_and_the_consumers_go_on(world):
+    run = dict(TaskRun(["s3://iso/deep.csv"], metadata={"s3://iso/deep.csv": {"a": 1}}).events())
+    depth = 100_000
+    deep = '{"a": ' + "[" * depth + "]" * depth + "}"  # about 200 KB
+    assert len(deep) > 199_000
+    publish_between_good_runs(world, [
+        (topic_for(world.settings, METADATA), b"s3://iso/deep.csv", encode(METADATA, {**run[METADATA],
+                                                                                      "metadata_json": deep})),
+    ])
+
+    for name in PROJECTIONS:
+        stats = run_with_deadline(world, name)
+        assert (stats.dead_letters, stats.events) == (1, 4), name
+    assets = rows_by_key(world.dsn, "assets")
+    assert assets["s3://iso/after.csv"]["metadata"] == {"ok": 1}
+    rows = dead_letter_rows(world.dsn)
+    assert [(p, r) for p, r, _d in rows] == [("lineage", "invalid-metadata"), ("properties", "invalid-metadata")]
+    assert "nested" in rows[0][2], rows[0][2]
+    check = replay(world, "all", "--check")
+    assert check["drift"] is False and check["behind"] == []
+
+
+def test_check_names_a_consumer_that_is_behind_the_end_of_the_topics(world):
+    """A projection stopped short of the end (here: never run after the last events) is reported,
+    per projection and partition, with exit status 1, instead of "no drift" at its own offsets."""
+    publish_between_good_runs(world, [])
+    for name in PROJECTIONS:
+        run_with_deadline(world, name)
+    publisher = Publisher(world.settings)
+    for event_type, record in TaskRun(["s3://iso/later.csv"], metadata={"s3://iso/later.csv": {}}).events():
+        publisher.event(event_type, record)
+    positions = publisher.flush()
+    run_with_deadline(world, "lineage")  # properties stays behind
+
+    result = assetlog(world, "replay", "all", "--check", "--json", "--grace", "0.5")
+    assert result.code == 1, (result.stdout[-2000:], result.stderr[-2000:])
+    data = json.loads(result.stdout)
+    assert data["drift"] is False  # the rows agree with what each consumer read so far
+    behind = {(b["projection"], b["topic"], b["partition"]): b for b in data["behind"]}
+    assert set(behind) == {("properties", p.topic, p.partition) for p in positions}
+    for (_name, topic, partition), item in behind.items():
+        end = max(p.offset for p in positions if (p.topic, p.partition) == (topic, partition)) + 1
+        assert (item["end"], item["lag"], item["state"]) == (end, 1, "stuck")
+    assert result.stderr.strip().splitlines()[-1].startswith("assetlog: properties is behind the end of the topics")
