@@ -141,3 +141,45 @@ def test_check_names_a_consumer_that_is_behind_the_end_of_the_topics(world):
         end = max(p.offset for p in positions if (p.topic, p.partition) == (topic, partition)) + 1
         assert (item["end"], item["lag"], item["state"]) == (end, 1, "stuck")
     assert result.stderr.strip().splitlines()[-1].startswith("assetlog: properties is behind the end of the topics")
+
+
+def test_a_batch_the_database_refuses_is_bisected_to_the_events_at_fault(world):
+    """PostgreSQL refuses two events' rows in the middle of one batch (a real CHECK constraint, added
+    for the test): exactly those two are dead-lettered as `unstorable`, every other event of the
+    batch is projected, the consumer and `replay --check` agree, and nothing is retried."""
+    with psycopg.connect(world.dsn) as conn:
+        conn.execute("ALTER TABLE assets ADD CONSTRAINT refuse_poison CHECK (key NOT LIKE 's3://iso/poison/%')")
+    good = [TaskRun([f"s3://iso/good/{i}.csv"], [f"s3://iso/good/{i - 1}.csv"] if i else []) for i in range(40)]
+    runs = good[:15] + [TaskRun(["s3://iso/poison/a.csv"])] + good[15:30] + [TaskRun(["s3://iso/poison/b.csv"])] \
+        + good[30:]
+    publisher = Publisher(world.settings)
+    for run in runs:
+        for event_type, record in run.events():
+            publisher.event(event_type, record)
+    publisher.flush()
+
+    stats = run_with_deadline(world, "properties")
+    assert (stats.batches, stats.dead_letters, stats.retries) == (1, 2, 0)
+    assets = rows_by_key(world.dsn, "assets")
+    assert sorted(assets) == sorted({f"s3://iso/good/{i}.csv" for i in range(40)})
+    rows = dead_letter_rows(world.dsn)
+    assert [r[1] for r in rows] == ["unstorable", "unstorable"]
+    assert "refuse_poison" in rows[0][2], rows[0][2]
+    assert run_with_deadline(world, "lineage").dead_letters == 0  # its tables take both events
+    check = replay(world, "properties", "--check")
+    assert check["drift"] is False and check["behind"] == []
+
+
+def test_a_dependency_whose_keys_are_too_long_to_index_together_is_dead_lettered_not_retried(world):
+    """Two keys of 400 four-byte characters fit the key rule (512 characters) but not, together, a
+    btree entry of the edge indexes (2704 bytes): PostgreSQL says "program limit exceeded", which was
+    retried forever as if the server were unavailable."""
+    run = dict(TaskRun(["s3://iso/wide.csv"], ["s3://iso/up.csv"]).events())
+    wide = "".join(chr(0x10000 + (i * 7919) % 0xFFFF0) for i in range(400))  # incompressible
+    dependency = {**run[DEPENDENCY], "upstream_key": f"s3://{wide}", "downstream_key": f"s3://{wide[::-1]}"}
+    publish_between_good_runs(world, [(topic_for(world.settings, DEPENDENCY), b"s3://iso/wide.csv",
+                                       encode(DEPENDENCY, dependency))])
+    for name in PROJECTIONS:
+        stats = run_with_deadline(world, name, timeout=20)
+        assert (stats.dead_letters, stats.retries) == (1, 0), name
+    assert [r[1] for r in dead_letter_rows(world.dsn)] == ["invalid-key", "invalid-key"]
