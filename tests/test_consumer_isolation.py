@@ -183,3 +183,23 @@ def test_a_dependency_whose_keys_are_too_long_to_index_together_is_dead_lettered
         stats = run_with_deadline(world, name, timeout=20)
         assert (stats.dead_letters, stats.retries) == (1, 0), name
     assert [r[1] for r in dead_letter_rows(world.dsn)] == ["invalid-key", "invalid-key"]
+
+
+def test_rows_and_offsets_commit_in_one_transaction_a_failing_offset_write_leaves_no_rows(world, monkeypatch):
+    """The offsets step fails after the rows were written (injected with a monkeypatch: a real server
+    cannot be made to fail exactly there); no row of the batch may remain, or a restart would apply
+    it a second time with its dead letters, or worse, skip past rows never written."""
+    publish_between_good_runs(world, [(world.settings.topics.metadata, b"k", b"junk")])
+    runner = ProjectionRunner("lineage", world.settings, until_caught_up=True)
+
+    def fail(conn, next_offsets):
+        raise ZeroDivisionError("injected: the offsets step fails")
+
+    monkeypatch.setattr(runner.offsets, "save", fail)
+    with pytest.raises(ZeroDivisionError, match="injected"):
+        runner.run()
+    with psycopg.connect(world.dsn) as conn:
+        for table in ("lineage_history", "asset_edges", "dead_letters", "consumer_offsets"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table  # noqa: S608
+    stats = run_with_deadline(world, "lineage")
+    assert (stats.events, stats.dead_letters) == (4, 1)
