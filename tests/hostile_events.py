@@ -304,6 +304,27 @@ def hostile_message(draw: st.DrawFn, settings: Any) -> Hostile:
                    encode_loose(event_type, loose), expect)
 
 
+def known_wedges(settings: Any) -> list[Hostile]:
+    """The messages that wedged both consumers before issue 11 (always tried first, as explicit
+    examples): a NUL in asset_key and in upstream_key, metadata nested 100,000 levels, and a
+    dependency whose keys are too long to index together."""
+    events = base_events()
+    found = []
+    for event_type, path, value, kind in (
+        (MATERIALIZATION, "asset_key", b"s3://hostile/nul\x00.csv", "nul"),
+        (DEPENDENCY, "upstream_key", b"s3://hostile/up\x00.csv", "nul"),
+        (METADATA, "metadata_json", ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(), "deep-json"),
+        (DEPENDENCY, "downstream_key", ("s3://" + "\U0001F600" * 400).encode(), "key-pair-over-index-limit"),
+    ):
+        record = loose_value(events[event_type], raw_schema(event_type))
+        _apply(record, path, ("replace", value))
+        if kind == "key-pair-over-index-limit":
+            _apply(record, "upstream_key", ("replace", ("s3://" + "\U0001F680" * 400).encode()))
+        found.append(Hostile(event_type, path, kind, topic_for(settings, event_type),
+                             message_key(event_type, events[event_type]), encode_loose(event_type, record), "dead"))
+    return found
+
+
 def valid_traffic(index: int) -> list[tuple[str, dict]]:
     """A valid task run, distinct per index."""
     key = f"s3://hostile/valid/{index}.csv"
@@ -311,4 +332,4 @@ def valid_traffic(index: int) -> list[tuple[str, dict]]:
                    metadata={key: {"i": index}}).events()
 
 
-__all__ = ["DEPENDENCY", "MATERIALIZATION", "METADATA", "Hostile", "hostile_message", "valid_traffic"]
+__all__ = ["Hostile", "hostile_message", "known_wedges", "valid_traffic"]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 from events_factory import Publisher
-from hostile_events import Hostile, hostile_message, valid_traffic
-from hypothesis import HealthCheck, Phase, given, settings
+from hostile_events import Hostile, hostile_message, known_wedges, valid_traffic
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from replay_support import LiveConsumer, end_offsets, replay
 from test_fault_fuzz import dead_letter_copies
@@ -130,11 +130,12 @@ def run_generative(world, examples: int) -> dict[str, dict[str, int]]:
               phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
     @given(hostile=st.lists(hostile_message(world.settings), min_size=1, max_size=6),
            valid_runs=st.integers(0, 2))
-    def example(hostile: list[Hostile], valid_runs: int) -> None:
+    @example(hostile=known_wedges(world.settings), valid_runs=1)
+    def one_example(hostile: list[Hostile], valid_runs: int) -> None:
         state.run_example(hostile, valid_runs)
 
     try:
-        example()
+        one_example()
     finally:
         state.close()
     state.check_dead_letter_topics()
