@@ -25,7 +25,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,16 +32,17 @@ import psycopg
 from psycopg import sql
 
 from assetlog.config import Settings
-from assetlog.consumers.behind import Behind, behind_the_end, wait_until_at
+from assetlog.consumers.behind import behind_the_end, wait_until_at
 from assetlog.consumers.fencing import advance, pause
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
+from assetlog.consumers.replay_result import ReplayResult, nested
 from assetlog.consumers.replay_workers import ParallelReader
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, lag
 from assetlog.errors import AssetlogError
 from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, require_migrated
-from assetlog.projections.compare import TableDrift, compare_table
+from assetlog.projections.compare import compare_table
 from assetlog.projections.lineage import seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
 from assetlog.projections.shadow import ShadowError, ShadowTables, dependents, drop_retired, live_schema
@@ -62,60 +62,6 @@ PARALLEL_FROM = 100_000
 CATCH_UP_ROUNDS = 5
 # Every table readers may query: the swap locks them all, so no reader transaction spans it.
 READER_TABLES = (*(t for tables in PROJECTION_TABLES.values() for t in tables), "schema_migrations")
-
-
-@dataclass
-class ReplayResult:
-    projection: str
-    projections: list[str]
-    mode: str
-    since: str | None = None
-    messages: int = 0
-    seconds: float = 0.0
-    read_seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
-    rounds: int = 0
-    workers: int = 1
-    swap_attempts: int = 0
-    written: dict[str, dict[str, int]] = field(default_factory=dict)
-    offsets: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-    generations: dict[str, int] = field(default_factory=dict)
-    seeded_history_rows: int = 0
-    tables: list[TableDrift] = field(default_factory=list)
-    behind: list[Behind] = field(default_factory=list)
-
-    @property
-    def drifted(self) -> list[TableDrift]:
-        return [t for t in self.tables if t.drifted]
-
-    @property
-    def events_per_second(self) -> float:
-        return self.messages / self.read_seconds if self.read_seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "projection": self.projection, "projections": self.projections, "mode": self.mode, "since": self.since,
-            "messages": self.messages, "seconds": round(self.seconds, 3),
-            "events_per_second": round(self.events_per_second, 1),
-            "phases": {k: round(v, 3) for k, v in self.phases.items()}, "catch_up_rounds": self.rounds,
-            "workers": self.workers,
-            "written": self.written, "offsets": self.offsets,
-        }
-        if self.mode == "swap":
-            data.update(swap_attempts=self.swap_attempts, generations=self.generations)
-        else:
-            data.update(drift=bool(self.drifted), tables=[t.as_dict() for t in self.tables],
-                        behind=[b.as_dict() for b in self.behind])
-        if self.since is not None:
-            data["seeded_history_rows"] = self.seeded_history_rows
-        return data
-
-
-def _nested(offsets: Offsets) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for (topic, partition), offset in sorted(offsets.items()):
-        out.setdefault(topic, {})[str(partition)] = offset
-    return out
 
 
 class Replay:
@@ -225,7 +171,7 @@ class Replay:
             self.result.written[name] = {"messages": stats.messages, "events": stats.events,
                                          "dead_letters": stats.dead_letters, "batches": stats.batches,
                                          "retries": stats.retries}
-            self.result.offsets[name] = _nested(reader.positions[name])
+            self.result.offsets[name] = nested(reader.positions[name])
 
     def _clean_up(self, control: psycopg.Connection, shadow: ShadowTables | None) -> None:
         try:

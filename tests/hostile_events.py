@@ -52,10 +52,15 @@ class Hostile:
         return f"Hostile({self.event_type}.{self.field}: {self.kind}, expect={self.expect}, {len(self.value)} bytes)"
 
 
+def versions(event_type: str) -> list[int]:
+    """Every schema version of `event_type` this Assetlog reads (older writers included)."""
+    return sorted(v.version for v in registry().by_fingerprint.values() if v.event_type == event_type)
+
+
 @cache
-def raw_schema(event_type: str) -> dict:
-    version = registry().latest[event_type]
-    return json.loads(resources.files("assetlog.schemas").joinpath(version.source).read_text("utf-8"))
+def raw_schema(event_type: str, version: int | None = None) -> dict:
+    writer = registry().writer(event_type, version)
+    return json.loads(resources.files("assetlog.schemas").joinpath(writer.source).read_text("utf-8"))
 
 
 def _loosen(schema: Any) -> Any:
@@ -79,8 +84,8 @@ def _loosen(schema: Any) -> Any:
 
 
 @cache
-def loose_schema(event_type: str) -> Any:
-    return fastavro.parse_schema(_loosen(raw_schema(event_type)), named_schemas={})
+def loose_schema(event_type: str, version: int | None = None) -> Any:
+    return fastavro.parse_schema(_loosen(raw_schema(event_type, version)), named_schemas={})
 
 
 def leaves(schema: Any, path: str = "") -> list[tuple[str, str]]:
@@ -128,10 +133,10 @@ def loose_value(value: Any, schema: Any) -> Any:
     return value
 
 
-def encode_loose(event_type: str, record: dict) -> bytes:
+def encode_loose(event_type: str, record: dict, version: int | None = None) -> bytes:
     buffer = io.BytesIO()
-    buffer.write(registry().latest[event_type].header)
-    fastavro.schemaless_writer(buffer, loose_schema(event_type), record)
+    buffer.write(registry().writer(event_type, version).header)
+    fastavro.schemaless_writer(buffer, loose_schema(event_type, version), record)
     return buffer.getvalue()
 
 
@@ -287,8 +292,9 @@ def hostile_message(draw: st.DrawFn, settings: Any) -> Hostile:
         topic = draw(st.sampled_from(list(settings.topics.events)))
         return Hostile("raw", "", "garbage-bytes", topic, b"s3://hostile/raw", value, "dead")
     event_type = draw(st.sampled_from(EVENT_TYPES))
+    version = draw(st.sampled_from(versions(event_type)))  # an older writer's layout too
     record = base_events()[event_type]
-    schema = raw_schema(event_type)
+    schema = raw_schema(event_type, version)
     loose = loose_value(record, schema)
     path, kind = draw(st.sampled_from(leaves(schema)))
     drawn = draw(_mutation(kind, path))
@@ -300,8 +306,8 @@ def hostile_message(draw: st.DrawFn, settings: Any) -> Hostile:
     if name == "array-size" and path.endswith("owners") and mutation[1]:
         expect = None
     _apply(loose, path, mutation)
-    return Hostile(event_type, path, name, topic_for(settings, event_type), message_key(event_type, record),
-                   encode_loose(event_type, loose), expect)
+    return Hostile(f"{event_type}.v{version}", path, name, topic_for(settings, event_type),
+                   message_key(event_type, record), encode_loose(event_type, loose, version), expect)
 
 
 def known_wedges(settings: Any) -> list[Hostile]:
