@@ -205,3 +205,23 @@ def test_rows_and_offsets_commit_in_one_transaction_a_failing_offset_write_leave
             assert count == (0,), table
     stats = run_with_deadline(world, "lineage")
     assert (stats.events, stats.dead_letters) == (4, 1)
+
+
+def test_a_dead_letter_detail_is_storable_whatever_the_message_held():
+    """NUL and other controls, bidi marks and lone surrogates are shown escaped, the length is bounded,
+    and even an object whose str() raises gives a detail: a dead letter can always be written."""
+    from assetlog.consumers.batch import MAX_DETAIL, DeadLetter, storable
+    from assetlog.projections import Position
+
+    class Hostile:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    letter = DeadLetter(Position("t", 0, 1), None, None, "bad\x00reason",
+                        "nul\x00 esc\x1b bidi\u202e lone\ud800 ok é😀" + "x" * 5000)
+    assert letter.reason == "bad\\x00reason"
+    assert letter.detail.startswith("nul\\x00 esc\\x1b bidi\\u202e lone\\ud800 ok é😀")
+    assert len(letter.detail) == MAX_DETAIL and letter.detail.endswith("…")
+    letter.detail.encode("utf-8")  # valid UTF-8: no lone surrogate left
+    assert storable(Hostile()) == "<Hostile>"
+    assert DeadLetter(Position("t", 0, 2), None, None, "", "").detail == "(no detail)"
