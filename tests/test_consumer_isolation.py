@@ -225,3 +225,31 @@ def test_a_dead_letter_detail_is_storable_whatever_the_message_held():
     letter.detail.encode("utf-8")  # valid UTF-8: no lone surrogate left
     assert storable(Hostile()) == "<Hostile>"
     assert DeadLetter(Position("t", 0, 2), None, None, "", "").detail == "(no detail)"
+
+
+def test_a_bisected_batch_retried_after_an_outage_copies_each_dead_letter_once(world, monkeypatch):
+    """After bisecting found the poison, the batch's commit fails on infrastructure (injected once in
+    the offsets step: a real server cannot be made to fail exactly there) and is retried: the retry
+    must not meet the poison again, nor copy its dead letter to the `.dlq` topic a second time."""
+    from test_consumer_poison import dead_letter_topic_sizes
+
+    with psycopg.connect(world.dsn) as conn:
+        conn.execute("ALTER TABLE assets ADD CONSTRAINT refuse_poison CHECK (key NOT LIKE 's3://iso/poison/%')")
+    publish_between_good_runs(world, [
+        (topic_for(world.settings, MATERIALIZATION), b"s3://iso/poison/a.csv",
+         encode(MATERIALIZATION, dict(TaskRun(["s3://iso/poison/a.csv"]).events())[MATERIALIZATION]))])
+    runner = ProjectionRunner("properties", world.settings, until_caught_up=True)
+    original, calls = runner.offsets.save, []
+
+    def fail_once(conn, next_offsets):
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("injected: server closed the connection unexpectedly")
+        return original(conn, next_offsets)
+
+    monkeypatch.setattr(runner.offsets, "save", fail_once)
+    stats = runner.run()
+    assert (stats.dead_letters, stats.retries, stats.events, len(calls)) == (1, 1, 4, 2)
+    assert [r[1] for r in dead_letter_rows(world.dsn)] == ["unstorable"]
+    assert dead_letter_topic_sizes(world.settings) == {f"{world.settings.topics.materializations}.dlq": 1}
+    assert "s3://iso/after.csv" in rows_by_key(world.dsn, "assets")
