@@ -50,6 +50,8 @@ def bisect(conn: psycopg.Connection, projection: Any, events: Sequence[Event]) -
 
 def record_dead_letters(conn: psycopg.Connection, offsets: OffsetStore, letters: Sequence[DeadLetter]) -> None:
     """Write the dead-letter rows; a row refused on data is written again without the message."""
+    if not letters:
+        return  # most batches: no savepoint round trips
     try:
         with conn.transaction():
             offsets.record_dead_letters(conn, letters)
