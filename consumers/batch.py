@@ -2,23 +2,53 @@
 
 A message either becomes an `Event` (decoded, of the type its topic carries,
 valid) or a `DeadLetter` naming why not; either way its offset counts as
-handled, so the next offset of each partition moves past both. Nothing here
-does I/O.
+handled, so the next offset of each partition moves past both. Whatever a
+message holds, sorting it cannot raise: an unexpected failure on one message's
+content is that message's dead letter (reason `unprocessable`), never the
+batch's. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from assetlog.config import Topics
 from assetlog.projections.events import Event, InvalidEvent, Position, to_event
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, DecodeError, decode
 
+Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
+
+MAX_DETAIL = 1000  # characters of a dead letter's detail: enough to read, small enough for a header
+MAX_REASON = 64
+# Shown escaped in a detail: C0/C1 controls (NUL, which PostgreSQL text refuses, among them) and the
+# bidi controls, which would reorder the text around them in a terminal or a web page.
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPED.update({c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def storable(text: object, limit: int = MAX_DETAIL) -> str:
+    """`text` made safe to store and show anywhere: controls and bidi marks escaped, lone surrogates
+    escaped (valid UTF-8), truncated to `limit` characters. Cannot fail, whatever it is given."""
+    try:
+        value = text if isinstance(text, str) else str(text)
+    except Exception:
+        value = f"<{type(text).__name__}>"
+    if len(value) > 4 * limit:
+        value = value[:4 * limit]  # bound the work before escaping
+    value = value.translate(_ESCAPED).encode("utf-8", "backslashreplace").decode("utf-8")
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
 
 @dataclass(slots=True)
 class DeadLetter:
-    """A message a projection skips: where it was, what it held, and why."""
+    """A message a projection skips: where it was, what it held, and why.
+
+    `reason` and `detail` are made storable on creation (see `storable`): a dead
+    letter must be writable whatever the message held, or the message would
+    stop its consumer for good.
+    """
 
     position: Position
     key: bytes | None
@@ -26,6 +56,10 @@ class DeadLetter:
     reason: str
     detail: str
     delivered: bool = False  # copied to the dead-letter topic (so a retried batch does not copy it again)
+
+    def __post_init__(self) -> None:
+        self.reason = storable(self.reason, MAX_REASON) or "unprocessable"
+        self.detail = storable(self.detail) or "(no detail)"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -38,6 +72,26 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     messages: int = 0
+    # The messages as read, kept until the batch commits: an event whose rows the database refuses
+    # is dead-lettered with its original key and value.
+    source: list[Message] = field(default_factory=list)
+    expected_types: Mapping[str, str] = field(default_factory=dict)
+    effects: Any = None  # the projection's effects of the events (None: to reduce again)
+
+    def message_at(self, position: Position) -> Message | None:
+        for message in self.source:
+            if (message[0], message[1], message[2]) == (position.topic, position.partition, position.offset):
+                return message
+        return None
+
+    def reject(self, event: Event, reason: str, detail: str) -> DeadLetter:
+        """Turn one of this batch's events into a dead letter (its effects must not be written)."""
+        assert event.position is not None, "only events read from Kafka can be dead-lettered"
+        message = self.message_at(event.position)
+        key, value = (message[3], message[4]) if message is not None else (None, None)
+        letter = DeadLetter(event.position, key, value, reason, detail)
+        self.dead_letters.append(letter)
+        return letter
 
 
 def event_types_by_topic(topics: Topics) -> dict[str, str]:
@@ -45,9 +99,15 @@ def event_types_by_topic(topics: Topics) -> dict[str, str]:
     return {topics.materializations: MATERIALIZATION, topics.dependencies: DEPENDENCY, topics.metadata: METADATA}
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as a one-line detail: its type and first line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def classify(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
              expected_type: str) -> Event | DeadLetter:
-    """Decode and validate one message."""
+    """Decode and validate one message; never raises on its content."""
     position = Position(topic, partition, offset)
     try:
         event_type, record = decode(value)
@@ -56,13 +116,15 @@ def classify(topic: str, partition: int, offset: int, key: bytes | None, value: 
         return to_event(event_type, record, position)
     except (DecodeError, InvalidEvent) as exc:
         return DeadLetter(position, key, value, exc.reason, exc.detail)
+    except Exception as exc:
+        return DeadLetter(position, key, value, "unprocessable", f"while decoding or validating: {describe(exc)}")
 
 
-def build_batch(messages: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
-                expected_types: Mapping[str, str]) -> Batch:
+def build_batch(messages: Iterable[Message], expected_types: Mapping[str, str]) -> Batch:
     """Sort (topic, partition, offset, key, value) tuples into a `Batch`."""
-    batch = Batch()
-    for topic, partition, offset, key, value in messages:
+    batch = Batch(expected_types=expected_types)
+    source = batch.source = messages if isinstance(messages, list) else list(messages)
+    for topic, partition, offset, key, value in source:
         batch.messages += 1
         item = classify(topic, partition, offset, key, value, expected_types[topic])
         if isinstance(item, Event):
@@ -73,3 +135,44 @@ def build_batch(messages: Iterable[tuple[str, int, int, bytes | None, bytes | No
         if offset + 1 > batch.next_offsets.get(tp, -1):
             batch.next_offsets[tp] = offset + 1
     return batch
+
+
+def events_of(batch: Batch) -> list[Event]:
+    """The batch's events derived again from its messages, less those already dead-lettered (a
+    replay's fold keeps its messages, not its events; decoding is deterministic)."""
+    skipped = {letter.position for letter in batch.dead_letters}
+    events = []
+    for topic, partition, offset, key, value in batch.source:
+        if Position(topic, partition, offset) in skipped:
+            continue
+        item = classify(topic, partition, offset, key, value, batch.expected_types[topic])
+        if isinstance(item, Event):
+            events.append(item)
+    return events
+
+
+def reduce_isolating(projection: Any, batch: Batch, events: Sequence[Event]) -> list[Event]:
+    """Set `batch.effects` to the reduction of `events`, except that an event whose reduction fails
+    becomes an `unprocessable` dead letter of the batch instead of failing it; returns the events kept.
+
+    Reduction is pure, so on a failure each event is first reduced alone into
+    fresh effects (a failing event may have half-updated them) and only then
+    into the batch's effects.
+    """
+    try:
+        batch.effects = projection.reduce(events)
+        return list(events)
+    except Exception:
+        pass
+    kept: list[Event] = []
+    effects = projection.reduce([])
+    for event in events:
+        try:
+            projection.reduce([event])
+        except Exception as exc:
+            batch.reject(event, "unprocessable", f"{projection.name} cannot reduce it: {describe(exc)}")
+            continue
+        kept.append(event)
+        effects = projection.reduce([event], into=effects)
+    batch.effects = effects
+    return kept

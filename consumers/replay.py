@@ -15,7 +15,8 @@ keep serving reads and the live consumers keep running. Then:
   drop what they had in flight and continue exactly where the rebuild ended.
 - **check**: pause the live consumers, bring the shadow to exactly their
   offsets, and compare the tables row for row in that frozen state; drift is
-  rows missing, extra or different.
+  rows missing, extra or different. Their offsets are also compared with the
+  topics' end: a consumer behind it, or stuck, is reported (`behind.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -32,15 +32,17 @@ import psycopg
 from psycopg import sql
 
 from assetlog.config import Settings
+from assetlog.consumers.behind import behind_the_end, wait_until_at
 from assetlog.consumers.fencing import advance, pause
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
+from assetlog.consumers.replay_result import ReplayResult, nested
 from assetlog.consumers.replay_workers import ParallelReader
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, lag
 from assetlog.errors import AssetlogError
 from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, require_migrated
-from assetlog.projections.compare import TableDrift, compare_table
+from assetlog.projections.compare import compare_table
 from assetlog.projections.lineage import seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
 from assetlog.projections.shadow import ShadowError, ShadowTables, dependents, drop_retired, live_schema
@@ -62,64 +64,13 @@ CATCH_UP_ROUNDS = 5
 READER_TABLES = (*(t for tables in PROJECTION_TABLES.values() for t in tables), "schema_migrations")
 
 
-@dataclass
-class ReplayResult:
-    projection: str
-    projections: list[str]
-    mode: str
-    since: str | None = None
-    messages: int = 0
-    seconds: float = 0.0
-    read_seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
-    rounds: int = 0
-    workers: int = 1
-    swap_attempts: int = 0
-    written: dict[str, dict[str, int]] = field(default_factory=dict)
-    offsets: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-    generations: dict[str, int] = field(default_factory=dict)
-    seeded_history_rows: int = 0
-    tables: list[TableDrift] = field(default_factory=list)
-
-    @property
-    def drifted(self) -> list[TableDrift]:
-        return [t for t in self.tables if t.drifted]
-
-    @property
-    def events_per_second(self) -> float:
-        return self.messages / self.read_seconds if self.read_seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "projection": self.projection, "projections": self.projections, "mode": self.mode, "since": self.since,
-            "messages": self.messages, "seconds": round(self.seconds, 3),
-            "events_per_second": round(self.events_per_second, 1),
-            "phases": {k: round(v, 3) for k, v in self.phases.items()}, "catch_up_rounds": self.rounds,
-            "workers": self.workers,
-            "written": self.written, "offsets": self.offsets,
-        }
-        if self.mode == "swap":
-            data.update(swap_attempts=self.swap_attempts, generations=self.generations)
-        else:
-            data.update(drift=bool(self.drifted), tables=[t.as_dict() for t in self.tables])
-        if self.since is not None:
-            data["seeded_history_rows"] = self.seeded_history_rows
-        return data
-
-
-def _nested(offsets: Offsets) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for (topic, partition), offset in sorted(offsets.items()):
-        out.setdefault(topic, {})[str(partition)] = offset
-    return out
-
-
 class Replay:
     """One `assetlog replay` run; `run()` returns a ReplayResult (check: with the drift per table)."""
 
     def __init__(self, settings: Settings, projection: str, *, check: bool = False, since: datetime | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None,
-                 lock_timeout: float = LOCK_TIMEOUT, examples: int = 3, workers: int | None = None) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, examples: int = 3, workers: int | None = None,
+                 grace: float = 5.0) -> None:
         if projection != "all" and projection not in PROJECTIONS:
             raise AssetlogError(f"no projection named {projection!r}; choose all or one of: {', '.join(PROJECTIONS)}")
         self.names = list(PROJECTIONS) if projection == "all" else [projection]
@@ -138,6 +89,7 @@ class Replay:
         self.lock_timeout = lock_timeout
         self.examples = examples
         self.workers = workers  # None: by the amount to read and the CPUs
+        self.grace = grace  # check: how long live consumers may take to reach the end seen at the start
         self.result = ReplayResult(projection, self.names, "check" if check else "swap",
                                    since.isoformat() if since else None)
         self._stop = threading.Event()
@@ -169,7 +121,9 @@ class Replay:
             if self.since is not None:
                 start = self._seed_since(control, live, shadow, partitions)
             if self.check:
+                self._ends = self._high_watermarks(partitions)
                 first = {n: self._live_offsets(control, n, partitions) for n in self.names}
+                self._first = first
             else:
                 ends = self._high_watermarks(partitions)
                 first = {n: ends for n in self.names}
@@ -217,7 +171,7 @@ class Replay:
             self.result.written[name] = {"messages": stats.messages, "events": stats.events,
                                          "dead_letters": stats.dead_letters, "batches": stats.batches,
                                          "retries": stats.retries}
-            self.result.offsets[name] = _nested(reader.positions[name])
+            self.result.offsets[name] = nested(reader.positions[name])
 
     def _clean_up(self, control: psycopg.Connection, shadow: ShadowTables | None) -> None:
         try:
@@ -307,11 +261,16 @@ class Replay:
 
     def _compare(self, control: psycopg.Connection, live: str, shadow: ShadowTables,
                  reader: ShadowReader | ParallelReader, partitions: list[Partition]) -> None:
-        """Pause the live consumers, bring the shadow to their offsets, compare in that frozen state."""
+        """Pause the live consumers, bring the shadow to their offsets, compare in that frozen state; name
+        the partitions where they are short of the topics' end."""
+        self.progress.set_phase("waiting for live consumers")
+        wait_until_at(self._ends, lambda: {n: self._live_offsets(control, n, partitions) for n in self.names},
+                      self.grace, self._stop.is_set)
         with control.transaction():
             self.progress.set_phase("pausing live consumers")
             pause(control, self.names)
             frozen = {n: self._live_offsets(control, n, partitions) for n in self.names}
+            self.result.behind = behind_the_end(self._ends, self._first, frozen)
             for name in self.names:
                 ahead = [tp for tp in partitions if reader.positions[name][tp] > frozen[name][tp]]
                 if ahead:

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rebuild the tables of a projection from the event topics into shadow tables while the live "
                     "tables keep serving reads and the live consumers keep running, then swap them in atomically "
                     "together with the consumers' offsets. With --check, compare the rebuild with the live tables "
-                    "instead (at the live consumers' offsets) and exit 1 on any drift.",
+                    "instead (at the live consumers' offsets) and exit 1 on any drift, or when a live consumer is "
+                    "behind the end of the topics (stuck on a message, or not running).",
     )
     replay.add_argument("projection", choices=[*sorted(PROJECTIONS), "all"],
                         help="properties (asset_properties, assets), lineage (lineage_history, asset_edges) or all")
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "for 100k+ messages; else 1)")
     replay.add_argument("--examples", type=_positive_int, default=3,
                         help="with --check: rows shown per kind of drift and table (default 3)")
+    replay.add_argument("--grace", type=_seconds, default=5.0,
+                        help="with --check: seconds live consumers get to reach the end of the topics seen at the "
+                             "start before they count as behind (default 5)")
     add_json_flag(replay)
     replay.set_defaults(handler=_replay)
 
@@ -48,8 +52,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
+    return value
+
+
 def _replay(args: argparse.Namespace) -> int:
     from assetlog.config import Settings
+    from assetlog.consumers.behind import summary
     from assetlog.consumers.progress import Progress
     from assetlog.consumers.replay import Replay
     from assetlog.consumers.runner import tune_garbage_collector
@@ -67,7 +82,7 @@ def _replay(args: argparse.Namespace) -> int:
     label = f"replay{' --check' if args.check else ''} {args.projection}"
     replay = Replay(Settings.from_env(), args.projection, check=args.check, since=since,
                     batch_size=args.batch_size, progress=Progress.auto(label, quiet=args.json),
-                    examples=args.examples, workers=args.workers)
+                    examples=args.examples, workers=args.workers, grace=args.grace)
 
     def interrupt(signum, _frame) -> None:
         raise KeyboardInterrupt  # unwinds like Ctrl-C: the swap transaction rolls back, shadow dropped
@@ -84,8 +99,9 @@ def _replay(args: argparse.Namespace) -> int:
         print("assetlog: drift in " + ", ".join(f"{t.table} ({_kinds(t.as_dict())})" for t in drifted)
               + ": the live tables differ from a rebuild from the topics; `assetlog replay "
               + f"{args.projection}` replaces them", file=sys.stderr)
-        return 1
-    return 0
+    if result.behind:
+        print(f"assetlog: {summary(result.behind)}", file=sys.stderr)
+    return 1 if drifted or result.behind else 0
 
 
 def _kinds(table: dict[str, Any]) -> str:
@@ -107,8 +123,12 @@ def _human(data: dict[str, Any]) -> str:
         for kind, examples in table["examples"].items():
             for example in examples:
                 lines.append(f"  {table['table']} {kind}: {_example(kind, example)}")
+    for item in data["behind"]:
+        lines.append(f"  {item['projection']} {item['state']} at {item['topic']}[{item['partition']}] offset "
+                     f"{item['offset']}, {item['lag']:,} short of the end ({item['end']})")
     verdict = "DRIFT" if data["drift"] else "no drift"
-    lines.append(f"replay --check {data['projection']}: {verdict}; {rate}; compared at the live offsets")
+    lag = f"; {len(data['behind'])} partition(s) behind the end" if data["behind"] else "; at the end of the topics"
+    lines.append(f"replay --check {data['projection']}: {verdict} at the live offsets{lag}; {rate}")
     return "\n".join(lines)
 
 

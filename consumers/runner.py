@@ -27,12 +27,13 @@ import psycopg
 from psycopg import conninfo
 
 from assetlog.config import Settings, Topics
-from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
+from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, reduce_isolating
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
 from assetlog.consumers.offsets import OffsetStore
-from assetlog.consumers.retry import RETRYABLE, Backoff
+from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
+from assetlog.consumers.tracked_writer import TrackedWriter
 from assetlog.errors import AssetlogError
 from assetlog.projections import projection_by_name, require_migrated
 from assetlog.projections.base import Projection
@@ -115,6 +116,7 @@ class ProjectionRunner:
         self.backoff = backoff or Backoff()
         self.expected_types = event_types_by_topic(self.topics)
         self.dead_letters = DeadLetterPublisher(settings, self.projection.name)
+        self.writer = TrackedWriter(self.projection, self.offsets)
         self.stats = RunStats(self.projection.name, self.group_id)
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
@@ -196,7 +198,8 @@ class ProjectionRunner:
             if self._first_message_at is None:
                 self._first_message_at = time.monotonic()
             batch = build_batch(rows, self.expected_types)
-            self._committer.submit((batch, self.projection.reduce(batch.events)))
+            batch.events = reduce_isolating(self.projection, batch, batch.events)
+            self._committer.submit(batch)
         if self.until_caught_up and self._caught_up():
             self._committer.drain()
             self.stats.stopped_by = "caught-up"
@@ -342,6 +345,8 @@ class ProjectionRunner:
                 with conn.transaction():
                     return work(conn)
             except RETRYABLE as exc:
+                if not retryable(exc):
+                    raise
                 if isinstance(exc, psycopg.Error):
                     self._drop_connection()
                 self.stats.retries += 1
@@ -351,20 +356,17 @@ class ProjectionRunner:
                 if not self.backoff.wait(self._stop):
                     raise Stopped from exc
 
-    def _commit(self, item: tuple[Batch, Any]) -> None:
-        """Project one batch: dead-letter copies acknowledged, then rows + offsets in one transaction.
+    def _commit(self, batch: Batch) -> None:
+        """Project one batch: rows, dead letters (their copies acknowledged first) and offsets in one
+        transaction (`TrackedWriter`).
 
         Runs on the committer thread; the main thread only touches the connection after `drain()`.
         """
-        batch, effects = item
 
         def work(conn: psycopg.Connection) -> None:
             if self.fence is not None:
                 self.fence.check(conn, self._generation)  # first: a swap in progress makes this wait
-            self.dead_letters.publish(batch.dead_letters)
-            self.projection.apply(conn, effects)
-            self.offsets.record_dead_letters(conn, batch.dead_letters)
-            self.offsets.save(conn, batch.next_offsets)
+            self.writer.write(conn, batch, publish=self.dead_letters.publish)
 
         self._with_postgres(work, "commit a batch")
         stats = self.stats

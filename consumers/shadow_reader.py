@@ -24,11 +24,12 @@ from typing import Any
 import psycopg
 
 from assetlog.config import Settings
-from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
+from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, events_of, reduce_isolating
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
-from assetlog.consumers.retry import RETRYABLE, Backoff
+from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
+from assetlog.consumers.tracked_writer import TrackedWriter
 from assetlog.errors import AssetlogError
 from assetlog.projections import projection_by_name
 
@@ -60,7 +61,9 @@ class ShadowWriter:
     Consecutive batches are folded together (`reduce(..., into=...)`) up to a
     budget of events, then written in one transaction: unlike a live consumer,
     a replay has no reader waiting for each batch. A batch without messages
-    (the end of a round) writes whatever is folded so far.
+    (the end of a round) writes whatever is folded so far. The fold keeps the
+    messages (not the decoded events) so that an event the database refuses can
+    be found and dead-lettered exactly as a live consumer does (`TrackedWriter`).
     """
 
     def __init__(self, dsn: str, projection: Any, stop: threading.Event, backoff: Backoff | None = None,
@@ -68,6 +71,7 @@ class ShadowWriter:
         self.dsn = dsn
         self.projection = projection
         self.offsets = OffsetStore(projection.name, projection.schema)
+        self.writer = TrackedWriter(projection, self.offsets)
         self.coalesce = coalesce if coalesce is not None else COALESCE_EVENTS.get(projection.name, 5000)
         self.stats = WriterStats()
         self._stop = stop
@@ -102,33 +106,39 @@ class ShadowWriter:
 
     def _commit(self, batch: Batch) -> None:
         fold = self._fold
-        self._effects = self.projection.reduce(batch.events, into=self._effects)
+        if batch.source:
+            fold.expected_types = batch.expected_types
+            fold.source.extend(batch.source)
         fold.messages += batch.messages
         fold.dead_letters.extend(batch.dead_letters)
         for tp, offset in batch.next_offsets.items():
             if offset > fold.next_offsets.get(tp, -1):
                 fold.next_offsets[tp] = offset
-        self._folded_events += len(batch.events)
+        try:
+            self._effects = self.projection.reduce(batch.events, into=self._effects)
+            self._folded_events += len(batch.events)
+        except Exception:
+            kept = reduce_isolating(self.projection, fold, events_of(fold))
+            self._effects, self._folded_events = fold.effects, len(kept)
         if batch.messages and self._folded_events < self.coalesce:
             return
-        self._write(fold, self._effects)
+        fold.effects = self._effects if self._effects is not None else self.projection.reduce([])
+        self._write(fold)
         self._fold, self._effects, self._folded_events = Batch(), None, 0
 
-    def _write(self, fold: Batch, effects: Any) -> None:
-        def work(conn: psycopg.Connection) -> None:
-            if effects is not None:
-                self.projection.apply(conn, effects)
-            self.offsets.record_dead_letters(conn, fold.dead_letters)
-            self.offsets.save(conn, fold.next_offsets)
-
+    def _write(self, fold: Batch) -> None:
+        events = self._folded_events
+        dead_letters = len(fold.dead_letters)
         self._backoff.reset()
         while True:
             try:
                 conn = self._connection()
                 with conn.transaction():
-                    work(conn)
+                    self.writer.write(conn, fold)  # nothing copied to the dead-letter topics (see above)
                 break
             except RETRYABLE as exc:
+                if not retryable(exc):
+                    raise
                 if isinstance(exc, psycopg.Error) and self._conn is not None:
                     self._conn.close()
                     self._conn = None
@@ -140,7 +150,7 @@ class ShadowWriter:
         stats = self.stats
         stats.batches += 1
         stats.messages += fold.messages
-        stats.events += self._folded_events
+        stats.events += events - (len(fold.dead_letters) - dead_letters)  # less those found unstorable
         stats.dead_letters += len(fold.dead_letters)
 
 

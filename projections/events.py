@@ -118,7 +118,7 @@ def to_event(event_type: str, record: Mapping[str, Any], position: Position | No
         _check_owners(record.get("properties"), "properties")
     elif event_type == DEPENDENCY:
         asset_key = _key(record, "downstream_key")
-        _key(record, "upstream_key")
+        _check_edge(asset_key, _key(record, "upstream_key"))
         materialization_id = _uuid(record, "materialization_event_id")
         _check_owners(record.get("upstream_properties"), "upstream_properties")
     elif event_type == METADATA:
@@ -197,20 +197,65 @@ def _check_owners(properties: Mapping[str, Any] | None, field: str) -> None:
                                                    f"indexes owners, which may have at most {MAX_OWNER_BYTES}")
 
 
+# The graph indexes each edge by its two keys together, and a btree index entry holds at most 2704 bytes:
+# two long keys of multi-byte characters (each may have 512 characters, up to 2 kB) would not fit.
+MAX_EDGE_KEY_BYTES = 2600
+
+
+def _check_edge(downstream: str, upstream: str) -> None:
+    if len(downstream) + len(upstream) > MAX_EDGE_KEY_BYTES // 4:  # only then can they be over the limit
+        size = len(downstream.encode("utf-8")) + len(upstream.encode("utf-8"))
+        if size > MAX_EDGE_KEY_BYTES:
+            raise InvalidEvent("invalid-key", f"upstream_key and downstream_key are {size} bytes long together; "
+                                              f"PostgreSQL indexes each edge by both, which may have at most "
+                                              f"{MAX_EDGE_KEY_BYTES}")
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Deeper than any real metadata, and far below every limit on its way: Python's recursion limit (about
+# 1000 levels, in json and in the consumers' own walks), orjson's 255 levels and PostgreSQL's stack
+# depth for jsonb. Deeper metadata would fail somewhere between the decoder and the database.
+MAX_METADATA_DEPTH = 200
 
 
 def _metadata(text: str) -> Mapping[str, Any]:
     try:
         value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidEvent("invalid-metadata", f"metadata_json is nested more than {MAX_METADATA_DEPTH} levels "
+                                               "deep") from None
     except ValueError as exc:
         raise InvalidEvent("invalid-metadata", f"metadata_json is not JSON: {exc}"[:300]) from None
     if not isinstance(value, dict):
         raise InvalidEvent("invalid-metadata", f"metadata_json must be a JSON object, got {type(value).__name__}")
-    _check_text(value, "metadata_json")
-    _check_numbers(value)
+    _check_json(value)
     return value
+
+
+def _check_json(document: dict) -> None:
+    """Walk parsed metadata without recursion (it may be deep): text PostgreSQL can store, finite
+    numbers, at most MAX_METADATA_DEPTH levels."""
+    stack: list[tuple[Any, str, int]] = [(document, "metadata_json", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, path)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidEvent("invalid-metadata", "metadata_json holds a non-finite number")
+        elif isinstance(value, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                raise InvalidEvent("invalid-metadata", f"metadata_json is nested more than {MAX_METADATA_DEPTH} "
+                                                       "levels deep")
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    _check_text(name, path)
+                    stack.append((item, f"{path}.{name}", depth + 1))
+            else:
+                stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
 
 
 def _check_text(value: Any, path: str) -> None:
@@ -232,17 +277,6 @@ def _check_text(value: Any, path: str) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_text(item, f"{path}[{index}]")
-
-
-def _check_numbers(value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidEvent("invalid-metadata", "metadata_json holds a non-finite number")
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_numbers(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_numbers(item)
 
 
 def payload_json(event: Event) -> str:

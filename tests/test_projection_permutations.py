@@ -10,6 +10,7 @@ compares every projected table row for row.
 
 from __future__ import annotations
 
+import uuid
 import zlib
 
 import psycopg
@@ -89,3 +90,37 @@ def test_any_order_batching_and_redelivery_yields_identical_tables(conn, deliver
     for name in PROJECTED_TABLES:
         assert first[name] == second[name], name
     assert first["lineage_history"], "nothing was projected"
+    # Equal to each other is not enough (a projection that wrote nothing, or the same wrong rows, would
+    # pass): both must hold the rows the rules give, computed here without the projection's code.
+    assert expected_rows(delivery_pair[0]) == {
+        "history": sorted(str(r[0]) for r in first["lineage_history"]),
+        "properties": {r[0]: (r[1], r[2], r[3], r[4], str(r[6])) for r in first["asset_properties"]},
+        "materialization": {r[0]: str(r[4]) for r in first["assets"] if r[4] is not None},
+    }
+
+
+def expected_rows(batches) -> dict:
+    """The rules, stated directly: one history row per event id; per key, the properties of the newest
+    (event_time, event_id as a uuid) event carrying some, and the newest materialization."""
+    events = {record["event_id"].lower(): (t, record) for batch in batches for t, record, _p in batch}
+    newest_properties: dict[str, tuple] = {}
+    newest_materialization: dict[str, tuple] = {}
+
+    def offer(table: dict, key: str, order: tuple, value) -> None:
+        if key not in table or order > table[key][0]:
+            table[key] = (order, value)
+
+    for event_id, (t, record) in events.items():
+        order = (record["event_time"], uuid.UUID(event_id))
+        if t == "materialization":
+            offer(newest_materialization, record["asset_key"], order, event_id)
+            given, key = record["properties"], record["asset_key"]
+        elif t == "dependency":
+            given, key = record["upstream_properties"], record["upstream_key"]
+        else:
+            continue
+        if given is not None:
+            offer(newest_properties, key, order, (given["name"], given["description"], given["owners"],
+                                                  given["url"], event_id))
+    return {"history": sorted(events), "properties": {k: v for k, (_o, v) in newest_properties.items()},
+            "materialization": {k: v for k, (_o, v) in newest_materialization.items()}}

@@ -253,3 +253,43 @@ def test_history_stays_exact_when_another_process_stores_the_same_event_meanwhil
         worker.join(30)
     assert not worker.is_alive()
     assert db.execute("SELECT count(*) FROM lineage_history").fetchone()[0] == 2
+
+
+def test_a_last_write_wins_tie_at_the_newest_time_is_decided_by_event_id(db, isolated):
+    """Two writes share the newest event_time: the greater event id (as PostgreSQL orders uuids) wins,
+    for the properties and for the last materialization, whichever arrives first, in one batch or
+    in two."""
+    low, high = "00000000-0000-4000-8000-000000000001", "ffffffff-ffff-4fff-bfff-ffffffffffff"
+    older = TaskRun([Asset(KEY, props("older", url="https://older"))], time=at(1)).events()
+    runs = {}
+    for name, event_id in (("low", low), ("high", high)):
+        events = TaskRun([Asset(KEY, props(name, url=f"https://{name}"))], time=at(5), status="FAILED"
+                         if name == "low" else "SUCCEEDED").events()
+        events[0][1]["event_id"] = event_id
+        runs[name] = events
+    orders = [older + runs["low"] + runs["high"], older + runs["high"] + runs["low"],
+              runs["high"] + runs["low"] + older]
+    for order in orders:
+        for split in (False, True):
+            with db.transaction(force_rollback=True):
+                if split:  # each event its own batch: the database's upsert decides
+                    for event in order:
+                        apply_directly(db, "properties", [event])
+                else:  # one batch: the in-batch merge decides
+                    apply_directly(db, "properties", order)
+                name = db.execute("SELECT name FROM asset_properties WHERE key = %s", (KEY,)).fetchone()[0]
+                last = db.execute("SELECT last_materialization_event_id::text, last_status FROM assets "
+                                  "WHERE key = %s", (KEY,)).fetchone()
+            assert (name, last) == ("high", (high, "SUCCEEDED")), (order, split)
+
+
+def test_a_full_overwrite_between_two_separately_applied_batches_clears_every_field(db, isolated):
+    """The newer properties replace the stored ones as a whole, when they arrive in a later batch (a
+    later transaction) too: fields the newer write lacks become null, lists are replaced, not merged."""
+    with db.transaction():
+        apply_directly(db, "properties", events_of([TaskRun([Asset(DASHBOARD, DASHBOARD_V1)], time=at(1))]))
+    assert properties_of(isolated.dsn, DASHBOARD)["url"] == DASHBOARD_V1["url"]
+    with db.transaction():
+        apply_directly(db, "properties", events_of([TaskRun([Asset(DASHBOARD, props("only a name"))], time=at(2))]))
+    assert properties_of(isolated.dsn, DASHBOARD) == {"name": "only a name", "description": None, "owners": None,
+                                                      "url": None}

@@ -95,17 +95,26 @@ def test_check_reports_corrupted_live_rows_as_drift_and_a_replay_repairs_them(is
     assert replay(isolated, "all", "--check")["drift"] is False
 
 
-def test_check_compares_at_the_live_consumers_offsets_not_at_the_end_of_the_topics(isolated):
-    """A consumer that lags is not drift: the rebuild stops where the live consumer is."""
+def test_check_compares_rows_at_the_live_offsets_and_reports_the_lag_to_the_end(isolated):
+    """A consumer that lags is not drift (the rebuild stops where the live consumer is), but it is not
+    healthy either: every partition short of the end is named, and the check exits 1."""
     migrate(isolated.dsn)
     first = publish(isolated.settings, realistic_runs(600, seed=1))
     for name in ("properties", "lineage"):
         run_until_caught_up(name, isolated.settings)
-    publish(isolated.settings, realistic_runs(400, seed=2, start=10_000))  # not consumed yet
+    later = publish(isolated.settings, realistic_runs(400, seed=2, start=10_000))  # not consumed yet
 
-    summary = replay(isolated, "all", "--check")
+    result = assetlog(isolated, "replay", "all", "--check", "--json", "--grace", "0")
+    assert result.code == 1, result.stderr[-2000:]
+    summary = result.json()
 
     assert summary["drift"] is False
+    ends = end_offsets(p for _t, _r, p in first + later)
+    for name in ("properties", "lineage"):
+        behind = {(b["topic"], b["partition"]): (b["offset"], b["end"], b["state"])
+                  for b in summary["behind"] if b["projection"] == name}
+        assert behind == {tp: (end_offsets(p for _t, _r, p in first).get(tp, 0), end, "stuck")
+                          for tp, end in ends.items()}
     assert summary["messages"] == len(first)
     live = end_offsets(p for _t, _r, p in first)
     for name in ("properties", "lineage"):
