@@ -31,7 +31,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from assetlog import demo, tokens_cli
+    from assetlog import demo, status_cli, tokens_cli
     from assetlog.compose import cli as compose_cli
     from assetlog.consumers import cli as consumers_cli
     from assetlog.consumers import replay_cli
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"assetlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (demo, compose_cli, producer_cli, consumers_cli, replay_cli, projections_cli, query_cli, web_cli,
-                   tokens_cli, integrations_cli):
+                   tokens_cli, status_cli, integrations_cli):
         module.register(subparsers)
     return parser
 

@@ -35,6 +35,7 @@ from assetlog.config import Settings
 from assetlog.consumers.behind import behind_the_end, wait_until_at
 from assetlog.consumers.fencing import advance, pause
 from assetlog.consumers.offsets import OffsetStore
+from assetlog.consumers.positions import end_offsets, event_partitions, metadata_consumer
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.replay_result import ReplayResult, nested
 from assetlog.consumers.replay_workers import ParallelReader
@@ -188,33 +189,11 @@ class Replay:
 
     # --- Kafka ---------------------------------------------------------------------------------------
 
-    def _metadata_consumer(self):
-        from confluent_kafka import Consumer
-
-        return Consumer(self.settings.kafka_client_config(
-            defaults={"log_level": 3},
-            required={"group.id": f"{self.settings.topic_prefix}.replay", "enable.auto.commit": False}))
-
     def _partitions(self) -> list[Partition]:
-        consumer = self._metadata_consumer()
-        try:
-            known = consumer.list_topics(timeout=30).topics
-            missing = [t for t in self.settings.topics.events if t not in known]
-            if missing:
-                raise AssetlogError(f"topics missing: {', '.join(missing)}; run `assetlog topics create` first")
-            return sorted((t, p) for t in self.settings.topics.events for p in known[t].partitions)
-        finally:
-            consumer.close()
+        return event_partitions(self.settings)
 
     def _high_watermarks(self, partitions: list[Partition]) -> Offsets:
-        from confluent_kafka import TopicPartition
-
-        consumer = self._metadata_consumer()
-        try:
-            return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30, cached=False)[1]
-                    for t, p in partitions}
-        finally:
-            consumer.close()
+        return end_offsets(self.settings, partitions)
 
     def _since_offsets(self, partitions: list[Partition]) -> Offsets:
         """Per partition, the first offset whose Kafka timestamp is at or after --since (else its end)."""
@@ -222,7 +201,7 @@ class Replay:
 
         assert self.since is not None
         millis = int(self.since.timestamp() * 1000)
-        consumer = self._metadata_consumer()
+        consumer, _ = metadata_consumer(self.settings, "replay")
         try:
             found = consumer.offsets_for_times([TopicPartition(t, p, millis) for t, p in partitions], timeout=30)
         finally:
