@@ -196,6 +196,9 @@ class KafkaBroker:
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
+                # One JVM is broker and controller on a small shared machine: a stall of a few seconds
+                # under load must not get the broker fenced ("All brokers are currently fenced").
+                "broker.session.timeout.ms=30000",
                 "log.retention.hours=-1",
                 "",
             ]),

@@ -10,6 +10,7 @@ batch's. Nothing here does I/O.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,7 @@ class Batch:
     source: list[Message] = field(default_factory=list)
     expected_types: Mapping[str, str] = field(default_factory=dict)
     effects: Any = None  # the projection's effects of the events (None: to reduce again)
+    received_at: float = field(default_factory=time.monotonic)  # when it was consumed (for batch latency)
 
     def message_at(self, position: Position) -> Message | None:
         for message in self.source:

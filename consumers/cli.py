@@ -9,6 +9,7 @@ import sys
 
 from assetlog.cli import add_json_flag, print_result
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
+from assetlog.metrics import add_metrics_flags, start_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="longest wait to fill a batch, in milliseconds "
                               f"(default {int(DEFAULT_BATCH_TIMEOUT * 1000)})")
     consume.add_argument("--quiet", action="store_true", help="log only warnings (retries, dead letters)")
+    add_metrics_flags(consume)
+    consume.add_argument("--lag-interval-seconds", type=float, default=5.0, metavar="S",
+                         help="with --metrics-port: how often the lag is measured against the broker (default 5)")
     add_json_flag(consume)
     consume.set_defaults(handler=_consume)
 
@@ -53,7 +57,8 @@ def _consume(args: argparse.Namespace) -> int:
     settings.require_kafka()
     settings.require_postgres()
     runner = ProjectionRunner(args.projection, settings, until_caught_up=args.until_caught_up,
-                              batch_size=args.batch_size, batch_timeout=args.batch_timeout_ms / 1000)
+                              batch_size=args.batch_size, batch_timeout=args.batch_timeout_ms / 1000,
+                              lag_interval=args.lag_interval_seconds if args.metrics_port is not None else None)
 
     def request_stop(signum, _frame) -> None:
         logging.getLogger("assetlog.consumers").info(
@@ -62,9 +67,13 @@ def _consume(args: argparse.Namespace) -> int:
         signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Ready once the group gave this process its partitions (or none: then it stands by, also fine).
+    metrics = start_from_args(args, ready=lambda: runner.assignment_known)
     try:
         stats = runner.run()
     finally:
+        if metrics is not None:
+            metrics.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     result = stats.as_dict()

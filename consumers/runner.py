@@ -18,6 +18,7 @@ committed; the runner then seeks to the offsets the replay stored.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, r
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
+from assetlog.consumers.observe import LagWatcher, mirror_offsets, record_at_end, record_commit
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
 from assetlog.consumers.tracked_writer import TrackedWriter
@@ -98,6 +100,7 @@ class ProjectionRunner:
         group_id: str | None = None,
         offsets_key: str | None = None,
         backoff: Backoff | None = None,
+        lag_interval: float | None = None,
     ) -> None:
         self.projection: Projection = (
             projection_by_name(projection) if isinstance(projection, str) else projection
@@ -123,6 +126,9 @@ class ProjectionRunner:
         self._assigned: set[tuple[str, int]] = set()
         self._assignment_known = False
         self._at_end: set[tuple[str, int]] = set()
+        self._committed: queue.SimpleQueue[dict[tuple[str, int], int]] = queue.SimpleQueue()
+        self._lag_interval = lag_interval  # seconds between lag measurements (None: only at commits)
+        self._lag: LagWatcher | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -133,6 +139,11 @@ class ProjectionRunner:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def assignment_known(self) -> bool:
+        """The group has given this process its partitions (ready to project)."""
+        return self._assignment_known
 
     @property
     def assignment(self) -> list[tuple[str, int]]:
@@ -147,9 +158,12 @@ class ProjectionRunner:
             # Waits for PostgreSQL like any batch would, but a missing schema fails at once, clearly.
             self._with_postgres(lambda conn: None, "connect to PostgreSQL")
             consumer = self._consumer()
+            if self._lag_interval:
+                self._lag = LagWatcher(self.projection.name, self.settings, self._lag_interval)
             try:
                 self._loop(consumer)
                 self._settle()  # the batch in hand commits before the group is left
+                self._mirror_committed(consumer)
             finally:
                 consumer.close()  # leave the group now, so its partitions move to other members at once
         except Stopped:
@@ -157,6 +171,8 @@ class ProjectionRunner:
         finally:
             self._stop.set()  # on any way out, a batch still waiting for PostgreSQL gives up (uncommitted)
             self._committer.close()
+            if self._lag is not None:
+                self._lag.close()
             self.dead_letters.close()
             if self._conn is not None:
                 self._conn.close()
@@ -179,6 +195,7 @@ class ProjectionRunner:
         from confluent_kafka import KafkaError, KafkaException
 
         self._committer.raise_if_failed()
+        self._mirror_committed(consumer)
         messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
         rows = []
         for message in messages:
@@ -186,6 +203,7 @@ class ProjectionRunner:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end.add((message.topic(), message.partition()))
+                    record_at_end(self.projection.name, message.topic(), message.partition())
                     continue
                 if error.fatal():
                     raise KafkaException(error)
@@ -205,6 +223,13 @@ class ProjectionRunner:
             self.stats.stopped_by = "caught-up"
             return True
         return False
+
+    def _mirror_committed(self, consumer) -> None:
+        """Offsets PostgreSQL committed since the last call, told to Kafka (for lag tools only)."""
+        offsets: dict[tuple[str, int], int] = {}
+        while not self._committed.empty():
+            offsets.update(self._committed.get_nowait())
+        mirror_offsets(self.projection.name, consumer, offsets)
 
     def _settle(self) -> None:
         """Wait for the batches in flight; those a replay's swap fenced off are dropped, not retried
@@ -296,6 +321,8 @@ class ProjectionRunner:
         for p in partitions:
             p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
+        if self._lag is not None:
+            self._lag.track({tp: stored.get(tp, 0) for tp in wanted})
         self._assigned = set(wanted)
         self._at_end -= self._assigned
         self._assignment_known = True
@@ -306,6 +333,8 @@ class ProjectionRunner:
         # Commit what is in flight, so the partitions' next owner starts after it.
         self._settle()
         revoked = {(p.topic, p.partition) for p in partitions}
+        if self._lag is not None:
+            self._lag.forget(revoked)
         self._assigned -= revoked
         self._at_end -= revoked
         self._assignment_known = False
@@ -368,7 +397,12 @@ class ProjectionRunner:
                 self.fence.check(conn, self._generation)  # first: a swap in progress makes this wait
             self.writer.write(conn, batch, publish=self.dead_letters.publish)
 
+        committing = time.monotonic()
         self._with_postgres(work, "commit a batch")
+        record_commit(self.projection.name, batch, time.monotonic() - committing)
+        self._committed.put(dict(batch.next_offsets))  # the consumer's thread mirrors them to Kafka
+        if self._lag is not None:
+            self._lag.track(batch.next_offsets)
         stats = self.stats
         stats.batches += 1
         stats.messages += batch.messages

@@ -28,6 +28,7 @@ from assetlog.projections.render import when
 from assetlog.projections.store import LineageStore, QueryTimeout
 from assetlog.web import api, auth, pages, urls
 from assetlog.web.auth import Authentication, AuthPolicy
+from assetlog.web.metrics import RequestMetrics
 from assetlog.web.params import BadRequest
 from assetlog.web.picture import GraphDrawer, health
 
@@ -136,7 +137,8 @@ def create_app(store: LineageStore, *, drawer: GraphDrawer | None = None, auth_p
     )
     if auth_policy is not None:
         app.add_middleware(Authentication, policy=auth_policy)
-    app.add_middleware(SecurityHeaders)  # outermost: refusals carry the headers too
+    app.add_middleware(SecurityHeaders)  # refusals carry the headers too
+    app.add_middleware(RequestMetrics, routes=app.routes)  # outermost: refused and failed requests are counted too
     app.state.store = store
     app.state.auth = auth_policy
     app.state.drawer = drawer or GraphDrawer.find(urls.asset_url)

@@ -17,6 +17,7 @@ import socket
 import sys
 
 from assetlog.errors import AssetlogError
+from assetlog.metrics import add_metrics_flags, start_from_args
 
 DEFAULT_PORT = 8000
 
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--connections", type=int, default=8, metavar="N",
                        help="database connections shared by concurrent requests (default 8)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    add_metrics_flags(serve)
     serve.add_argument("--no-auth", action="store_true",
                        help="no sign-in at all (allowed only when listening on a loopback address)")
     serve.add_argument("--trusted-header", metavar="NAME",
@@ -141,14 +143,16 @@ def _serve(args: argparse.Namespace) -> int:
             _require_token_table(probe)
     sock = _listen(args.host, args.port)
     store = LineageStore(dsn, pool_size=max(2, args.connections), application_name="assetlog.web")
+    metrics = None
     try:
         policy = _auth_policy(args, store)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"assetlog: serving the web view on http://{shown}:{port}/ (read-only; Ctrl-C stops it)",
               file=sys.stderr, flush=True)
-        config = uvicorn.Config(create_app(store, auth_policy=policy), log_level="warning", access_log=args.access_log,
-                                lifespan="off", server_header=False)
+        metrics = start_from_args(args)
+        config = uvicorn.Config(create_app(store, auth_policy=policy), log_level="warning",
+                                access_log=args.access_log, lifespan="off", server_header=False)
         # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal into the handler that was
         # there before it: make that one a no-op, so the store is closed and the exit status is 0.
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -158,6 +162,8 @@ def _serve(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     finally:
+        if metrics is not None:
+            metrics.close()
         store.close()
         sock.close()
     print("assetlog: the web view stopped", file=sys.stderr, flush=True)

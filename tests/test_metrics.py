@@ -1,0 +1,143 @@
+"""Prometheus metrics of a running consumer and of the web view, scraped over HTTP on the real stack.
+
+The consumer's lag falls to 0 when it catches up, rises while it is held up
+(its PostgreSQL commit waits on a lock another session holds, while producers
+go on) and falls again once it may commit; Kafka's own committed offsets for
+the group mirror PostgreSQL's, so the lag tools operators run see the group.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions
+from conftest import Isolated
+from events_factory import guide_pipelines, publish
+from fault_support import topic_ends
+from prometheus_client.parser import text_string_to_metric_families
+from query_world import reader_dsn
+
+from assetlog.compose.processes import free_port
+from assetlog.compose.topics import admin_client
+from assetlog.projections import migrate
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+def total(metrics: dict, name: str, **labels: str) -> float:
+    return sum(value for found, value in metrics.get(name, []) if all(found.get(k) == v for k, v in labels.items()))
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}; {getattr(check, 'last', '')}"
+        time.sleep(0.2)
+
+
+def answers(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def consumer(isolated: Isolated) -> Iterator[int]:
+    """`assetlog consume lineage --metrics-port P` as a process; yields P."""
+    migrate(isolated.dsn)
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assetlog", "consume", "lineage", "--quiet", "--metrics-port", str(port),
+             "--lag-interval-seconds", "0.3"], env=isolated.env(), stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            eventually(lambda: answers(f"http://127.0.0.1:{port}/readyz") == 200 or process.poll() is not None,
+                       "the consumer's /readyz")
+            assert process.poll() is None, log.seek(0) or log.read()
+            assert answers(f"http://127.0.0.1:{port}/healthz") == 200
+            yield port
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def kafka_group_lag(isolated: Isolated) -> int:
+    """What `kafka-consumer-groups --describe` would show for the lineage group."""
+    admin = admin_client(isolated.settings)
+    group = f"{isolated.settings.topic_prefix}.lineage"
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+    committed = {(tp.topic, tp.partition): tp.offset for tp in future.result().topic_partitions}
+    return sum(end - max(committed.get(tp, 0), 0) for tp, end in topic_ends(isolated.settings).items())
+
+
+def test_consumer_lag_falls_to_zero_rises_while_held_up_and_falls_again(isolated: Isolated, consumer: int) -> None:
+    first = publish(isolated.settings, [e for run in guide_pipelines() for e in run.events()])
+
+    def caught_up(expected: int) -> Callable[[], bool]:
+        def check() -> bool:
+            metrics = scrape(consumer)
+            lags = [value for _, value in metrics.get("assetlog_consumer_lag_messages", [])]
+            check.last = (total(metrics, "assetlog_consumer_events_projected_total", projection="lineage"),  # type: ignore[attr-defined]
+                          expected, lags)
+            return (total(metrics, "assetlog_consumer_events_projected_total", projection="lineage") == expected
+                    and bool(lags) and not any(lags))
+        return check
+
+    eventually(caught_up(len(first)), "lineage caught up, lag 0")
+    metrics = scrape(consumer)
+    assert total(metrics, "assetlog_consumer_batch_size_messages_count", projection="lineage") >= 1
+    assert total(metrics, "assetlog_consumer_last_commit_timestamp_seconds", projection="lineage") > time.time() - 60
+    eventually(lambda: kafka_group_lag(isolated) == 0, "Kafka's mirror of the offsets at the end")
+
+    with psycopg.connect(isolated.dsn) as blocker:
+        blocker.execute("LOCK TABLE consumer_offsets IN ACCESS EXCLUSIVE MODE")  # the next commit waits
+        second = publish(isolated.settings, [e for run in guide_pipelines() for e in run.events()])
+        eventually(lambda: total(scrape(consumer), "assetlog_consumer_lag_messages") == len(second),
+                   "the lag rises to what was published while the consumer is held up")
+        assert kafka_group_lag(isolated) == len(second)
+        blocker.rollback()  # let it commit
+    eventually(caught_up(len(first) + len(second)), "lineage caught up again, lag 0")
+    eventually(lambda: kafka_group_lag(isolated) == 0, "Kafka's mirror caught up")
+
+
+def test_web_view_counts_requests_by_route_template_never_by_key(isolated: Isolated) -> None:
+    migrate(isolated.dsn)
+    web_port, metrics_port = free_port(), free_port()
+    env = isolated.env(ASSETLOG_POSTGRES_READONLY_DSN=reader_dsn(isolated.dsn))
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen([sys.executable, "-m", "assetlog", "serve", "--port", str(web_port),
+                                   "--metrics-port", str(metrics_port)], env=env, stdout=log, stderr=log)
+        try:
+            eventually(lambda: answers(f"http://127.0.0.1:{web_port}/healthz") == 200, "the web view")
+            for key in ("s3://a/secret-one.csv", "s3://b/secret-two.csv"):
+                assert answers(f"http://127.0.0.1:{web_port}/api/asset?key={key}") == 401
+            metrics = scrape(metrics_port)
+            assert total(metrics, "assetlog_http_requests_total", route="/api/asset", status="401") == 2
+            assert total(metrics, "assetlog_http_request_duration_seconds_count", route="/api/asset") == 2
+            labels = " ".join(str(found) for samples in metrics.values() for found, _ in samples)
+            assert "secret" not in labels
+        finally:
+            server.terminate()
+            server.wait(30)
