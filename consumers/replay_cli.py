@@ -10,6 +10,7 @@ from typing import Any
 
 from assetlog.cli import add_json_flag, print_result
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
+from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "for 100k+ messages; else 1)")
     replay.add_argument("--examples", type=_positive_int, default=3,
                         help="with --check: rows shown per kind of drift and table (default 3)")
+    add_metrics_flags(replay)
     replay.add_argument("--grace", type=_seconds, default=5.0,
                         help="with --check: seconds live consumers get to reach the end of the topics seen at the "
                              "start before they count as behind (default 5)")
@@ -87,11 +89,18 @@ def _replay(args: argparse.Namespace) -> int:
     def interrupt(signum, _frame) -> None:
         raise KeyboardInterrupt  # unwinds like Ctrl-C: the swap transaction rolls back, shadow dropped
 
+    # The parent counts what every worker process read (they report to its progress), so one
+    # process's gauges cover them all.
+    REPLAY_MESSAGES_READ.labels(projection=args.projection).set_function(lambda: replay.progress.done)
+    REPLAY_MESSAGES_TOTAL.labels(projection=args.projection).set_function(lambda: replay.progress.total)
+    metrics = start_from_args(args)
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         result = replay.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if metrics is not None:
+            metrics.close()
     data = result.as_dict()
     print_result(args, data, lambda: _human(data))
     drifted = result.drifted

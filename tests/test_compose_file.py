@@ -44,3 +44,34 @@ def test_kafka_keeps_events_and_listens_where_the_env_points():
     assert env["KAFKA_LOG_RETENTION_HOURS"] == -1
     assert "INTERNAL://kafka:29092" in env["KAFKA_ADVERTISED_LISTENERS"]
     assert kafka["image"].startswith("apache/kafka:4")
+
+
+def test_prometheus_scrapes_the_consumers_metrics_ports():
+    services = _compose()["services"]
+    scrape = yaml.safe_load((COMPOSE.parent / "prometheus.yml").read_text())
+    targets = {t for job in scrape["scrape_configs"] for config in job["static_configs"] for t in config["targets"]}
+    for name in ("consume-properties", "consume-lineage"):
+        command = services[name]["command"][-1]
+        port = command.split("--metrics-port")[1].split()[0]
+        assert f"{name}:{port}" in targets
+        assert "--metrics-host 0.0.0.0" in command  # reachable from the prometheus container
+
+
+def test_dashboard_queries_name_metrics_that_exist():
+    import json
+    import re
+
+    from assetlog.metrics import REGISTRY
+
+    exported = set()
+    for family in REGISTRY.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+        exported |= {family.name + suffix for suffix in suffixes[family.type]}
+    dashboard = json.loads((COMPOSE.parent / "grafana" / "assetlog-dashboard.json").read_text())
+    named = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\bassetlog_[a-z_]+", target["expr"])}
+    assert named, "the dashboard queries no Assetlog metric"
+    assert named <= exported, named - exported
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in ("lag", "throughput", "dead letters", "freshness"):
+        assert topic in titles

@@ -141,3 +141,17 @@ def test_web_view_counts_requests_by_route_template_never_by_key(isolated: Isola
         finally:
             server.terminate()
             server.wait(30)
+
+
+def test_replay_reports_messages_read_against_messages_to_read(isolated: Isolated, monkeypatch) -> None:
+    from assetlog.cli import main
+    from assetlog.metrics import REGISTRY
+
+    migrate(isolated.dsn)
+    published = publish(isolated.settings, [e for run in guide_pipelines() for e in run.events()])
+    for name, value in isolated.env().items():
+        monkeypatch.setenv(name, value)
+    assert main(["replay", "lineage", "--json", "--metrics-port", "0"]) == 0
+    read = REGISTRY.get_sample_value("assetlog_replay_messages_read", {"projection": "lineage"})
+    to_read = REGISTRY.get_sample_value("assetlog_replay_messages_to_read", {"projection": "lineage"})
+    assert read == to_read == len(published)
