@@ -15,7 +15,14 @@ import hashlib
 import inspect
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from assetlog.producer.attempts import run_hooks
+from assetlog.producer.states import completed
+
+if TYPE_CHECKING:
+    from assetlog.producer.runtime import TaskRun
+    from assetlog.producer.tasks import Task
 
 
 class CachePolicy:
@@ -68,3 +75,27 @@ def inputs_key(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         return hashlib.sha256(pickle.dumps(sorted(bound.arguments.items()), protocol=5)).hexdigest()
     except Exception:
         return None
+
+
+MISS = object()
+
+
+def cache_lookup(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[tuple[str, str] | None, Any]:
+    """(the cache key, the cached result or MISS): Prefect's DEFAULT policy within the flow run."""
+    if run.flow_run is None:
+        return None, MISS  # outside a flow Prefect's key holds the task run's own id: never a hit
+    inputs = inputs_key(task.fn, args, kwargs)
+    if inputs is None:
+        return None, MISS
+    key = (task.source_digest(), inputs)
+    return key, run.flow_run.cache.get(key, MISS)
+
+
+def cache_hit(run: TaskRun, result: Any) -> Any:
+    """A cache hit runs nothing and emits nothing; its result still carries the run's assets on."""
+    assert run.flow_run is not None
+    run.flow_run.lineage.link(result, run)
+    if run.task.on_completion:
+        run_hooks(run.task.on_completion, run.task, run, completed(result, "Cached"))
+    return result

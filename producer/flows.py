@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from assetlog.producer.cache_policies import BRIDGE
-from assetlog.producer.runtime import run_flow_async, run_flow_sync
+from assetlog.producer.flow_runs import run_flow_async, run_flow_sync
 from assetlog.producer.states import completed, failed
 from assetlog.producer.tasks import Hooks, _hooks
 from assetlog.producer.timeouts import check_timeout

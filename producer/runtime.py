@@ -22,12 +22,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from assetlog.producer.assets import Asset
-from assetlog.producer.cache_policies import inputs_key
+from assetlog.producer.attempts import attempts, drive, drive_async, run_coroutine, run_hooks
+from assetlog.producer.cache_policies import MISS, cache_hit, cache_lookup
 from assetlog.producer.events import (
     EXPLICIT,
     FAILED,
@@ -41,9 +42,8 @@ from assetlog.producer.futures import TaskFuture, TaskFutureList
 from assetlog.producer.lineage import Hidden, Lineage, is_plain, resolve_futures
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
 from assetlog.producer.publishing import current_publisher
-from assetlog.producer.states import State, completed, failed, running
+from assetlog.producer.states import completed, failed, running
 from assetlog.producer.timeouts import (
-    FlowRunTimeoutError,
     TaskRunTimeoutError,
     await_with_timeout,
     call_with_timeout,
@@ -99,7 +99,7 @@ class FlowRun:
             if not any(p is publisher for p in self.publishers):
                 self.publishers.append(publisher)
 
-    # The attempt loop's interface (see `_attempts`).
+    # The attempt loop's interface (see `attempts`).
     @property
     def retries(self) -> int:
         return self.flow.retries
@@ -186,7 +186,7 @@ class TaskRun:
             raise ValueError("Can only add metadata to assets that are arguments to @materialize")
         self.metadata.setdefault(key, {}).update(encode_metadata(metadata))
 
-    # The attempt loop's interface (see `_attempts`).
+    # The attempt loop's interface (see `attempts`).
     @property
     def retries(self) -> int:
         return self.task.retries
@@ -254,90 +254,6 @@ class TaskRun:
         self.metadata, self.upstream = {}, ()
 
 
-def run_hooks(hooks: Iterable[Callable[..., Any]], owner: object, run: object, state: State[Any]) -> None:
-    """Prefect's hooks: `hook(task_or_flow, run, state)`; a failing hook is logged, never raised."""
-    for hook in hooks:
-        try:
-            outcome = hook(owner, run, state)
-            if asyncio.iscoroutine(outcome):
-                run_coroutine(outcome)
-        except Exception:
-            log.exception("hook %s of %r failed", getattr(hook, "__name__", hook), owner)
-
-
-def run_coroutine(coroutine: Any) -> Any:
-    """Run a coroutine to its end from sync code, also when an event loop runs in this thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-_CALL = object()  # what `_attempts` yields to ask its driver for one call of the body
-
-
-def _attempts(run: TaskRun | FlowRun) -> Generator[object, Any, Any]:
-    """The one attempt loop of every task and flow run, sync or async.
-
-    Yields `_CALL` for each attempt (the driver sends back the body's result or
-    throws its exception in) and, between attempts, the seconds to wait; returns
-    the final result or re-raises the final error.
-    """
-    attempt = 0
-    while True:
-        run.begin_attempt()
-        try:
-            result = yield _CALL
-        except Exception as exc:
-            if attempt < run.retries and run.may_retry(exc):
-                yield run.retry_delay(attempt)
-                attempt += 1
-                continue
-            run.failed(exc)
-            raise
-        return run.succeeded(result)
-
-
-def _drive(steps: Generator[object, Any, Any], call: Callable[[], Any]) -> Any:
-    """Step `_attempts` with a sync body, sleeping in this thread between attempts."""
-    try:
-        request = next(steps)
-        while True:
-            if request is _CALL:
-                try:
-                    value = call()
-                except Exception as exc:
-                    request = steps.throw(exc)
-                else:
-                    request = steps.send(value)
-            else:
-                time.sleep(request)  # type: ignore[arg-type]
-                request = next(steps)
-    except StopIteration as done:
-        return done.value
-
-
-async def _drive_async(steps: Generator[object, Any, Any], call: Callable[[], Awaitable[Any]]) -> Any:
-    """Step `_attempts` with an async body, sleeping without blocking the event loop."""
-    try:
-        request = next(steps)
-        while True:
-            if request is _CALL:
-                try:
-                    value = await call()
-                except Exception as exc:
-                    request = steps.throw(exc)
-                else:
-                    request = steps.send(value)
-            else:
-                await asyncio.sleep(request)  # type: ignore[arg-type]
-                request = next(steps)
-    except StopIteration as done:
-        return done.value
-
-
 def as_wait_list(wait_for: object) -> list[object]:
     """Prefect's `wait_for`: one future or result, or an iterable of them."""
     if wait_for is None:
@@ -367,30 +283,6 @@ def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: 
     return args, kwargs
 
 
-_MISS = object()
-
-
-def _cache_lookup(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> tuple[tuple[str, str] | None, Any]:
-    """(the cache key, the cached result or _MISS): Prefect's DEFAULT policy within the flow run."""
-    if run.flow_run is None:
-        return None, _MISS  # outside a flow Prefect's key holds the task run's own id: never a hit
-    inputs = inputs_key(task.fn, args, kwargs)
-    if inputs is None:
-        return None, _MISS
-    key = (task.source_digest(), inputs)
-    return key, run.flow_run.cache.get(key, _MISS)
-
-
-def _cache_hit(run: TaskRun, result: Any) -> Any:
-    """A cache hit runs nothing and emits nothing; its result still carries the run's assets on."""
-    assert run.flow_run is not None
-    run.flow_run.lineage.link(result, run)
-    if run.task.on_completion:
-        run_hooks(run.task.on_completion, run.task, run, completed(result, "Cached"))
-    return result
-
-
 def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   wait_for: object = None, run: TaskRun | None = None,
                   extra: Iterable[object] = ()) -> Any:
@@ -401,13 +293,13 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     try:
         fn, timeout = task.fn, task.timeout_seconds
         if task.caches:
-            key, hit = _cache_lookup(task, run, args, kwargs)
-            if hit is not _MISS:
-                return _cache_hit(run, hit)
+            key, hit = cache_lookup(task, run, args, kwargs)
+            if hit is not MISS:
+                return cache_hit(run, hit)
         if timeout is None:
-            result = _drive(_attempts(run), lambda: fn(*args, **kwargs))
+            result = drive(attempts(run), lambda: fn(*args, **kwargs))
         else:
-            result = _drive(_attempts(run), lambda: call_with_timeout(
+            result = drive(attempts(run), lambda: call_with_timeout(
                 lambda: fn(*args, **kwargs), timeout, TaskRunTimeoutError))
         if task.caches and key is not None:
             run.flow_run.cache[key] = result  # type: ignore[union-attr]
@@ -429,13 +321,13 @@ async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: di
     try:
         fn, timeout = task.fn, task.timeout_seconds
         if task.caches:
-            key, hit = _cache_lookup(task, run, args, kwargs)
-            if hit is not _MISS:
-                return _cache_hit(run, hit)
+            key, hit = cache_lookup(task, run, args, kwargs)
+            if hit is not MISS:
+                return cache_hit(run, hit)
         if timeout is None:
-            result = await _drive_async(_attempts(run), lambda: fn(*args, **kwargs))
+            result = await drive_async(attempts(run), lambda: fn(*args, **kwargs))
         else:
-            result = await _drive_async(_attempts(run), lambda: await_with_timeout(
+            result = await drive_async(attempts(run), lambda: await_with_timeout(
                 fn(*args, **kwargs), timeout, TaskRunTimeoutError))
         if task.caches and key is not None:
             run.flow_run.cache[key] = result  # type: ignore[union-attr]
@@ -499,59 +391,12 @@ def submit_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
     return TaskFuture(run, flow_run.submit(call))
 
 
-def run_flow_sync(flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    parent = current_flow_run()
-    flow_run = FlowRun(flow)
-    flow_token, task_token = _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
-    try:
-        args, kwargs = resolve_futures(args), resolve_futures(kwargs)
-        fn, timeout = flow.fn, flow.timeout_seconds
-        if timeout is None:
-            result = _drive(_attempts(flow_run), lambda: fn(*args, **kwargs))
-        else:
-            result = _drive(_attempts(flow_run), lambda: call_with_timeout(
-                lambda: fn(*args, **kwargs), timeout, FlowRunTimeoutError))
-    except BaseException as exc:
-        _crashed(flow, flow_run, exc)
-        raise
-    finally:
-        try:
-            flow_run.finish()
-        finally:
-            _TASK_RUN.reset(task_token)
-            _FLOW_RUN.reset(flow_token)
-    if parent is not None:
-        parent.lineage.hide(result)
-    return result
+def enter_flow_run(flow_run: FlowRun) -> tuple[contextvars.Token[Any], contextvars.Token[Any]]:
+    """Make `flow_run` the current one (and no task run current) until `leave_flow_run`."""
+    return _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
 
 
-async def run_flow_async(flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    parent = current_flow_run()
-    flow_run = FlowRun(flow)
-    flow_token, task_token = _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
-    try:
-        args, kwargs = resolve_futures(args), resolve_futures(kwargs)
-        fn, timeout = flow.fn, flow.timeout_seconds
-        if timeout is None:
-            result = await _drive_async(_attempts(flow_run), lambda: fn(*args, **kwargs))
-        else:
-            result = await _drive_async(_attempts(flow_run), lambda: await_with_timeout(
-                fn(*args, **kwargs), timeout, FlowRunTimeoutError))
-    except BaseException as exc:
-        _crashed(flow, flow_run, exc)
-        raise
-    finally:
-        try:
-            await asyncio.to_thread(flow_run.finish)
-        finally:
-            _TASK_RUN.reset(task_token)
-            _FLOW_RUN.reset(flow_token)
-    if parent is not None:
-        parent.lineage.hide(result)
-    return result
-
-
-def _crashed(flow: Flow[..., Any], flow_run: FlowRun, error: BaseException) -> None:
-    """Prefect's on_crashed hooks: the run was interrupted (KeyboardInterrupt, SystemExit...)."""
-    if not isinstance(error, Exception) and flow.on_crashed:
-        run_hooks(flow.on_crashed, flow, flow_run, failed(error))
+def leave_flow_run(tokens: tuple[contextvars.Token[Any], contextvars.Token[Any]]) -> None:
+    flow_token, task_token = tokens
+    _TASK_RUN.reset(task_token)
+    _FLOW_RUN.reset(flow_token)

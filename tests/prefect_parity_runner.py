@@ -50,8 +50,8 @@ def main(names: list[str]) -> int:
     EventsWorker.instance = lambda *_args, **_kwargs: current[-1]  # type: ignore[method-assign,assignment]
 
     import prefect
-    from prefect.assets import Asset, AssetProperties, add_asset_metadata, materialize
     from parity_scenarios import SCENARIOS
+    from prefect.assets import Asset, AssetProperties, add_asset_metadata, materialize
 
     @prefect.flow
     def warm_up() -> None:
