@@ -15,6 +15,8 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from assetlog.producer.cache_policies import BRIDGE
 from assetlog.producer.flow_runs import run_flow_async, run_flow_sync
+from assetlog.producer.lineage import resolve_futures
+from assetlog.producer.runtime import as_wait_list
 from assetlog.producer.states import completed, failed
 from assetlog.producer.tasks import Hooks, _hooks
 from assetlog.producer.timeouts import check_timeout
@@ -27,7 +29,7 @@ DISPLAY_OPTIONS = frozenset({"flow_run_name", "log_prints"})
 # Options that need what only Prefect has: its result storage, task runners, cancellation, validation
 # (a value that asks for what the runtime does anyway, e.g. persist_result=False, is accepted).
 REFUSED_OPTIONS = frozenset({"persist_result", "result_storage", "result_serializer", "cache_result_in_memory",
-                             "task_runner", "on_cancellation", "on_running", "validate_parameters"})
+                             "task_runner", "on_cancellation", "validate_parameters"})
 
 
 class Flow(Generic[P, R]):
@@ -37,7 +39,7 @@ class Flow(Generic[P, R]):
                  version: str | None = None, tags: Iterable[str] | None = None, retries: int | None = None,
                  retry_delay_seconds: float | None = None, timeout_seconds: float | None = None,
                  on_completion: Hooks = None, on_failure: Hooks = None, on_crashed: Hooks = None,
-                 **other: Any) -> None:
+                 on_running: Hooks = None, **other: Any) -> None:
         if not callable(fn):
             raise TypeError(f"'{fn}' must be callable")
         unknown = sorted(set(other) - DISPLAY_OPTIONS - REFUSED_OPTIONS)
@@ -66,6 +68,7 @@ class Flow(Generic[P, R]):
         self.on_completion = _hooks("on_completion", on_completion)
         self.on_failure = _hooks("on_failure", on_failure)
         self.on_crashed = _hooks("on_crashed", on_crashed)
+        self.on_running = _hooks("on_running", on_running)
         self.is_async = inspect.iscoroutinefunction(fn)
         self._display = {key: value for key, value in other.items() if key in DISPLAY_OPTIONS}
         self.flow_run_name = self._display.get("flow_run_name")
@@ -78,12 +81,16 @@ class Flow(Generic[P, R]):
         current = {"name": self.name, "description": self.description, "version": self.version,
                    "tags": self.tags, "retries": self.retries, "retry_delay_seconds": self.retry_delay_seconds,
                    "timeout_seconds": self.timeout_seconds, "on_completion": list(self.on_completion),
-                   "on_failure": list(self.on_failure), "on_crashed": list(self.on_crashed), **self._display}
+                   "on_failure": list(self.on_failure), "on_crashed": list(self.on_crashed),
+                   "on_running": list(self.on_running), **self._display}
         return Flow(self.fn, **{**current, **options})
 
-    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: object = None, **kwargs: Any) -> Any:
         """Run the flow now; an async flow returns a coroutine to await. With `return_state=True`
-        the run's final State is returned instead of its result (a failure is returned, not raised)."""
+        the run's final State is returned instead of its result (a failure is returned, not raised);
+        `wait_for` (futures or results) is waited for first, as in Prefect."""
+        if wait_for is not None:
+            resolve_futures(as_wait_list(wait_for))
         if self.is_async:
             run = run_flow_async(self, args, kwargs)
             return _state_of_async(run) if return_state else run

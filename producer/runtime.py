@@ -105,7 +105,8 @@ class FlowRun:
         return self.flow.retries
 
     def begin_attempt(self) -> None:
-        pass
+        if self.flow.on_running:
+            run_hooks(self.flow.on_running, self.flow, self, running())
 
     def may_retry(self, error: Exception) -> bool:
         return True
