@@ -292,6 +292,13 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
     token = _TASK_RUN.set(run)
     try:
+        if task.single_attempt:  # `attempts` with nothing to retry, time or cache, without its cost
+            try:
+                result = task.fn(*args, **kwargs)
+            except Exception as exc:
+                run.failed(exc)
+                raise
+            return run.succeeded(result)
         fn, timeout = task.fn, task.timeout_seconds
         if task.caches:
             key, hit = cache_lookup(task, run, args, kwargs)
@@ -320,6 +327,13 @@ async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: di
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
     token = _TASK_RUN.set(run)
     try:
+        if task.single_attempt:  # as in run_task_sync
+            try:
+                result = await task.fn(*args, **kwargs)
+            except Exception as exc:
+                run.failed(exc)
+                raise
+            return run.succeeded(result)
         fn, timeout = task.fn, task.timeout_seconds
         if task.caches:
             key, hit = cache_lookup(task, run, args, kwargs)

@@ -110,6 +110,10 @@ class Task(Generic[P, R]):
         if self.is_generator and (self.retries or self.timeout_seconds is not None or self.caches):
             raise TypeError(f"{self.name}: retries, timeout_seconds and result caching are not supported on "
                             f"generator tasks by Assetlog's built-in runtime; {BRIDGE}")
+        # One attempt, no timer, no cache, no running hooks: the runtime's fast path.
+        self.single_attempt = not self.retries and self.timeout_seconds is None and not self.caches and (
+            not self.on_running)
+        self.is_plain_sync = not (self.is_async or self.is_generator)
         self._display = {key: value for key, value in other.items() if key in DISPLAY_OPTIONS}
         self.task_run_name = self._display.get("task_run_name")
         self.log_prints = self._display.get("log_prints")
@@ -145,6 +149,8 @@ class Task(Generic[P, R]):
         """Run now, in this thread; an async task returns a coroutine to await, a generator task
         a generator. With `return_state=True` the run's final State is returned instead of its
         result (a failure is then returned, not raised), as in Prefect."""
+        if self.is_plain_sync and not return_state:
+            return run_task_sync(self, args, kwargs, wait_for)
         if self.is_generator:
             if return_state:
                 raise TypeError(f"{self.name}: return_state=True is not supported on generator tasks by "
