@@ -12,6 +12,7 @@ import asyncio
 import ctypes
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -43,12 +44,16 @@ def call_with_timeout(fn: Callable[[], T], seconds: float, error: type[TimeoutEr
             raise error(message)
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        outer, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+        started = time.monotonic()
         try:
             return fn()
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+            if outer:  # an enclosing timeout (a flow's, around this task) keeps its deadline
+                left = outer - (time.monotonic() - started)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
     target = threading.get_ident()
     done = threading.Event()
     fired = threading.Event()

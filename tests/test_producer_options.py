@@ -100,3 +100,18 @@ def test_a_generator_stopped_early_completes_with_its_metadata(isolated):
     assert out.result == [1000, 1001]
     assert out.materialization("s3://generated/early")["status"] == "SUCCEEDED"
     assert [m["metadata_json"] for m in out.metadata] == ['{"started":true}']
+
+
+def test_a_task_timeout_inside_a_flow_timeout_keeps_the_flows_deadline(isolated):
+    @materialize("s3://timeout/inner", timeout_seconds=5)
+    def inner() -> None: ...
+
+    @flow(timeout_seconds=0.5)
+    def pipeline() -> None:
+        inner()
+        time.sleep(3)
+
+    started = time.monotonic()
+    out = run_and_read(isolated.settings, pipeline)
+    assert isinstance(out.error, FlowRunTimeoutError) and time.monotonic() - started < 2.5
+    assert out.materialization("s3://timeout/inner")["status"] == "SUCCEEDED"
