@@ -18,7 +18,7 @@ from assetlog.producer.flow_runs import run_flow_async, run_flow_sync
 from assetlog.producer.lineage import resolve_futures
 from assetlog.producer.runtime import as_wait_list
 from assetlog.producer.states import completed, failed
-from assetlog.producer.tasks import Hooks, _hooks
+from assetlog.producer.tasks import Hooks, check_hooks
 from assetlog.producer.timeouts import check_timeout
 
 P = ParamSpec("P")
@@ -65,10 +65,10 @@ class Flow(Generic[P, R]):
         self.retries = retries or 0
         self.retry_delay_seconds = retry_delay_seconds or 0
         self.timeout_seconds = check_timeout(timeout_seconds)
-        self.on_completion = _hooks("on_completion", on_completion)
-        self.on_failure = _hooks("on_failure", on_failure)
-        self.on_crashed = _hooks("on_crashed", on_crashed)
-        self.on_running = _hooks("on_running", on_running)
+        self.on_completion = check_hooks("on_completion", on_completion)
+        self.on_failure = check_hooks("on_failure", on_failure)
+        self.on_crashed = check_hooks("on_crashed", on_crashed)
+        self.on_running = check_hooks("on_running", on_running)
         self.is_async = inspect.iscoroutinefunction(fn)
         self._display = {key: value for key, value in other.items() if key in DISPLAY_OPTIONS}
         self.flow_run_name = self._display.get("flow_run_name")

@@ -37,7 +37,7 @@ STORAGE_OPTIONS = frozenset({"cache_key_fn", "cache_expiration", "refresh_cache"
 TRANSACTION_OPTIONS = frozenset({"on_rollback", "on_commit"})
 
 
-def _hooks(name: str, hooks: Hooks) -> tuple[Callable[..., Any], ...]:
+def check_hooks(name: str, hooks: Hooks) -> tuple[Callable[..., Any], ...]:
     if hooks is None:
         return ()
     hooks = tuple(hooks)
@@ -83,9 +83,9 @@ class Task(Generic[P, R]):
         self.retry_jitter_factor = retry_jitter_factor
         self.retry_condition_fn = retry_condition_fn
         self.timeout_seconds = check_timeout(timeout_seconds)
-        self.on_completion = _hooks("on_completion", on_completion)
-        self.on_failure = _hooks("on_failure", on_failure)
-        self.on_running = _hooks("on_running", on_running)
+        self.on_completion = check_hooks("on_completion", on_completion)
+        self.on_failure = check_hooks("on_failure", on_failure)
+        self.on_running = check_hooks("on_running", on_running)
         # Prefect's rule: a cache policy given (other than NO_CACHE) turns result persistence on,
         # and without persistence nothing is cached.
         self._user_persist_result = persist_result
