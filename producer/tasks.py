@@ -18,7 +18,13 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from assetlog.producer.assets import Asset, distinct_assets
 from assetlog.producer.cache_policies import BRIDGE, DEFAULT, NO_CACHE, check_cache_options, source_digest
 from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
-from assetlog.producer.runtime import run_generator_task, run_task_async, run_task_sync, submit_task
+from assetlog.producer.runtime import (
+    current_flow_run,
+    run_generator_task,
+    run_task_async,
+    run_task_sync,
+    submit_task,
+)
 from assetlog.producer.states import completed, failed
 from assetlog.producer.timeouts import check_timeout
 
@@ -187,8 +193,6 @@ class Task(Generic[P, R]):
     def map(self, *args: Any, wait_for: object = None, return_state: bool = False,
             **kwargs: Any) -> Any:
         """Submit one task run per element of the iterable arguments (others are passed to all)."""
-        from assetlog.producer.runtime import current_flow_run
-
         self._check_submittable("map")
         if current_flow_run() is None:
             raise RuntimeError("Unable to determine task runner to use for mapped task runs. If you are "
