@@ -1,4 +1,9 @@
-"""Fixtures with the names Prefect's asset tests use (see prefect_events.py)."""
+"""Fixtures with the names Prefect's asset tests use (see prefect_events.py).
+
+Every test here runs with a publisher on its own isolated world (Prefect's test
+harness likewise gives every test its own backend), so no test can publish to the
+default topics or outbox of the environment, fixture or not.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,15 @@ from prefect_events import EventsWorker
 from assetlog.producer import Publisher, publishing
 
 
-@pytest.fixture
-def asserting_events_worker(isolated: Any) -> Iterator[EventsWorker]:
+@pytest.fixture(autouse=True)
+def world_publisher(isolated: Any) -> Iterator[Publisher]:
     with Publisher(isolated.settings) as publisher, publishing(publisher):
-        yield EventsWorker(isolated.settings, publisher)
+        yield publisher
+
+
+@pytest.fixture
+def asserting_events_worker(isolated: Any, world_publisher: Publisher) -> EventsWorker:
+    return EventsWorker(isolated.settings, world_publisher)
 
 
 @pytest.fixture
