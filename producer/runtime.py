@@ -187,6 +187,11 @@ class TaskRun:
             raise ValueError("Can only add metadata to assets that are arguments to @materialize")
         self.metadata.setdefault(key, {}).update(encode_metadata(metadata))
 
+    @property
+    def name(self) -> str:
+        """What hooks and retry conditions read as `task_run.name` in Prefect."""
+        return self.task.task_run_name if isinstance(self.task.task_run_name, str) else self.task.name
+
     # The attempt loop's interface (see `attempts`).
     @property
     def retries(self) -> int:

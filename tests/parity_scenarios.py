@@ -195,7 +195,7 @@ def retry_condition_stops_retries(api: SimpleNamespace) -> None:
 @scenario
 def hooks_are_called(api: SimpleNamespace) -> None:
     def on_completion(owner: Any, run: Any, state: Any) -> None:
-        api.notes.append(("completed", owner.name, state.is_completed()))
+        api.notes.append(("completed", owner.name, state.is_completed(), isinstance(run.name, str)))
 
     def on_failure(owner: Any, run: Any, state: Any) -> None:
         api.notes.append(("failed", owner.name, state.is_failed()))
