@@ -35,6 +35,10 @@ class AssetProperties(BaseModel):
     def __hash__(self) -> int:  # owners is a list: hash what identifies the value
         return hash((self.name, self.url, self.description, tuple(self.owners or ())))
 
+    def is_empty(self) -> bool:
+        """Every field None: in Prefect that means "no properties", never "clear them"."""
+        return self.name is None and self.url is None and self.description is None and self.owners is None
+
 
 class Asset(BaseModel):
     """A dataset, table, file, model... identified by a URI key, stored verbatim."""
@@ -64,7 +68,8 @@ class Asset(BaseModel):
         """
         from assetlog.producer.metadata import add_metadata_for_key
 
-        add_metadata_for_key(self.key, metadata, caller="Asset.add_metadata")
+        add_metadata_for_key(self.key, metadata,
+                             message_outside="Unable add Asset metadata when not inside of an AssetContext")
 
 
 def as_asset(value: str | Asset) -> Asset:
@@ -77,9 +82,17 @@ def as_asset(value: str | Asset) -> Asset:
 
 
 def distinct_assets(values: tuple[str | Asset, ...] | list[str | Asset]) -> tuple[Asset, ...]:
-    """Assets in declaration order, one per key (the first declaration of a key wins)."""
+    """Assets in declaration order, one per key: the first declaration of a key that has
+    properties wins, else the first. Prefect emits one event per distinct declaration,
+    and one without properties never clears them, so the properties are kept either way."""
     seen: dict[str, Asset] = {}
     for value in values:
         asset = as_asset(value)
-        seen.setdefault(asset.key, asset)
+        known = seen.get(asset.key)
+        if known is None or (not has_properties(known) and has_properties(asset)):
+            seen[asset.key] = asset
     return tuple(seen.values())
+
+
+def has_properties(asset: Asset) -> bool:
+    return asset.properties is not None and not asset.properties.is_empty()

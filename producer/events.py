@@ -161,8 +161,10 @@ class OutgoingEvent:
 
 
 def properties_record(asset: Asset) -> dict[str, object] | None:
+    """The asset's properties, or None when it has none: `AssetProperties()` with every
+    field None means "no properties", as in Prefect (it never clears stored ones)."""
     props = asset.properties
-    if props is None:
+    if props is None or props.is_empty():
         return None
     return {
         "name": props.name,

@@ -3,14 +3,18 @@
 Every value a task run returns is remembered, with its direct items, together
 with that run; a later task's upstream runs are those whose values, futures or
 `wait_for` entries appear anywhere in its arguments (nested in lists, tuples,
-sets and dicts). Values are held while the flow run lasts, so an id can never
-be reused by another object and mistaken for a result.
+sets, dicts, dataclasses and pydantic models, the collections Prefect visits).
+Values are held while the flow run lasts, so an id can never be reused by
+another object and mistaken for a result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
 
@@ -18,7 +22,28 @@ if TYPE_CHECKING:
     from assetlog.producer.runtime import FlowRun, TaskRun
 
 _CONTAINERS = (list, tuple, set, frozenset)
-_WALK = (TaskFuture, unmapped, list, tuple, set, frozenset, dict)
+_WALK = (TaskFuture, unmapped, list, tuple, set, frozenset, dict, BaseModel)
+# Arguments of these types hold nothing to trace or resolve: the common case, checked first.
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _is_record(value: object) -> bool:
+    """A dataclass instance or a pydantic model: Prefect looks into their fields."""
+    return isinstance(value, BaseModel) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type))
+
+
+def _items(value: object) -> list[object] | None:
+    """The direct items of a collection Prefect visits (dict keys and values, fields), else None."""
+    if isinstance(value, _CONTAINERS):
+        return list(value)
+    if isinstance(value, dict):
+        return [x for pair in value.items() for x in pair]
+    if isinstance(value, BaseModel):
+        return list(dict(value).values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [getattr(value, f.name) for f in dataclasses.fields(value)]
+    return None
 
 
 def untrackable(value: object) -> bool:
@@ -32,40 +57,45 @@ class Lineage:
     """The results of one flow run's task runs, by identity."""
 
     def __init__(self) -> None:
-        self._results: dict[int, tuple[object, TaskRun]] = {}
+        self._results: dict[int, tuple[object, TaskRun | Hidden]] = {}
 
     def link(self, value: object, run: TaskRun) -> None:
         """Remember that `run` produced `value` and its direct items (one level deep)."""
         self._link_one(value, run)
-        if isinstance(value, _CONTAINERS):
-            for item in value:
-                self._link_one(item, run)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                self._link_one(key, run)
-                self._link_one(item, run)
+        if type(value) in _SCALARS:
+            return
+        for item in _items(value) or ():
+            self._link_one(item, run)
 
-    def _link_one(self, value: object, run: TaskRun) -> None:
+    def _link_one(self, value: object, run: TaskRun | Hidden) -> None:
         if not untrackable(value):
             self._results[id(value)] = (value, run)  # holding the value keeps its id unique
 
-    def producer_of(self, value: object) -> TaskRun | None:
+    def hide(self, value: object) -> None:
+        """`value` (and its direct items) came back from a subflow: in Prefect a subflow's
+        return value links to the subflow run, which passes on no assets."""
+        self._link_one(value, HIDDEN)
+        if type(value) not in _SCALARS:
+            for item in _items(value) or ():
+                self._link_one(item, HIDDEN)
+
+    def producer_of(self, value: object) -> TaskRun | Hidden | None:
         entry = self._results.get(id(value))
         return entry[1] if entry is not None and entry[0] is value else None
 
-    def direct_producers(self, values: Iterable[object]) -> list[TaskRun]:
+    def direct_producers(self, values: Iterable[object]) -> list[TaskRun | Hidden]:
         """The fast path for arguments that are neither collections nor futures."""
         results = self._results
-        found: list[TaskRun] = []
+        found: list[TaskRun | Hidden] = []
         for value in values:
             entry = results.get(id(value))
             if entry is not None and entry[0] is value and entry[1] not in found:
                 found.append(entry[1])
         return found
 
-    def upstream_runs(self, values: Iterable[object], flow_run: FlowRun) -> list[TaskRun]:
+    def upstream_runs(self, values: Iterable[object], flow_run: FlowRun) -> list[TaskRun | Hidden]:
         """Runs of `flow_run` whose results or futures appear anywhere in `values`, in order."""
-        found: dict[int, TaskRun] = {}
+        found: dict[int, TaskRun | Hidden] = {}
         seen: set[int] = set()
         stack = list(values)
         stack.reverse()
@@ -81,20 +111,31 @@ class Lineage:
             producer = self.producer_of(value)
             if producer is not None:
                 found.setdefault(id(producer), producer)
-            if isinstance(value, (*_CONTAINERS, dict)):
-                if id(value) in seen:
-                    continue
+            if type(value) in _SCALARS or id(value) in seen:
+                continue
+            items = _items(value)
+            if items is not None:
                 seen.add(id(value))
-                items = [x for pair in value.items() for x in pair] if isinstance(value, dict) else list(value)
                 items.reverse()
                 stack.extend(items)
         return list(found.values())
 
 
+class Hidden:
+    """Stands for a subflow run as the producer of its return value: it passes on nothing."""
+
+    passed_on: tuple[()] = ()
+
+
+HIDDEN = Hidden()
+
+
 def is_plain(values: Iterable[object]) -> bool:
     """No futures and no collections: nothing to resolve, only direct values to trace."""
     for value in values:
-        if isinstance(value, _WALK):
+        if type(value) in _SCALARS:
+            continue
+        if isinstance(value, _WALK) or _is_record(value):
             return False
     return True
 
@@ -125,4 +166,17 @@ def _resolve(value: Any) -> tuple[Any, bool]:
         if not any(ck or cv for (_, ck), (_, cv) in pairs):
             return value, False
         return {k: v for (k, _), (v, _) in pairs}, True
+    if isinstance(value, BaseModel):  # as Prefect: rebuilt without validation, fields set kept
+        fields = dict(value)
+        resolved = {name: _resolve(item) for name, item in fields.items()}
+        if not any(changed for _, changed in resolved.values()):
+            return value, False
+        return value.model_construct(_fields_set=value.model_fields_set,
+                                     **{name: item for name, (item, _) in resolved.items()}), True
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = [f.name for f in dataclasses.fields(value)]
+        resolved = {name: _resolve(getattr(value, name)) for name in names}
+        if not any(changed for _, changed in resolved.values()):
+            return value, False
+        return dataclasses.replace(value, **{name: item for name, (item, _) in resolved.items()}), True
     return value, False

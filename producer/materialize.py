@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from assetlog.producer.assets import Asset, distinct_assets
+from assetlog.producer.assets import Asset, as_asset, distinct_assets
 from assetlog.producer.tasks import Task
 
 P = ParamSpec("P")
@@ -17,13 +17,18 @@ R = TypeVar("R")
 
 
 class MaterializingTask(Task[P, R]):
-    """A task that materializes `assets` (one materialization event per asset per run)."""
+    """A task that materializes `assets` (one materialization event per asset key per run).
+
+    `assets` is the list as given (Prefect's attribute); a key given twice is
+    materialized once, with the properties of its first declaration that has some.
+    """
 
     def __init__(self, fn: Callable[P, R], *, assets: tuple[str | Asset, ...] | list[str | Asset],
                  by: str | None = None, **options: Any) -> None:
         super().__init__(fn, **options)
-        self.assets = distinct_assets(list(assets))
-        self.asset_keys = frozenset(asset.key for asset in self.assets)
+        self.assets: list[Asset] = [as_asset(asset) for asset in assets]  # as given, like Prefect's
+        self.materialized = distinct_assets(self.assets)
+        self.asset_keys = frozenset(asset.key for asset in self.materialized)
         if not self.assets:
             raise TypeError("materialize requires at least one asset argument, e.g. `@materialize(asset)`")
         if by is not None and not isinstance(by, str):
@@ -45,7 +50,7 @@ def materialize(*assets: str | Asset, by: str | None = None,
         raise TypeError("materialize requires at least one asset argument, e.g. `@materialize(asset)`")
     if len(assets) == 1 and callable(assets[0]) and not isinstance(assets[0], (str, Asset)):
         raise TypeError("materialize requires at least one asset argument, e.g. `@materialize(asset)`")
-    checked = distinct_assets(list(assets))  # a bad key fails here, at decoration
+    checked = [as_asset(asset) for asset in assets]  # a bad key fails here, at decoration
     MaterializingTask(_probe, assets=checked, by=by, **task_options)
 
     def decorator(fn: Callable[P, R]) -> MaterializingTask[P, R]:

@@ -1,9 +1,11 @@
 """Runtime metadata for the assets a task run materializes.
 
-Values are checked and encoded as JSON when they are added, so a bad value fails
-at the call that added it (naming its key) and later mutations of the caller's
-objects cannot change what was recorded. The merge is shallow: a later call's
-top-level keys replace earlier ones.
+Values are encoded as JSON when they are added, the way Prefect sends them
+(pydantic's JSON mode: datetimes as ISO text, Decimals as text, sets and tuples
+as lists, models and dataclasses as objects, non-string keys of nested dicts as
+text), so a value that has no JSON form fails at the call that added it (naming
+its key) and later mutations of the caller's objects cannot change what was
+recorded. The merge is shallow: a later call's top-level keys replace earlier ones.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from pydantic_core import PydanticSerializationError, to_json
 
 if TYPE_CHECKING:
     from assetlog.producer.assets import Asset
@@ -25,8 +29,8 @@ def encode_metadata(metadata: object) -> dict[str, str]:
         if not isinstance(key, str):
             raise TypeError(f"metadata keys must be strings, got {key!r} ({type(key).__name__})")
         try:
-            encoded[key] = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        except (TypeError, ValueError, RecursionError) as exc:
+            encoded[key] = to_json(value, inf_nan_mode="null").decode()  # as Event.model_dump_json()
+        except (PydanticSerializationError, TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"metadata value for key {key!r} is not JSON-serialisable: {exc}") from exc
     return encoded
 
@@ -36,13 +40,13 @@ def merged_metadata_json(values: Mapping[str, str]) -> str:
     return "{" + ",".join(f"{json.dumps(key, ensure_ascii=False)}:{value}" for key, value in values.items()) + "}"
 
 
-def add_metadata_for_key(key: str, metadata: dict[str, Any], *, caller: str) -> None:
+def add_metadata_for_key(key: str, metadata: dict[str, Any], *, message_outside: str) -> None:
+    """Add to the running task run; `message_outside` is Prefect's text for a call outside one."""
     from assetlog.producer.runtime import current_task_run
 
     run = current_task_run()
     if run is None:
-        raise RuntimeError(f"Unable to call `{caller}` outside of a task run: call it in the body of a "
-                           "@materialize function")
+        raise RuntimeError(message_outside)
     run.add_metadata(key, metadata)
 
 
@@ -60,4 +64,5 @@ def add_asset_metadata(asset: str | Asset, metadata: dict[str, Any]) -> None:
         key = asset
     else:
         raise TypeError(f"expected an asset key (str) or an Asset, got {type(asset).__name__}")
-    add_metadata_for_key(key, metadata, caller="add_asset_metadata")
+    add_metadata_for_key(key, metadata, message_outside=(
+        "Unable to call `add_asset_metadata` when not inside of an AssetContext"))

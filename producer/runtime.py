@@ -5,6 +5,12 @@ The only state is the current flow run and task run, in contextvars, so threads
 are upstream of a task run is traced by `lineage`; what they pass on is decided
 here: materializing runs pass on only their own assets, plain runs pass on what
 they received plus their own `asset_deps`.
+
+Task runs and flow runs, sync and async, share one attempt loop (`_attempts`, a
+generator the sync and async drivers step through): retries, the retry
+condition, the final attempt's events, hooks. Options follow Prefect's semantics
+(checked against Prefect 3.9); what cannot be given here is refused at
+decoration (see docs/prefect.md).
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from assetlog.producer.assets import Asset
+from assetlog.producer.attempts import attempts, drive, drive_async, run_coroutine, run_hooks
+from assetlog.producer.cache_policies import MISS, cache_hit, cache_lookup
 from assetlog.producer.events import (
     EXPLICIT,
     FAILED,
@@ -29,12 +38,19 @@ from assetlog.producer.events import (
     Upstream,
     new_event_id,
 )
-from assetlog.producer.futures import TaskFuture
-from assetlog.producer.lineage import Lineage, is_plain, resolve_futures
+from assetlog.producer.futures import TaskFuture, TaskFutureList
+from assetlog.producer.lineage import Hidden, Lineage, is_plain, resolve_futures
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
 from assetlog.producer.publishing import current_publisher
+from assetlog.producer.states import completed, failed, running
+from assetlog.producer.timeouts import (
+    TaskRunTimeoutError,
+    await_with_timeout,
+    call_with_timeout,
+)
 
 if TYPE_CHECKING:
+    from assetlog.producer.flows import Flow
     from assetlog.producer.publisher import Publisher
     from assetlog.producer.tasks import Task
 
@@ -55,10 +71,12 @@ def current_task_run() -> TaskRun | None:
 class FlowRun:
     """One run of a flow: its id, what its task runs returned (`lineage`), its submitted futures."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, flow: Flow[..., Any]) -> None:
         self.id = new_event_id()
-        self.name = name
+        self.flow = flow
+        self.name = flow.name
         self.lineage = Lineage()
+        self.cache: dict[tuple[str, str], Any] = {}  # Prefect's DEFAULT cache key includes the run id
         self._futures: list[concurrent.futures.Future[Any]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -80,6 +98,30 @@ class FlowRun:
         with self._lock:
             if not any(p is publisher for p in self.publishers):
                 self.publishers.append(publisher)
+
+    # The attempt loop's interface (see `attempts`).
+    @property
+    def retries(self) -> int:
+        return self.flow.retries
+
+    def begin_attempt(self) -> None:
+        if self.flow.on_running:
+            run_hooks(self.flow.on_running, self.flow, self, running())
+
+    def may_retry(self, error: Exception) -> bool:
+        return True
+
+    def retry_delay(self, attempt: int) -> float:
+        return float(self.flow.retry_delay_seconds or 0)
+
+    def succeeded(self, result: Any) -> Any:
+        if self.flow.on_completion:
+            run_hooks(self.flow.on_completion, self.flow, self, completed(result))
+        return result
+
+    def failed(self, error: Exception) -> None:
+        if self.flow.on_failure:
+            run_hooks(self.flow.on_failure, self.flow, self, failed(error, kind="flow"))
 
     def finish(self) -> None:
         """Wait for every submitted task run, then flush the events of the whole run."""
@@ -112,14 +154,14 @@ class TaskRun:
         self.id = new_event_id()
         self.task = task
         self.flow_run = flow_run
-        self.assets: tuple[Asset, ...] = task.assets
+        self.assets: tuple[Asset, ...] = task.materialized
         self.asset_keys: frozenset[str] = task.asset_keys
         self.passed_on: tuple[tuple[Asset, bool], ...] = ()  # (asset, came from some asset_deps)
         self.upstream: tuple[Upstream, ...] = ()
         self.metadata: dict[str, dict[str, str]] = {}
         self.publisher: Publisher | None = None
 
-    def start(self, upstream_runs: list[TaskRun]) -> None:
+    def start(self, upstream_runs: list[TaskRun | Hidden]) -> None:
         if not upstream_runs and not self.task.asset_deps:  # the common case, kept cheap
             self.passed_on = tuple((asset, False) for asset in self.assets)
             return
@@ -144,6 +186,51 @@ class TaskRun:
         if key not in self.asset_keys:
             raise ValueError("Can only add metadata to assets that are arguments to @materialize")
         self.metadata.setdefault(key, {}).update(encode_metadata(metadata))
+
+    @property
+    def name(self) -> str:
+        """What hooks and retry conditions read as `task_run.name` in Prefect."""
+        return self.task.task_run_name if isinstance(self.task.task_run_name, str) else self.task.name
+
+    # The attempt loop's interface (see `attempts`).
+    @property
+    def retries(self) -> int:
+        return self.task.retries
+
+    def begin_attempt(self) -> None:
+        self.metadata = {}  # each attempt starts afresh: only the final one's metadata counts
+        if self.task.on_running:
+            run_hooks(self.task.on_running, self.task, self, running())
+
+    def may_retry(self, error: Exception) -> bool:
+        """Prefect's `retry_condition_fn(task, task_run, state)`; no condition means retry."""
+        condition = self.task.retry_condition_fn
+        if condition is None:
+            return True
+        answer = condition(self.task, self, failed(error))
+        if asyncio.iscoroutine(answer):
+            answer = run_coroutine(answer)
+        return bool(answer)
+
+    def retry_delay(self, attempt: int) -> float:
+        delay = self.task.retry_delay(attempt)
+        jitter = self.task.retry_jitter_factor
+        if jitter and delay > 0:  # Prefect's clamped Poisson interval
+            delay = min(max(random.expovariate(1 / delay), delay * max(0.0, 1 - jitter)), delay * (1 + jitter))
+        return delay
+
+    def succeeded(self, result: Any) -> Any:
+        self.finish(None)
+        if self.flow_run is not None:
+            self.flow_run.lineage.link(result, self)
+        if self.task.on_completion:
+            run_hooks(self.task.on_completion, self.task, self, completed(result))
+        return result
+
+    def failed(self, error: Exception) -> None:
+        self.finish(error)
+        if self.task.on_failure:
+            run_hooks(self.task.on_failure, self.task, self, failed(error))
 
     def finish(self, error: BaseException | None) -> None:
         """Emit the run's events (materializing tasks only); never raises into user code."""
@@ -173,14 +260,23 @@ class TaskRun:
         self.metadata, self.upstream = {}, ()
 
 
+def as_wait_list(wait_for: object) -> list[object]:
+    """Prefect's `wait_for`: one future or result, or an iterable of them."""
+    if wait_for is None:
+        return []
+    if isinstance(wait_for, (list, tuple, set, frozenset, TaskFutureList)):
+        return list(wait_for)
+    return [wait_for]
+
+
 def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
-             wait_for: Iterable[object] | None, extra: Iterable[object]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+             wait_for: object, extra: Iterable[object]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Trace the upstream runs, wait for futures, start the run and pick its publisher."""
     flow_run = run.flow_run
     if wait_for is None and not extra and is_plain(args) and is_plain(kwargs.values()):
         upstream = [] if flow_run is None else flow_run.lineage.direct_producers((*args, *kwargs.values()))
     else:
-        wait_list = list(wait_for or ())
+        wait_list = as_wait_list(wait_for)
         upstream = [] if flow_run is None else flow_run.lineage.upstream_runs(
             (args, kwargs, wait_list, list(extra)), flow_run)
         resolve_futures(wait_list)  # waits; a failed one raises UpstreamTaskError
@@ -194,68 +290,116 @@ def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: 
 
 
 def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                  wait_for: Iterable[object] | None = None, run: TaskRun | None = None,
+                  wait_for: object = None, run: TaskRun | None = None,
                   extra: Iterable[object] = ()) -> Any:
-    """Run a sync task in the caller's thread: retries, then the final attempt's events."""
+    """Run a sync task in the caller's thread: its attempts, then the final attempt's events."""
     run = run or TaskRun(task, current_flow_run())
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
     token = _TASK_RUN.set(run)
     try:
-        attempt = 0
-        while True:
-            run.metadata = {}  # each attempt starts afresh: only the final one's metadata counts
+        if task.single_attempt:  # `attempts` with nothing to retry, time or cache, without its cost
             try:
                 result = task.fn(*args, **kwargs)
             except Exception as exc:
-                if attempt < task.retries:
-                    time.sleep(task.retry_delay(attempt))
-                    attempt += 1
-                    continue
-                run.finish(exc)
+                run.failed(exc)
                 raise
-            run.finish(None)
-            if run.flow_run is not None:
-                run.flow_run.lineage.link(result, run)
-            return result
+            return run.succeeded(result)
+        fn, timeout = task.fn, task.timeout_seconds
+        if task.caches:
+            key, hit = cache_lookup(task, run, args, kwargs)
+            if hit is not MISS:
+                return cache_hit(run, hit)
+        if timeout is None:
+            result = drive(attempts(run), lambda: fn(*args, **kwargs))
+        else:
+            result = drive(attempts(run), lambda: call_with_timeout(
+                lambda: fn(*args, **kwargs), timeout, TaskRunTimeoutError))
+        if task.caches and key is not None:
+            run.flow_run.cache[key] = result  # type: ignore[union-attr]
+        return result
     finally:
         _TASK_RUN.reset(token)
 
 
 async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                         wait_for: Iterable[object] | None = None, run: TaskRun | None = None,
+                         wait_for: object = None, run: TaskRun | None = None,
                          extra: Iterable[object] = ()) -> Any:
-    """The async twin of `run_task_sync`: awaits the body and sleeps without blocking the loop."""
+    """`run_task_sync` for an async task: awaits futures, the body and the waits between attempts."""
     run = run or TaskRun(task, current_flow_run())
-    pending = [v for v in (*args, *kwargs.values(), *(wait_for or ())) if isinstance(v, TaskFuture)]
+    pending = [v for v in (*args, *kwargs.values(), *as_wait_list(wait_for)) if isinstance(v, TaskFuture)]
     for future in pending:  # do not block the event loop on submitted runs
         await future.wait_async()
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
     token = _TASK_RUN.set(run)
     try:
-        attempt = 0
-        while True:
-            run.metadata = {}  # each attempt starts afresh: only the final one's metadata counts
+        if task.single_attempt:  # as in run_task_sync
             try:
                 result = await task.fn(*args, **kwargs)
             except Exception as exc:
-                if attempt < task.retries:
-                    await asyncio.sleep(task.retry_delay(attempt))
-                    attempt += 1
-                    continue
-                run.finish(exc)
+                run.failed(exc)
                 raise
-            run.finish(None)
-            if run.flow_run is not None:
-                run.flow_run.lineage.link(result, run)
-            return result
+            return run.succeeded(result)
+        fn, timeout = task.fn, task.timeout_seconds
+        if task.caches:
+            key, hit = cache_lookup(task, run, args, kwargs)
+            if hit is not MISS:
+                return cache_hit(run, hit)
+        if timeout is None:
+            result = await drive_async(attempts(run), lambda: fn(*args, **kwargs))
+        else:
+            result = await drive_async(attempts(run), lambda: await_with_timeout(
+                fn(*args, **kwargs), timeout, TaskRunTimeoutError))
+        if task.caches and key is not None:
+            run.flow_run.cache[key] = result  # type: ignore[union-attr]
+        return result
     finally:
         _TASK_RUN.reset(token)
 
 
+def run_generator_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                       wait_for: object = None) -> Iterator[Any]:
+    """A generator task, as in Prefect: the run lasts while the caller iterates; each item is
+    a result of the run, and its events are emitted when the generator ends (or is closed)."""
+    run = TaskRun(task, current_flow_run())
+    args, kwargs = _prepare(task, run, args, kwargs, wait_for, ())
+    lineage = run.flow_run.lineage if run.flow_run is not None else None
+    generator = task.fn(*args, **kwargs)
+    result = None
+    while True:
+        token = _TASK_RUN.set(run)
+        try:
+            item = next(generator)
+        except StopIteration as done:
+            result = done.value
+            break
+        except Exception as exc:
+            run.failed(exc)
+            raise
+        finally:
+            _TASK_RUN.reset(token)
+        if lineage is not None:
+            lineage.link(item, run)
+        try:
+            yield item
+        except GeneratorExit:  # the caller stopped early: Prefect counts that as completed
+            token = _TASK_RUN.set(run)
+            try:
+                generator.close()
+            finally:
+                _TASK_RUN.reset(token)
+            run.succeeded(None)
+            return
+    run.succeeded(result)
+    return
+
+
 def submit_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                wait_for: Iterable[object] | None = None, extra: Iterable[object] = ()) -> TaskFuture[Any]:
-    """Run a task on a worker thread (the flow run's pool, or a thread of its own outside a flow)."""
+                wait_for: object = None, extra: Iterable[object] = ()) -> TaskFuture[Any]:
+    """Run a task on the flow run's worker threads; outside a flow Prefect refuses, and so do we."""
     flow_run = current_flow_run()
+    if flow_run is None:
+        raise RuntimeError("Unable to determine task runner to use for submission. If you are submitting a "
+                           "task outside of a flow, call the task directly instead (Assetlog has no `.delay`).")
     run = TaskRun(task, flow_run)
     context = contextvars.copy_context()
     if task.is_async:
@@ -264,35 +408,15 @@ def submit_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
     else:
         def call() -> Any:
             return context.run(run_task_sync, task, args, kwargs, wait_for, run, extra)
-    if flow_run is not None:
-        return TaskFuture(run, flow_run.submit(call))
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetlog-task")
-    future = executor.submit(call)
-    executor.shutdown(wait=False)
-    return TaskFuture(run, future)
+    return TaskFuture(run, flow_run.submit(call))
 
 
-def run_flow_sync(fn: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    flow_run = FlowRun(name)
-    flow_token, task_token = _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
-    try:
-        return fn(*resolve_futures(args), **resolve_futures(kwargs))
-    finally:
-        try:
-            flow_run.finish()
-        finally:
-            _TASK_RUN.reset(task_token)
-            _FLOW_RUN.reset(flow_token)
+def enter_flow_run(flow_run: FlowRun) -> tuple[contextvars.Token[Any], contextvars.Token[Any]]:
+    """Make `flow_run` the current one (and no task run current) until `leave_flow_run`."""
+    return _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
 
 
-async def run_flow_async(fn: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    flow_run = FlowRun(name)
-    flow_token, task_token = _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
-    try:
-        return await fn(*resolve_futures(args), **resolve_futures(kwargs))
-    finally:
-        try:
-            await asyncio.to_thread(flow_run.finish)
-        finally:
-            _TASK_RUN.reset(task_token)
-            _FLOW_RUN.reset(flow_token)
+def leave_flow_run(tokens: tuple[contextvars.Token[Any], contextvars.Token[Any]]) -> None:
+    flow_token, task_token = tokens
+    _TASK_RUN.reset(task_token)
+    _FLOW_RUN.reset(flow_token)

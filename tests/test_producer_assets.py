@@ -154,8 +154,10 @@ def test_with_options_replaces_assets_and_keeps_the_rest():
         build.with_options(assets=["nope"])
 
 
-def test_duplicate_assets_are_one_asset():
-    @materialize("s3://a", Asset(key="s3://a"), "s3://b")
+def test_duplicate_assets_are_one_asset_and_the_declaration_with_properties_wins():
+    @materialize("s3://a", Asset(key="s3://a", properties=AssetProperties(name="A")), "s3://b")
     def build() -> None: ...
 
-    assert [a.key for a in build.assets] == ["s3://a", "s3://b"]
+    assert [a.key for a in build.assets] == ["s3://a", "s3://a", "s3://b"]  # as given, like Prefect
+    assert [a.key for a in build.materialized] == ["s3://a", "s3://b"]
+    assert build.materialized[0].properties == AssetProperties(name="A")

@@ -232,7 +232,7 @@ def test_a_task_outside_any_flow_emits_without_flow_run(isolated):
         return 41
 
     def call() -> int:
-        return solo() + solo.submit().result() - 41
+        return solo() + solo() - 41
 
     out = run_and_read(isolated.settings, call)
     assert out.result == 41
