@@ -9,7 +9,8 @@ import and its temporary server are slow):
    `AssertingEventsClient`), later run again with the bridge off (5.);
 4. after pointing ASSETLOG_OUTBOX_DIR at a directory that cannot be created, a flow whose
    materializing task must still succeed (the bridge only logs its error);
-5. the small flow of 3. with the bridge uninstalled: Prefect's events must be the same.
+5. with the outbox usable again, a flow delivered only by the flush at interpreter exit;
+6. the small flow of 3. with the bridge uninstalled: Prefect's events must be the same.
 It writes what it saw to RESULT_JSON.
 """
 
@@ -104,6 +105,25 @@ def run_with_broken_outbox(bad_outbox: str) -> dict[str, Any]:
     return {"state": state.type.value, "result": state.result(raise_on_failure=False)}
 
 
+def run_flow_delivered_at_exit(good_outbox: str) -> None:
+    """With the outbox usable again, a flow whose events only the publisher's flush at
+    interpreter exit delivers (nothing else flushes it before the process ends)."""
+    from prefect import flow
+    from prefect.assets import materialize
+
+    os.environ["ASSETLOG_OUTBOX_DIR"] = good_outbox
+
+    @materialize("s3://prefect-bridge-test/at-exit.csv")
+    def last_task() -> None:
+        pass
+
+    @flow(name="at-exit-flow")
+    def at_exit_flow() -> None:
+        last_task()
+
+    at_exit_flow()
+
+
 def prefect_asset_events(bridge_on: bool) -> list[dict[str, Any]]:
     """Prefect's own asset events for one small flow, ids, times and run resources left out."""
     from prefect import flow, task
@@ -160,7 +180,9 @@ def main() -> None:
         out["flow_names"] = [example.name for example in flows]
     out["failing"] = run_failing_flow()
     out["prefect_events_on"] = prefect_asset_events(bridge_on=True)
+    good_outbox = os.environ["ASSETLOG_OUTBOX_DIR"]
     out["broken_outbox"] = run_with_broken_outbox(bad_outbox)
+    run_flow_delivered_at_exit(good_outbox)
     out["prefect_events_off"] = prefect_asset_events(bridge_on=False)
     Path(result_path).write_text(json.dumps(out, default=str))
 

@@ -26,6 +26,7 @@ from assetlog.examples import run_all
 from assetlog.producer import publishing
 from assetlog.projections import migrate
 
+pytestmark = pytest.mark.timeout(600)  # Prefect's import and temporary server are slow on a busy machine
 HERE = Path(__file__).parent
 TEST_KEYS = "s3://prefect-bridge-test/"  # assets of the subprocess's own extra flows
 
@@ -33,7 +34,9 @@ TEST_KEYS = "s3://prefect-bridge-test/"  # assets of the subprocess's own extra 
 def prefect_env(world: Any, prefect_home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in world.env().items() if not k.startswith("PREFECT_")}
     env.update({"PREFECT_HOME": str(prefect_home), "PREFECT_PLUGINS_ENABLED": "true",
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}, **extra)
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                # Prefect's temporary server migrates a fresh database first: slow on a busy machine.
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}, **extra)
     return env
 
 
@@ -57,7 +60,7 @@ def worlds(stack, tmp_path_factory):
         result_path = base / "result.json"
         completed = subprocess.run(
             [sys.executable, str(HERE / "prefect_pipelines.py"), str(result_path), str(base / "a-file" / "outbox")],
-            env=prefect_env(bridged, base / "prefect-home"), capture_output=True, text=True, timeout=240)
+            env=prefect_env(bridged, base / "prefect-home"), capture_output=True, text=True, timeout=420)
         log = completed.stdout + completed.stderr
         assert completed.returncode == 0, log[-4000:]
         project(builtin)
@@ -135,6 +138,11 @@ def test_a_bridge_error_never_fails_the_task(worlds):
     assert "Assetlog bridge: the lineage events of task run" in log
     assert "could not start" in log
     assert TEST_KEYS + "unpublished.csv" not in projected(bridged.dsn)["assets"]
+
+
+def test_events_published_just_before_the_process_ends_are_delivered_at_exit(worlds):
+    _builtin, bridged, _result, _log = worlds
+    assert projected(bridged.dsn)["assets"][TEST_KEYS + "at-exit.csv"][0] == "SUCCEEDED"
 
 
 def test_prefects_own_asset_events_are_unchanged_by_the_bridge(worlds):

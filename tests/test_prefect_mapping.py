@@ -43,3 +43,11 @@ def test_explicit_wins_over_inferred_and_ids_derive_from_prefects_event_id():
     assert run.metadata == {"s3://b/out": '{"rows":2}'}
     assert run.event_ids is not None and run.event_ids[0] == derived_event_id("prefect-event-id")
     assert len(run.event_ids) == 4  # materialization, two dependencies, metadata
+
+
+def test_metadata_that_is_not_json_loses_only_its_own_event(caplog):
+    from assetlog.integrations.prefect.mapping import metadata_of
+
+    assert metadata_of({"s3://b/a": {"rows": 1}, "s3://b/c": {"when": object()}, "s3://b/d": {}}) == {
+        "s3://b/a": '{"rows":1}'}
+    assert "the metadata of s3://b/c is not published" in caplog.text

@@ -10,6 +10,7 @@ properties only when it came from some task's `asset_deps`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from assetlog.producer.events import (
     derived_event_ids,
 )
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
+
+log = logging.getLogger("prefect.assetlog")
 
 # Prefect's Asset objects are frozen and declared once per task: convert each one once.
 _CONVERTED: dict[int, tuple[Any, Asset]] = {}
@@ -100,10 +103,20 @@ def upstream_of(inferred: Iterable[Any], explicit: Sequence[Any],
 
 
 def metadata_of(materialization_metadata: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Asset key -> merged metadata JSON text, through the runtime's own encoder
-    (a value that is not JSON raises TypeError naming its key)."""
-    return {key: merged_metadata_json(encode_metadata(values))
-            for key, values in materialization_metadata.items() if values}
+    """Asset key -> merged metadata JSON text, through the runtime's own encoder.
+
+    Prefect accepts any value; one that is not JSON loses that asset's metadata event
+    (logged with the key that holds it), never the materialization.
+    """
+    merged: dict[str, str] = {}
+    for key, values in materialization_metadata.items():
+        if not values:
+            continue
+        try:
+            merged[key] = merged_metadata_json(encode_metadata(values))
+        except TypeError as exc:
+            log.error("Assetlog bridge: the metadata of %s is not published: %s", key, exc)
+    return merged
 
 
 def finished_run(
