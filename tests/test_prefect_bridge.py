@@ -193,3 +193,24 @@ def test_prefects_plugin_settings_decide_whether_the_bridge_is_on(tmp_path, sett
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == ("installed" if installed else "off")
+
+
+def test_events_left_undelivered_at_exit_are_reported_and_kept_in_the_outbox(tmp_path):
+    from assetlog.producer.outbox import Outbox
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ASSETLOG_"))}
+    env.update({"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_PLUGINS_ENABLED": "true",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+                "ASSETLOG_KAFKA_BOOTSTRAP": "127.0.0.1:9",  # nothing listens there
+                "ASSETLOG_OUTBOX_DIR": str(tmp_path / "outbox"), "ASSETLOG_FLUSH_TIMEOUT_SECONDS": "2"})
+    code = ("from prefect import flow\nfrom prefect.assets import materialize\n"
+            "@materialize('s3://b/kept.csv')\ndef t():\n    pass\n"
+            "@flow\ndef f():\n    t()\nf()\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Assetlog bridge: 1 lineage events wait in the outbox" in out.stderr + out.stdout
+    outbox = Outbox(tmp_path / "outbox", create=False)
+    try:
+        assert outbox.pending_events() == 1
+    finally:
+        outbox.close()

@@ -14,8 +14,11 @@ A bridge error is logged and never reaches the user's task.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Any
@@ -35,6 +38,8 @@ _install_lock = threading.Lock()
 _MAX_FLOW_RUNS = 256
 _materialized: OrderedDict[str, set[str]] = OrderedDict()
 _materialized_lock = threading.Lock()
+# Publishers the bridge used, flushed (with a warning for what is left) when the process exits.
+_used_publishers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def installed() -> bool:
@@ -48,9 +53,12 @@ def install() -> bool:
     import prefect.events
     from prefect.context import AssetContext
 
+    import assetlog.producer.publishing  # noqa: F401  (registers its close-at-exit before ours below)
+
     with _install_lock:
         if installed():
             return False
+        atexit.register(flush_at_exit)  # runs first (last in, first out): it can still warn
         original_emit_events = AssetContext.emit_events
         original_emit_event = prefect.events.emit_event
 
@@ -142,7 +150,25 @@ def publish(asset_context: Any, state: Any, status: str, captured: list[Any]) ->
         materialized_in_flow_run=_materialized_in(flow_run_id),
     )
     _remember(flow_run_id, [asset.key for asset in run.assets])
-    current_publisher().publish(run)
+    publisher = current_publisher()
+    publisher.publish(run)
+    _used_publishers.add(publisher)
+
+
+def flush_at_exit() -> None:
+    """Wait (up to the flush timeout) for this process's lineage events to be delivered,
+    and say how many are left in the outbox: a container's outbox may not outlive it."""
+    for publisher in list(_used_publishers):
+        try:
+            if publisher.closed or publisher.pid != os.getpid():
+                continue
+            result = publisher.flush()
+            if result.waiting:
+                log.warning("Assetlog bridge: %d lineage events wait in the outbox %s (%s); the next "
+                            "publisher on it, or `assetlog outbox flush`, sends them", result.waiting,
+                            publisher.settings.outbox_dir, result.reason)
+        except Exception:
+            log.exception("Assetlog bridge: error while flushing the lineage events at exit")
 
 
 def _micros(moment: Any) -> int:
