@@ -41,6 +41,16 @@ def test_derived_ids_are_what_both_encoders_write(run, identity, seed, with_meta
             assert record["event_id"] == derived_event_id(seed_here, "metadata")
 
 
+@given(seed=st.text(), part=st.text())
+def test_a_derived_id_is_the_uuid5_of_seed_and_part(seed, part):
+    import uuid
+
+    from assetlog.producer.events import DERIVED_ID_NAMESPACE
+
+    name = f"{seed}/{part}" if part else seed
+    assert derived_event_id(seed, part) == str(uuid.uuid5(DERIVED_ID_NAMESPACE, name))
+
+
 def test_a_derived_id_depends_only_on_its_seed_and_part():
     assert derived_event_id("e1") == derived_event_id("e1") != derived_event_id("e2")
     assert derived_event_id("e1", "metadata") != derived_event_id("e1")
