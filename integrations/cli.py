@@ -11,7 +11,7 @@ import argparse
 import importlib
 
 # Modules that add subcommands under `ingest` and `export`, imported when the parser is built.
-INTEGRATION_CLIS: tuple[str, ...] = ()
+INTEGRATION_CLIS: tuple[str, ...] = ("assetlog.integrations.prefect.cli",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

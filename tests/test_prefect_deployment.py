@@ -5,23 +5,17 @@ calls on a busy machine): `pytest -m slow tests/test_prefect_deployment.py`."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from prefect_support import BIN, prefect_server_fixture, stored_asset_events  # noqa: F401 (a fixture)
 from producer_support import read_published
 
 from assetlog.producer.events import derived_event_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-BIN = Path(sys.executable).parent
 
 FLOWS = '''
 from prefect import flow
@@ -48,49 +42,6 @@ from prefect import flow
 flow.from_source(source=sys.argv[1], entrypoint="flows.py:deployed_flow").deploy(
     name="bridge-test", work_pool_name="test-pool", print_next_steps=False)
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(url: str, path: str, body: dict | None = None) -> object:
-    request = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    """`prefect server start` on a free port of 127.0.0.1, with its own PREFECT_HOME."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ASSETLOG_"))}
-    env.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "DO_NOT_TRACK": "1"})
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if api(url, "/health") is True:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
-            time.sleep(1)
-        env["PREFECT_API_URL"] = url
-        yield url, env
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the services it started: our session only
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -123,14 +74,7 @@ def test_a_deployment_run_by_a_process_worker_delivers_through_the_bridge(prefec
     assert declared == {("s3://deployed/raw.csv", "INFERRED"), ("postgres://db/ref", "EXPLICIT")}
 
     # The server stored Prefect's own events: each Assetlog materialization id derives from one.
-    # The server stores events a moment after it receives them.
-    deadline = time.monotonic() + 90
-    while True:
-        stored = api(url, "/events/filter", {"filter": {"event": {"prefix": ["prefect.asset.materialization."]}},
-                                             "limit": 50})
-        prefect_ids = {e["resource"]["prefect.resource.id"]: e["id"] for e in stored["events"]}  # type: ignore[index]
-        if set(prefect_ids) >= set(materializations) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    stored = stored_asset_events(url, "prefect.asset.materialization.", at_least=len(materializations))
+    prefect_ids = {e["resource"]["prefect.resource.id"]: e["id"] for e in stored}
     assert {key: derived_event_id(prefect_ids[key]) for key in materializations} == {
         key: record["event_id"] for key, record in materializations.items()}
