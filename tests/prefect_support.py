@@ -65,7 +65,7 @@ def stored_asset_events(url: str, prefix: str, at_least: int, timeout: float = 9
     deadline = time.monotonic() + timeout
     while True:
         events = api(url, "/events/filter", {"filter": {"event": {"prefix": [prefix]}, "order": "ASC"},
-                                             "limit": 200})["events"]  # type: ignore[index]
+                                             "limit": 50})["events"]  # type: ignore[index]
         if len(events) >= at_least or time.monotonic() > deadline:
             return events
         time.sleep(1)

@@ -37,7 +37,8 @@ from assetlog.producer.events import FAILED, SUCCEEDED, FinishedTaskRun
 
 MATERIALIZATION_PREFIX = "prefect.asset.materialization."
 REFERENCED = "prefect.asset.referenced"
-PAGE_SIZE = 200
+PAGE_SIZE = 50  # the most `/events/filter` returns per page
+BATCH_EVENTS = 500  # events published between two flushes and checkpoints
 MAX_REFERENCED_RUNS = 10_000
 
 
@@ -219,7 +220,7 @@ class Follower:
             if run is not None:
                 self.publisher.publish(run)
                 published += 1
-            if len(batch) >= PAGE_SIZE:
+            if len(batch) >= BATCH_EVENTS:
                 self._commit(checkpoint, batch)
         self._commit(checkpoint, batch)
         return {"read": read, "published": published}
