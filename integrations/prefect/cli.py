@@ -20,6 +20,8 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
     follow = ingest.add_parser("prefect", help="publish a Prefect server's asset events (Prefect Cloud included)")
     follow.add_argument("--api-url", default=None,
                         help="the Prefect API, e.g. http://127.0.0.1:4200/api (default: PREFECT_API_URL)")
+    follow.add_argument("--api-key", default=None,
+                        help="a Prefect Cloud API key (default: PREFECT_API_KEY; none for a Prefect server)")
     follow.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint file (default: <state home>/prefect-follower/<topic prefix>.json)")
     follow.add_argument("--once", action="store_true", help="catch up to now, then exit")
@@ -54,7 +56,8 @@ def _follow(args: argparse.Namespace) -> int:
     if not args.accept_gap:
         check_retention(Checkpoint.load(checkpoint_path), timedelta(days=args.retention_days), datetime.now(UTC))
     publisher = Publisher(settings)
-    follower = Follower(PrefectEvents(api_url), publisher, checkpoint_path)
+    api_key = args.api_key or os.environ.get("PREFECT_API_KEY")
+    follower = Follower(PrefectEvents(api_url, api_key), publisher, checkpoint_path)
     settle = timedelta(seconds=args.settle)
     try:
         if args.once:

@@ -154,13 +154,16 @@ def run_from_event(event: Mapping[str, Any],
 class PrefectEvents:
     """The server's stored events, read page by page (`/events/filter`, then `next_page`)."""
 
-    def __init__(self, api_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, api_url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
         self.api_url = api_url.rstrip("/")
+        self.headers = {"content-type": "application/json"}
+        if api_key:  # Prefect Cloud
+            self.headers["authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
 
     def _request(self, url: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
         request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                         headers={"content-type": "application/json"},
+                                         headers=self.headers,
                                          method="POST" if body is not None else "GET")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
