@@ -186,3 +186,14 @@ def test_a_gap_older_than_retention_fails_with_one_line(tmp_path, isolated):
     assert "older than the Prefect server's event retention" in done.stderr
     assert "Traceback" not in done.stderr
     assert os.path.exists(checkpoint)
+
+
+def test_following_survives_an_unreachable_api_and_retries(tmp_path, caplog):
+    from assetlog.integrations.prefect.follower import Follower, PrefectEvents
+
+    polls = iter([False, False, True])
+    follower = Follower(PrefectEvents("http://127.0.0.1:9/api", timeout=2), publisher=None,
+                        checkpoint_path=tmp_path / "checkpoint.json")
+    follower.follow(0.01, timedelta(0), lambda: next(polls))  # no exception: two failed polls, then stop
+    assert caplog.text.count("Connection refused") == 2
+    assert not (tmp_path / "checkpoint.json").exists()

@@ -21,6 +21,7 @@ and skips those ids, so nothing is lost and nothing is published twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -34,6 +35,8 @@ from typing import Any
 from assetlog.errors import AssetlogError
 from assetlog.integrations.prefect.mapping import finished_run
 from assetlog.producer.events import FAILED, SUCCEEDED, FinishedTaskRun
+
+log = logging.getLogger("assetlog.integrations.prefect")
 
 MATERIALIZATION_PREFIX = "prefect.asset.materialization."
 REFERENCED = "prefect.asset.referenced"
@@ -249,6 +252,10 @@ class Follower:
         batch.clear()
 
     def follow(self, interval: float, settle: timedelta, stop: Any) -> None:
+        """Poll until `stop()`; an unreachable API or Kafka is retried at the next poll."""
         while not stop():
-            self.step(datetime.now(UTC) - settle)
+            try:
+                self.step(datetime.now(UTC) - settle)
+            except AssetlogError as exc:
+                log.warning("assetlog ingest prefect: %s; retrying in %.0f s", exc, interval)
             time.sleep(interval)
