@@ -11,7 +11,7 @@ import argparse
 import importlib
 
 # Modules that add subcommands under `ingest` and `export`, imported when the parser is built.
-INTEGRATION_CLIS: tuple[str, ...] = ("assetlog.integrations.openlineage.cli",)
+INTEGRATION_CLIS: tuple[str, ...] = ("assetlog.integrations.prefect.cli", "assetlog.integrations.openlineage.cli")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

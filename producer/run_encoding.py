@@ -24,6 +24,7 @@ from assetlog.producer.assets import Asset
 from assetlog.producer.encoding import _SMALL, encoder_for, write_long
 from assetlog.producer.events import (
     FinishedTaskRun,
+    FixedIds,
     ProducerIdentity,
     error_record,
     events_for,
@@ -114,6 +115,8 @@ def _asset_pieces(asset: Asset) -> tuple[Asset, bytes, bytes, bytes]:
 def encode_run_v1(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity,
                   ids: IdSource) -> list[EncodedEvent]:
     """The same messages as encoding `events_for(run, ...)`, in the same order, ids drawn alike."""
+    if run.event_ids is not None:
+        ids = FixedIds(run.event_ids)
     h_mat, h_dep, h_meta = _headers()
     time_b = write_long(run.event_time)
     status_b = _STATUS[run.status]
