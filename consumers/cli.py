@@ -6,9 +6,12 @@ import argparse
 import logging
 import signal
 import sys
+from dataclasses import replace
 
 from assetlog.cli import add_json_flag, print_result
+from assetlog.consumers.membership import is_fenced
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
+from assetlog.errors import AssetlogError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     consume.add_argument("--batch-timeout-ms", type=_positive_int, default=int(DEFAULT_BATCH_TIMEOUT * 1000),
                          help="longest wait to fill a batch, in milliseconds "
                               f"(default {int(DEFAULT_BATCH_TIMEOUT * 1000)})")
+    consume.add_argument("--slot", type=_slot, default=None, metavar="N|auto|none",
+                         help="static group membership slot: the group.instance.id is <projection>.<host>.<N>, "
+                              "so a process restarted in its slot gets its partitions back at once (default: "
+                              "$ASSETLOG_CONSUMER_SLOT, else auto = the lowest slot free on this host; "
+                              "none = dynamic membership, a restart waits the session timeout)")
     consume.add_argument("--quiet", action="store_true", help="log only warnings (retries, dead letters)")
     add_json_flag(consume)
     consume.set_defaults(handler=_consume)
@@ -41,6 +49,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _slot(text: str) -> int | str:
+    from assetlog.config import parse_consumer_slot
+    from assetlog.errors import ConfigError
+
+    try:
+        return parse_consumer_slot(text, "--slot")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _consume(args: argparse.Namespace) -> int:
     from assetlog.config import Settings
     from assetlog.consumers.runner import ProjectionRunner, tune_garbage_collector
@@ -50,6 +68,8 @@ def _consume(args: argparse.Namespace) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_garbage_collector()  # this process only consumes
     settings = Settings.from_env()
+    if args.slot is not None:
+        settings = replace(settings, consumer_slot=args.slot)
     settings.require_kafka()
     settings.require_postgres()
     runner = ProjectionRunner(args.projection, settings, until_caught_up=args.until_caught_up,
@@ -64,6 +84,13 @@ def _consume(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         stats = runner.run()
+    except Exception as exc:
+        if is_fenced(exc):
+            raise AssetlogError(
+                f"fenced: another consumer joined group {runner.group_id} with this process's "
+                f"group.instance.id ({runner.instance_id}), so this one stopped; give each process its own "
+                "--slot (two hosts with the same name, or two slot folders, claim the same ids)") from exc
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

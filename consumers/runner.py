@@ -31,6 +31,7 @@ from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
+from assetlog.consumers.membership import Slot, static_membership
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff
 from assetlog.errors import AssetlogError
@@ -121,6 +122,7 @@ class ProjectionRunner:
         self._assigned: set[tuple[str, int]] = set()
         self._assignment_known = False
         self._at_end: set[tuple[str, int]] = set()
+        self._slot: Slot | None = None  # the static-membership slot, held while running
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -131,6 +133,11 @@ class ProjectionRunner:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def instance_id(self) -> str | None:
+        """This process's `group.instance.id` (static membership), if it has one."""
+        return self._slot.instance_id if self._slot else self.settings.kafka_settings.get("group.instance.id")
 
     @property
     def assignment(self) -> list[tuple[str, int]]:
@@ -156,6 +163,8 @@ class ProjectionRunner:
             self._stop.set()  # on any way out, a batch still waiting for PostgreSQL gives up (uncommitted)
             self._committer.close()
             self.dead_letters.close()
+            if self._slot is not None:
+                self._slot.release()  # a restart of this slot may claim it now (its id stays readable)
             if self._conn is not None:
                 self._conn.close()
             ended = time.monotonic()
@@ -253,13 +262,16 @@ class ProjectionRunner:
     def _consumer(self):
         from confluent_kafka import Consumer
 
+        defaults: dict[str, object] = {"log_level": 3}
+        if self.settings.kafka_settings.get("group.protocol", "classic") == "classic":
+            # A member that vanished (no restart) loses its partitions after this: short enough for
+            # the others to take over soon, long enough for a busy 2-core machine. (The KIP-848
+            # protocol, group.protocol=consumer, refuses it: its broker sets the session timeout.)
+            defaults["session.timeout.ms"] = 10000
+        # Static membership: a process restarted in its slot gets its partitions back at once.
+        self._slot = static_membership(self.settings, self.group_id, self.projection.name, defaults)
         config = self.settings.kafka_client_config(
-            defaults={
-                # A killed member's partitions move on after this; short enough for restarts, long
-                # enough for a busy 2-core machine.
-                "session.timeout.ms": 10000,
-                "log_level": 3,
-            },
+            defaults=defaults,
             required={
                 "group.id": self.group_id,
                 "enable.auto.commit": False,  # offsets live in PostgreSQL, with the rows
