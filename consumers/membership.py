@@ -140,4 +140,8 @@ def is_fenced(exc: BaseException) -> bool:
 
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
         return False
-    return exc.args[0].code() in (KafkaError._FENCED, KafkaError.FENCED_INSTANCE_ID)
+    error = exc.args[0]
+    if error.code() in (KafkaError._FENCED, KafkaError.FENCED_INSTANCE_ID):
+        return True
+    # librdkafka reports it as a generic fatal error whose text names the cause.
+    return error.code() == KafkaError._FATAL and "fenced" in error.str().lower()

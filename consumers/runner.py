@@ -194,7 +194,7 @@ class ProjectionRunner:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end.add((message.topic(), message.partition()))
                     continue
-                if error.fatal():
+                if error.fatal() or error.code() == KafkaError._FATAL:  # e.g. fenced by a static member
                     raise KafkaException(error)
                 log.warning("Kafka: %s", error)
                 continue
