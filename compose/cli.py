@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
 from assetlog.compose.stack import LocalStack, shell_exports
+from assetlog.compose.topics import MAX_PARTITIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
 
     up = actions.add_parser("up", help="start the local broker and database (idempotent)")
-    up.add_argument("--partitions", type=int, default=3, help="partitions of the event topics it creates")
+    up.add_argument("--partitions", type=whole_number(1, MAX_PARTITIONS), default=3,
+                    help="partitions of the event topics it creates")
     add_json_flag(up)
     up.set_defaults(handler=_up)
 
@@ -34,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     topics = subparsers.add_parser("topics", help="manage the event topics")
     topic_actions = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
     create = topic_actions.add_parser("create", help="create the event and dead-letter topics (never lose events)")
-    create.add_argument("--partitions", type=int, default=3, help="partitions per event topic (default 3)")
+    create.add_argument("--partitions", type=whole_number(1, MAX_PARTITIONS), default=3,
+                        help="partitions per event topic (default 3)")
     add_json_flag(create)
     create.set_defaults(handler=_topics_create)
 

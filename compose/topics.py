@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from assetlog.config import Settings, Topics
 from assetlog.errors import AssetlogError
 
+MAX_PARTITIONS = 10_000  # per event topic: the bound of every --partitions option
+
 # Settings that keep every event forever; anything else would make replay lossy.
 REQUIRED_TOPIC_CONFIG = {
     "cleanup.policy": "delete",

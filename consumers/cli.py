@@ -8,10 +8,13 @@ import signal
 import sys
 from dataclasses import replace
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
 from assetlog.consumers.membership import is_fenced
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
 from assetlog.errors import AssetlogError
+
+MAX_BATCH_SIZE = 1_000_000  # librdkafka's most messages per consume() call
+MAX_BATCH_TIMEOUT_MS = 3_600_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="properties (asset_properties, assets) or lineage (lineage_history, asset_edges)")
     consume.add_argument("--until-caught-up", action="store_true",
                          help="stop once every assigned partition reached its end (for scripts and tests)")
-    consume.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+    consume.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
                          help=f"most messages per batch/transaction (default {DEFAULT_BATCH_SIZE})")
-    consume.add_argument("--batch-timeout-ms", type=_positive_int, default=int(DEFAULT_BATCH_TIMEOUT * 1000),
+    consume.add_argument("--batch-timeout-ms", type=whole_number(1, MAX_BATCH_TIMEOUT_MS), default=int(DEFAULT_BATCH_TIMEOUT * 1000),
                          help="longest wait to fill a batch, in milliseconds "
                               f"(default {int(DEFAULT_BATCH_TIMEOUT * 1000)})")
     consume.add_argument("--slot", type=_slot, default=None, metavar="N|auto|none",
@@ -40,13 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     consume.add_argument("--quiet", action="store_true", help="log only warnings (retries, dead letters)")
     add_json_flag(consume)
     consume.set_defaults(handler=_consume)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _slot(text: str) -> int | str:

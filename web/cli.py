@@ -16,7 +16,10 @@ import signal
 import socket
 import sys
 
+from assetlog.cli import whole_number
 from assetlog.errors import AssetlogError
+
+MAX_CONNECTIONS = 100  # PostgreSQL's default max_connections
 
 DEFAULT_PORT = 8000
 
@@ -40,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
-    serve.add_argument("--connections", type=int, default=8, metavar="N",
+    serve.add_argument("--connections", type=whole_number(1, MAX_CONNECTIONS), default=8, metavar="N",
                        help="database connections shared by concurrent requests (default 8)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
     serve.set_defaults(handler=_serve)
@@ -81,8 +84,6 @@ def _serve(args: argparse.Namespace) -> int:
     from assetlog.projections.store import LineageStore, readonly_dsn
     from assetlog.web.app import create_app
 
-    if args.connections < 1:
-        raise AssetlogError("--connections must be at least 1")
     dsn = readonly_dsn(Settings.from_env())
     with LineageStore(dsn, application_name="assetlog.web") as probe:
         probe.search(limit=1)  # reachable, migrated and readable, before anyone is told to connect
