@@ -18,12 +18,14 @@ from assetlog.errors import AssetlogError
 
 def print_result(args: argparse.Namespace, data: Any, human: Callable[[], str] | str | None = None) -> None:
     """Print `data` as JSON with --json, else the human rendering (or JSON if none)."""
+    from assetlog.visible import visible  # bidi and terminal controls shown, not applied
+
     if getattr(args, "json", False) or human is None:
-        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        print(visible(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
         return
     text = human() if callable(human) else human
     if text:
-        print(text)
+        print(visible(text))
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -81,14 +81,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from assetlog.config import Settings
-    from assetlog.projections.store import LineageStore, readonly_dsn
+    from assetlog.projections.store import LineageStore
     from assetlog.web.app import create_app
 
-    dsn = readonly_dsn(Settings.from_env())
-    with LineageStore(dsn, application_name="assetlog.web") as probe:
-        probe.search(limit=1)  # reachable, migrated and readable, before anyone is told to connect
+    settings = Settings.from_env()
+    # Reachable, migrated, readable and the database the consumers write, before anyone is told to connect.
+    with LineageStore.from_settings(settings, application_name="assetlog.web") as probe:
+        probe.search(limit=1)
     sock = _listen(args.host, args.port)
-    store = LineageStore(dsn, pool_size=max(2, args.connections), application_name="assetlog.web")
+    store = LineageStore.from_settings(settings, pool_size=max(2, args.connections), application_name="assetlog.web",
+                                       same_database_as=None)  # checked by the probe
     try:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
