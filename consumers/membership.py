@@ -24,9 +24,10 @@ import logging
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from assetlog.config import ENV_CONSUMER_SLOT, MAX_CONSUMER_SLOT, NO_CONSUMER_SLOT, Settings
 from assetlog.errors import ConfigError
@@ -34,6 +35,7 @@ from assetlog.errors import ConfigError
 log = logging.getLogger("assetlog.consumers")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+LEAVE_SECONDS = 2.0  # longest wait for the revocation before leaving the group
 _HOST_LENGTH = 64  # a group.instance.id has at most 249 characters
 
 
@@ -132,6 +134,27 @@ def static_membership(settings: Settings, group: str, projection: str,
         config["group.instance.id"] = slot.instance_id
         log.info("%s: static member %s (slot %d)", group, slot.instance_id, slot.number)
     return slot
+
+
+def leave_group(consumer: Any) -> None:
+    """Leave the group and close: the member's partitions move to the others at once.
+
+    `close()` alone does not send LeaveGroup for a static member (the broker keeps its
+    partitions for it until the session expires, for a restart to pick up); `unsubscribe()`
+    first does. Measured: a stopped member's partitions were taken over after 13 s with
+    `close()` alone, 3 s (the others' next heartbeat) with `unsubscribe()` first.
+    """
+    try:
+        consumer.unsubscribe()
+        # The leave is sent once the revocation is done, which happens while polling (the
+        # on_revoke callback runs there); messages polled now are dropped, never committed.
+        deadline = time.monotonic() + LEAVE_SECONDS
+        while consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.05)
+        consumer.poll(0.05)
+    except Exception as exc:  # a fenced or failed consumer cannot leave; close() still frees it
+        log.debug("leaving the group before close failed: %s", exc)
+    consumer.close()
 
 
 def is_fenced(exc: BaseException) -> bool:

@@ -31,7 +31,7 @@ from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
-from assetlog.consumers.membership import Slot, static_membership
+from assetlog.consumers.membership import Slot, leave_group, static_membership
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff
 from assetlog.errors import AssetlogError
@@ -156,7 +156,7 @@ class ProjectionRunner:
                 self._loop(consumer)
                 self._settle()  # the batch in hand commits before the group is left
             finally:
-                consumer.close()  # leave the group now, so its partitions move to other members at once
+                leave_group(consumer)  # now, so its partitions move to other members at once
         except Stopped:
             self.stats.stopped_by = "signal"
         finally:

@@ -77,6 +77,34 @@ def test_a_sigkilled_consumer_restarted_at_once_projects_again_within_seconds(is
         stop(process)
 
 
+def test_a_member_stopped_for_good_hands_its_partitions_over_at_once(isolated, tmp_path):
+    """Static members do not leave the group on close(); ours leave on SIGTERM (unsubscribe first),
+    so scaling down does not stall a share of the partitions for the session timeout (10 s)."""
+    migrate(isolated.dsn)
+    slots = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    processes = [consume(isolated, **slots) for _ in range(2)]
+    try:
+        assert first_row_after(isolated, [f"s3://s/warm{i}.csv" for i in range(12)], timeout=60) is not None
+        deadline = time.monotonic() + 60
+        keys = [f"s3://s/warm{i}.csv" for i in range(12)]
+        while history_rows(isolated.dsn, keys) < len(keys):
+            assert time.monotonic() < deadline, "warm-up rows not projected"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        processes[0].send_signal(signal.SIGTERM)
+        assert processes[0].wait(30) == 0
+        stopped_at = time.monotonic()
+        keys = [f"s3://s/after{i}.csv" for i in range(12)]  # on every partition, most likely
+        publish(isolated.settings, events_of([TaskRun([key]) for key in keys]))
+        while history_rows(isolated.dsn, keys) < len(keys):
+            waited = time.monotonic() - stopped_at
+            assert waited < RECOVERY_BOUND_SECONDS, f"only {history_rows(isolated.dsn, keys)} of 12 after {waited:.1f}s"
+            time.sleep(0.05)
+    finally:
+        for process in processes:
+            stop(process)
+
+
 def test_two_processes_with_the_same_instance_id_fence_the_older_with_one_line(isolated, tmp_path):
     """Two hosts with the same name claim the same slot: simulated by two slot folders."""
     migrate(isolated.dsn)
