@@ -126,7 +126,14 @@ def static_membership(settings: Settings, group: str, projection: str,
     """Claim a slot and put its `group.instance.id` into the consumer's `config` defaults.
 
     A user's own ASSETLOG_KAFKA_GROUP_INSTANCE_ID (a pass-through setting) wins: no slot then.
+    The KIP-848 protocol (group.protocol=consumer) is refused with a ConfigError.
     """
+    protocol = str(settings.kafka_settings.get("group.protocol", "classic")).lower()
+    if protocol != "classic":
+        # Measured slower to recover (docs/consumers.md), and its incremental assignment is not
+        # what the runner's rebalance callbacks do: refuse it plainly rather than fail later.
+        raise ConfigError(f"ASSETLOG_KAFKA_GROUP_PROTOCOL={protocol}: the consumers use the classic group "
+                          "protocol with static membership; unset it")
     if "group.instance.id" in settings.kafka_settings:
         return None
     slot = claim_slot(settings, group, projection)

@@ -262,12 +262,12 @@ class ProjectionRunner:
     def _consumer(self):
         from confluent_kafka import Consumer
 
-        defaults: dict[str, object] = {"log_level": 3}
-        if self.settings.kafka_settings.get("group.protocol", "classic") == "classic":
+        defaults: dict[str, object] = {
             # A member that vanished (no restart) loses its partitions after this: short enough for
-            # the others to take over soon, long enough for a busy 2-core machine. (The KIP-848
-            # protocol, group.protocol=consumer, refuses it: its broker sets the session timeout.)
-            defaults["session.timeout.ms"] = 10000
+            # the others to take over soon, long enough for a busy 2-core machine.
+            "session.timeout.ms": 10000,
+            "log_level": 3,
+        }
         # Static membership: a process restarted in its slot gets its partitions back at once.
         self._slot = static_membership(self.settings, self.group_id, self.projection.name, defaults)
         config = self.settings.kafka_client_config(

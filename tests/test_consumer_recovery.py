@@ -194,3 +194,16 @@ def test_the_user_instance_id_wins_over_the_slot(tmp_path):
     assert static_membership(settings, "g", "lineage", config) is None
     assert config == {} and settings.kafka_client_config(defaults=config)["group.instance.id"] == "mine"
     assert not list(Path(tmp_path).rglob("*.lock"))
+
+
+def test_the_kip848_protocol_is_refused_with_one_line(isolated):
+    """Measured slower to recover and not what the runner's rebalance callbacks do (docs/consumers.md);
+    before, it ended in a traceback ("Failed to set assignment: Local: Erroneous state")."""
+    migrate(isolated.dsn)
+    result = subprocess.run([sys.executable, "-m", "assetlog", "consume", "lineage"],
+                            env=isolated.env(ASSETLOG_KAFKA_GROUP_PROTOCOL="consumer"), capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "assetlog: ASSETLOG_KAFKA_GROUP_PROTOCOL=consumer: the consumers use the classic group protocol with "
+        "static membership; unset it"]
