@@ -5,7 +5,9 @@ that variant's settings; the loop kills it with SIGKILL (no warning, no
 LeaveGroup), starts it again at once with the same settings, publishes a few
 new materializations, and polls PostgreSQL for their `lineage_history` rows.
 Recovery = first new row visible minus the moment of the kill; it includes
-the interpreter's start-up, joining the group and the first batch. Variants:
+the interpreter's start-up, joining the group and the first batch. The
+consumer's log says when the group assigned it partitions, which splits the
+figure into kill -> assigned (start-up and joining) and the rest. Variants:
 
 - `dynamic`: `ASSETLOG_CONSUMER_SLOT=none`, the old default: the restarted
   process waits for the killed member's session to expire (`session.timeout.ms`
@@ -93,13 +95,23 @@ def wait_visible(dsn: str, keys: list[str], timeout: float) -> tuple[float, floa
 
 
 def start_consumer(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    with open(log_path, "a", encoding="utf-8") as log:
-        return subprocess.Popen([sys.executable, "-m", "assetlog", "consume", "lineage", "--quiet"], env=env,
+    with open(log_path, "w", encoding="utf-8") as log:  # one log per process: its own "assigned" line
+        return subprocess.Popen([sys.executable, "-m", "assetlog", "consume", "lineage"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=log)
 
 
-def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float, workdir: Path) -> list[float]:
-    """Recovery times (ms) over `kills` SIGKILL + immediate restarts of one variant's consumer."""
+def assigned_at(log_path: Path) -> float | None:
+    """Wall-clock time of the consumer's first "assigned" log line (logging's asctime, local time)."""
+    for line in log_path.read_text(errors="replace").splitlines():
+        if ": assigned " in line and not line.endswith(": assigned nothing"):
+            stamp = " ".join(line.split(" ", 2)[:2])
+            return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
+def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float,
+                workdir: Path) -> tuple[list[float], list[float]]:
+    """Recovery times and kill -> assigned times (ms) over `kills` SIGKILL + immediate restarts."""
     settings = replace(base, topic_prefix=f"{base.topic_prefix}.{name}", postgres_dsn=dsn)
     ensure_topics(settings)
     env = child_env(settings)
@@ -108,6 +120,7 @@ def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float,
     log_path = workdir / f"{name}.log"
     producer = Producer(settings.kafka_client_config(required={"acks": "all"}))
     times: list[float] = []
+    joins: list[float] = []
     process = start_consumer(env, log_path)
     try:
         warm = [f"s3://recovery/{name}/warm/{i}" for i in range(KEYS_PER_ROUND)]
@@ -115,7 +128,7 @@ def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float,
         wait_visible(dsn, warm, timeout)
         for kill in range(kills):
             time.sleep(1.0)  # a steady member, heartbeating, before the crash
-            killed_at = time.monotonic()
+            killed_at, killed_wall = time.monotonic(), time.time()
             process.send_signal(signal.SIGKILL)
             process.wait(10)
             process = start_consumer(env, log_path)
@@ -123,7 +136,10 @@ def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float,
             publish(producer, settings, keys)
             first, _ = wait_visible(dsn, keys, timeout)
             times.append((first - killed_at) * 1000)
-            print(f"  {name} kill {kill + 1}: first new row after {times[-1]:.0f} ms", flush=True)
+            joined = assigned_at(log_path)
+            joins.append((joined - killed_wall) * 1000 if joined else float("nan"))
+            print(f"  {name} kill {kill + 1}: first new row after {times[-1]:.0f} ms "
+                  f"(assigned partitions after {joins[-1]:.0f} ms)", flush=True)
     finally:
         process.terminate()
         try:
@@ -134,7 +150,7 @@ def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float,
     if process.returncode not in (0, -signal.SIGTERM):
         print(f"  {name}: the last consumer exited {process.returncode}; log:\n"
               f"{log_path.read_text(errors='replace')[-2000:]}")
-    return times
+    return times, joins
 
 
 def main() -> None:
@@ -166,9 +182,10 @@ def main() -> None:
     try:
         migrate(dsn)
         for name in names:
-            times = run_variant(base, dsn, name, args.kills, args.timeout, workdir)
+            times, joins = run_variant(base, dsn, name, args.kills, args.timeout, workdir)
             results[name] = {"kills": len(times), "p50_ms": percentile(times, 0.5), "max_ms": max(times),
-                             "min_ms": min(times), "all_ms": [round(t) for t in times]}
+                             "min_ms": min(times), "all_ms": [round(t) for t in times],
+                             "assigned_p50_ms": percentile(joins, 0.5), "assigned_all_ms": [round(t) for t in joins]}
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
@@ -176,9 +193,10 @@ def main() -> None:
 
     print(f"Crash recovery: lineage consumer SIGKILLed and restarted at once, {args.kills} times per variant; "
           "kill -> first new row in lineage_history")
-    print(f"{'variant':<15}{'kills':>6}{'p50 ms':>9}{'max ms':>9}{'min ms':>9}")
+    print(f"{'variant':<15}{'kills':>6}{'p50 ms':>9}{'max ms':>9}{'min ms':>9}{'assigned p50':>14}")
     for name, r in results.items():
-        print(f"{name:<15}{r['kills']:>6}{r['p50_ms']:>9.0f}{r['max_ms']:>9.0f}{r['min_ms']:>9.0f}")
+        print(f"{name:<15}{r['kills']:>6}{r['p50_ms']:>9.0f}{r['max_ms']:>9.0f}{r['min_ms']:>9.0f}"
+              f"{r['assigned_p50_ms']:>14.0f}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "recovery_bench.json"
     out.write_text(json.dumps({
