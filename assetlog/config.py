@@ -20,11 +20,14 @@ ENV_POSTGRES_READONLY_DSN = "ASSETLOG_POSTGRES_READONLY_DSN"
 ENV_TOPIC_PREFIX = "ASSETLOG_TOPIC_PREFIX"
 ENV_OUTBOX_DIR = "ASSETLOG_OUTBOX_DIR"
 ENV_KAFKA_CONFIG_FILE = "ASSETLOG_KAFKA_CONFIG_FILE"
+ENV_CONSUMER_SLOT = "ASSETLOG_CONSUMER_SLOT"
 KAFKA_SETTING_PREFIX = "ASSETLOG_KAFKA_"
 # Variables under ASSETLOG_KAFKA_ that are Assetlog's own, not librdkafka settings.
 _OWN_KAFKA_VARIABLES = {ENV_KAFKA_BOOTSTRAP, ENV_KAFKA_CONFIG_FILE}
 
 DEFAULT_TOPIC_PREFIX = "assetlog"
+NO_CONSUMER_SLOT = "none"  # ASSETLOG_CONSUMER_SLOT=none: dynamic group membership, as before static became the default
+MAX_CONSUMER_SLOT = 9999
 
 
 def state_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -88,6 +91,17 @@ def parse_properties_file(path: Path) -> dict[str, str]:
     return settings
 
 
+def parse_consumer_slot(text: str, origin: str) -> int | str:
+    """`auto`, `none` or a slot number 0..MAX_CONSUMER_SLOT; `origin` names where the text came from."""
+    value = text.strip().lower()
+    if value in ("auto", NO_CONSUMER_SLOT):
+        return value
+    if value.isascii() and value.isdigit() and int(value) <= MAX_CONSUMER_SLOT:
+        return int(value)
+    raise ConfigError(f"{origin}={text!r}: expected a slot number 0..{MAX_CONSUMER_SLOT}, 'auto' or "
+                      f"'{NO_CONSUMER_SLOT}'")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration; build it with `Settings.from_env()`."""
@@ -98,6 +112,10 @@ class Settings:
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     outbox_dir: Path = field(default_factory=lambda: state_home() / "outbox")
     kafka_settings: Mapping[str, str] = field(default_factory=dict)
+    # Static group membership for consumers: "auto" claims the lowest free slot on this host, a
+    # number asks for that slot, "none" joins dynamically (see consumers/membership.py).
+    consumer_slot: int | str = "auto"
+    consumer_lock_dir: Path = field(default_factory=lambda: state_home() / "consumers")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +142,8 @@ class Settings:
             topic_prefix=prefix,
             outbox_dir=Path(outbox) if outbox else state_home(environ) / "outbox",
             kafka_settings=kafka_settings,
+            consumer_slot=parse_consumer_slot(environ.get(ENV_CONSUMER_SLOT) or "auto", ENV_CONSUMER_SLOT),
+            consumer_lock_dir=state_home(environ) / "consumers",
         )
 
     @property

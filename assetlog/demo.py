@@ -14,14 +14,16 @@ import sys
 import time
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.compose.topics import MAX_PARTITIONS
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo", help="start the stack if needed, run the example flows, project them, print what was built")
-    demo.add_argument("--partitions", type=int, default=3, help="partitions of the event topics it creates")
+    demo.add_argument("--partitions", type=whole_number(1, MAX_PARTITIONS), default=3,
+                      help="partitions of the event topics it creates")
     add_json_flag(demo)
     demo.set_defaults(handler=run_demo)
 

@@ -10,6 +10,7 @@ each one writes and lines the figures up against the goals of the issue:
     P4 query       10-hop lineage on 100k assets / 1M edges, p50 <= 20 ms
     P5 freshness   task end -> rows visible at 1k events/s, p99 <= 250 ms
     M1/M2 memory   consumer, replay and producer RSS flat over 1M events
+    R1 recovery    lineage consumer SIGKILLed, restarted at once -> first new row, p50/max of 10 (~2 s goal)
     Q1/W1          query and web view on the 100k-asset / 300k-edge graph (no goal in the issue)
 
 Run against the stack the environment names (takes about half an hour at full size):
@@ -131,6 +132,17 @@ def memory_rows(r: dict) -> list[dict]:
     return rows
 
 
+def recovery_rows(r: dict) -> list[dict]:
+    res = r["results"]
+    ours, base = res["static"], res.get("dynamic")
+    rows = []
+    for stat, goal in (("p50_ms", "<= 2000 ms"), ("max_ms", "(info)")):
+        rows.append(row(f"R1 crash recovery {stat[:-3]}", goal, ours[stat], "ms",
+                        base[stat] if base else None, "session expiry (old default)",
+                        ours[stat] / base[stat] if base else None, ours[stat] <= 2000 if stat == "p50_ms" else None))
+    return rows
+
+
 def web_rows(r: dict) -> list[dict]:
     res = r["results"]
     page = res["asset page"]
@@ -152,6 +164,7 @@ BENCHES = [
           "query_bench.json", lambda r: query_rows(r, "P4", True)),
     Bench("P5", "freshness_bench.py", (), ("--seconds", "10", "--warmup", "3"), "freshness_bench.json",
           freshness_rows),
+    Bench("R1", "recovery_bench.py", (), ("--kills", "3"), "recovery_bench.json", recovery_rows),
     Bench("M", "memory_bench.py", (), ("--events", "50000"), "memory_bench.json", memory_rows),
     Bench("Q1", "query_bench.py", ("--reuse",), ("--assets", "5000", "--queries", "50", "--naive", "5",
                                                  "--database", "assetlog_bench_query_small", "--reuse"),

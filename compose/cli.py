@@ -6,8 +6,9 @@ import argparse
 import os
 import re
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
 from assetlog.compose.stack import READONLY_ROLE, LocalStack, shell_exports
+from assetlog.compose.topics import MAX_PARTITIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
 
     up = actions.add_parser("up", help="start the local broker and database (idempotent)")
-    up.add_argument("--partitions", type=int, default=3, help="partitions of the event topics it creates")
+    up.add_argument("--partitions", type=whole_number(1, MAX_PARTITIONS), default=3,
+                    help="partitions of the event topics it creates")
     _add_secure_flag(up)
     up.add_argument("--standby", action="store_true",
                     help="also start a streaming hot standby of the local PostgreSQL; `stack env` then points "
@@ -42,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     topics = subparsers.add_parser("topics", help="manage the event topics")
     topic_actions = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
     create = topic_actions.add_parser("create", help="create the event and dead-letter topics (never lose events)")
-    create.add_argument("--partitions", type=int, default=3, help="partitions per event topic (default 3)")
+    create.add_argument("--partitions", type=whole_number(1, MAX_PARTITIONS), default=3,
+                        help="partitions per event topic (default 3)")
     add_json_flag(create)
     create.set_defaults(handler=_topics_create)
 

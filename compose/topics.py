@@ -14,6 +14,8 @@ from assetlog.config import Settings, Topics
 from assetlog.errors import AssetlogError
 from assetlog.kafka_access import AccessWatch
 
+MAX_PARTITIONS = 10_000  # per event topic: the bound of every --partitions option
+
 # Settings that keep every event forever; anything else would make replay lossy.
 REQUIRED_TOPIC_CONFIG = {
     "cleanup.policy": "delete",

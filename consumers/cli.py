@@ -6,10 +6,16 @@ import argparse
 import logging
 import signal
 import sys
+from dataclasses import replace
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.consumers.membership import is_fenced
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
+from assetlog.errors import AssetlogError
 from assetlog.metrics import add_metrics_flags, start_from_args
+
+MAX_BATCH_SIZE = 1_000_000  # librdkafka's most messages per consume() call
+MAX_BATCH_TIMEOUT_MS = 3_600_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,11 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="properties (asset_properties, assets) or lineage (lineage_history, asset_edges)")
     consume.add_argument("--until-caught-up", action="store_true",
                          help="stop once every assigned partition reached its end (for scripts and tests)")
-    consume.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+    consume.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
                          help=f"most messages per batch/transaction (default {DEFAULT_BATCH_SIZE})")
-    consume.add_argument("--batch-timeout-ms", type=_positive_int, default=int(DEFAULT_BATCH_TIMEOUT * 1000),
+    consume.add_argument("--batch-timeout-ms", type=whole_number(1, MAX_BATCH_TIMEOUT_MS), default=int(DEFAULT_BATCH_TIMEOUT * 1000),
                          help="longest wait to fill a batch, in milliseconds "
                               f"(default {int(DEFAULT_BATCH_TIMEOUT * 1000)})")
+    consume.add_argument("--slot", type=_slot, default=None, metavar="N|auto|none",
+                         help="static group membership slot: the group.instance.id is <projection>.<host>.<N>, "
+                              "so a process restarted in its slot gets its partitions back at once (default: "
+                              "$ASSETLOG_CONSUMER_SLOT, else auto = the lowest slot free on this host; "
+                              "none = dynamic membership, a restart waits the session timeout)")
     consume.add_argument("--quiet", action="store_true", help="log only warnings (retries, dead letters)")
     add_metrics_flags(consume)
     consume.add_argument("--lag-interval-seconds", type=float, default=5.0, metavar="S",
@@ -38,11 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     consume.set_defaults(handler=_consume)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _slot(text: str) -> int | str:
+    from assetlog.config import parse_consumer_slot
+    from assetlog.errors import ConfigError
+
+    try:
+        return parse_consumer_slot(text, "--slot")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _consume(args: argparse.Namespace) -> int:
@@ -54,6 +68,8 @@ def _consume(args: argparse.Namespace) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_garbage_collector()  # this process only consumes
     settings = Settings.from_env()
+    if args.slot is not None:
+        settings = replace(settings, consumer_slot=args.slot)
     settings.require_kafka()
     settings.require_postgres()
     runner = ProjectionRunner(args.projection, settings, until_caught_up=args.until_caught_up,
@@ -71,6 +87,13 @@ def _consume(args: argparse.Namespace) -> int:
     metrics = start_from_args(args, ready=lambda: runner.assignment_known)
     try:
         stats = runner.run()
+    except Exception as exc:
+        if is_fenced(exc):
+            raise AssetlogError(
+                f"fenced: another consumer joined group {runner.group_id} with this process's "
+                f"group.instance.id ({runner.instance_id}), so this one stopped; give each process its own "
+                "--slot (two hosts with the same name, or two slot folders, claim the same ids)") from exc
+        raise
     finally:
         if metrics is not None:
             metrics.close()

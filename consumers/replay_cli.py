@@ -8,9 +8,12 @@ import signal
 import sys
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.consumers.cli import MAX_BATCH_SIZE
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
+
+MAX_WORKERS = 64  # processes; each holds a Kafka consumer and a PostgreSQL connection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--since", metavar="TIME",
                         help="lineage only: keep the history read before TIME and re-read the messages appended "
                              "to Kafka since (ISO-8601, UTC unless an offset is given)")
-    replay.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+    replay.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE,
                         help=f"most messages per batch/transaction (default {DEFAULT_BATCH_SIZE})")
-    replay.add_argument("--workers", type=_positive_int, default=None,
+    replay.add_argument("--workers", type=whole_number(1, MAX_WORKERS), default=None,
                         help="processes reading the partitions in parallel (default: one per CPU, at most 4, "
                              "for 100k+ messages; else 1)")
-    replay.add_argument("--examples", type=_positive_int, default=3,
+    replay.add_argument("--examples", type=whole_number(1, 10_000), default=3,
                         help="with --check: rows shown per kind of drift and table (default 3)")
     add_metrics_flags(replay)
     replay.add_argument("--grace", type=_seconds, default=5.0,
@@ -45,13 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "start before they count as behind (default 5)")
     add_json_flag(replay)
     replay.set_defaults(handler=_replay)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:

@@ -32,6 +32,7 @@ from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, r
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
+from assetlog.consumers.membership import Slot, leave_group, static_membership
 from assetlog.consumers.observe import LagWatcher, mirror_offsets, record_at_end, record_commit
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
@@ -129,6 +130,7 @@ class ProjectionRunner:
         self._committed: queue.SimpleQueue[dict[tuple[str, int], int]] = queue.SimpleQueue()
         self._lag_interval = lag_interval  # seconds between lag measurements (None: only at commits)
         self._lag: LagWatcher | None = None
+        self._slot: Slot | None = None  # the static-membership slot, held while running
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -144,6 +146,9 @@ class ProjectionRunner:
     def assignment_known(self) -> bool:
         """The group has given this process its partitions (ready to project)."""
         return self._assignment_known
+    def instance_id(self) -> str | None:
+        """This process's `group.instance.id` (static membership), if it has one."""
+        return self._slot.instance_id if self._slot else self.settings.kafka_settings.get("group.instance.id")
 
     @property
     def assignment(self) -> list[tuple[str, int]]:
@@ -165,7 +170,7 @@ class ProjectionRunner:
                 self._settle()  # the batch in hand commits before the group is left
                 self._mirror_committed(consumer)
             finally:
-                consumer.close()  # leave the group now, so its partitions move to other members at once
+                leave_group(consumer)  # now, so its partitions move to other members at once
         except Stopped:
             self.stats.stopped_by = "signal"
         finally:
@@ -174,6 +179,8 @@ class ProjectionRunner:
             if self._lag is not None:
                 self._lag.close()
             self.dead_letters.close()
+            if self._slot is not None:
+                self._slot.release()  # a restart of this slot may claim it now (its id stays readable)
             if self._conn is not None:
                 self._conn.close()
             ended = time.monotonic()
@@ -205,7 +212,7 @@ class ProjectionRunner:
                     self._at_end.add((message.topic(), message.partition()))
                     record_at_end(self.projection.name, message.topic(), message.partition())
                     continue
-                if error.fatal():
+                if error.fatal() or error.code() == KafkaError._FATAL:  # e.g. fenced by a static member
                     raise KafkaException(error)
                 log.warning("Kafka: %s", error)
                 continue
@@ -281,13 +288,16 @@ class ProjectionRunner:
     def _consumer(self):
         from confluent_kafka import Consumer
 
+        defaults: dict[str, object] = {
+            # A member that vanished (no restart) loses its partitions after this: short enough for
+            # the others to take over soon, long enough for a busy 2-core machine.
+            "session.timeout.ms": 10000,
+            "log_level": 3,
+        }
+        # Static membership: a process restarted in its slot gets its partitions back at once.
+        self._slot = static_membership(self.settings, self.group_id, self.projection.name, defaults)
         config = self.settings.kafka_client_config(
-            defaults={
-                # A killed member's partitions move on after this; short enough for restarts, long
-                # enough for a busy 2-core machine.
-                "session.timeout.ms": 10000,
-                "log_level": 3,
-            },
+            defaults=defaults,
             required={
                 "group.id": self.group_id,
                 "enable.auto.commit": False,  # offsets live in PostgreSQL, with the rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, seconds
 from assetlog.errors import AssetlogError
 
 
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.set_defaults(handler=_status)
 
     flush = actions.add_parser("flush", help="send what waits (exit 1 if some could not be delivered)")
-    flush.add_argument("--timeout", type=float, default=None, metavar="S",
+    flush.add_argument("--timeout", type=seconds(0, 86_400), default=None, metavar="S",
                        help="seconds to wait for acknowledgements (default ASSETLOG_FLUSH_TIMEOUT_SECONDS or 10)")
     add_json_flag(flush)
     flush.set_defaults(handler=_flush)

@@ -161,14 +161,21 @@ def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, ne
     )
 
 
+def database_name(conn: psycopg.Connection) -> str:
+    """Which database a connection reads, for messages: `'name' on host:port` (a wrong DSN shows)."""
+    info = conn.info
+    return f"{info.dbname!r} on {info.host}:{info.port}"
+
+
 def _not_found(conn: psycopg.Connection, key: str, as_of: datetime | None) -> AssetNotFound:
     if as_of is not None:
         row = conn.execute("SELECT first_seen FROM assets WHERE key = %s", (key,)).fetchone()
         if row is not None:
             return AssetNotFound(
-                f"asset {key!r} had not been seen yet at {as_of.isoformat()} (first seen {row[0].isoformat()})")
-    return AssetNotFound(
-        f"no asset {key!r} in the projection database (keys are exact; try `assetlog assets --search`)")
+                f"asset {key!r} had not been seen yet at {as_of.isoformat()} (first seen {row[0].isoformat()} "
+                f"in database {database_name(conn)})")
+    return AssetNotFound(f"no asset {key!r} in database {database_name(conn)} "
+                         "(keys are exact; try `assetlog assets --search`)")
 
 
 def require_asset(conn: psycopg.Connection, key: str, as_of: datetime | None = None) -> None:

@@ -12,7 +12,7 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
 from assetlog.projections.catalog import parse_cursor
 from assetlog.projections.timeparse import parse_time
 
@@ -20,14 +20,9 @@ if TYPE_CHECKING:
     from assetlog.projections.store import LineageStore
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+# Bounds of the number options: far above any real answer, well inside PostgreSQL's bigint.
+MAX_ROWS = 1_000_000
+_positive = whole_number(1, MAX_ROWS)
 
 
 def _as_of(text: str) -> datetime:

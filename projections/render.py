@@ -1,8 +1,10 @@
 """Query results for people and for other tools: text tables, Mermaid and Graphviz DOT.
 
 JSON is `model.to_json()`; everything here is text. Names and descriptions are
-free text (quotes, newlines, angle brackets), so every label is escaped for
-the language it lands in, and a truncated graph says so in the drawing too.
+free text (quotes, newlines, angle brackets, bidi overrides), so every label is
+escaped for the language it lands in (and bidi and terminal controls are shown
+as `\\uXXXX`, see assetlog/visible.py), and a truncated graph says so in the
+drawing too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from assetlog.projections.models import AssetDetails, AssetPage, HistoryPage, LineageGraph, LineageNode
+from assetlog.visible import visible
 
 
 def when(value: datetime | None) -> str:
@@ -23,7 +26,7 @@ def when(value: datetime | None) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Left-aligned columns separated by two spaces (no trailing blanks)."""
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [["-" if c is None else visible(str(c)) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
@@ -127,7 +130,7 @@ def lineage_table(g: LineageGraph) -> str:
 
 def _mermaid_text(text: str) -> str:
     """Mermaid label text inside double quotes: entity codes for what would end or break it."""
-    out = text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    out = visible(text).replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
     return " ".join(out.split())
 
 
@@ -168,7 +171,7 @@ def dot(g: LineageGraph) -> str:
     if g.truncated:
         lines.append(f"  label={_dot_string(_truncation_note(g))};")
     for node in g.nodes:
-        label = node.key + (f"\n{node.name}" if node.name else "")
+        label = visible(node.key + (f"\n{node.name}" if node.name else ""))  # ids stay exact (the web links by them)
         attributes = [f"label={_dot_string(label)}"]
         if node.key == g.root:
             attributes.append("penwidth=3")
@@ -185,5 +188,5 @@ def dot(g: LineageGraph) -> str:
 def lineage_text(g: LineageGraph, fmt: str) -> str:
     """`--format` dispatch: table, json, mermaid or dot."""
     if fmt == "json":
-        return json.dumps(g.to_json(), indent=2, ensure_ascii=False)
-    return {"table": lineage_table, "mermaid": mermaid, "dot": dot}[fmt](g)
+        return visible(json.dumps(g.to_json(), indent=2, ensure_ascii=False))
+    return visible({"table": lineage_table, "mermaid": mermaid, "dot": dot}[fmt](g))

@@ -56,6 +56,44 @@ def readonly_dsn(settings: Settings) -> str:
         '`eval "$(assetlog stack env)"`, or set one of them to a libpq connection string')
 
 
+def _identity(conn: psycopg.Connection) -> tuple[str, int | None]:
+    """(current_database(), the cluster's system identifier or None if this role may not read it).
+
+    A streaming replica shares its primary's system identifier, so a reader DSN on a replica of
+    the written database matches it; another cluster or another database on the same one does not.
+    """
+    name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    try:
+        with conn.transaction():  # a savepoint: a refused EXECUTE must not abort the caller's transaction
+            system = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]  # type: ignore[index]
+    except psycopg.errors.InsufficientPrivilege:
+        system = None
+    return name, system
+
+
+def require_same_database(reader: psycopg.Connection, writer_dsn: str) -> None:
+    """Refuse a read-only DSN that reads another database than the consumers write (ConfigError).
+
+    Compares what the servers report, not the DSN texts (other host names, users or a replica are
+    fine). If the writer cannot be reached from here there is nothing to compare: the reader is
+    trusted. If a role may not run pg_control_system(), only the database names are compared.
+    """
+    try:
+        with psycopg.connect(writer_dsn, connect_timeout=5, application_name="assetlog.query.check") as writer:
+            written = _identity(writer)
+    except psycopg.OperationalError:
+        return
+    read = _identity(reader)
+    same_cluster = read[1] is None or written[1] is None or read[1] == written[1]
+    if read[0] != written[0] or not same_cluster:
+        def describe(identity: tuple[str, int | None]) -> str:
+            return f"database {identity[0]!r}" + (f" of cluster {identity[1]}" if identity[1] is not None else "")
+
+        raise ConfigError(
+            f"{ENV_POSTGRES_READONLY_DSN} reads {describe(read)} but {ENV_POSTGRES_DSN} writes "
+            f"{describe(written)}: point the read-only DSN at the same database (or a streaming replica of it)")
+
+
 class _Connections(Protocol):
     def connection(self) -> Any: ...  # a context manager yielding a configured connection
     def close(self) -> None: ...
@@ -94,13 +132,15 @@ class LineageStore:
     """
 
     def __init__(self, dsn: str, *, pool_size: int = 1, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
-                 node_limit: int = DEFAULT_NODE_LIMIT, application_name: str = "assetlog.query") -> None:
+                 node_limit: int = DEFAULT_NODE_LIMIT, application_name: str = "assetlog.query",
+                 same_database_as: str | None = None) -> None:
         params = conninfo.conninfo_to_dict(dsn)
         params.setdefault("application_name", application_name)
         params.setdefault("connect_timeout", "10")  # an unreachable host fails in seconds, not minutes
         dsn = conninfo.make_conninfo(**params)
         self.statement_timeout = statement_timeout
         self.node_limit = node_limit
+        self._same_database_as = same_database_as  # the writer's DSN, checked on the first question
         self._checked = False
         self.recovery_conflicts = 0  # questions a hot standby cancelled and that were asked again
         self._connections: _Connections
@@ -114,8 +154,12 @@ class LineageStore:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> LineageStore:
-        """A store on the read-only DSN of the environment (see `readonly_dsn`)."""
-        return cls(readonly_dsn(settings or Settings.from_env()), **options)
+        """A store on the read-only DSN of the environment (see `readonly_dsn`); when both DSNs are
+        set, the first question refuses a read-only DSN on another database (`require_same_database`)."""
+        settings = settings or Settings.from_env()
+        if settings.postgres_readonly_dsn and settings.postgres_dsn:
+            options.setdefault("same_database_as", settings.postgres_dsn)
+        return cls(readonly_dsn(settings), **options)
 
     def close(self) -> None:
         self._connections.close()
@@ -145,6 +189,8 @@ class LineageStore:
         try:
             with self._connections.connection() as conn, conn.transaction():
                 if not self._checked:
+                    if self._same_database_as:
+                        require_same_database(conn, self._same_database_as)
                     require_migrated(conn)
                     self._checked = True
                 yield conn

@@ -3,11 +3,12 @@
 Both `assetlog consume` processes run while a publisher streams events at a
 steady rate; at random moments one of them (alternating) is SIGKILLed, with
 no warning, whatever it is doing (joining the group, decoding, in the middle
-of a COPY or a commit), and started again at once. Each restart joins with
-the same static group membership (`group.instance.id`, passed through as
-ASSETLOG_KAFKA_GROUP_INSTANCE_ID), so the broker hands it the dead process's
-partitions at once instead of after a session timeout. The shared broker and
-database stay up (only our own processes are killed).
+of a COPY or a commit), and started again at once, with default settings:
+each restart claims the dead process's slot and so its static group
+membership (`group.instance.id`, consumers/membership.py), and the broker
+hands it the dead process's partitions at once instead of after a session
+timeout. The shared broker and database stay up (only our own processes are
+killed).
 """
 
 from __future__ import annotations
@@ -41,11 +42,8 @@ def kill_drill(isolated, stack, kills: int, runs: int, rate: float, seed: int) -
     events = events_of_runs(realistic_runs(runs, seed=seed))
     stream = Stream(isolated.settings, events, rate=rate).start()
 
-    def membership(name: str) -> dict[str, str]:
-        return {"ASSETLOG_KAFKA_GROUP_INSTANCE_ID": f"drill-{name}"}
-
     def start(name: str):
-        return consume_process(isolated, name, "--batch-size", "500", **membership(name))
+        return consume_process(isolated, name, "--batch-size", "500")
 
     processes = {name: start(name) for name in PROJECTIONS}
     started = {name: time.monotonic() for name in PROJECTIONS}
@@ -72,7 +70,7 @@ def kill_drill(isolated, stack, kills: int, runs: int, rate: float, seed: int) -
         stop_processes(processes.values())
     # Nothing else running: each projection finishes with a process that is allowed to end.
     for name in PROJECTIONS:
-        report = catch_up(isolated, name, **membership(name))
+        report = catch_up(isolated, name)
         assert report["stopped_by"] == "caught-up" and report["dead_letters"] == 0
     total = len(published)
     assert total == len(events)

@@ -25,6 +25,7 @@ from events_factory import (
     guide_pipelines,
     publish,
 )
+from psycopg import conninfo
 from query_world import REPORT, REPORT_V1, SOURCE_A, SOURCE_B, as_of_runs, reader_dsn
 
 from assetlog.cli import main
@@ -140,8 +141,10 @@ def test_history_pages_with_a_cursor_or_a_page_number(world: Isolated) -> None:
 def test_a_missing_key_is_one_line_and_exit_status_1(world: Isolated, command: list[str]) -> None:
     done = run(world.env(), command[0], "s3://nowhere/missing.csv", *command[1:])
     assert done.returncode == 1 and done.stdout == ""
+    params = conninfo.conninfo_to_dict(world.dsn)
+    where = f"{world.database!r} on {params.get('host')}:{params.get('port')}"  # names the database it read
     assert done.stderr.splitlines() == [
-        "assetlog: no asset 's3://nowhere/missing.csv' in the projection database "
+        f"assetlog: no asset 's3://nowhere/missing.csv' in database {where} "
         "(keys are exact; try `assetlog assets --search`)"]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import Isolated
 from events_factory import CUSTOMERS, DASHBOARD, GOLD, PROCESSED, SILVER, at
+from psycopg import conninfo
 from query_world import REPORT, REPORT_V1, reader_dsn
 from starlette.testclient import TestClient
 from web_support import HOSTILE, RAW_KEY, SPECIAL, web_store_fixture, web_world_fixture  # noqa: F401 - the `store` and `world` fixtures
@@ -101,10 +102,12 @@ def test_bad_input_is_a_400_saying_what_to_send(client: TestClient, path: str, p
 
 
 @pytest.mark.parametrize("path", ["/api/asset", "/api/lineage", "/api/history"])
-def test_an_unknown_key_is_a_404_naming_it(client: TestClient, path: str) -> None:
+def test_an_unknown_key_is_a_404_naming_it(client: TestClient, world: Isolated, path: str) -> None:
     answer = get_json(client, path, 404, key="s3://nowhere/missing.csv")
-    assert answer == {"error": "not_found", "message": "no asset 's3://nowhere/missing.csv' in the projection "
-                                                       "database (keys are exact; try `assetlog assets --search`)"}
+    params = conninfo.conninfo_to_dict(world.dsn)
+    where = f"{world.database!r} on {params.get('host')}:{params.get('port')}"  # names the database it read
+    assert answer == {"error": "not_found", "message": f"no asset 's3://nowhere/missing.csv' in database {where} "
+                                                       "(keys are exact; try `assetlog assets --search`)"}
 
 
 def test_an_unknown_address_is_a_404_and_writes_are_refused(client: TestClient) -> None:

@@ -6,16 +6,27 @@ with the matching status (see `assetlog.web.app`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assetlog.projections.store import LineageStore
+from assetlog.visible import visible
 from assetlog.web import params
 
 MAX_ASSETS = 1000
 MAX_HISTORY = 500
 MAX_NODES = 10_000
+
+
+class VisibleJSONResponse(JSONResponse):
+    """JSON whose bidi and terminal controls travel as `\\uXXXX` escapes: the same data, but a
+    browser showing the raw document does not apply them."""
+
+    def render(self, content: Any) -> bytes:
+        return visible(super().render(content).decode("utf-8")).encode("utf-8")
 
 
 def _store(request: Request) -> LineageStore:
@@ -28,13 +39,13 @@ def assets(request: Request) -> JSONResponse:
     page = _store(request).search(params.text(q, "search"), owner=params.text(q, "owner"),
                                   limit=params.whole(q, "limit", 100, 1, MAX_ASSETS) or 100,
                                   after=params.text(q, "after"))
-    return JSONResponse(page.to_json())
+    return VisibleJSONResponse(page.to_json())
 
 
 def asset(request: Request) -> JSONResponse:
     """`?key=&as_of=`: one asset, like `assetlog show --json`."""
     q = request.query_params
-    return JSONResponse(_store(request).asset(params.key(q), as_of=params.as_of(q)).to_json())
+    return VisibleJSONResponse(_store(request).asset(params.key(q), as_of=params.as_of(q)).to_json())
 
 
 def lineage(request: Request) -> JSONResponse:
@@ -43,7 +54,7 @@ def lineage(request: Request) -> JSONResponse:
     graph = _store(request).lineage(
         params.key(q), direction=params.direction(q), depth=params.depth(q, None),
         limit=params.whole(q, "limit", None, 1, MAX_NODES), as_of=params.as_of(q))
-    return JSONResponse(graph.to_json())
+    return VisibleJSONResponse(graph.to_json())
 
 
 def history(request: Request) -> JSONResponse:
@@ -55,12 +66,12 @@ def history(request: Request) -> JSONResponse:
     if before is not None and page > 1:
         raise params.BadRequest("use either before (a cursor) or page, not both")
     answer = _store(request).history(params.key(q), limit=limit, before=before, offset=(page - 1) * limit)
-    return JSONResponse(answer.to_json())
+    return VisibleJSONResponse(answer.to_json())
 
 
 def health(request: Request) -> JSONResponse:
     """Liveness: the server answers (the database is checked when the server starts)."""
-    return JSONResponse({"status": "ok"})
+    return VisibleJSONResponse({"status": "ok"})
 
 
 routes = [

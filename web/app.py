@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,6 +27,7 @@ from assetlog import __version__
 from assetlog.projections.catalog import AssetNotFound
 from assetlog.projections.render import when
 from assetlog.projections.store import LineageStore, QueryTimeout
+from assetlog.visible import visible
 from assetlog.web import api, auth, pages, urls
 from assetlog.web.auth import Authentication, AuthPolicy
 from assetlog.web.metrics import RequestMetrics
@@ -70,11 +72,21 @@ class SecurityHeaders:
 def templates() -> Environment:
     env = Environment(loader=PackageLoader("assetlog.web", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, finalize=shown)
     env.globals.update(asset_url=urls.asset_url, list_url=urls.list_url, api_url=urls.api_url,
                        graph_url=urls.graph_url, web_link=urls.web_link, health=health, version=__version__)
     env.filters["when"] = when
     return env
+
+
+def shown(value: Any) -> Any:
+    """Every `{{ ... }}` of the templates, text and trusted markup alike: bidi and terminal controls
+    shown as `\\uXXXX`, never applied (a key with U+202E must not read backwards on the page)."""
+    if isinstance(value, Markup):
+        return Markup(visible(str(value)))
+    if isinstance(value, str):
+        return visible(value)
+    return value
 
 
 def _error(request: Request, status: int, error: str, message: str) -> Response:

@@ -16,8 +16,11 @@ import signal
 import socket
 import sys
 
+from assetlog.cli import whole_number
 from assetlog.errors import AssetlogError
 from assetlog.metrics import add_metrics_flags, start_from_args
+
+MAX_CONNECTIONS = 100  # PostgreSQL's default max_connections
 
 DEFAULT_PORT = 8000
 
@@ -42,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
-    serve.add_argument("--connections", type=int, default=8, metavar="N",
+    serve.add_argument("--connections", type=whole_number(1, MAX_CONNECTIONS), default=8, metavar="N",
                        help="database connections shared by concurrent requests (default 8)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
     add_metrics_flags(serve)
@@ -130,19 +133,19 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from assetlog.config import Settings
-    from assetlog.projections.store import LineageStore, readonly_dsn
+    from assetlog.projections.store import LineageStore
     from assetlog.web.app import create_app
 
-    if args.connections < 1:
-        raise AssetlogError("--connections must be at least 1")
     _check_auth_flags(args)
-    dsn = readonly_dsn(Settings.from_env())
-    with LineageStore(dsn, application_name="assetlog.web") as probe:
-        probe.search(limit=1)  # reachable, migrated and readable, before anyone is told to connect
+    settings = Settings.from_env()
+    # Reachable, migrated, readable and the database the consumers write, before anyone is told to connect.
+    with LineageStore.from_settings(settings, application_name="assetlog.web") as probe:
+        probe.search(limit=1)
         if not args.no_auth:
             _require_token_table(probe)
     sock = _listen(args.host, args.port)
-    store = LineageStore(dsn, pool_size=max(2, args.connections), application_name="assetlog.web")
+    store = LineageStore.from_settings(settings, pool_size=max(2, args.connections), application_name="assetlog.web",
+                                       same_database_as=None)  # checked by the probe
     metrics = None
     try:
         policy = _auth_policy(args, store)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from assetlog.projections.models import AssetDetails, LineageGraph
 from assetlog.projections.store import LineageStore
+from assetlog.visible import visible
 from assetlog.web import params
 from assetlog.web.picture import GraphDrawer
 
@@ -79,7 +80,7 @@ def graph_svg(request: Request) -> Response:
     picture = _drawer(request).draw(graph, standalone=True)
     if picture.svg is None:
         return Response(picture.problem or "", status_code=503, media_type="text/plain; charset=utf-8")
-    return Response(picture.svg, media_type="image/svg+xml")
+    return Response(visible(picture.svg), media_type="image/svg+xml")  # as on the page: controls shown
 
 
 routes = [

@@ -24,8 +24,19 @@ class BadRequest(Exception):
     """A parameter the client must fix; the message is shown to it as is (status 400)."""
 
 
+def _get(params: QueryParams, name: str) -> str | None:
+    """The raw value of one parameter; a NUL character (`%00`) in it is a 400, never a database error.
+
+    PostgreSQL text cannot hold NUL, and no key, name or time can contain one.
+    """
+    value = params.get(name)
+    if value is not None and "\x00" in value:
+        raise BadRequest(f"{name} must not contain a NUL character (%00)")
+    return value
+
+
 def key(params: QueryParams) -> str:
-    value = params.get("key")
+    value = _get(params, "key")
     if not value:
         raise BadRequest("the key parameter is required, e.g. ?key=s3://bucket/folder/asset.csv")
     return value
@@ -33,13 +44,13 @@ def key(params: QueryParams) -> str:
 
 def text(params: QueryParams, name: str) -> str | None:
     """An optional free-text parameter; blank means absent (an empty search box)."""
-    value = (params.get(name) or "").strip()
+    value = (_get(params, name) or "").strip()
     return value or None
 
 
 def whole(params: QueryParams, name: str, default: int | None, lowest: int, highest: int) -> int | None:
     """An optional whole number in [lowest, highest]; blank means the default."""
-    raw = (params.get(name) or "").strip()
+    raw = (_get(params, name) or "").strip()
     if not raw:
         return default
     try:
@@ -53,13 +64,13 @@ def whole(params: QueryParams, name: str, default: int | None, lowest: int, high
 
 def depth(params: QueryParams, default: int | None) -> int | None:
     """Hops to walk: 1..MAX_DEPTH, or `all` (no hop limit; the node limit still holds)."""
-    if (params.get("depth") or "").strip().lower() == "all":
+    if (_get(params, "depth") or "").strip().lower() == "all":
         return None
     return whole(params, "depth", default, 1, MAX_DEPTH)
 
 
 def direction(params: QueryParams, default: Direction = "both") -> Direction:
-    value = (params.get("direction") or "").strip() or default
+    value = (_get(params, "direction") or "").strip() or default
     if value not in DIRECTIONS:
         raise BadRequest(f"direction must be one of {', '.join(DIRECTIONS)}, not {value!r}")
     return cast(Direction, value)

@@ -4,7 +4,7 @@ Asset keys go into the query string, percent-encoded except for `/` and `:`
 (which a query may hold as they are, and which keep addresses readable), so
 every valid key, `+`, `=`, `;` and all, has a working address. A stored `url` is the
 workflow author's free text: only absolute http(s) addresses become links;
-anything else (`javascript:`, `data:`, relative paths) is shown as text.
+anything else (`javascript:`, `data:`, relative paths, markup) is shown as text.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlencode
 
-# No whitespace or control characters anywhere: browsers strip them and would see another scheme.
-_WEB_ADDRESS = re.compile(r"https?://[^\s\x00-\x1f\x7f]+", re.IGNORECASE)
+# No whitespace or control characters anywhere (browsers strip them and would see another scheme),
+# and none of the characters RFC 3986 never allows unencoded that markup is made of (quote, <, >, `, backslash):
+# an address carrying markup is shown as text, whether or not the template escapes it.
+_WEB_ADDRESS = re.compile(r"https?://[^\s\x00-\x1f\x7f\"<>`\\]+", re.IGNORECASE)
 
 
 def _query(path: str, params: dict[str, object]) -> str:
