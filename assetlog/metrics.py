@@ -136,22 +136,13 @@ def serve(port: int, host: str = "127.0.0.1", ready: Callable[[], bool] = lambda
 
 def add_metrics_flags(parser) -> None:
     """`--metrics-port` / `--metrics-host` for a long-running command."""
-    parser.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+    from assetlog.cli import whole_number
+
+    parser.add_argument("--metrics-port", type=whole_number(0, 65535), default=None, metavar="PORT",
                         help="serve Prometheus /metrics, /healthz and /readyz on this port (0: a free one)")
     parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                         help="address of the metrics port (default 127.0.0.1)")
 
-
-def _port(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is from 0 to 65535, got {value}")
-    return value
 
 
 def start_from_args(args, ready: Callable[[], bool] = lambda: True) -> MetricsServer | None:

@@ -6,21 +6,10 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, seconds, whole_number
 
 EXIT_ATTENTION = 1
 
-
-def _non_negative(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-        return value
-    return parse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,11 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "status", help="broker, database, topics, each projection's lag, dead letters, the local outbox",
         description="One screen for an operator. Exit status 0: all well; 1: something needs attention (each "
                     "finding is one line under ATTENTION); usable as a health check.")
-    status.add_argument("--max-lag", type=_non_negative(int), default=1000, metavar="N",
+    status.add_argument("--max-lag", type=whole_number(0, 10**12), default=1000, metavar="N",
                         help="messages a projection may be behind before it needs attention (default 1000)")
-    status.add_argument("--stale-seconds", type=_non_negative(float), default=300.0, metavar="S",
+    status.add_argument("--stale-seconds", type=seconds(0, 7 * 86400), default=300.0, metavar="S",
                         help="a projection behind that committed nothing for this long is stuck (default 300)")
-    status.add_argument("--outbox-age-seconds", type=_non_negative(float), default=60.0, metavar="S",
+    status.add_argument("--outbox-age-seconds", type=seconds(0, 7 * 86400), default=60.0, metavar="S",
                         help="events older than this in the local outbox need attention (default 60)")
     add_json_flag(status)
     status.set_defaults(handler=_status)

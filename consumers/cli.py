@@ -8,7 +8,7 @@ import signal
 import sys
 from dataclasses import replace
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli import add_json_flag, print_result, seconds, whole_number
 from assetlog.consumers.membership import is_fenced
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
 from assetlog.errors import AssetlogError
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "none = dynamic membership, a restart waits the session timeout)")
     consume.add_argument("--quiet", action="store_true", help="log only warnings (retries, dead letters)")
     add_metrics_flags(consume)
-    consume.add_argument("--lag-interval-seconds", type=float, default=5.0, metavar="S",
+    consume.add_argument("--lag-interval-seconds", type=seconds(0.1, 3600), default=5.0, metavar="S",
                          help="with --metrics-port: how often the lag is measured against the broker (default 5)")
     add_json_flag(consume)
     consume.set_defaults(handler=_consume)

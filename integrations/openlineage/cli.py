@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, whole_number
 from assetlog.errors import AssetlogError
 
 
@@ -27,7 +27,7 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
     source.add_argument("--from-kafka", metavar="TOPIC", help="read JSON events from TOPIC (bad ones go to TOPIC.dlq)")
     parser.add_argument("--api-key-env", metavar="VAR",
                         help="require 'Authorization: Bearer <key>' with the key in environment variable VAR")
-    parser.add_argument("--max-event-bytes", type=int, default=None, metavar="N",
+    parser.add_argument("--max-event-bytes", type=whole_number(1024, 64 * 1024 * 1024), default=None, metavar="N",
                         help="refuse events larger than N bytes of JSON (default 524288)")
     parser.add_argument("--group", help="consumer group for --from-kafka (default <prefix>.openlineage-ingest)")
     parser.add_argument("--access-log", action="store_true", help="log every request on stderr")

@@ -8,7 +8,7 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli import add_json_flag, print_result, seconds
 from assetlog.errors import AssetlogError
 
 DEFAULT_INTERVAL = 5.0
@@ -25,12 +25,12 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
     follow.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint file (default: <state home>/prefect-follower/<topic prefix>.json)")
     follow.add_argument("--once", action="store_true", help="catch up to now, then exit")
-    follow.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="S",
+    follow.add_argument("--interval", type=seconds(0.1, 3600), default=DEFAULT_INTERVAL, metavar="S",
                         help=f"seconds between polls (default {DEFAULT_INTERVAL:g})")
-    follow.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="S",
+    follow.add_argument("--settle", type=seconds(0, 3600), default=DEFAULT_SETTLE, metavar="S",
                         help=f"read events at least S seconds old, so late-stored ones are not passed "
                              f"(default {DEFAULT_SETTLE:g})")
-    follow.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS, metavar="D",
+    follow.add_argument("--retention-days", type=seconds(0.01, 36500), default=DEFAULT_RETENTION_DAYS, metavar="D",
                         help=f"the server's event retention (default {DEFAULT_RETENTION_DAYS:g}): an older "
                              "checkpoint is a gap, reported instead of skipped")
     follow.add_argument("--accept-gap", action="store_true",
