@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prefect_events import EventsWorker
 
 from assetlog.producer import Publisher, publishing
+
+from .prefect_events import EventsWorker
 
 
 @pytest.fixture(autouse=True)

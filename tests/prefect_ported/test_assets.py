@@ -9,11 +9,12 @@
 import asyncio
 
 import pytest
-from prefect_events import AssetContext, EventsWorker
 
 from assetlog.producer import Asset, AssetProperties, flow, materialize, task
 from assetlog.producer.assets import MAX_DESCRIPTION_LENGTH as MAX_ASSET_DESCRIPTION_LENGTH
 from assetlog.schemas import MAX_ASSET_KEY_LENGTH
+
+from .prefect_events import AssetContext, EventsWorker
 
 
 def _asset_events(worker: EventsWorker):
