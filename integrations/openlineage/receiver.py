@@ -87,8 +87,9 @@ class CommitWaiter:
     """Futures resolved once the outbox holds what was published before each was made: one thread
     waits for the publisher for all of them, and each event loop is woken once per commit."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, timeout: float) -> None:
         self.publisher = publisher
+        self.timeout = timeout
         self._cond = threading.Condition()
         self._pending: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[str | None]]] = []
         self._thread: threading.Thread | None = None
@@ -112,7 +113,7 @@ class CommitWaiter:
                     self._cond.wait()
                 batch, self._pending = self._pending, []
             try:
-                problem = self.publisher.wait_committed()  # covers everything published before the batch waited
+                problem = self.publisher.wait_committed(self.timeout)  # covers all published before the batch waited
             except Exception as exc:  # the publisher stopped: nothing more becomes durable
                 problem = str(exc)
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str | None]]] = {}
@@ -132,14 +133,17 @@ def _resolve(futures: list[asyncio.Future[str | None]], problem: str | None) -> 
 
 
 class Ingestor:
-    def __init__(self, publisher: Publisher, store: RunStore, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+    def __init__(self, publisher: Publisher, store: RunStore, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 commit_timeout: float = 30.0):
+        """`commit_timeout`: how long an event waits for the outbox before it is answered 503."""
         self.publisher = publisher
+        self.commit_timeout = commit_timeout
         self.store = store
         self.max_event_bytes = max_event_bytes
         self.identity = ProducerIdentity.current()
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._async_locks: list[asyncio.Lock] | None = None  # made in the event loop that uses them
-        self._commits = CommitWaiter(publisher)
+        self._commits = CommitWaiter(publisher, commit_timeout)
 
     def ingest_bytes(self, body: bytes, gzipped: bool = False) -> Outcome:
         try:
@@ -157,7 +161,7 @@ class Ingestor:
             queued = self._publish(event, kind, run_id)
             if isinstance(queued, Outcome):
                 return queued
-            return self._finish(queued, self.publisher.wait_committed())
+            return self._finish(queued, self.publisher.wait_committed(self.commit_timeout))
 
     async def ingest_bytes_async(self, body: bytes, gzipped: bool = False) -> Outcome:
         """`ingest_bytes` for the event loop: the same steps, the outbox commit awaited."""
