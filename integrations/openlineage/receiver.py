@@ -144,6 +144,7 @@ class Ingestor:
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._async_locks: list[asyncio.Lock] | None = None  # made in the event loop that uses them
         self._commits = CommitWaiter(publisher, commit_timeout)
+        self._to_save: list[tuple[Translation, asyncio.Future[None]]] = []
 
     def ingest_bytes(self, body: bytes, gzipped: bool = False) -> Outcome:
         try:
@@ -179,7 +180,31 @@ class Ingestor:
             queued = self._publish(event, kind, run_id)
             if isinstance(queued, Outcome):
                 return queued
-            return self._finish(queued, await self._commits.wait())
+            problem = await self._commits.wait()
+            if problem is None:
+                await self._save_soon(queued)
+            return self._finish(queued, problem, saved=True)
+
+    def _save_soon(self, translation: Translation) -> asyncio.Future[None]:
+        """The run's state saved with those of every request resumed by the same commit: their
+        continuations run one after the other in the loop, then one transaction saves them all."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._to_save:
+            loop.call_soon(self._save_pending)
+        self._to_save.append((translation, future))
+        return future
+
+    def _save_pending(self) -> None:
+        batch, self._to_save = self._to_save, []
+        try:
+            self.store.save_many([(t.run_id, t.state, t.terminal) for t, _ in batch])
+        except Exception as exc:  # the events are durable, the run state is not: the client resends
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for _, future in batch:
+            future.set_result(None)
 
     def _checked(self, event: Any) -> tuple[dict[str, Any], str, str] | Outcome:
         """The event (a JobEvent as its declaration run), its kind and run id; or why it is refused."""
@@ -222,9 +247,10 @@ class Ingestor:
                                 "see the receiver's log")
         return translation
 
-    def _finish(self, translation: Translation, problem: str | None) -> Outcome:
+    def _finish(self, translation: Translation, problem: str | None, saved: bool = False) -> Outcome:
         """201 once the events are durable (the run's state saved after them), else 503."""
         if problem is not None:
             return Outcome(503, f"not stored, try again: {problem}")
-        self.store.save(translation.run_id, translation.state, translation.terminal)
+        if not saved:
+            self.store.save(translation.run_id, translation.state, translation.terminal)
         return Outcome(201, events=len(translation.events), idempotency_key=translation.idempotency_key)

@@ -57,9 +57,14 @@ class RunStore:
 
     def save(self, run_id: str, state: RunState, finished: bool) -> None:
         """Returns once the state is committed, by this call or by a concurrent one that took it along."""
+        self.save_many([(run_id, state, finished)])
+
+    def save_many(self, runs: list[tuple[str, RunState, bool]]) -> None:
+        """`save` for several runs at once (one transaction with whatever else is pending)."""
+        now = time.time()
         with self._pending_lock:
-            self._pending.append((run_id, state.to_json(), int(finished), time.time()))
-            self._queued += 1
+            self._pending.extend((run_id, state.to_json(), int(finished), now) for run_id, state, finished in runs)
+            self._queued += len(runs)
             ticket = self._queued
         with self._lock:
             if self._written >= ticket:
