@@ -1,11 +1,16 @@
 """O1: OpenLineage events/s through the HTTP receiver into the topics, against raw produce of the same bytes.
 
 N COMPLETE RunEvents (each its own run: two inputs, one output, documentation,
-schema and outputStatistics facets, about 1.6 KB of JSON) are POSTed by
-`--clients` concurrent keep-alive HTTP clients to `assetlog ingest openlineage
+schema and outputStatistics facets, about 1.5 KB of JSON) are POSTed by
+`--clients` concurrent keep-alive HTTP clients, each a process of its own (so
+the clients' own Python does not cap the rate), to `assetlog ingest openlineage
 --listen` (a separate process, default settings). Each becomes 4 Assetlog events
 (a materialization, two dependencies, a metadata event). The clock stops when
 all of them are in the topics (end offsets), not at the last 201.
+
+HTTP floor, same run: the same clients send as many `GET /healthz` to the
+same receiver: what an HTTP round trip alone costs on this machine, the ceiling
+of the receiver.
 
 Physical baseline, same run, same broker: a raw confluent-kafka producer
 (acks=all, idempotent, lz4) sends the same N JSON bodies to a topic of the same
@@ -18,20 +23,19 @@ Prints a table and writes bench/results/openlineage_bench.json.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import multiprocessing
 import os
 import platform
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-
-import httpx2 as httpx
 
 from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_TOPIC_PREFIX, Settings
@@ -102,7 +106,50 @@ def raw_produce(settings: Settings, topic: str, bodies: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def through_receiver(settings: Settings, bodies: list[bytes], clients: int, outbox: Path) -> tuple[float, float]:
+def post_chunk(port: int, path: str, chunk: list[bytes], status: int, ready, go, results) -> None:
+    """One client process: when all are started, a keep-alive connection (made then: the server closes
+    idle ones after 5 s), and every body of `chunk` POSTed in turn (`GET` without a body for /healthz)."""
+    failures = []
+    try:
+        ready.release()
+        go.wait()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for body in chunk:
+            if path == "/healthz":
+                connection.request("GET", path)
+            else:
+                connection.request("POST", path, body=body, headers={"content-type": "application/json"})
+            response = connection.getresponse()
+            text = response.read()
+            if response.status != status:
+                failures.append(f"{response.status} {text[:200]!r}")
+    except Exception as exc:
+        failures.append(repr(exc))
+    results.put(failures[:3])
+
+
+def post_all(port: int, path: str, bodies: list[bytes], clients: int, status: int) -> float:
+    """Seconds for `clients` processes to send all `bodies` to `path`, each answered `status`."""
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Semaphore(0), context.Event(), context.Queue()
+    processes = [context.Process(target=post_chunk, args=(port, path, bodies[i::clients], status, ready, go, results))
+                 for i in range(clients)]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        assert ready.acquire(timeout=60), "a client process did not start"
+    started = time.perf_counter()
+    go.set()
+    failures = [failure for _ in processes for failure in results.get(timeout=300)]
+    seconds = time.perf_counter() - started
+    for process in processes:
+        process.join()
+    assert not failures, failures
+    return seconds
+
+
+def through_receiver(settings: Settings, bodies: list[bytes], clients: int,
+                     outbox: Path) -> tuple[float, float, float]:
     env = {**os.environ, ENV_KAFKA_BOOTSTRAP: settings.require_kafka(), ENV_TOPIC_PREFIX: settings.topic_prefix,
            ENV_OUTBOX_DIR: str(outbox)}
     log_path = outbox.parent / "receiver.log"
@@ -113,29 +160,14 @@ def through_receiver(settings: Settings, bodies: list[bytes], clients: int, outb
         while not (match := re.search(r"http://127\.0\.0\.1:(\d+)/", log_path.read_text())):
             assert process.poll() is None, log_path.read_text()
             time.sleep(0.05)
-        url = f"http://127.0.0.1:{match.group(1)}/api/v1/lineage"
-        chunks = [bodies[i::clients] for i in range(clients)]
-        failures: list[str] = []
-
-        def send(chunk: list[bytes]) -> None:
-            with httpx.Client(timeout=60) as http:
-                for body in chunk:
-                    response = http.post(url, content=body, headers={"content-type": "application/json"})
-                    if response.status_code != 201:
-                        failures.append(response.text)
-
+        port = int(match.group(1))
+        floor = post_all(port, "/healthz", bodies, clients, 200)
         expected = len(bodies) * ASSETLOG_EVENTS_PER_EVENT
         started = time.perf_counter()
-        threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        acknowledged = time.perf_counter() - started
-        assert not failures, failures[:3]
+        acknowledged = post_all(port, "/api/v1/lineage", bodies, clients, 201)
         while end_offsets(settings, list(settings.topics.events)) < expected:
             time.sleep(0.01)
-        return acknowledged, time.perf_counter() - started
+        return floor, acknowledged, time.perf_counter() - started
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -153,7 +185,7 @@ def main() -> None:
     raw_topic = f"{settings.topic_prefix}.raw"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            acknowledged, in_topics = through_receiver(settings, bodies, args.clients, Path(tmp) / "outbox")
+            floor, acknowledged, in_topics = through_receiver(settings, bodies, args.clients, Path(tmp) / "outbox")
         raw = raw_produce(settings, raw_topic, bodies)
     finally:
         admin = admin_client(settings)
@@ -165,6 +197,8 @@ def main() -> None:
         "receiver_events_per_s_acknowledged": args.events / acknowledged,
         "assetlog_events_per_s_in_topics": args.events * ASSETLOG_EVENTS_PER_EVENT / in_topics,
         "raw_produce_events_per_s": args.events / raw,
+        "http_floor_requests_per_s": args.events / floor,
+        "ratio_to_http_floor": floor / in_topics,
         "ratio": raw / in_topics,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
@@ -176,6 +210,8 @@ def main() -> None:
     print(f"  acknowledged 201  {result['receiver_events_per_s_acknowledged']:>10,.0f} ev/s")
     print(f"  raw produce       {result['raw_produce_events_per_s']:>10,.0f} ev/s (same bytes, same broker)")
     print(f"  ratio             {result['ratio']:>10.3f}x")
+    print(f"  HTTP floor        {result['http_floor_requests_per_s']:>10,.0f} req/s (GET /healthz, same clients; "
+          f"receiver at {result['ratio_to_http_floor']:.2f}x of it)")
 
 
 if __name__ == "__main__":

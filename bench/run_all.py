@@ -12,6 +12,7 @@ each one writes and lines the figures up against the goals of the issue:
     M1/M2 memory   consumer, replay and producer RSS flat over 1M events
     R1 recovery    lineage consumer SIGKILLed, restarted at once -> first new row, p50/max of 10 (~2 s goal)
     Q1/W1          query and web view on the 100k-asset / 300k-edge graph (no goal in the issue)
+    O1             OpenLineage events/s through the HTTP receiver, against raw produce and HTTP alone (no goal)
 
 Run against the stack the environment names (takes about half an hour at full size):
     eval "$(assetlog stack env)" && python bench/run_all.py [--quick] [--only P1,P5]
@@ -151,6 +152,16 @@ def web_rows(r: dict) -> list[dict]:
                 "queries+dot+http", r["page_vs_baseline"])]
 
 
+def openlineage_rows(r: dict) -> list[dict]:
+    measured = r["receiver_events_per_s_in_topics"]
+    return [
+        row("O1 OpenLineage HTTP receiver", "(info)", measured, "ev/s", r["raw_produce_events_per_s"],
+            "raw produce()", r["ratio"]),
+        row("O1 receiver vs HTTP alone", "(info)", measured, "ev/s", r["http_floor_requests_per_s"],
+            "GET /healthz", r["ratio_to_http_floor"]),
+    ]
+
+
 BENCHES = [
     Bench("P1", "producer_bench.py", (), ("--events", "20000", "--tasks", "3000", "--repeats", "1"),
           "producer_bench-*.json", producer_rows),
@@ -171,6 +182,7 @@ BENCHES = [
           "query_bench.json", lambda r: query_rows(r, "Q1", False)),
     Bench("W1", "web_bench.py", (), ("--requests", "30", "--database", "assetlog_bench_query_small"),
           "web_bench.json", web_rows),
+    Bench("O1", "openlineage_bench.py", (), ("--events", "1000"), "openlineage_bench.json", openlineage_rows),
 ]
 
 
@@ -243,7 +255,7 @@ def machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not the goals' sizes")
-    parser.add_argument("--only", help="comma-separated benchmarks to run (P1,P2,P3,P4,P5,M,Q1,W1)")
+    parser.add_argument("--only", help="comma-separated benchmarks to run (P1,P2,P3,P4,P5,M,Q1,W1,O1)")
     args = parser.parse_args()
     wanted = {name.strip().upper() for name in args.only.split(",")} if args.only else None
     if wanted and wanted - {b.name for b in BENCHES}:

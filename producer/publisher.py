@@ -103,6 +103,7 @@ class Publisher:
         self._seq = 0
         # Writer-thread state; snapshots below are read by flush() under _cond.
         self._committed_seq = 0
+        self._durable_seq = 0  # set as soon as a commit returns, for wait_committed()
         self._unresolved: list[tuple[int, int]] = []
         self._failed: list[tuple[int, int, str]] = []
         self._uncommitted_error: str | None = None
@@ -213,7 +214,7 @@ class Publisher:
         self._wakeup.set()
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._committed_seq < target:
+            while self._durable_seq < target:
                 if self._crash is not None:
                     raise RuntimeError(f"the Assetlog publisher stopped: {self._crash}") from self._crash
                 remaining = deadline - time.monotonic()
@@ -357,6 +358,9 @@ class Publisher:
             self._rows[row_id] = row
             self._unsent.append(row)
         self._committed_local = seq  # flush() sees it with the rows, in _publish_snapshot
+        with self._cond:  # wait_committed() needs no more: answer it now, not after this step's sends
+            self._durable_seq = seq
+            self._cond.notify_all()
         return True
 
     def _send(self, sender: KafkaSender) -> bool:
