@@ -155,3 +155,27 @@ def test_replay_reports_messages_read_against_messages_to_read(isolated: Isolate
     read = REGISTRY.get_sample_value("assetlog_replay_messages_read", {"projection": "lineage"})
     to_read = REGISTRY.get_sample_value("assetlog_replay_messages_to_read", {"projection": "lineage"})
     assert read == to_read == len(published)
+
+
+def test_openlineage_receiver_refuses_an_open_public_port_and_counts_requests(isolated: Isolated) -> None:
+    open_port = subprocess.run([sys.executable, "-m", "assetlog", "ingest", "openlineage", "--listen", "0.0.0.0:0"],
+                               env=isolated.env(), capture_output=True, text=True, timeout=60, check=False)
+    assert open_port.returncode == 1 and len(open_port.stderr.strip().splitlines()) == 1, open_port.stderr
+    assert "--api-key-env" in open_port.stderr
+    web_port, metrics_port = free_port(), free_port()
+    with tempfile.TemporaryFile("w+") as log:
+        receiver = subprocess.Popen([sys.executable, "-m", "assetlog", "ingest", "openlineage", "--listen",
+                                     f"127.0.0.1:{web_port}", "--metrics-port", str(metrics_port)],
+                                    env=isolated.env(), stdout=log, stderr=log)
+        try:
+            eventually(lambda: answers(f"http://127.0.0.1:{web_port}/healthz") == 200, "the receiver")
+            request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1/lineage", data=b"{not json",
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 400
+            metrics = scrape(metrics_port)
+            assert total(metrics, "assetlog_http_requests_total", route="/api/v1/lineage", status="400") == 1
+        finally:
+            receiver.terminate()
+            receiver.wait(30)

@@ -10,6 +10,7 @@ import threading
 
 from assetlog.cli import add_json_flag, print_result, whole_number
 from assetlog.errors import AssetlogError
+from assetlog.metrics import add_metrics_flags, start_from_args
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -31,6 +32,7 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
                         help="refuse events larger than N bytes of JSON (default 524288)")
     parser.add_argument("--group", help="consumer group for --from-kafka (default <prefix>.openlineage-ingest)")
     parser.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    add_metrics_flags(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=_ingest)
     from assetlog.integrations.openlineage import export_cli
@@ -77,16 +79,18 @@ def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str,
     from assetlog.web.cli import _is_loopback, _listen
 
     host, port = args.listen
+    if api_key is None and not _is_loopback(host):
+        raise AssetlogError(f"--listen {host}:{port} is not a loopback address: require a key with --api-key-env VAR "
+                            "(clients send it as their `api_key`), or listen on 127.0.0.1 behind a proxy")
     sock = _listen(host, port)
+    metrics = None
     app = create_app(ingestor, api_key)
     try:
         bound, port = sock.getsockname()[:2]
         shown = f"[{bound}]" if ":" in bound else bound
         print(f"assetlog: receiving OpenLineage events on http://{shown}:{port}{LINEAGE_PATH} (Ctrl-C stops it)",
               file=sys.stderr, flush=True)
-        if api_key is None and not _is_loopback(bound):
-            print("assetlog: warning: no API key required (--api-key-env); anyone who can reach this address "
-                  "can write lineage", file=sys.stderr, flush=True)
+        metrics = start_from_args(args)
         config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="off",
                                 server_header=False)
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -96,6 +100,8 @@ def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str,
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     finally:
+        if metrics is not None:
+            metrics.close()
         sock.close()
     return app.state.counters.as_dict()
 

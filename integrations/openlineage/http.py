@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assetlog.integrations.openlineage.receiver import Ingestor, Outcome
+from assetlog.web.metrics import RequestMetrics
 
 log = logging.getLogger("assetlog.integrations.openlineage")
 LINEAGE_PATH = "/api/v1/lineage"
@@ -70,6 +71,7 @@ def create_app(ingestor: Ingestor, api_key: str | None = None) -> Starlette:
         return JSONResponse({"status": "ok", **counters.as_dict()})
 
     app = Starlette(routes=[Route(LINEAGE_PATH, lineage, methods=["POST"]), Route("/healthz", health)])
+    app.add_middleware(RequestMetrics, routes=app.routes)  # assetlog_http_* on --metrics-port
     app.state.counters = counters
     return app
 
