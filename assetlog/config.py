@@ -20,11 +20,37 @@ ENV_POSTGRES_READONLY_DSN = "ASSETLOG_POSTGRES_READONLY_DSN"
 ENV_TOPIC_PREFIX = "ASSETLOG_TOPIC_PREFIX"
 ENV_OUTBOX_DIR = "ASSETLOG_OUTBOX_DIR"
 ENV_KAFKA_CONFIG_FILE = "ASSETLOG_KAFKA_CONFIG_FILE"
+ENV_OUTBOX_FULL = "ASSETLOG_OUTBOX_FULL"
+ENV_OUTBOX_FULL_WAIT = "ASSETLOG_OUTBOX_FULL_WAIT_SECONDS"
 KAFKA_SETTING_PREFIX = "ASSETLOG_KAFKA_"
 # Variables under ASSETLOG_KAFKA_ that are Assetlog's own, not librdkafka settings.
 _OWN_KAFKA_VARIABLES = {ENV_KAFKA_BOOTSTRAP, ENV_KAFKA_CONFIG_FILE}
 
 DEFAULT_TOPIC_PREFIX = "assetlog"
+# When the outbox's file system is full, a task run ending waits for room ("block", at most
+# OUTBOX_FULL_WAIT seconds, then fails) or fails at once ("fail"): never returns with its
+# events unrecorded. Blocking is the default: a few minutes are usually enough to make room,
+# and a run that fails afterwards has lost nothing silently.
+OUTBOX_FULL_MODES = ("block", "fail")
+DEFAULT_OUTBOX_FULL = "block"
+DEFAULT_OUTBOX_FULL_WAIT = 300.0
+
+
+def _outbox_full_policy(environ: Mapping[str, str]) -> tuple[str, float]:
+    mode = (environ.get(ENV_OUTBOX_FULL) or DEFAULT_OUTBOX_FULL).strip().lower()
+    if mode not in OUTBOX_FULL_MODES:
+        raise ConfigError(f"{ENV_OUTBOX_FULL}={environ[ENV_OUTBOX_FULL]!r}: expected one of "
+                          f"{', '.join(OUTBOX_FULL_MODES)}")
+    raw = environ.get(ENV_OUTBOX_FULL_WAIT)
+    if not raw:
+        return mode, DEFAULT_OUTBOX_FULL_WAIT
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        raise ConfigError(f"{ENV_OUTBOX_FULL_WAIT}={raw!r}: expected a number of seconds (0 or more)")
+    return mode, wait
 
 
 def state_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -98,6 +124,8 @@ class Settings:
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     outbox_dir: Path = field(default_factory=lambda: state_home() / "outbox")
     kafka_settings: Mapping[str, str] = field(default_factory=dict)
+    outbox_full: str = DEFAULT_OUTBOX_FULL
+    outbox_full_wait: float = DEFAULT_OUTBOX_FULL_WAIT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +145,7 @@ class Settings:
                 f"{ENV_TOPIC_PREFIX}={prefix!r}: a topic prefix may use only letters, digits, '.', '_' and '-'"
             )
         outbox = environ.get(ENV_OUTBOX_DIR)
+        outbox_full, outbox_full_wait = _outbox_full_policy(environ)
         return cls(
             kafka_bootstrap=environ.get(ENV_KAFKA_BOOTSTRAP) or None,
             postgres_dsn=environ.get(ENV_POSTGRES_DSN) or None,
@@ -124,6 +153,8 @@ class Settings:
             topic_prefix=prefix,
             outbox_dir=Path(outbox) if outbox else state_home(environ) / "outbox",
             kafka_settings=kafka_settings,
+            outbox_full=outbox_full,
+            outbox_full_wait=outbox_full_wait,
         )
 
     @property

@@ -11,12 +11,19 @@ the writer thread touches the producer and the SQLite connection.
 `flush()` (called at the end of every flow run) returns once the events
 published before it are acknowledged, or are safely in the outbox and either
 the brokers are unreachable or the timeout passed.
+
+Nothing is dropped silently: a task run ending while the outbox cannot be
+written waits for room or fails (`outbox_gate`), so does a flush whose events
+are not in the outbox yet, and an event larger than Kafka accepts is refused
+when it is made (`limits`). The writer thread survives every outbox error and
+takes up its work again once the file can be written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -25,10 +32,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from assetlog.config import Settings
-from assetlog.errors import ConfigError
-from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
+from assetlog.errors import AssetlogError, ConfigError
+from assetlog.producer.delivery import FAILED, PRODUCER_DEFAULTS, UNSENT, KafkaSender, Row, describe
 from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity, new_event_id
-from assetlog.producer.outbox import Message, Outbox
+from assetlog.producer.limits import (
+    KafkaLimits,
+    TopicCheck,
+    check_metadata_size,
+    check_run_size,
+    missing_topics_error,
+    producer_max_bytes,
+)
+from assetlog.producer.outbox import Message, Outbox, outbox_path
+from assetlog.producer.outbox_gate import OutboxGate
+from assetlog.producer.recording_errors import FULL, LineageNotRecorded, OutboxUnavailable, outbox_problem
 from assetlog.producer.run_encoding import run_encoder
 
 log = logging.getLogger("assetlog.producer")
@@ -45,6 +62,9 @@ HEARTBEAT_SECONDS = 2.0
 ADOPT_SECONDS = 10.0
 MAX_RETRY_DELAY = 60.0
 BROKERS_DOWN_GRACE = 1.0
+OUTBOX_RETRY_SECONDS = 0.5  # how often a writer retries an outbox it could not write
+# How long a starting publisher waits for the brokers to say whether its topics exist.
+TOPIC_CHECK_SECONDS = 5.0
 
 _open_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
@@ -80,17 +100,22 @@ class Publisher:
     """Sends finished task runs' events to Kafka through the outbox in `settings.outbox_dir`."""
 
     def __init__(self, settings: Settings, *, flush_timeout: float | None = None,
-                 producer_config: Mapping[str, object] | None = None) -> None:
+                 producer_config: Mapping[str, object] | None = None, verify_topics: bool = True) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.flush_timeout = flush_timeout_from_env() if flush_timeout is None else flush_timeout
         self.owner = f"{os.getpid()}-{new_event_id()}"
         self.pid = os.getpid()
         self._producer_overrides = dict(producer_config or {})
+        self._verify_topics = verify_topics
+        self.limits = KafkaLimits(producer_max_bytes(
+            {**PRODUCER_DEFAULTS, **self._producer_overrides, **settings.kafka_settings}))
         self._identity = ProducerIdentity.current()
         self._encode_run = run_encoder()
         self._lock = threading.Lock()
         self._cond = threading.Condition()
+        self._gate = OutboxGate(settings.outbox_full, settings.outbox_full_wait, self._cond)
+        self._missing_topics: list[str] = []
         self._wakeup = threading.Event()
         self._queue: deque[tuple[int, FinishedTaskRun]] = deque()
         self._seq = 0
@@ -98,7 +123,6 @@ class Publisher:
         self._committed_seq = 0
         self._unresolved: list[tuple[int, int]] = []
         self._failed: list[tuple[int, int, str]] = []
-        self._uncommitted_error: str | None = None
         self._brokers_down = False  # mirrored from the sender, read by flush()
         self._flush_waiters = 0
         self._closing = False
@@ -109,22 +133,41 @@ class Publisher:
         _open_publishers.add(self)
         self._thread.start()
         self._started.wait()
-        if self._crash is not None:
-            raise RuntimeError(f"the Assetlog publisher could not start: {self._crash}") from self._crash
+        problem = self._gate.problem
+        refusal: BaseException | None = self._crash
+        if refusal is None and problem is not None and problem.kind != FULL:
+            refusal = problem  # damaged or unwritable: waiting cannot help, fail before any task runs
+        if refusal is None and self._missing_topics:
+            refusal = missing_topics_error(settings, self._missing_topics)
+        if refusal is not None:
+            self._stop_writer()
+            if isinstance(refusal, AssetlogError):
+                raise refusal
+            raise RuntimeError(f"the Assetlog publisher could not start: {refusal}") from refusal
 
     # -- caller side ----------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         return self._closed
 
+    def check_metadata(self, key: str, values: Mapping[str, str]) -> None:
+        """Raise EventTooLarge if `key`'s metadata (encoded values) makes its event too large."""
+        check_metadata_size(key, values, self.limits, self.topics.metadata)
+
     def publish(self, run: FinishedTaskRun) -> None:
-        """Queue one finished task run's events; returns at once."""
+        """Queue one finished task run's events; returns at once while the outbox is healthy.
+
+        Raises EventTooLarge for a run with an event Kafka would refuse, and OutboxUnavailable
+        when the outbox cannot take the events (after waiting for room, if so configured)."""
         if self._closed or self._closing:
             raise RuntimeError("this Assetlog publisher is closed")
         if self._crash is not None:
             raise RuntimeError(f"the Assetlog publisher stopped: {self._crash}") from self._crash
         if os.getpid() != self.pid:
             raise RuntimeError(f"this Assetlog publisher belongs to process {self.pid}; create one per process")
+        check_run_size(run, self.limits, self._encode_run, self.topics, self._identity)
+        if self._gate.problem is not None:
+            self._gate.admit(f"the lineage events of task run {run.task_run_id} ({run.task_name})")
         with self._lock:
             self._seq += 1
             self._queue.append((self._seq, run))
@@ -138,7 +181,7 @@ class Publisher:
         not), for at most the flush timeout; never while the outbox cannot be written."""
         deadline = time.monotonic() + self.flush_timeout
         with self._cond:
-            while (len(self._queue) >= MAX_QUEUED_RUNS // 2 and self._uncommitted_error is None
+            while (len(self._queue) >= MAX_QUEUED_RUNS // 2 and self._gate.problem is None
                    and self._crash is None and not self._closing):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -166,22 +209,30 @@ class Publisher:
                     failed = [(events, error) for seq, events, error in self._failed if seq <= target]
                     waiting = in_flight + sum(events for events, _ in failed)
                     if committed and in_flight == 0:
-                        return FlushResult(waiting, failed[0][1] if failed else None)
+                        return FlushResult(waiting, self._waiting_reason(False, failed[0][1]) if failed else None)
                     # "Brokers down" may be an idle connection the broker closed: give the
                     # reconnection a moment before trusting it.
                     brokers_down = self._brokers_down and now >= started + BROKERS_DOWN_GRACE
-                    if committed and (brokers_down or now >= deadline or not self.settings.kafka_bootstrap):
+                    if committed and (brokers_down or now >= deadline or not self.settings.kafka_bootstrap
+                                      or self._missing_topics):
                         return FlushResult(waiting, self._waiting_reason(now >= deadline))
+                    if not committed and self._gate.problem is not None:
+                        self._gate.admit(f"the lineage events of {target - self._committed_seq} task runs",
+                                         waited_since=started)  # raises, or returns once written
+                        continue
                     if not committed and now >= deadline + 30.0:
-                        return FlushResult(waiting + target - self._committed_seq,
-                                           f"the outbox cannot be written: {self._uncommitted_error}")
+                        return FlushResult(waiting + target - self._committed_seq, "the outbox writer is stuck")
                     self._cond.wait(timeout=max(0.001, min(0.1, deadline - now)))
             finally:
                 self._flush_waiters -= 1
 
-    def _waiting_reason(self, timed_out: bool) -> str:
+    def _waiting_reason(self, timed_out: bool, failure: str | None = None) -> str:
         if not self.settings.kafka_bootstrap:
             return "ASSETLOG_KAFKA_BOOTSTRAP is not set"
+        if self._missing_topics:
+            return str(missing_topics_error(self.settings, self._missing_topics))
+        if failure is not None:
+            return failure
         if self._brokers_down:
             return f"Kafka at {self.settings.kafka_bootstrap} is unreachable"
         return "not acknowledged within the flush timeout" if timed_out else "delivery failed"
@@ -191,14 +242,18 @@ class Publisher:
         next publisher (this one gives its rows up at once)."""
         if self._closed:
             return FlushResult(0)
-        result = self.flush(timeout) if self._crash is None else FlushResult(0)
+        try:
+            return self.flush(timeout) if self._crash is None else FlushResult(0)
+        finally:
+            self._stop_writer()
+
+    def _stop_writer(self) -> None:
         with self._cond:
             self._closing = True
         self._wakeup.set()
         self._thread.join(timeout=30)
         self._closed = True
         _open_publishers.discard(self)
-        return result
 
     def __enter__(self) -> Publisher:
         return self
@@ -210,19 +265,22 @@ class Publisher:
     def _run(self) -> None:
         self._rows: dict[int, Row] = {}
         self._unsent: deque[Row] = deque()
+        self._undeleted: list[int] = []  # delivered rows whose delete failed (outbox full): retried
         self._committed_local = 0
         self._ids = EventIdSource()
         self._sender: KafkaSender | None = None
         self._outbox: Outbox | None = None
+        self._topic_check: TopicCheck | None = None
         try:
-            self._outbox = Outbox(self.settings.outbox_dir)
-            self._outbox.register(self.owner)
             if self.settings.kafka_bootstrap:
                 self._sender = KafkaSender(self.settings, self._producer_overrides)
+                if self._verify_topics:
+                    self._topic_check = TopicCheck(self.settings, self.topics.events)
             else:
                 log.warning("ASSETLOG_KAFKA_BOOTSTRAP is not set: lineage events wait in the outbox %s",
-                            self._outbox.path)
-            self._adopt()
+                            self.settings.outbox_dir)
+            self._open_outbox()
+            self._await_topic_check()
         except BaseException as exc:  # surfaced by the constructor
             self._crash = exc
             self._started.set()
@@ -232,15 +290,25 @@ class Publisher:
         last_beat = last_adopt = time.monotonic()
         try:
             while True:
-                busy = self._step()
-                now = time.monotonic()
-                if now - last_beat >= HEARTBEAT_SECONDS:
-                    self._outbox.heartbeat(self.owner)
-                    last_beat = now
-                if now - last_adopt >= ADOPT_SECONDS:
-                    self._adopt()
-                    last_adopt = now
-                if self._closing and not self._queue:
+                try:
+                    if self._outbox is None:
+                        self._open_outbox()
+                    busy = self._step() if self._outbox is not None else False
+                    now = time.monotonic()
+                    if self._outbox is not None and now - last_beat >= HEARTBEAT_SECONDS:
+                        last_beat = now
+                        self._outbox.heartbeat(self.owner)
+                    if self._outbox is not None and now - last_adopt >= ADOPT_SECONDS:
+                        last_adopt = now
+                        self._adopt()
+                except (sqlite3.Error, OSError) as exc:  # the file, not the events: keep going
+                    if outbox_problem(outbox_path(self.settings.outbox_dir), exc) is None:
+                        raise
+                    log.debug("the outbox could not be written (%s); retrying", exc)
+                    busy = False
+                    self._wakeup.wait(OUTBOX_RETRY_SECONDS)
+                self._poll_topic_check()
+                if self._closing and (not self._queue or self._outbox is None):
                     break
                 if not busy and not self._queue:
                     in_flight = self._sender is not None and self._sender.epoch
@@ -251,10 +319,56 @@ class Publisher:
         finally:
             self._shutdown()
 
+    def _open_outbox(self) -> None:
+        """Open and join the outbox; a failure is reported to the gate (and retried by the loop)."""
+        try:
+            outbox = Outbox(self.settings.outbox_dir)
+        except OutboxUnavailable as problem:
+            self._gate.report(problem)
+            return
+        try:
+            outbox.register(self.owner)
+        except (sqlite3.Error, OSError) as exc:
+            outbox.close()
+            problem = outbox_problem(outbox.path, exc)
+            if problem is None:
+                raise
+            self._gate.report(problem)
+            return
+        self._outbox = outbox
+        self._adopt()
+
+    def _await_topic_check(self) -> None:
+        """Give the brokers a moment to say whether the topics exist (not if they are down)."""
+        check, sender = self._topic_check, self._sender
+        if check is None or sender is None:
+            return
+        deadline = time.monotonic() + TOPIC_CHECK_SECONDS
+        while check.poll() is None and not check.brokers_down and time.monotonic() < deadline:
+            sender.producer.poll(0.02)
+        self._poll_topic_check()
+
+    def _poll_topic_check(self) -> None:
+        check = self._topic_check
+        if check is None:
+            return
+        result = check.poll()
+        if result is None:
+            return
+        self._topic_check = None
+        self.limits.topic_max.update(result[0])
+        if result[1]:
+            self._missing_topics = result[1]
+            if self._started.is_set():  # found late (the brokers were down): the events wait in the outbox
+                log.error("%s; lineage events wait in the outbox %s until they exist",
+                          missing_topics_error(self.settings, result[1]), self.settings.outbox_dir)
+
     def _step(self) -> bool:
         """One round: commit what was queued, send, serve delivery reports. True if busy."""
         self._wakeup.clear()
         busy = self._commit_queued()
+        if self._undeleted:
+            self._delete_delivered(self._undeleted)
         sender = self._sender
         if sender is not None:
             now = time.monotonic()
@@ -292,13 +406,17 @@ class Publisher:
                 for topic, messages in per_topic.items() for i in range(0, len(messages), MAX_ROW_EVENTS)]
         try:
             ids = self._outbox.append(rows, self.owner)
-        except Exception as exc:
-            log.error("cannot write the outbox %s (%s); retrying", self._outbox.path, exc)
-            self._uncommitted_error = str(exc)
-            self._queue.extendleft(reversed(items))
-            time.sleep(0.5)
+        except (sqlite3.Error, OSError) as exc:
+            problem = outbox_problem(self._outbox.path, exc)
+            if problem is None:
+                raise
+            self._queue.extendleft(reversed(items))  # kept in memory, in order, until the outbox takes them
+            self._gate.report(problem)
+            if problem.kind == FULL:
+                self._try_checkpoint()
+            self._wakeup.wait(OUTBOX_RETRY_SECONDS)
             return False
-        self._uncommitted_error = None
+        self._gate.report(None)
         seq = items[-1][0]
         # Rows waiting for their turn keep their messages in memory only up to a bound; beyond it
         # (tasks faster than Kafka acknowledges) they are read back from the outbox when sent.
@@ -311,6 +429,30 @@ class Publisher:
             self._unsent.append(row)
         self._committed_local = seq  # flush() sees it with the rows, in _publish_snapshot
         return True
+
+    def _try_checkpoint(self) -> None:
+        """On a full disk the write-ahead log may hold most of the outbox's bytes: fold it back."""
+        try:
+            assert self._outbox is not None
+            self._outbox.checkpoint()
+        except sqlite3.Error as exc:
+            log.debug("outbox checkpoint failed: %s", exc)
+
+    def _delete_delivered(self, ids: list[int]) -> None:
+        """Delete delivered rows; if the outbox cannot be written they are kept to delete later (and
+        not sent again meanwhile; should the process end first, a resend only duplicates, which the
+        consumers drop by event id)."""
+        assert self._outbox is not None
+        try:
+            self._outbox.delete(ids)
+        except (sqlite3.Error, OSError) as exc:
+            if outbox_problem(self._outbox.path, exc) is None:
+                raise
+            if ids is not self._undeleted:
+                self._undeleted.extend(ids)
+            return
+        if ids is self._undeleted:
+            self._undeleted = []
 
     def _send(self, sender: KafkaSender) -> bool:
         sent = False
@@ -328,19 +470,26 @@ class Publisher:
         return sent
 
     def _settle(self, done: list[Row]) -> None:
-        """Apply an epoch's outcome: delete delivered rows, keep failed ones for a retry."""
+        """Apply an epoch's outcome: delete delivered rows, keep failed ones for a retry, set
+        aside what Kafka can never accept."""
         assert self._outbox is not None
-        delivered = [row for row in done if not row.failed]
+        delivered = [row for row in done if not row.failed and not row.undeliverable]
         if delivered:
-            self._outbox.delete([row.id for row in delivered])
+            self._delete_delivered([row.id for row in delivered])
             for row in delivered:
                 self._rows.pop(row.id, None)
         for row in done:
+            if row.undeliverable:
+                self._set_aside(row)
             if not row.failed:
                 continue
             error = describe(row.error)
             partial = len(row.failed) < row.events
-            self._outbox.record_failure(row.id, error, row.failed if partial else None)
+            try:
+                self._outbox.record_failure(row.id, error, row.failed if partial else None)
+            except (sqlite3.Error, OSError) as exc:  # the row stays as it was: resent whole, at worst a duplicate
+                if outbox_problem(self._outbox.path, exc) is None:
+                    raise
             row.attempts += 1
             row.events = len(row.failed)
             row.state, row.messages, row.failed = FAILED, None, []
@@ -355,6 +504,27 @@ class Publisher:
                 if row.state == FAILED and _timed_out(row.error):
                     row.state = UNSENT
                     self._unsent.append(row)
+
+    def _set_aside(self, row: Row) -> None:
+        """Messages Kafka refused for good (too large, invalid) become an undeliverable row: never
+        sent again, never waited for; `assetlog outbox dead-letter` moves them out of the outbox."""
+        assert self._outbox is not None
+        error = describe(row.permanent_error)
+        try:
+            marked = self._outbox.set_undeliverable(row.id, error, row.undeliverable, row.failed)
+        except (sqlite3.Error, OSError) as exc:
+            if outbox_problem(self._outbox.path, exc) is None:
+                raise
+            row.failed.extend(row.undeliverable)  # try again later, as a failure
+            row.error = row.error or row.permanent_error
+            row.undeliverable = []
+            return
+        log.error("%d lineage events for %s can never be delivered (%s); they are set aside as row %d of the "
+                  "outbox %s: `assetlog outbox dead-letter --undeliverable` moves them out of the way",
+                  len(row.undeliverable), row.topic, error, marked, self._outbox.path)
+        row.undeliverable = []
+        if not row.failed:
+            self._rows.pop(row.id, None)
 
     def _adopt(self) -> None:
         assert self._outbox is not None
@@ -389,6 +559,7 @@ class Publisher:
             log.exception("error while closing the Assetlog publisher")
         finally:
             self._sender = None
+            self._topic_check = None
             with self._cond:
                 self._cond.notify_all()
 
@@ -402,10 +573,20 @@ def _timed_out(error: object) -> bool:
 
 
 def close_all_publishers(timeout: float | None = None) -> None:
-    """Flush and close every open publisher (at interpreter exit)."""
+    """Flush and close every open publisher (at interpreter exit).
+
+    Events that could not even be written to the outbox are lost when the process
+    ends: that is said in the log and the process exits with status 1, never 0."""
+    lost = False
     for publisher in list(_open_publishers):
         try:
             if publisher.pid == os.getpid():
                 publisher.close(timeout)
+        except LineageNotRecorded as exc:
+            log.critical("%s; they are lost as this process exits", exc)
+            lost = True
         except Exception:
             log.exception("error while closing an Assetlog publisher")
+    if lost:
+        logging.shutdown()
+        os._exit(1)  # atexit cannot change the exit status otherwise
