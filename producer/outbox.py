@@ -157,14 +157,12 @@ class Outbox:
     def _connect(self, create: bool, read_only: bool) -> sqlite3.Connection:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target, uri = (f"file:{self.path}?mode=ro", True) if read_only else (str(self.path), False)
-        conn = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+        if read_only:
+            return self._connect_read_only()
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                                check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if read_only:
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails here if damaged
-                return conn
             # Rows are large (thousands of events): big pages mean short overflow chains, which
             # makes both the insert and the delete of a row several times cheaper. It only
             # applies to a new file (before WAL is enabled).
@@ -175,6 +173,26 @@ class Outbox:
             conn.close()
             raise
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """Read without writing. A WAL file needs its shared-memory file, which SQLite cannot
+        create on a full disk or a read-only folder; a cleanly closed outbox has no log left
+        to read, so it is then opened as immutable (no locks, no shared memory)."""
+        last: sqlite3.Error | None = None
+        for query in ("mode=ro", "immutable=1"):
+            log_file = Path(f"{self.path}-wal")
+            if query == "immutable=1" and log_file.exists() and log_file.stat().st_size > 0:
+                break  # a log to read: an immutable open would miss it
+            conn = sqlite3.connect(f"file:{self.path}?{query}", uri=True, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails here if damaged
+                return conn
+            except sqlite3.Error as exc:
+                conn.close()
+                last = exc
+        assert last is not None
+        raise last
 
     def _migrate(self) -> None:
         (version,) = self.conn.execute("PRAGMA user_version").fetchone()

@@ -1,7 +1,7 @@
 """The outbox's health as task runs see it: pass, wait for room, or fail.
 
 The writer thread reports each failure to write the outbox and each success
-(`report`); a task run ending while the outbox cannot be written is held at the
+(`report`); the log says so once the first task run is held up. A task run ending while the outbox cannot be written is held at the
 gate (`admit`). On a full file system it waits for room (ASSETLOG_OUTBOX_FULL=
 block, at most ASSETLOG_OUTBOX_FULL_WAIT_SECONDS) or fails at once (=fail); an
 unwritable or damaged outbox fails at once, since waiting cannot fix it. Either
@@ -26,6 +26,7 @@ class OutboxGate:
         self._cond = cond
         self.problem: OutboxUnavailable | None = None  # read without the lock on the hot path
         self._since = 0.0
+        self._told = False  # the log has said so for this episode
 
     def report(self, problem: OutboxUnavailable | None) -> None:
         """Writer thread: the outbox failed with `problem`, or (None) took a write again."""
@@ -33,9 +34,8 @@ class OutboxGate:
             return
         with self._cond:
             if problem is not None and self.problem is None:
-                self._since = time.monotonic()
-                log.error("%s; task runs ending now %s", problem, self._consequence(problem))
-            elif problem is None and self.problem is not None:
+                self._since, self._told = time.monotonic(), False
+            elif problem is None and self.problem is not None and self._told:
                 log.warning("the outbox %s takes events again (after %.1fs)", self.problem.path,
                             time.monotonic() - self._since)
             self.problem = problem
@@ -52,6 +52,9 @@ class OutboxGate:
         problem = self.problem
         if problem is None:
             return
+        if not self._told:  # said once per episode, when it first holds a task run up
+            self._told = True
+            log.error("%s; task runs ending now %s", problem, self._consequence(problem))
         if problem.kind == FULL and self.mode == "block":
             deadline = (waited_since or time.monotonic()) + self.wait_seconds
             with self._cond:

@@ -150,6 +150,11 @@ class Publisher:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def outbox_problem(self) -> OutboxUnavailable | None:
+        """Why the outbox cannot be written now (None while it can)."""
+        return self._gate.problem
+
     def check_metadata(self, key: str, values: Mapping[str, str]) -> None:
         """Raise EventTooLarge if `key`'s metadata (encoded values) makes its event too large."""
         check_metadata_size(key, values, self.limits, self.topics.metadata)
@@ -293,11 +298,16 @@ class Publisher:
                 try:
                     if self._outbox is None:
                         self._open_outbox()
+                        if self._outbox is None:
+                            self._wakeup.wait(OUTBOX_RETRY_SECONDS)
                     busy = self._step() if self._outbox is not None else False
                     now = time.monotonic()
-                    if self._outbox is not None and now - last_beat >= HEARTBEAT_SECONDS:
+                    probe = self._gate.problem is not None and not self._queue  # runs wait at the gate
+                    if self._outbox is not None and (now - last_beat >= HEARTBEAT_SECONDS or probe):
                         last_beat = now
                         self._outbox.heartbeat(self.owner)
+                        if probe:
+                            self._gate.report(None)  # it takes writes again: let the waiting runs in
                     if self._outbox is not None and now - last_adopt >= ADOPT_SECONDS:
                         last_adopt = now
                         self._adopt()
@@ -305,6 +315,8 @@ class Publisher:
                     if outbox_problem(outbox_path(self.settings.outbox_dir), exc) is None:
                         raise
                     log.debug("the outbox could not be written (%s); retrying", exc)
+                    if self._queue or self._gate.problem is not None:
+                        self._gate.report(outbox_problem(outbox_path(self.settings.outbox_dir), exc))
                     busy = False
                     self._wakeup.wait(OUTBOX_RETRY_SECONDS)
                 self._poll_topic_check()
@@ -336,6 +348,7 @@ class Publisher:
             self._gate.report(problem)
             return
         self._outbox = outbox
+        self._gate.report(None)
         self._adopt()
 
     def _await_topic_check(self) -> None:

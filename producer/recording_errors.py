@@ -62,14 +62,24 @@ def outbox_problem(path: Path, exc: BaseException) -> OutboxUnavailable | None:
                 f"and sets the file aside", DAMAGED, path)
         if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM, _SQLITE_AUTH) or "readonly" in text:
             return _unwritable(path, text)
-        if code == _SQLITE_IOERR:
-            return _full(path, text) if "full" in text else _unwritable(path, text)
+        if code == _SQLITE_IOERR:  # SQLite does not pass errno on: a file system without room is "full"
+            return _full(path, text) if "full" in text or _no_room(path) else _unwritable(path, text)
         return None
     if isinstance(exc, OSError):
         if exc.errno in (_ENOSPC, _EDQUOT):
             return _full(path, exc.strerror or str(exc))
         return _unwritable(path, exc.strerror or str(exc))
     return None
+
+
+def _no_room(path: Path) -> bool:
+    import os
+
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20  # less than a MiB: a 64 KiB-page write may not fit
 
 
 def _full(path: Path, text: str) -> OutboxUnavailable:

@@ -1,0 +1,157 @@
+"""`assetlog outbox salvage`: keep every readable event of a damaged outbox, set the file aside.
+
+A truncated or corrupt SQLite file stops every publisher on it. Salvage reads
+what can still be read, row by row (stepping over damaged pages), checks each
+row's payload, writes the good rows to a fresh outbox (unowned, so the next
+publisher sends them) and renames the damaged file (with its write-ahead log)
+to `outbox.sqlite3.damaged-<UTC time>` next to it: never deleted, so anything
+salvage could not read can still be looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from assetlog.errors import AssetlogError
+from assetlog.producer.outbox import Outbox, outbox_path, pack_messages, pid_alive, unpack_messages
+
+# How far past an unreadable row to look for the next readable one: ids grow by one per row, so a
+# damaged page holds a run of consecutive ids; probing at doubling distances finds the end of the run.
+_MAX_SKIP = 1 << 40
+
+
+def _read_rows(conn: sqlite3.Connection, table: str) -> tuple[list[dict[str, Any]], int]:
+    """Every row of `table` that can be read, in id order, and how many gaps were stepped over."""
+    rows: list[dict[str, Any]] = []
+    gaps, after = 0, 0
+    query = f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT 1"  # noqa: S608 - a fixed table name
+    while True:
+        try:
+            cursor = conn.execute(query, (after,))
+            row = cursor.fetchone()
+        except sqlite3.DatabaseError:
+            found = _next_readable(conn, query, after)
+            if found is None:
+                return rows, gaps + 1
+            gaps += 1
+            after = found - 1
+            continue
+        if row is None:
+            return rows, gaps
+        names = [d[0] for d in cursor.description]
+        record = dict(zip(names, row, strict=True))
+        rows.append(record)
+        after = int(record["id"])
+
+
+def _next_readable(conn: sqlite3.Connection, query: str, after: int) -> int | None:
+    skip = 1
+    while skip <= _MAX_SKIP:
+        try:
+            row = conn.execute(query, (after + skip,)).fetchone()
+        except sqlite3.DatabaseError:
+            skip *= 2
+            continue
+        return None if row is None else int(row[0])
+    return None
+
+
+def _live_publishers(conn: sqlite3.Connection) -> list[int]:
+    import socket
+
+    try:
+        found = conn.execute("SELECT host, pid FROM publishers").fetchall()
+    except sqlite3.DatabaseError:
+        return []
+    return [pid for host, pid in found if host == socket.gethostname() and pid_alive(pid) and pid != os.getpid()]
+
+
+def salvage(directory: Path) -> dict[str, Any]:
+    """Rebuild the outbox in `directory` from its readable rows; returns what was kept and lost."""
+    path = outbox_path(directory)
+    if not path.exists():
+        raise AssetlogError(f"there is no outbox at {path}: nothing to salvage")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise AssetlogError(f"cannot open the outbox {path} even to read it ({exc})") from exc
+    try:
+        healthy = _healthy(conn)
+        live = _live_publishers(conn)
+        if live:
+            raise AssetlogError(f"the outbox {path} is in use by a running publisher (pid "
+                                f"{', '.join(map(str, live))}): stop it first")
+        try:
+            rows, gaps = _read_rows(conn, "outbox")
+        except sqlite3.DatabaseError:
+            rows, gaps = [], 1
+        try:
+            dead, _ = _read_rows(conn, "dead_letters")
+        except sqlite3.DatabaseError:
+            dead = []
+    finally:
+        conn.close()
+    if healthy and not gaps:
+        return {"path": str(path), "damaged": False, "set_aside": None, "rows_kept": len(rows),
+                "events_kept": sum(int(r["events"]) for r in rows), "rows_lost": 0, "dead_letters_kept": len(dead)}
+    kept, lost = [], gaps
+    for row in rows:
+        try:
+            messages = unpack_messages(bytes(row["payload"]))
+        except (ValueError, TypeError, KeyError):
+            lost += 1
+            continue
+        kept.append((row, messages))
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    _rebuild(directory, path, aside, kept, dead)
+    return {"path": str(path), "damaged": True, "set_aside": str(aside), "rows_kept": len(kept),
+            "events_kept": sum(len(m) for _, m in kept), "rows_lost": lost, "dead_letters_kept": len(dead)}
+
+
+def _healthy(conn: sqlite3.Connection) -> bool:
+    try:
+        return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        return False
+
+
+def _rebuild(directory: Path, path: Path, aside: Path, kept: list[tuple[dict[str, Any], list]],
+             dead: list[dict[str, Any]]) -> None:
+    """Write the new outbox beside the old one, then swap: the damaged file is renamed, not removed."""
+    scratch = Path(tempfile.mkdtemp(prefix=".salvage-", dir=directory))
+    try:
+        fresh = Outbox(scratch)
+        try:
+            with fresh.transaction() as conn:
+                for row, messages in kept:
+                    conn.execute(
+                        "INSERT INTO outbox (created_at, topic, events, payload, owner, attempts, last_error, "
+                        "undeliverable) VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
+                        (row["created_at"], row["topic"], len(messages), pack_messages(messages),
+                         row.get("attempts", 0), row.get("last_error"), row.get("undeliverable", 0)))
+                for letter in dead:
+                    conn.execute(
+                        "INSERT INTO dead_letters (outbox_id, created_at, moved_at, topic, events, payload, attempts, "
+                        "last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (letter["outbox_id"], letter["created_at"], letter["moved_at"], letter["topic"],
+                         letter["events"], letter["payload"], letter["attempts"], letter["last_error"]))
+            fresh.checkpoint()
+        finally:
+            fresh.close()
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                os.replace(side, Path(f"{aside}{suffix}"))
+        os.replace(path, aside)
+        os.replace(outbox_path(scratch), path)
+    except OSError as exc:
+        raise AssetlogError(f"cannot rebuild the outbox in {directory} ({exc.strerror or exc}); the damaged "
+                            f"file is kept, as {path} or {aside}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
