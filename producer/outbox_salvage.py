@@ -72,13 +72,44 @@ def _live_publishers(conn: sqlite3.Connection) -> list[int]:
     return [pid for host, pid in found if host == socket.gethostname() and pid_alive(pid) and pid != os.getpid()]
 
 
+def _readable_copy(path: Path, scratch: Path) -> Path:
+    """SQLite refuses a whole file shorter than its header says (truncated): read a copy padded
+    with zero pages instead, so that only the rows on the missing pages are lost."""
+    header = path.read_bytes()[:100]
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return path
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    size = path.stat().st_size
+    if not page_size or size >= page_size * pages:
+        return path
+    copy = scratch / path.name
+    shutil.copyfile(path, copy)
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            shutil.copyfile(side, Path(f"{copy}{suffix}"))
+    with open(copy, "r+b") as handle:
+        handle.truncate(page_size * pages)
+    return copy
+
+
 def salvage(directory: Path) -> dict[str, Any]:
     """Rebuild the outbox in `directory` from its readable rows; returns what was kept and lost."""
     path = outbox_path(directory)
     if not path.exists():
         raise AssetlogError(f"there is no outbox at {path}: nothing to salvage")
+    reading = Path(tempfile.mkdtemp(prefix=".salvage-read-", dir=directory))
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return _salvage(directory, path, _readable_copy(path, reading))
+    finally:
+        shutil.rmtree(reading, ignore_errors=True)
+
+
+def _salvage(directory: Path, path: Path, source: Path) -> dict[str, Any]:
+    try:
+        conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise AssetlogError(f"cannot open the outbox {path} even to read it ({exc})") from exc
     try:
@@ -97,7 +128,7 @@ def salvage(directory: Path) -> dict[str, Any]:
             dead = []
     finally:
         conn.close()
-    if healthy and not gaps:
+    if healthy and not gaps and source == path:
         return {"path": str(path), "damaged": False, "set_aside": None, "rows_kept": len(rows),
                 "events_kept": sum(int(r["events"]) for r in rows), "rows_lost": 0, "dead_letters_kept": len(dead)}
     kept, lost = [], gaps

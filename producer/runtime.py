@@ -150,10 +150,10 @@ class TaskRun:
     def add_metadata(self, key: str, metadata: object) -> None:
         if key not in self.asset_keys:
             raise ValueError("Can only add metadata to assets that are arguments to @materialize")
-        values = self.metadata.setdefault(key, {})
-        values.update(encode_metadata(metadata))
+        values = {**self.metadata.get(key, {}), **encode_metadata(metadata)}
         if self.publisher is not None:
             self.publisher.check_metadata(key, values)  # too large for Kafka: fails here, naming the asset
+        self.metadata[key] = values
 
     def finish(self, error: BaseException | None) -> None:
         """Emit the run's events (materializing tasks only); never raises into user code."""
