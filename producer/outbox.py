@@ -24,6 +24,7 @@ import socket
 import sqlite3
 import struct
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     owner       TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
-    undeliverable INTEGER NOT NULL DEFAULT 0
+    undeliverable INTEGER NOT NULL DEFAULT 0,
+    checksum    INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_owner ON outbox (owner);
 CREATE TABLE IF NOT EXISTS publishers (
@@ -73,7 +75,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     events      INTEGER NOT NULL,
     payload     BLOB    NOT NULL,
     attempts    INTEGER NOT NULL,
-    last_error  TEXT
+    last_error  TEXT,
+    checksum    INTEGER
 );
 """
 
@@ -91,21 +94,30 @@ def pack_messages(messages: Sequence[Message]) -> bytes:
     return b"".join(parts)
 
 
+def checksum(payload: bytes) -> int:
+    """CRC-32 of a row's payload: salvage keeps a row of a damaged file only if it still matches
+    (damage can leave a payload that parses but says something else)."""
+    return zlib.crc32(payload)
+
+
 def unpack_messages(payload: bytes) -> list[Message]:
     messages: list[Message] = []
     view = memoryview(payload)
     offset, end = 0, len(payload)
     unpack = _LENGTH.unpack_from
-    while offset < end:
-        (key_length,) = unpack(view, offset)
-        offset += 4
-        key = bytes(view[offset:offset + key_length])
-        offset += key_length
-        (value_length,) = unpack(view, offset)
-        offset += 4
-        value = bytes(view[offset:offset + value_length])
-        offset += value_length
-        messages.append((key, value))
+    try:
+        while offset < end:
+            (key_length,) = unpack(view, offset)
+            offset += 4
+            key = bytes(view[offset:offset + key_length])
+            offset += key_length
+            (value_length,) = unpack(view, offset)
+            offset += 4
+            value = bytes(view[offset:offset + value_length])
+            offset += value_length
+            messages.append((key, value))
+    except struct.error as exc:
+        raise ValueError(f"corrupt outbox payload: {exc}") from exc
     if offset != end:
         raise ValueError("corrupt outbox payload: a message runs past the end of the row")
     return messages
@@ -207,6 +219,7 @@ class Outbox:
             with self.transaction():
                 if version == 1:
                     self.conn.execute("ALTER TABLE outbox ADD COLUMN undeliverable INTEGER NOT NULL DEFAULT 0")
+                    self.conn.execute("ALTER TABLE outbox ADD COLUMN checksum INTEGER")
                 for statement in (_SCHEMA + _SCHEMA_V2).split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
@@ -230,9 +243,10 @@ class Outbox:
         ids: list[int] = []
         with self.transaction():
             for topic, messages in rows:
+                payload = pack_messages(messages)
                 cursor = self.conn.execute(
-                    "INSERT INTO outbox (created_at, topic, events, payload, owner) VALUES (?, ?, ?, ?, ?)",
-                    (now, topic, len(messages), pack_messages(messages), owner),
+                    "INSERT INTO outbox (created_at, topic, events, payload, owner, checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, topic, len(messages), payload, owner, checksum(payload)),
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids
@@ -249,9 +263,10 @@ class Outbox:
                 self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                                   (error, row_id))
             else:
+                payload = pack_messages(remaining)
                 self.conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, events = ?, payload = ? "
-                    "WHERE id = ?", (error, len(remaining), pack_messages(remaining), row_id))
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, events = ?, payload = ?, checksum = ? "
+                    "WHERE id = ?", (error, len(remaining), payload, checksum(payload), row_id))
 
     def set_undeliverable(self, row_id: int, error: str, undeliverable: Sequence[Message],
                           remaining: Sequence[Message]) -> int:
@@ -260,13 +275,15 @@ class Outbox:
         with self.transaction():
             topic, created_at, attempts = self.conn.execute(
                 "SELECT topic, created_at, attempts FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            marked = pack_messages(undeliverable)
             cursor = self.conn.execute(
-                "INSERT INTO outbox (created_at, topic, events, payload, owner, attempts, last_error, undeliverable) "
-                "VALUES (?, ?, ?, ?, NULL, ?, ?, 1)",
-                (created_at, topic, len(undeliverable), pack_messages(undeliverable), attempts + 1, error))
+                "INSERT INTO outbox (created_at, topic, events, payload, owner, attempts, last_error, undeliverable, "
+                "checksum) VALUES (?, ?, ?, ?, NULL, ?, ?, 1, ?)",
+                (created_at, topic, len(undeliverable), marked, attempts + 1, error, checksum(marked)))
             if remaining:
-                self.conn.execute("UPDATE outbox SET events = ?, payload = ? WHERE id = ?",
-                                  (len(remaining), pack_messages(remaining), row_id))
+                payload = pack_messages(remaining)
+                self.conn.execute("UPDATE outbox SET events = ?, payload = ?, checksum = ? WHERE id = ?",
+                                  (len(remaining), payload, checksum(payload), row_id))
             else:
                 self.conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
         return int(cursor.lastrowid or 0)
@@ -339,7 +356,8 @@ class Outbox:
             now = time.time()
             self.conn.executemany(
                 "INSERT INTO dead_letters (outbox_id, created_at, moved_at, topic, events, payload, attempts, "
-                "last_error) SELECT id, created_at, ?, topic, events, payload, attempts, last_error FROM outbox "
+                "last_error, checksum) SELECT id, created_at, ?, topic, events, payload, attempts, last_error, "
+                "checksum FROM outbox "
                 "WHERE id = ?", [(now, i) for i in ids])
             self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
             wanted = set(ids)
