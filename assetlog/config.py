@@ -21,6 +21,8 @@ ENV_TOPIC_PREFIX = "ASSETLOG_TOPIC_PREFIX"
 ENV_OUTBOX_DIR = "ASSETLOG_OUTBOX_DIR"
 ENV_KAFKA_CONFIG_FILE = "ASSETLOG_KAFKA_CONFIG_FILE"
 ENV_CONSUMER_SLOT = "ASSETLOG_CONSUMER_SLOT"
+ENV_OUTBOX_FULL = "ASSETLOG_OUTBOX_FULL"
+ENV_OUTBOX_FULL_WAIT = "ASSETLOG_OUTBOX_FULL_WAIT_SECONDS"
 KAFKA_SETTING_PREFIX = "ASSETLOG_KAFKA_"
 # Variables under ASSETLOG_KAFKA_ that are Assetlog's own, not librdkafka settings.
 _OWN_KAFKA_VARIABLES = {ENV_KAFKA_BOOTSTRAP, ENV_KAFKA_CONFIG_FILE}
@@ -28,6 +30,30 @@ _OWN_KAFKA_VARIABLES = {ENV_KAFKA_BOOTSTRAP, ENV_KAFKA_CONFIG_FILE}
 DEFAULT_TOPIC_PREFIX = "assetlog"
 NO_CONSUMER_SLOT = "none"  # ASSETLOG_CONSUMER_SLOT=none: dynamic group membership, as before static became the default
 MAX_CONSUMER_SLOT = 9999
+# When the outbox's file system is full, a task run ending waits for room ("block", at most
+# OUTBOX_FULL_WAIT seconds, then fails) or fails at once ("fail"): never returns with its
+# events unrecorded. Blocking is the default: a few minutes are usually enough to make room,
+# and a run that fails afterwards has lost nothing silently.
+OUTBOX_FULL_MODES = ("block", "fail")
+DEFAULT_OUTBOX_FULL = "block"
+DEFAULT_OUTBOX_FULL_WAIT = 300.0
+
+
+def _outbox_full_policy(environ: Mapping[str, str]) -> tuple[str, float]:
+    mode = (environ.get(ENV_OUTBOX_FULL) or DEFAULT_OUTBOX_FULL).strip().lower()
+    if mode not in OUTBOX_FULL_MODES:
+        raise ConfigError(f"{ENV_OUTBOX_FULL}={environ[ENV_OUTBOX_FULL]!r}: expected one of "
+                          f"{', '.join(OUTBOX_FULL_MODES)}")
+    raw = environ.get(ENV_OUTBOX_FULL_WAIT)
+    if not raw:
+        return mode, DEFAULT_OUTBOX_FULL_WAIT
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        raise ConfigError(f"{ENV_OUTBOX_FULL_WAIT}={raw!r}: expected a number of seconds (0 or more)")
+    return mode, wait
 
 
 def state_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -116,6 +142,8 @@ class Settings:
     # number asks for that slot, "none" joins dynamically (see consumers/membership.py).
     consumer_slot: int | str = "auto"
     consumer_lock_dir: Path = field(default_factory=lambda: state_home() / "consumers")
+    outbox_full: str = DEFAULT_OUTBOX_FULL
+    outbox_full_wait: float = DEFAULT_OUTBOX_FULL_WAIT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +163,7 @@ class Settings:
                 f"{ENV_TOPIC_PREFIX}={prefix!r}: a topic prefix may use only letters, digits, '.', '_' and '-'"
             )
         outbox = environ.get(ENV_OUTBOX_DIR)
+        outbox_full, outbox_full_wait = _outbox_full_policy(environ)
         return cls(
             kafka_bootstrap=environ.get(ENV_KAFKA_BOOTSTRAP) or None,
             postgres_dsn=environ.get(ENV_POSTGRES_DSN) or None,
@@ -144,6 +173,8 @@ class Settings:
             kafka_settings=kafka_settings,
             consumer_slot=parse_consumer_slot(environ.get(ENV_CONSUMER_SLOT) or "auto", ENV_CONSUMER_SLOT),
             consumer_lock_dir=state_home(environ) / "consumers",
+            outbox_full=outbox_full,
+            outbox_full_wait=outbox_full_wait,
         )
 
     @property

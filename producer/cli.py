@@ -1,12 +1,22 @@
-"""`assetlog outbox status|flush`: see and drain the producer's outbox."""
+"""`assetlog outbox status|flush|dead-letter|salvage`: see, drain and repair the producer's outbox.
+
+Every problem with the outbox file (full, unwritable, damaged) is one line naming
+the path and the way out; `status` only reads, so it works on a full disk and in
+a read-only folder.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from assetlog.cli import add_json_flag, print_result, seconds
 from assetlog.errors import AssetlogError
+
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json_flag(flush)
     flush.set_defaults(handler=_flush)
 
+    dead = actions.add_parser("dead-letter", help="move rows Kafka can never accept out of the outbox, or list them")
+    which = dead.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="outbox row ids (see status)")
+    which.add_argument("--undeliverable", action="store_true", help="every row marked undeliverable")
+    which.add_argument("--list", action="store_true", help="list the dead letters kept so far")
+    add_json_flag(dead)
+    dead.set_defaults(handler=_dead_letter)
+
+    salvage = actions.add_parser("salvage", help="keep the readable events of a damaged outbox, set the file aside")
+    add_json_flag(salvage)
+    salvage.set_defaults(handler=_salvage)
+
 
 def _age(seconds: float | None) -> str:
     if seconds is None:
@@ -37,37 +59,76 @@ def _age(seconds: float | None) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
-def read_status() -> dict[str, Any]:
+@contextmanager
+def _problems_as_one_line(path: Any) -> Iterator[None]:
+    """SQLite and file errors about the outbox become its one-line OutboxUnavailable."""
+    from assetlog.producer.recording_errors import outbox_problem
+
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        problem = outbox_problem(path, exc)
+        if problem is None:
+            raise
+        raise problem from exc
+
+
+def _with_outbox(use: Callable[[Any], T], *, read_only: bool) -> T | None:
+    """`use(outbox)` on the configured outbox (None if there is no file)."""
     from assetlog.config import Settings
     from assetlog.producer.outbox import Outbox, outbox_path
 
     settings = Settings.from_env()
     path = outbox_path(settings.outbox_dir)
     if not path.exists():
+        return None
+    with _problems_as_one_line(path):
+        outbox = Outbox(settings.outbox_dir, read_only=read_only)
+        try:
+            return use(outbox)
+        finally:
+            outbox.close()
+
+
+def read_status() -> dict[str, Any]:
+    from assetlog.config import Settings
+    from assetlog.producer.outbox import outbox_path
+
+    status = _with_outbox(lambda outbox: outbox.status(), read_only=True)
+    if status is None:
+        path = outbox_path(Settings.from_env().outbox_dir)
         return {"path": str(path), "events": 0, "rows": 0, "oldest_age_seconds": None, "topics": {},
-                "errors": [], "publishers": []}
-    outbox = Outbox(settings.outbox_dir)
-    try:
-        return outbox.status()
-    finally:
-        outbox.close()
+                "errors": [], "undeliverable": [], "dead_letters": {"rows": 0, "events": 0}, "publishers": []}
+    return status
+
+
+def _publisher_line(publisher: dict[str, Any]) -> str:
+    where = f"pid {publisher['pid']} on {publisher['host']} ({publisher['events']} events)"
+    if publisher["alive"] is False:
+        return f"  held by a publisher that is gone: {where}; the next publisher takes its rows over"
+    if publisher["alive"] is None:
+        return f"  held by a publisher on another host: {where}, last heartbeat {publisher['heartbeat_age_seconds']}s ago"
+    return f"  held by a running publisher: {where}"
 
 
 def _status(args: argparse.Namespace) -> int:
     status = read_status()
 
     def human() -> str:
-        if not status["events"]:
-            return f"outbox {status['path']}: empty"
-        lines = [f"outbox {status['path']}: {status['events']} events waiting, oldest "
+        lines = [f"outbox {status['path']}: empty" if not status["events"] else
+                 f"outbox {status['path']}: {status['events']} events waiting, oldest "
                  f"{_age(status['oldest_age_seconds'])} old"]
         for topic, count in status["topics"].items():
             lines.append(f"  {topic:50} {count:>8}")
         for error in status["errors"]:
             lines.append(f"  last error ({error['events']} events): {error['error']}")
-        for publisher in status["publishers"]:
-            lines.append(f"  held by a running publisher: pid {publisher['pid']} on {publisher['host']} "
-                         f"({publisher['events']} events)")
+        for row in status["undeliverable"]:
+            lines.append(f"  row {row['id']}: {row['events']} events for {row['topic']} can never be delivered "
+                         f"({row['error']}): `assetlog outbox dead-letter --undeliverable` moves them out")
+        if status["dead_letters"]["rows"]:
+            lines.append(f"  {status['dead_letters']['events']} events kept as dead letters "
+                         "(`assetlog outbox dead-letter --list`)")
+        lines.extend(_publisher_line(p) for p in status["publishers"])
         return "\n".join(lines)
 
     print_result(args, status, human)
@@ -76,7 +137,6 @@ def _status(args: argparse.Namespace) -> int:
 
 def _flush(args: argparse.Namespace) -> int:
     from assetlog.config import Settings
-    from assetlog.producer.outbox import Outbox
     from assetlog.producer.publisher import Publisher
 
     settings = Settings.from_env()
@@ -86,23 +146,67 @@ def _flush(args: argparse.Namespace) -> int:
     before = read_status()["events"]
     publisher = Publisher(settings, flush_timeout=args.timeout)
     try:
+        if publisher.outbox_problem is not None:
+            raise AssetlogError(f"cannot flush: {publisher.outbox_problem}")
         result = publisher.flush()
     finally:
         publisher.close(timeout=0)
-    outbox = Outbox(settings.outbox_dir)
-    try:
-        after = outbox.status()
-    finally:
-        outbox.close()
+    after = read_status()
     waiting = int(after["events"])
-    data = {"path": after["path"], "events_before": before, "delivered": max(0, before - waiting),
-            "waiting": waiting, "reason": result.reason if waiting else None, "publishers": after["publishers"]}
+    undeliverable = sum(row["events"] for row in after["undeliverable"])
+    data = {"path": after["path"], "events_before": before, "delivered": max(0, before - waiting - undeliverable),
+            "waiting": waiting, "undeliverable": undeliverable, "reason": result.reason if waiting else None,
+            "publishers": after["publishers"]}
     print_result(args, data, lambda: f"outbox {data['path']}: {data['delivered']} events delivered, "
-                                     f"{waiting} waiting")
+                                     f"{waiting} waiting, {undeliverable} undeliverable")
     if waiting:
-        held = after["publishers"]
+        held = [p for p in after["publishers"] if p["alive"] is not False]
         why = result.reason or (f"held by a running publisher (pid {held[0]['pid']} on {held[0]['host']})"
                                 if held else "not acknowledged")
         raise AssetlogError(f"{waiting} events could not be delivered to {settings.kafka_bootstrap} ({why}); "
                             f"they stay in the outbox {after['path']}")
+    if undeliverable:
+        raise AssetlogError(f"{undeliverable} events in the outbox {after['path']} can never be delivered "
+                            f"({after['undeliverable'][0]['error']}): `assetlog outbox dead-letter --undeliverable` "
+                            "moves them out of the way")
+    return 0
+
+
+def _dead_letter(args: argparse.Namespace) -> int:
+    from assetlog.producer.outbox import Outbox
+
+    def act(outbox: Outbox) -> list[dict[str, Any]]:
+        if args.list:
+            return outbox.dead_letters()
+        try:
+            return outbox.dead_letter(None if args.undeliverable else args.ids)
+        except (LookupError, PermissionError) as exc:
+            raise AssetlogError(str(exc)) from exc
+
+    rows = _with_outbox(act, read_only=args.list) or []
+    data = {"dead_letters" if args.list else "moved": rows}
+
+    def human() -> str:
+        if args.list:
+            return "\n".join(f"dead letter {r['id']} (was row {r['outbox_id']}): {r['events']} events for "
+                             f"{r['topic']}: {r['error']}" for r in rows) or "no dead letters"
+        return f"moved {sum(r['events'] for r in rows)} events ({len(rows)} rows) to the outbox's dead letters"
+
+    print_result(args, data, human)
+    return 0
+
+
+def _salvage(args: argparse.Namespace) -> int:
+    from assetlog.config import Settings
+    from assetlog.producer.outbox_salvage import salvage
+
+    result = salvage(Settings.from_env().outbox_dir)
+
+    def human() -> str:
+        if not result["damaged"]:
+            return f"outbox {result['path']}: not damaged, left as it is ({result['events_kept']} events waiting)"
+        return (f"outbox {result['path']}: kept {result['events_kept']} events ({result['rows_kept']} rows), "
+                f"{result['rows_lost']} rows unreadable; the damaged file is now {result['set_aside']}")
+
+    print_result(args, result, human)
     return 0

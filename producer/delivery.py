@@ -43,10 +43,21 @@ UNSENT, IN_FLIGHT, FAILED = "unsent", "in-flight", "failed"
 MAX_EPOCH_EVENTS = 20_000
 
 
-class Row:
-    """One outbox row on its way to Kafka: its messages, and those whose delivery failed."""
+def _permanent_codes() -> frozenset[int]:
+    """Delivery errors no retry can fix: the message itself is refused."""
+    from confluent_kafka import KafkaError
 
-    __slots__ = ("attempts", "error", "events", "failed", "id", "messages", "retry_at", "seq", "state", "topic")
+    names = ("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_RECORD", "INVALID_MSG_SIZE")
+    return frozenset(getattr(KafkaError, name) for name in names if hasattr(KafkaError, name))
+
+
+class Row:
+    """One outbox row on its way to Kafka: its messages, those whose delivery failed (to retry),
+    and those Kafka refused for good (`undeliverable`)."""
+
+    __slots__ = ("attempts", "error", "events", "failed", "id", "messages", "permanent_error", "retry_at", "seq",
+                 "state", "topic", "undeliverable")
+    PERMANENT: frozenset[int] = frozenset()
 
     def __init__(self, row_id: int, topic: str, events: int, messages: list[Message] | None, seq: int,
                  attempts: int = 0) -> None:
@@ -58,11 +69,18 @@ class Row:
         self.attempts = attempts
         self.state = UNSENT
         self.failed: list[Message] = []
+        self.undeliverable: list[Message] = []
         self.error: Any = None
+        self.permanent_error: Any = None
         self.retry_at = 0.0
 
     def on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
+        if err is None:
+            return
+        if err.code() in Row.PERMANENT:
+            self.undeliverable.append((msg.key() or b"", msg.value() or b""))
+            self.permanent_error = err
+        else:
             self.failed.append((msg.key() or b"", msg.value() or b""))
             self.error = err
 
@@ -113,6 +131,8 @@ class KafkaSender:
     def _make_producer(self) -> Any:
         from confluent_kafka import Producer
 
+        if not Row.PERMANENT:
+            Row.PERMANENT = _permanent_codes()
         config = self.settings.kafka_client_config(
             defaults={**PRODUCER_DEFAULTS, **self.overrides},
             required={**PRODUCER_REQUIRED, "error_cb": self._on_error, "logger": _KafkaLogRelay()},
@@ -142,7 +162,7 @@ class KafkaSender:
 
         assert row.messages is not None
         batch = [{"key": key, "value": value} for key, value in row.messages]
-        row.state, row.failed, row.error = IN_FLIGHT, [], None
+        row.state, row.failed, row.error, row.undeliverable = IN_FLIGHT, [], None, []
         self.epoch.append(row)
         self.epoch_events += row.events
         for _ in range(200):
@@ -211,6 +231,6 @@ class KafkaSender:
         if not certain:
             for row in done:
                 if not row.failed and row.messages is not None:
-                    row.failed = list(row.messages)
+                    row.failed, row.undeliverable = list(row.messages), []
                     row.error = KafkaError(KafkaError._PURGE_QUEUE)
         return done

@@ -9,6 +9,12 @@ adopted by the next publisher that looks, so exactly one process resends them.
 
 Durability: WAL with synchronous=NORMAL survives any crash of the writing
 process; only a power cut or kernel crash can lose the last commits.
+
+A row Kafka can never accept (e.g. over its size limit) is marked undeliverable:
+no publisher sends it again or waits for it, and `assetlog outbox dead-letter`
+moves it into the `dead_letters` table, where it is kept, out of the way.
+Errors about the file itself (full, unwritable, damaged) are raised as
+`OutboxUnavailable`, whose one-line message names the path and the way out.
 """
 
 from __future__ import annotations
@@ -18,16 +24,20 @@ import socket
 import sqlite3
 import struct
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from assetlog.producer.recording_errors import outbox_problem
+
 OUTBOX_FILE = "outbox.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # A publisher that has not written a heartbeat for this long is presumed dead.
 LEASE_SECONDS = 30.0
 BUSY_TIMEOUT_MS = 10_000
+WAL_CHECKPOINT_PAGES = 128
 _LENGTH = struct.Struct(">I")
 
 Message = tuple[bytes, bytes]  # (key, value)
@@ -41,7 +51,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload     BLOB    NOT NULL,
     owner       TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
-    last_error  TEXT
+    last_error  TEXT,
+    undeliverable INTEGER NOT NULL DEFAULT 0,
+    checksum    INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_owner ON outbox (owner);
 CREATE TABLE IF NOT EXISTS publishers (
@@ -50,6 +62,21 @@ CREATE TABLE IF NOT EXISTS publishers (
     pid          INTEGER NOT NULL,
     started_at   REAL    NOT NULL,
     heartbeat_at REAL    NOT NULL
+);
+"""
+# v1 -> v2: undeliverable rows, and a table to move them to.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY,
+    outbox_id   INTEGER NOT NULL,
+    created_at  REAL    NOT NULL,
+    moved_at    REAL    NOT NULL,
+    topic       TEXT    NOT NULL,
+    events      INTEGER NOT NULL,
+    payload     BLOB    NOT NULL,
+    attempts    INTEGER NOT NULL,
+    last_error  TEXT,
+    checksum    INTEGER
 );
 """
 
@@ -67,21 +94,30 @@ def pack_messages(messages: Sequence[Message]) -> bytes:
     return b"".join(parts)
 
 
+def checksum(payload: bytes) -> int:
+    """CRC-32 of a row's payload: salvage keeps a row of a damaged file only if it still matches
+    (damage can leave a payload that parses but says something else)."""
+    return zlib.crc32(payload)
+
+
 def unpack_messages(payload: bytes) -> list[Message]:
     messages: list[Message] = []
     view = memoryview(payload)
     offset, end = 0, len(payload)
     unpack = _LENGTH.unpack_from
-    while offset < end:
-        (key_length,) = unpack(view, offset)
-        offset += 4
-        key = bytes(view[offset:offset + key_length])
-        offset += key_length
-        (value_length,) = unpack(view, offset)
-        offset += 4
-        value = bytes(view[offset:offset + value_length])
-        offset += value_length
-        messages.append((key, value))
+    try:
+        while offset < end:
+            (key_length,) = unpack(view, offset)
+            offset += 4
+            key = bytes(view[offset:offset + key_length])
+            offset += key_length
+            (value_length,) = unpack(view, offset)
+            offset += 4
+            value = bytes(view[offset:offset + value_length])
+            offset += value_length
+            messages.append((key, value))
+    except struct.error as exc:
+        raise ValueError(f"corrupt outbox payload: {exc}") from exc
     if offset != end:
         raise ValueError("corrupt outbox payload: a message runs past the end of the row")
     return messages
@@ -99,7 +135,7 @@ def outbox_path(directory: Path) -> Path:
     return Path(directory) / OUTBOX_FILE
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -110,25 +146,70 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Outbox:
-    """One connection to the outbox file; use it from one thread."""
+    """One connection to the outbox file; use it from one thread.
 
-    def __init__(self, directory: Path, *, create: bool = True) -> None:
+    `read_only` opens an existing file without writing anything to it (no schema
+    upgrade, no journal change), so `assetlog outbox status` works on a full disk
+    or in a read-only folder. Any failure to open raises `OutboxUnavailable`.
+    """
+
+    def __init__(self, directory: Path, *, create: bool = True, read_only: bool = False) -> None:
         self.path = outbox_path(directory)
+        if (read_only or not create) and not self.path.exists():
+            raise FileNotFoundError(self.path)
+        try:
+            self.conn = self._connect(create and not read_only, read_only)
+            if create and not read_only:
+                self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            problem = outbox_problem(self.path, exc)
+            if problem is None:
+                raise
+            raise problem from exc
+
+    def _connect(self, create: bool, read_only: bool) -> sqlite3.Connection:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        elif not self.path.exists():
-            raise FileNotFoundError(self.path)
-        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                                    check_same_thread=False)
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # Rows are large (thousands of events): big pages mean short overflow chains, which
-        # makes both the insert and the delete of a row several times cheaper. It only
-        # applies to a new file (before WAL is enabled).
-        self.conn.execute("PRAGMA page_size = 65536")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        if create:
-            self._migrate()
+        if read_only:
+            return self._connect_read_only()
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Rows are large (thousands of events): big pages mean short overflow chains, which
+            # makes both the insert and the delete of a row several times cheaper. It only
+            # applies to a new file (before WAL is enabled).
+            conn.execute("PRAGMA page_size = 65536")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # With 64 KiB pages SQLite's default (1,000 pages) lets the log grow to 64 MiB before it is
+            # folded back: bound it, so an outbox on a small disk recovers the room its deleted rows free.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_PAGES * 65536}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """Read without writing. A WAL file needs its shared-memory file, which SQLite cannot
+        create on a full disk or a read-only folder; a cleanly closed outbox has no log left
+        to read, so it is then opened as immutable (no locks, no shared memory)."""
+        last: sqlite3.Error | None = None
+        for query in ("mode=ro", "immutable=1"):
+            log_file = Path(f"{self.path}-wal")
+            if query == "immutable=1" and log_file.exists() and log_file.stat().st_size > 0:
+                break  # a log to read: an immutable open would miss it
+            conn = sqlite3.connect(f"file:{self.path}?{query}", uri=True, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails here if damaged
+                return conn
+            except sqlite3.Error as exc:
+                conn.close()
+                last = exc
+        assert last is not None
+        raise last
 
     def _migrate(self) -> None:
         (version,) = self.conn.execute("PRAGMA user_version").fetchone()
@@ -136,10 +217,18 @@ class Outbox:
             raise RuntimeError(f"{self.path} was written by a newer Assetlog (outbox schema {version})")
         if version < SCHEMA_VERSION:
             with self.transaction():
-                for statement in _SCHEMA.split(";"):
+                if version == 1:
+                    self.conn.execute("ALTER TABLE outbox ADD COLUMN undeliverable INTEGER NOT NULL DEFAULT 0")
+                    self.conn.execute("ALTER TABLE outbox ADD COLUMN checksum INTEGER")
+                for statement in (_SCHEMA + _SCHEMA_V2).split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the file and truncate it: after a full disk the log
+        is most of what the outbox takes, and deleted rows only free room once checkpointed."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
@@ -154,9 +243,10 @@ class Outbox:
         ids: list[int] = []
         with self.transaction():
             for topic, messages in rows:
+                payload = pack_messages(messages)
                 cursor = self.conn.execute(
-                    "INSERT INTO outbox (created_at, topic, events, payload, owner) VALUES (?, ?, ?, ?, ?)",
-                    (now, topic, len(messages), pack_messages(messages), owner),
+                    "INSERT INTO outbox (created_at, topic, events, payload, owner, checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, topic, len(messages), payload, owner, checksum(payload)),
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids
@@ -173,9 +263,30 @@ class Outbox:
                 self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                                   (error, row_id))
             else:
+                payload = pack_messages(remaining)
                 self.conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, events = ?, payload = ? "
-                    "WHERE id = ?", (error, len(remaining), pack_messages(remaining), row_id))
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, events = ?, payload = ?, checksum = ? "
+                    "WHERE id = ?", (error, len(remaining), payload, checksum(payload), row_id))
+
+    def set_undeliverable(self, row_id: int, error: str, undeliverable: Sequence[Message],
+                          remaining: Sequence[Message]) -> int:
+        """Split a row: `undeliverable` messages into a row of their own, marked so no publisher
+        sends it again; the row keeps `remaining` (deleted if none). Returns the marked row's id."""
+        with self.transaction():
+            topic, created_at, attempts = self.conn.execute(
+                "SELECT topic, created_at, attempts FROM outbox WHERE id = ?", (row_id,)).fetchone()
+            marked = pack_messages(undeliverable)
+            cursor = self.conn.execute(
+                "INSERT INTO outbox (created_at, topic, events, payload, owner, attempts, last_error, undeliverable, "
+                "checksum) VALUES (?, ?, ?, ?, NULL, ?, ?, 1, ?)",
+                (created_at, topic, len(undeliverable), marked, attempts + 1, error, checksum(marked)))
+            if remaining:
+                payload = pack_messages(remaining)
+                self.conn.execute("UPDATE outbox SET events = ?, payload = ?, checksum = ? WHERE id = ?",
+                                  (len(remaining), payload, checksum(payload), row_id))
+            else:
+                self.conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+        return int(cursor.lastrowid or 0)
 
     def load(self, row_id: int) -> tuple[str, list[Message]] | None:
         row = self.conn.execute("SELECT topic, payload FROM outbox WHERE id = ?", (row_id,)).fetchone()
@@ -215,28 +326,86 @@ class Outbox:
             self.conn.execute("DELETE FROM publishers WHERE heartbeat_at < ? AND owner != ?", (stale, owner))
             for other, pid in self.conn.execute(
                     "SELECT owner, pid FROM publishers WHERE host = ? AND owner != ?", (host, owner)).fetchall():
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     self.conn.execute("DELETE FROM publishers WHERE owner = ?", (other,))
             self.conn.execute(
-                "UPDATE outbox SET owner = ? WHERE owner IS NULL OR owner NOT IN (SELECT owner FROM publishers)",
-                (owner,))
+                "UPDATE outbox SET owner = ? WHERE undeliverable = 0 AND "
+                "(owner IS NULL OR owner NOT IN (SELECT owner FROM publishers))", (owner,))
             rows = self.conn.execute(
-                "SELECT id, topic, events, attempts FROM outbox WHERE owner = ? ORDER BY id", (owner,)).fetchall()
+                "SELECT id, topic, events, attempts FROM outbox WHERE owner = ? AND undeliverable = 0 ORDER BY id",
+                (owner,)).fetchall()
         return [StoredRow(*row) for row in rows]
+
+    # -- undeliverable rows and dead letters -----------------------------------------------------------
+    def dead_letter(self, ids: Sequence[int] | None) -> list[dict[str, Any]]:
+        """Move rows (`ids`, or every undeliverable row if None) into `dead_letters`, in one
+        transaction; rows a live publisher on this host holds are refused (it would send them)."""
+        with self.transaction():
+            if ids is None:
+                rows = self.conn.execute("SELECT id FROM outbox WHERE undeliverable = 1 ORDER BY id").fetchall()
+                ids = [row_id for (row_id,) in rows]
+            missing = [i for i in ids if self.conn.execute("SELECT 1 FROM outbox WHERE id = ?", (i,)).fetchone()
+                       is None]
+            if missing:
+                raise LookupError(f"no row {', '.join(map(str, missing))} in the outbox {self.path}")
+            for row_id in ids:
+                holder = self._live_holder(row_id)
+                if holder is not None:
+                    raise PermissionError(f"row {row_id} is held by a running publisher (pid {holder}); "
+                                          "stop it first, or dead-letter undeliverable rows only")
+            now = time.time()
+            self.conn.executemany(
+                "INSERT INTO dead_letters (outbox_id, created_at, moved_at, topic, events, payload, attempts, "
+                "last_error, checksum) SELECT id, created_at, ?, topic, events, payload, attempts, last_error, "
+                "checksum FROM outbox "
+                "WHERE id = ?", [(now, i) for i in ids])
+            self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            wanted = set(ids)
+            moved = [row for row in self.conn.execute(
+                "SELECT id, outbox_id, topic, events, last_error FROM dead_letters WHERE moved_at = ? ORDER BY id",
+                (now,)) if row[1] in wanted]
+        return [{"id": i, "outbox_id": o, "topic": t, "events": e, "error": err} for i, o, t, e, err in moved]
+
+    def _live_holder(self, row_id: int) -> int | None:
+        row = self.conn.execute(
+            "SELECT p.pid, p.host FROM outbox o JOIN publishers p ON p.owner = o.owner "
+            "WHERE o.id = ? AND o.undeliverable = 0", (row_id,)).fetchone()
+        if row is None or row[1] != socket.gethostname() or not pid_alive(row[0]):
+            return None
+        return int(row[0])
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [{"id": i, "outbox_id": o, "topic": t, "events": e, "created_at": c, "moved_at": m, "error": err}
+                for i, o, t, e, c, m, err in self.conn.execute(
+                    "SELECT id, outbox_id, topic, events, created_at, moved_at, last_error FROM dead_letters "
+                    "ORDER BY id")]
+
+    def dead_letter_messages(self, dead_letter_id: int) -> list[Message]:
+        row = self.conn.execute("SELECT payload FROM dead_letters WHERE id = ?", (dead_letter_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no dead letter {dead_letter_id} in the outbox {self.path}")
+        return unpack_messages(row[0])
 
     # -- reading ------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """What waits, what never will be delivered, and who holds it. Reads only."""
         now = time.time()
+        self._status_views()
         total_events, total_rows, oldest = self.conn.execute(
-            "SELECT COALESCE(SUM(events), 0), COUNT(*), MIN(created_at) FROM outbox").fetchone()
+            "SELECT COALESCE(SUM(events), 0), COUNT(*), MIN(created_at) FROM waiting_rows").fetchone()
         per_topic = {topic: events for topic, events in self.conn.execute(
-            "SELECT topic, SUM(events) FROM outbox GROUP BY topic ORDER BY topic")}
+            "SELECT topic, SUM(events) FROM waiting_rows GROUP BY topic ORDER BY topic")}
         errors = [{"error": error, "events": events} for error, events in self.conn.execute(
-            "SELECT last_error, SUM(events) FROM outbox WHERE last_error IS NOT NULL "
+            "SELECT last_error, SUM(events) FROM waiting_rows WHERE last_error IS NOT NULL "
             "GROUP BY last_error ORDER BY SUM(events) DESC LIMIT 5")]
+        undeliverable = [{"id": i, "topic": t, "events": e, "error": err} for i, t, e, err in self.conn.execute(
+            "SELECT id, topic, events, last_error FROM undeliverable_rows ORDER BY id")]
+        dead = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(events), 0) FROM dead_letter_rows").fetchone()
+        host = socket.gethostname()
         publishers = [
-            {"host": host, "pid": pid, "heartbeat_age_seconds": round(now - beat, 1), "events": events}
-            for host, pid, beat, events in self.conn.execute(
+            {"host": h, "pid": pid, "heartbeat_age_seconds": round(now - beat, 1), "events": events,
+             "alive": pid_alive(pid) if h == host else None}
+            for h, pid, beat, events in self.conn.execute(
                 "SELECT p.host, p.pid, p.heartbeat_at, COALESCE(SUM(o.events), 0) FROM publishers p "
                 "LEFT JOIN outbox o ON o.owner = p.owner GROUP BY p.owner ORDER BY p.started_at")]
         return {
@@ -246,11 +415,29 @@ class Outbox:
             "oldest_age_seconds": round(now - oldest, 3) if oldest is not None else None,
             "topics": per_topic,
             "errors": errors,
+            "undeliverable": undeliverable,
+            "dead_letters": {"rows": int(dead[0]), "events": int(dead[1])},
             "publishers": publishers,
         }
 
+    def _status_views(self) -> None:
+        """Temporary views (in memory: nothing is written to the file, which may be read-only
+        or on a full disk) that read an outbox of either schema version alike."""
+        (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+        self.conn.execute("PRAGMA temp_store = MEMORY")
+        for name in ("waiting_rows", "undeliverable_rows", "dead_letter_rows"):
+            self.conn.execute(f"DROP VIEW IF EXISTS temp.{name}")
+        if version >= 2:
+            self.conn.execute("CREATE TEMP VIEW waiting_rows AS SELECT * FROM main.outbox WHERE undeliverable = 0")
+            self.conn.execute("CREATE TEMP VIEW undeliverable_rows AS SELECT * FROM main.outbox WHERE undeliverable = 1")
+            self.conn.execute("CREATE TEMP VIEW dead_letter_rows AS SELECT * FROM main.dead_letters")
+        else:
+            self.conn.execute("CREATE TEMP VIEW waiting_rows AS SELECT * FROM main.outbox")
+            self.conn.execute("CREATE TEMP VIEW undeliverable_rows AS SELECT * FROM main.outbox WHERE 0")
+            self.conn.execute("CREATE TEMP VIEW dead_letter_rows AS SELECT 0 AS events WHERE 0")
+
     def pending_events(self) -> int:
-        (count,) = self.conn.execute("SELECT COALESCE(SUM(events), 0) FROM outbox").fetchone()
+        (count,) = self.conn.execute("SELECT COALESCE(SUM(events), 0) FROM outbox WHERE undeliverable = 0").fetchone()
         return int(count)
 
 
@@ -266,4 +453,15 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        # SQLite may already have rolled back by itself (on a full disk, for one): a second
+        # ROLLBACK would hide the real error behind "no transaction is active".
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")

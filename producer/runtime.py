@@ -42,6 +42,7 @@ from assetlog.producer.futures import TaskFuture, TaskFutureList
 from assetlog.producer.lineage import Hidden, Lineage, is_plain, resolve_futures
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
 from assetlog.producer.publishing import current_publisher
+from assetlog.producer.recording_errors import LineageNotRecorded
 from assetlog.producer.states import completed, failed, running
 from assetlog.producer.timeouts import (
     TaskRunTimeoutError,
@@ -133,9 +134,13 @@ class FlowRun:
             concurrent.futures.wait(pending)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        not_recorded: LineageNotRecorded | None = None
         for publisher in self.publishers:
             try:
                 result = publisher.flush()
+            except LineageNotRecorded as exc:  # the flow must not look successful
+                not_recorded = not_recorded or exc
+                continue
             except Exception:
                 log.exception("flow run %s (%s): the lineage events could not be flushed", self.id, self.name)
                 continue
@@ -143,6 +148,8 @@ class FlowRun:
                 log.warning("flow run %s (%s): %d lineage events wait in the outbox %s (%s); the next "
                             "publisher on it, or `assetlog outbox flush`, sends them", self.id, self.name,
                             result.waiting, publisher.settings.outbox_dir, result.reason)
+        if not_recorded is not None:
+            raise not_recorded
 
 
 class TaskRun:
@@ -185,7 +192,10 @@ class TaskRun:
     def add_metadata(self, key: str, metadata: object) -> None:
         if key not in self.asset_keys:
             raise ValueError("Can only add metadata to assets that are arguments to @materialize")
-        self.metadata.setdefault(key, {}).update(encode_metadata(metadata))
+        values = {**self.metadata.get(key, {}), **encode_metadata(metadata)}
+        if self.publisher is not None:
+            self.publisher.check_metadata(key, values)  # too large for Kafka: fails here, naming the asset
+        self.metadata[key] = values
 
     @property
     def name(self) -> str:
@@ -253,6 +263,9 @@ class TaskRun:
         )
         try:
             self.publisher.publish(finished)
+        except LineageNotRecorded:  # too large, or the outbox cannot take it: the run must not look successful
+            self.metadata, self.upstream = {}, ()
+            raise
         except Exception:
             log.exception("task run %s (%s): its lineage events could not be queued", self.id, self.task.name)
         # The flow run holds this run (the producer of its result) until the flow ends: keep only what

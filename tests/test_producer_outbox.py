@@ -23,6 +23,7 @@ from assetlog.compose.topics import ensure_topics
 from assetlog.config import Settings
 from assetlog.producer import Publisher, add_asset_metadata, flow, materialize, publishing
 from assetlog.producer.outbox import Outbox, pack_messages, unpack_messages
+from assetlog.producer.recording_errors import MissingTopics
 
 
 def closed_port() -> int:
@@ -164,15 +165,18 @@ def test_outbox_flush_fails_with_one_clear_line_when_kafka_is_unreachable(isolat
 
 
 def test_a_delivery_error_keeps_the_row_and_the_event_is_retried(isolated):
-    # A prefix whose topics do not exist yet (auto-creation is off): a real delivery error.
+    # A prefix whose topics do not exist yet (auto-creation is off): a real delivery error. A
+    # publisher refuses missing topics when it starts, so this one skips that check (as happens
+    # when the brokers were down at its start, or do not let it describe topics).
     missing = replace(isolated.settings, topic_prefix=isolated.settings.topic_prefix + ".late")
-    publisher = Publisher(missing, producer_config={"message.timeout.ms": 1500})
+    publisher = Publisher(missing, producer_config={"message.timeout.ms": 1500}, verify_topics=False)
     try:
         with publishing(publisher):
             three_runs()  # the flow ends once the delivery reports came back failed
         status = outbox_status(missing.outbox_dir)
         assert status["events"] == 9
         assert status["errors"] and status["errors"][0]["events"] == 9
+        assert status["undeliverable"] == []  # a retriable error: never set aside
         ensure_topics(missing, partitions=3)
         deadline = time.monotonic() + 30
         while outbox_status(missing.outbox_dir)["events"] and time.monotonic() < deadline:
@@ -186,6 +190,18 @@ def test_a_delivery_error_keeps_the_row_and_the_event_is_retried(isolated):
         from assetlog.compose.topics import admin_client, all_topics
 
         admin_client(missing).delete_topics(all_topics(missing.topics), operation_timeout=30)
+
+
+def test_a_producer_whose_topics_are_missing_fails_fast_naming_them(isolated):
+    missing = replace(isolated.settings, topic_prefix=isolated.settings.topic_prefix + ".late")
+    started = time.monotonic()
+    with pytest.raises(MissingTopics) as refused, publishing(missing):
+        three_runs()
+    seconds = time.monotonic() - started
+    assert seconds < 4, f"took {seconds:.1f}s to notice the missing topics"
+    for topic in missing.topics.events:
+        assert topic in str(refused.value)
+    assert "assetlog topics create" in str(refused.value)
 
 
 def test_a_live_publishers_rows_are_left_to_it_and_adopted_once_it_is_gone(isolated):

@@ -1,0 +1,393 @@
+"""The publisher's writer thread: queued task runs -> outbox rows -> Kafka -> deleted rows.
+
+Only this thread touches the SQLite connection and the Kafka producer. It commits
+what task runs queued (group commit), sends rows, settles delivery reports
+(delete, retry later, or set aside what Kafka refuses for good) and adopts the
+rows of publishers that are gone. It survives every error about the outbox file:
+a full, unwritable or damaged outbox is reported to the gate (`outbox_gate`),
+which holds task runs up or fails them, and the thread retries until the file
+takes writes again. `Publisher` (the caller side) inherits it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from assetlog.config import Settings, Topics
+from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
+from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity
+from assetlog.producer.limits import KafkaLimits, TopicCheck, missing_topics_error
+from assetlog.producer.outbox import Message, Outbox, outbox_path
+from assetlog.producer.outbox_gate import OutboxGate
+from assetlog.producer.recording_errors import FULL, OutboxUnavailable, outbox_problem
+from assetlog.producer.run_encoding import EncodedEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger("assetlog.producer")
+
+MAX_ROW_EVENTS = 5000
+MAX_UNSENT_IN_MEMORY = 40_000  # events of committed rows not yet handed to Kafka, kept in memory
+HEARTBEAT_SECONDS = 2.0
+ADOPT_SECONDS = 10.0
+MAX_RETRY_DELAY = 60.0
+OUTBOX_RETRY_SECONDS = 0.5  # how often a writer retries an outbox it could not write
+# How long a starting publisher waits for the brokers to say whether its topics exist.
+TOPIC_CHECK_SECONDS = 5.0
+
+
+class OutboxWriter:
+    """The writer thread's half of a Publisher (state shared with it is declared here)."""
+
+    settings: Settings
+    topics: Topics
+    owner: str
+    limits: KafkaLimits
+    _gate: OutboxGate
+    _cond: threading.Condition
+    _wakeup: threading.Event
+    _started: threading.Event
+    _queue: deque[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]]
+    _producer_overrides: dict[str, object]
+    _verify_topics: bool
+    _missing_topics: list[str]
+    _identity: ProducerIdentity
+    _encode_run: Callable[..., Any]
+    _crash: BaseException | None
+    _closing: bool
+    _flush_waiters: int
+    _brokers_down: bool
+    _committed_seq: int
+    _durable_seq: int
+    _unresolved: list[tuple[int, int]]
+    _failed: list[tuple[int, int, str]]
+
+    def _run(self) -> None:
+        self._rows: dict[int, Row] = {}
+        self._unsent: deque[Row] = deque()
+        self._undeleted: list[int] = []  # delivered rows whose delete failed (outbox full): retried
+        self._committed_local = 0
+        self._ids = EventIdSource()
+        self._sender: KafkaSender | None = None
+        self._outbox: Outbox | None = None
+        self._topic_check: TopicCheck | None = None
+        try:
+            if self.settings.kafka_bootstrap:
+                self._sender = KafkaSender(self.settings, self._producer_overrides)
+                if self._verify_topics:
+                    self._topic_check = TopicCheck(self.settings, self.topics.events)
+            else:
+                log.warning("ASSETLOG_KAFKA_BOOTSTRAP is not set: lineage events wait in the outbox %s",
+                            self.settings.outbox_dir)
+            self._open_outbox()
+            self._await_topic_check()
+        except BaseException as exc:  # surfaced by the constructor
+            self._crash = exc
+            self._started.set()
+            self._shutdown()
+            return
+        self._started.set()
+        last_beat = last_adopt = time.monotonic()
+        try:
+            while True:
+                try:
+                    if self._outbox is None:
+                        self._open_outbox()
+                        if self._outbox is None:
+                            self._wakeup.wait(OUTBOX_RETRY_SECONDS)
+                    busy = self._step() if self._outbox is not None else False
+                    now = time.monotonic()
+                    probe = self._gate.problem is not None and not self._queue  # runs wait at the gate
+                    if self._outbox is not None and (now - last_beat >= HEARTBEAT_SECONDS or probe):
+                        last_beat = now
+                        self._outbox.heartbeat(self.owner)
+                        if probe:
+                            self._gate.report(None)  # it takes writes again: let the waiting runs in
+                    if self._outbox is not None and now - last_adopt >= ADOPT_SECONDS:
+                        last_adopt = now
+                        self._adopt()
+                except (sqlite3.Error, OSError) as exc:  # the file, not the events: keep going
+                    if outbox_problem(outbox_path(self.settings.outbox_dir), exc) is None:
+                        raise
+                    log.debug("the outbox could not be written (%s); retrying", exc)
+                    if self._queue or self._gate.problem is not None:
+                        self._gate.report(outbox_problem(outbox_path(self.settings.outbox_dir), exc))
+                    busy = False
+                    self._wakeup.wait(OUTBOX_RETRY_SECONDS)
+                self._poll_topic_check()
+                if self._closing and (not self._queue or self._outbox is None):
+                    break
+                if not busy and not self._queue:
+                    in_flight = self._sender is not None and self._sender.epoch
+                    self._wakeup.wait(0.002 if in_flight else 0.5)
+        except BaseException as exc:
+            log.exception("the Assetlog publisher stopped; undelivered events stay in the outbox")
+            self._crash = exc
+        finally:
+            self._shutdown()
+
+    def _open_outbox(self) -> None:
+        """Open and join the outbox; a failure is reported to the gate (and retried by the loop)."""
+        try:
+            outbox = Outbox(self.settings.outbox_dir)
+        except OutboxUnavailable as problem:
+            self._gate.report(problem)
+            return
+        try:
+            outbox.register(self.owner)
+        except (sqlite3.Error, OSError) as exc:
+            outbox.close()
+            problem = outbox_problem(outbox.path, exc)
+            if problem is None:
+                raise
+            self._gate.report(problem)
+            return
+        self._outbox = outbox
+        self._gate.report(None)
+        self._adopt()
+
+    def _await_topic_check(self) -> None:
+        """Give the brokers a moment to say whether the topics exist (not if they are down)."""
+        check, sender = self._topic_check, self._sender
+        if check is None or sender is None:
+            return
+        deadline = time.monotonic() + TOPIC_CHECK_SECONDS
+        while check.poll() is None and not check.brokers_down and time.monotonic() < deadline:
+            sender.producer.poll(0.02)
+        self._poll_topic_check()
+
+    def _poll_topic_check(self) -> None:
+        check = self._topic_check
+        if check is None:
+            return
+        result = check.poll()
+        if result is None:
+            return
+        self._topic_check = None
+        self.limits.topic_max.update(result[0])
+        if result[1]:
+            self._missing_topics = result[1]
+            if self._started.is_set():  # found late (the brokers were down): the events wait in the outbox
+                log.error("%s; lineage events wait in the outbox %s until they exist",
+                          missing_topics_error(self.settings, result[1]), self.settings.outbox_dir)
+
+    def _step(self) -> bool:
+        """One round: commit what was queued, send, serve delivery reports. True if busy."""
+        self._wakeup.clear()
+        busy = self._commit_queued()
+        if self._undeleted:
+            self._delete_delivered(self._undeleted)
+        sender = self._sender
+        if sender is not None:
+            now = time.monotonic()
+            for row in self._rows.values():
+                if row.state == FAILED and row.retry_at <= now:
+                    row.state = UNSENT
+                    self._unsent.append(row)
+            busy |= self._send(sender)
+            done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
+            self._brokers_down = sender.brokers_down
+            if done:
+                self._settle(done)
+                busy = True
+        self._publish_snapshot()
+        return busy
+
+    def _commit_queued(self) -> bool:
+        assert self._outbox is not None
+        items: list[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]] = []
+        while self._queue:
+            items.append(self._queue.popleft())
+        if not items:
+            return False
+        per_topic: dict[str, list[Message]] = {}
+        for _seq, item in items:
+            try:
+                encoded = (self._encode_run(item, self.topics, self._identity, self._ids)
+                           if isinstance(item, FinishedTaskRun) else item)  # prepared events: encoded already
+                for topic, key, value in encoded:
+                    messages = per_topic.get(topic)
+                    if messages is None:
+                        messages = per_topic[topic] = []
+                    messages.append((key, value))
+            except Exception:  # a bug, not a user error: never stop the writer for it
+                what = (f"task run {item.task_run_id} ({item.task_name})" if isinstance(item, FinishedTaskRun)
+                        else f"{len(item)} prepared events")
+                log.exception("cannot encode the events of %s", what)
+        rows = [(topic, messages[i:i + MAX_ROW_EVENTS])
+                for topic, messages in per_topic.items() for i in range(0, len(messages), MAX_ROW_EVENTS)]
+        try:
+            ids = self._outbox.append(rows, self.owner)
+        except (sqlite3.Error, OSError) as exc:
+            problem = outbox_problem(self._outbox.path, exc)
+            if problem is None:
+                raise
+            self._queue.extendleft(reversed(items))  # kept in memory, in order, until the outbox takes them
+            self._gate.report(problem)
+            if problem.kind == FULL:
+                self._try_checkpoint()
+            self._wakeup.wait(OUTBOX_RETRY_SECONDS)
+            return False
+        self._gate.report(None)
+        seq = items[-1][0]
+        # Rows waiting for their turn keep their messages in memory only up to a bound; beyond it
+        # (tasks faster than Kafka acknowledges) they are read back from the outbox when sent.
+        held = sum(row.events for row in self._unsent if row.messages is not None)
+        for row_id, (topic, messages) in zip(ids, rows, strict=True):
+            keep = held < MAX_UNSENT_IN_MEMORY
+            held += len(messages) if keep else 0
+            row = Row(row_id, topic, len(messages), messages if keep else None, seq)
+            self._rows[row_id] = row
+            self._unsent.append(row)
+        self._committed_local = seq  # flush() sees it with the rows, in _publish_snapshot
+        with self._cond:  # wait_committed() needs no more: answer it now, not after this step's sends
+            self._durable_seq = seq
+            self._cond.notify_all()
+        return True
+
+    def _try_checkpoint(self) -> None:
+        """On a full disk the write-ahead log may hold most of the outbox's bytes: fold it back."""
+        try:
+            assert self._outbox is not None
+            self._outbox.checkpoint()
+        except sqlite3.Error as exc:
+            log.debug("outbox checkpoint failed: %s", exc)
+
+    def _delete_delivered(self, ids: list[int]) -> None:
+        """Delete delivered rows; if the outbox cannot be written they are kept to delete later (and
+        not sent again meanwhile; should the process end first, a resend only duplicates, which the
+        consumers drop by event id)."""
+        assert self._outbox is not None
+        try:
+            self._outbox.delete(ids)
+        except (sqlite3.Error, OSError) as exc:
+            if outbox_problem(self._outbox.path, exc) is None:
+                raise
+            if ids is not self._undeleted:
+                self._undeleted.extend(ids)
+            return
+        if ids is self._undeleted:
+            self._undeleted = []
+
+    def _send(self, sender: KafkaSender) -> bool:
+        sent = False
+        while self._unsent and sender.has_room:
+            row = self._unsent.popleft()
+            if row.messages is None:  # adopted, or dropped from memory after a failure
+                loaded = self._outbox.load(row.id) if self._outbox else None
+                if loaded is None:  # delivered and deleted by someone else meanwhile
+                    self._rows.pop(row.id, None)
+                    continue
+                row.messages = loaded[1]
+                row.events = len(row.messages)
+            sender.send(row)
+            sent = True
+        return sent
+
+    def _settle(self, done: list[Row]) -> None:
+        """Apply an epoch's outcome: delete delivered rows, keep failed ones for a retry, set
+        aside what Kafka can never accept."""
+        assert self._outbox is not None
+        delivered = [row for row in done if not row.failed and not row.undeliverable]
+        if delivered:
+            self._delete_delivered([row.id for row in delivered])
+            for row in delivered:
+                self._rows.pop(row.id, None)
+        for row in done:
+            if row.undeliverable:
+                self._set_aside(row)
+            if not row.failed:
+                continue
+            error = describe(row.error)
+            partial = len(row.failed) < row.events
+            try:
+                self._outbox.record_failure(row.id, error, row.failed if partial else None)
+            except (sqlite3.Error, OSError) as exc:  # the row stays as it was: resent whole, at worst a duplicate
+                if outbox_problem(self._outbox.path, exc) is None:
+                    raise
+            row.attempts += 1
+            row.events = len(row.failed)
+            row.state, row.messages, row.failed = FAILED, None, []
+            row.retry_at = time.monotonic() + min(MAX_RETRY_DELAY, 2.0 ** row.attempts)
+            log.warning("%d lineage events for %s were not delivered (%s); they stay in the outbox and are "
+                        "retried", row.events, row.topic, error)
+        if delivered:
+            # Kafka delivers again: what timed out while it was away is resent now, not after its
+            # backoff, and a flush waits for it (a worker ending right after an outage would otherwise
+            # leave it to the next publisher).
+            for row in self._rows.values():
+                if row.state == FAILED and _timed_out(row.error):
+                    row.state = UNSENT
+                    self._unsent.append(row)
+
+    def _set_aside(self, row: Row) -> None:
+        """Messages Kafka refused for good (too large, invalid) become an undeliverable row: never
+        sent again, never waited for; `assetlog outbox dead-letter` moves them out of the outbox."""
+        assert self._outbox is not None
+        error = describe(row.permanent_error)
+        try:
+            marked = self._outbox.set_undeliverable(row.id, error, row.undeliverable, row.failed)
+        except (sqlite3.Error, OSError) as exc:
+            if outbox_problem(self._outbox.path, exc) is None:
+                raise
+            row.failed.extend(row.undeliverable)  # try again later, as a failure
+            row.error = row.error or row.permanent_error
+            row.undeliverable = []
+            return
+        log.error("%d lineage events for %s can never be delivered (%s); they are set aside as row %d of the "
+                  "outbox %s: `assetlog outbox dead-letter --undeliverable` moves them out of the way",
+                  len(row.undeliverable), row.topic, error, marked, self._outbox.path)
+        row.undeliverable = []
+        if not row.failed:
+            self._rows.pop(row.id, None)
+
+    def _adopt(self) -> None:
+        assert self._outbox is not None
+        for stored in self._outbox.adopt(self.owner):
+            if stored.id not in self._rows:
+                row = Row(stored.id, stored.topic, stored.events, None, 0, stored.attempts)
+                self._rows[stored.id] = row
+                if self._sender is not None:
+                    self._unsent.append(row)
+                else:
+                    row.state = FAILED
+        self._publish_snapshot()  # a flush() starting now must see the adopted rows
+
+    def _publish_snapshot(self) -> None:
+        unresolved = [(row.seq, row.events) for row in self._rows.values() if row.state != FAILED]
+        failed = [(row.seq, row.events, describe(row.error) if row.error else "not sent yet")
+                  for row in self._rows.values() if row.state == FAILED]
+        with self._cond:
+            self._committed_seq = self._committed_local
+            self._unresolved, self._failed = unresolved, failed
+            self._cond.notify_all()
+
+    def _shutdown(self) -> None:
+        """Give the rows up (the next publisher adopts them as they are) and release everything."""
+        try:
+            if self._sender is not None and self._sender.epoch:
+                self._sender.abandon()  # rows stay untouched in the outbox
+            if self._outbox is not None:
+                self._outbox.unregister(self.owner)
+                self._outbox.close()
+        except Exception:
+            log.exception("error while closing the Assetlog publisher")
+        finally:
+            self._sender = None
+            self._topic_check = None
+            with self._cond:
+                self._cond.notify_all()
+
+
+def _timed_out(error: object) -> bool:
+    """A delivery that failed because no broker answered in time (not a refusal by one)."""
+    from confluent_kafka import KafkaError
+
+    code = getattr(error, "code", None)
+    return callable(code) and code() == KafkaError._MSG_TIMED_OUT
