@@ -33,6 +33,7 @@ from assetlog.integrations.openlineage.runs import RunStore
 from assetlog.integrations.openlineage.spec import InvalidOpenLineage, validate_event
 from assetlog.producer.events import ProducerIdentity
 from assetlog.producer.publisher import Publisher
+from assetlog.producer.recording_errors import EventTooLarge, LineageNotRecorded
 from assetlog.schemas import METADATA
 
 log = logging.getLogger("assetlog.integrations.openlineage")
@@ -239,6 +240,10 @@ class Ingestor:
             self.publisher.publish_events(translation.events)
         except InvalidOpenLineage as exc:
             return Outcome(400, str(exc))
+        except EventTooLarge as exc:  # larger than Kafka accepts: resending cannot help
+            return Outcome(400, str(exc))
+        except LineageNotRecorded as exc:  # the outbox cannot take it now: the client should resend
+            return Outcome(503, f"not stored, try again: {exc}")
         except ValueError as exc:  # a record its Avro schema refuses (e.g. a number out of range)
             return Outcome(400, f"cannot encode the event's Assetlog events ({' '.join(str(exc).split())[:300]})")
         except Exception as exc:  # a bug: refuse this event (a Kafka reader dead-letters it), keep serving
