@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     from assetlog.integrations import cli as integrations_cli
     from assetlog.producer import cli as producer_cli
     from assetlog.projections import cli as projections_cli
-    from assetlog.projections import query_cli
+    from assetlog.query import cli as query_cli
     from assetlog.web import cli as web_cli
 
     parser = _OneLineParser(

@@ -53,7 +53,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from assetlog.examples import run_all
     from assetlog.producer import Publisher, publishing
     from assetlog.projections import migrate
-    from assetlog.projections.store import LineageStore
+    from assetlog.query.store import LineageStore
 
     began = time.monotonic()
     settings, stack = _settings(args)

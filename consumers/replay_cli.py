@@ -67,7 +67,7 @@ def _replay(args: argparse.Namespace) -> int:
     from assetlog.consumers.replay import Replay
     from assetlog.consumers.runner import tune_garbage_collector
     from assetlog.errors import AssetlogError
-    from assetlog.projections.timeparse import parse_time
+    from assetlog.query.timeparse import parse_time
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,

@@ -133,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from assetlog.config import Settings
-    from assetlog.projections.store import LineageStore
+    from assetlog.query.store import LineageStore
     from assetlog.web.app import create_app
 
     _check_auth_flags(args)
