@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.compose.topics import MAX_PARTITIONS
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, Settings
 

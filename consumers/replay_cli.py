@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.consumers.cli import MAX_BATCH_SIZE
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args

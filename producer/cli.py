@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result, seconds
+from assetlog.cli_support import add_json_flag, print_result, seconds
 from assetlog.errors import AssetlogError
 
 

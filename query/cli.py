@@ -12,7 +12,7 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.query.catalog import parse_cursor
 from assetlog.query.timeparse import parse_time
 

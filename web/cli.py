@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from assetlog.cli import whole_number
+from assetlog.cli_support import whole_number
 from assetlog.errors import AssetlogError
 from assetlog.metrics import add_metrics_flags, start_from_args
 
