@@ -117,6 +117,8 @@ class ProjectionRunner:
     def assignment_known(self) -> bool:
         """The group has given this process its partitions (ready to project)."""
         return self._assignment_known
+
+    @property
     def instance_id(self) -> str | None:
         """This process's `group.instance.id` (static membership), if it has one."""
         return self._slot.instance_id if self._slot else self.settings.kafka_settings.get("group.instance.id")
