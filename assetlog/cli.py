@@ -7,29 +7,17 @@ mirrors the data flow. Errors a user can cause print one line and exit non-zero.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 from assetlog import __version__
+from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.errors import AssetlogError
 
-
-def print_result(args: argparse.Namespace, data: Any, human: Callable[[], str] | str | None = None) -> None:
-    """Print `data` as JSON with --json, else the human rendering (or JSON if none)."""
-    from assetlog.visible import visible  # bidi and terminal controls shown, not applied
-
-    if getattr(args, "json", False) or human is None:
-        print(visible(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
-        return
-    text = human() if callable(human) else human
-    if text:
-        print(visible(text))
-
-
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+# Stage CLIs import these from `assetlog.cli_support`; re-exported here for code that
+# imported them from the top-level command before they moved.
+__all__ = ["add_json_flag", "build_parser", "main", "print_result", "seconds", "whole_number"]
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -40,38 +28,6 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def whole_number(lowest: int, highest: int) -> Callable[[str], int]:
-    """An argparse `type`: a whole number in [lowest, highest], else a usage error naming the range.
-
-    Every number option has a range, so an absurd value ends as a one-line usage
-    error, not as an overflow deep in PostgreSQL or librdkafka.
-    """
-    def parse(text: str) -> int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not lowest <= value <= highest:
-            raise argparse.ArgumentTypeError(f"must be from {lowest} to {highest}, got {value}")
-        return value
-
-    return parse
-
-
-def seconds(lowest: float, highest: float) -> Callable[[str], float]:
-    """An argparse `type`: a finite number of seconds in [lowest, highest]."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not lowest <= value <= highest:  # false for nan too
-            raise argparse.ArgumentTypeError(f"must be from {lowest:g} to {highest:g} seconds, got {text.strip()}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     from assetlog import demo, status_cli, tokens_cli
     from assetlog.compose import cli as compose_cli
@@ -80,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from assetlog.integrations import cli as integrations_cli
     from assetlog.producer import cli as producer_cli
     from assetlog.projections import cli as projections_cli
-    from assetlog.projections import query_cli
+    from assetlog.query import cli as query_cli
     from assetlog.web import cli as web_cli
 
     parser = _OneLineParser(

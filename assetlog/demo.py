@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.compose.topics import MAX_PARTITIONS
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, Settings
 
@@ -53,7 +53,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from assetlog.examples import run_all
     from assetlog.producer import Publisher, publishing
     from assetlog.projections import migrate
-    from assetlog.projections.store import LineageStore
+    from assetlog.query.store import LineageStore
 
     began = time.monotonic()
     settings, stack = _settings(args)

@@ -29,6 +29,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from assetlog.cli_support import whole_number
 from assetlog.errors import AssetlogError
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -136,8 +137,6 @@ def serve(port: int, host: str = "127.0.0.1", ready: Callable[[], bool] = lambda
 
 def add_metrics_flags(parser) -> None:
     """`--metrics-port` / `--metrics-host` for a long-running command."""
-    from assetlog.cli import whole_number
-
     parser.add_argument("--metrics-port", type=whole_number(0, 65535), default=None, metavar="PORT",
                         help="serve Prometheus /metrics, /healthz and /readyz on this port (0: a free one)")
     parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",

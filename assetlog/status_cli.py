@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result, seconds, whole_number
+from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 
 EXIT_ATTENTION = 1
 

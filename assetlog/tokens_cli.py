@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli_support import add_json_flag, print_result
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

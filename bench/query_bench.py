@@ -50,7 +50,7 @@ from psycopg import conninfo, sql
 
 from assetlog.config import Settings
 from assetlog.projections import LineageProjection, PropertiesProjection, migrate, to_event
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -44,8 +44,8 @@ import psycopg
 from psycopg import conninfo
 
 from assetlog.config import ENV_POSTGRES_READONLY_DSN, Settings
-from assetlog.projections.render import dot
-from assetlog.projections.store import LineageStore
+from assetlog.query.render import dot
+from assetlog.query.store import LineageStore
 from assetlog.web.pages import HISTORY_PAGE, PICTURE_DEPTH, PICTURE_LIMIT
 from assetlog.web.urls import api_url, asset_url, graph_url, list_url
 

@@ -6,7 +6,7 @@ import argparse
 import os
 import re
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.compose.stack import READONLY_ROLE, LocalStack, shell_exports
 from assetlog.compose.topics import MAX_PARTITIONS
 

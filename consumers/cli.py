@@ -8,7 +8,7 @@ import signal
 import sys
 from dataclasses import replace
 
-from assetlog.cli import add_json_flag, print_result, seconds, whole_number
+from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.consumers.membership import is_fenced
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
 from assetlog.errors import AssetlogError

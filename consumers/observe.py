@@ -77,7 +77,7 @@ class LagWatcher:
     def __init__(self, projection: str, settings, interval: float = 5.0) -> None:
         import threading
 
-        from assetlog.consumers.positions import metadata_consumer
+        from assetlog.consumers.kafka_consumer import metadata_consumer
 
         self.projection = projection
         # A handle of its own: the consuming one is busy in consume() and may not be shared.

@@ -8,26 +8,13 @@ in PostgreSQL with their rows (`consumer_offsets`), the only ones that count.
 from __future__ import annotations
 
 from assetlog.config import Settings
+from assetlog.consumers.kafka_consumer import TopicsMissing, metadata_consumer, require_topics
 from assetlog.errors import AssetlogError
-from assetlog.kafka_access import AccessWatch
 
 Partition = tuple[str, int]
 Offsets = dict[Partition, int]
 
-
-class TopicsMissing(AssetlogError):
-    """The event topics do not exist on this broker (or under this prefix)."""
-
-
-def metadata_consumer(settings: Settings, purpose: str):
-    """A consumer for metadata and watermarks only (it never subscribes or commits)."""
-    from confluent_kafka import Consumer
-
-    watch = AccessWatch(settings.require_kafka())
-    return Consumer(settings.kafka_client_config(
-        defaults={"log_level": 3},
-        required={"group.id": f"{settings.topic_prefix}.{purpose}", "enable.auto.commit": False,
-                  **watch.client_settings()})), watch
+__all__ = ["Offsets", "Partition", "TopicsMissing", "end_offsets", "event_partitions", "metadata_consumer"]
 
 
 def event_partitions(settings: Settings, timeout: float = 30.0) -> list[Partition]:
@@ -42,9 +29,7 @@ def event_partitions(settings: Settings, timeout: float = 30.0) -> list[Partitio
             consumer.poll(0)  # serves the error callback, which holds an access failure's reason
             watch.raise_if_failed()
             raise AssetlogError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0]}") from exc
-        missing = [t for t in settings.topics.events if t not in known]
-        if missing:
-            raise TopicsMissing(f"topics missing: {', '.join(missing)}; run `assetlog topics create` first")
+        require_topics(known, settings.topics.events)
         return sorted((t, p) for t in settings.topics.events for p in known[t].partitions)
     finally:
         consumer.close()

@@ -34,8 +34,9 @@ from psycopg import sql
 from assetlog.config import Settings
 from assetlog.consumers.behind import behind_the_end, wait_until_at
 from assetlog.consumers.fencing import advance, pause
+from assetlog.consumers.kafka_consumer import metadata_consumer
 from assetlog.consumers.offsets import OffsetStore
-from assetlog.consumers.positions import end_offsets, event_partitions, metadata_consumer
+from assetlog.consumers.positions import end_offsets, event_partitions
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.replay_result import ReplayResult, nested
 from assetlog.consumers.replay_workers import ParallelReader

@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.consumers.cli import MAX_BATCH_SIZE
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
@@ -67,7 +67,7 @@ def _replay(args: argparse.Namespace) -> int:
     from assetlog.consumers.replay import Replay
     from assetlog.consumers.runner import tune_garbage_collector
     from assetlog.errors import AssetlogError
-    from assetlog.projections.timeparse import parse_time
+    from assetlog.query.timeparse import parse_time
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,

@@ -1,7 +1,7 @@
 """Run a projection from Kafka into PostgreSQL, exactly once in effect.
 
 The runner owns everything the projection must not know: the Kafka consumer
-(group `<prefix>.<projection>`, auto-commit off), batching, the offsets kept
+(group `<prefix>.<projection>`, auto-commit off; built by `kafka_consumer.py`), batching, the offsets kept
 in PostgreSQL, dead letters, retries and stopping. Each batch is one
 transaction holding the projection's writes, the dead-letter rows and the new
 offsets; on partition assignment the consumer seeks to the stored offsets. So
@@ -21,7 +21,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -32,16 +31,20 @@ from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, r
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
-from assetlog.consumers.membership import Slot, leave_group, static_membership
+from assetlog.consumers.kafka_consumer import group_consumer
+from assetlog.consumers.membership import Slot, leave_group
 from assetlog.consumers.observe import LagWatcher, mirror_offsets, record_at_end, record_commit
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
+from assetlog.consumers.run_stats import RunStats
 from assetlog.consumers.tracked_writer import TrackedWriter
-from assetlog.errors import AssetlogError
 from assetlog.projections import projection_by_name, require_migrated
 from assetlog.projections.base import Projection
 
 log = logging.getLogger("assetlog.consumers")
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_BATCH_TIMEOUT", "ProjectionRunner", "RunStats", "Stopped",
+           "run_until_caught_up", "tune_garbage_collector"]
 
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_BATCH_TIMEOUT = 0.05  # seconds: a batch is this many messages or this long, whichever first
@@ -49,38 +52,6 @@ DEFAULT_BATCH_TIMEOUT = 0.05  # seconds: a batch is this many messages or this l
 
 class Stopped(Exception):
     """A stop was requested while waiting for PostgreSQL; nothing uncommitted is kept."""
-
-
-@dataclass
-class RunStats:
-    """What one run did; `offsets` are the next offsets it committed, per topic and partition."""
-
-    projection: str
-    group: str
-    messages: int = 0
-    events: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-    busy_seconds: float = 0.0  # from the first message received to the end (excludes joining the group)
-    stopped_by: str = ""
-    resyncs: int = 0  # times a replay's swap made the runner drop its in-flight batches and re-seek
-    offsets: dict[str, dict[int, int]] = field(default_factory=dict)
-
-    @property
-    def events_per_second(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "projection": self.projection, "group": self.group, "messages": self.messages, "events": self.events,
-            "dead_letters": self.dead_letters, "batches": self.batches, "retries": self.retries,
-            "seconds": round(self.seconds, 3), "busy_seconds": round(self.busy_seconds, 3),
-            "events_per_second": round(self.events_per_second, 1),
-            "stopped_by": self.stopped_by, "resyncs": self.resyncs,
-            "offsets": {t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(self.offsets.items())},
-        }
 
 
 class ProjectionRunner:
@@ -146,6 +117,8 @@ class ProjectionRunner:
     def assignment_known(self) -> bool:
         """The group has given this process its partitions (ready to project)."""
         return self._assignment_known
+
+    @property
     def instance_id(self) -> str | None:
         """This process's `group.instance.id` (static membership), if it has one."""
         return self._slot.instance_id if self._slot else self.settings.kafka_settings.get("group.instance.id")
@@ -286,39 +259,10 @@ class ProjectionRunner:
     # --- Kafka ---------------------------------------------------------------------------------------
 
     def _consumer(self):
-        from confluent_kafka import Consumer
-
-        defaults: dict[str, object] = {
-            # A member that vanished (no restart) loses its partitions after this: short enough for
-            # the others to take over soon, long enough for a busy 2-core machine.
-            "session.timeout.ms": 10000,
-            "log_level": 3,
-        }
-        # Static membership: a process restarted in its slot gets its partitions back at once.
-        self._slot = static_membership(self.settings, self.group_id, self.projection.name, defaults)
-        config = self.settings.kafka_client_config(
-            defaults=defaults,
-            required={
-                "group.id": self.group_id,
-                "enable.auto.commit": False,  # offsets live in PostgreSQL, with the rows
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,  # how --until-caught-up knows a partition reached its end
-                "isolation.level": "read_committed",
-            },
-        )
-        consumer = Consumer(config)
-        self._check_topics(consumer)
+        consumer, self._slot = group_consumer(self.settings, self.group_id, self.projection.name)
         consumer.subscribe(list(self.topics.events), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_revoke)
         return consumer
-
-    def _check_topics(self, consumer) -> None:
-        known = consumer.list_topics(timeout=30).topics
-        wanted = [*self.topics.events, *(Topics.dead_letter(t) for t in self.topics.events)]
-        missing = [t for t in wanted if t not in known]
-        if missing:
-            raise AssetlogError(f"topics missing: {', '.join(missing)}; run `assetlog topics create` first")
 
     def _on_assign(self, consumer, partitions) -> None:
         """Seek every assigned partition to the offset stored with the projection's rows."""
@@ -413,13 +357,7 @@ class ProjectionRunner:
         self._committed.put(dict(batch.next_offsets))  # the consumer's thread mirrors them to Kafka
         if self._lag is not None:
             self._lag.track(batch.next_offsets)
-        stats = self.stats
-        stats.batches += 1
-        stats.messages += batch.messages
-        stats.events += len(batch.events)
-        stats.dead_letters += len(batch.dead_letters)
-        for (topic, partition), offset in batch.next_offsets.items():
-            stats.offsets.setdefault(topic, {})[partition] = offset
+        self.stats.count(batch)
         for letter in batch.dead_letters:
             log.warning("%s: dead-lettered %s[%d]@%d to %s: %s: %s", self.projection.name,
                         letter.position.topic, letter.position.partition, letter.position.offset,

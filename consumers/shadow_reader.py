@@ -26,6 +26,7 @@ import psycopg
 from assetlog.config import Settings
 from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, events_of, reduce_isolating
 from assetlog.consumers.committer import BackgroundCommitter
+from assetlog.consumers.kafka_consumer import event_consumer
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
@@ -187,19 +188,12 @@ class ShadowReader:
         return {w.projection.name: w.stats for w in self.writers}
 
     def _new_consumer(self):
-        from confluent_kafka import Consumer
-
-        return Consumer(self.settings.kafka_client_config(
-            defaults={"log_level": 3, "fetch.max.bytes": 32 * 1024 * 1024, "queued.max.messages.kbytes": 32 * 1024,
-                      "max.partition.fetch.bytes": 8 * 1024 * 1024},
-            required={
-                "group.id": f"{self.settings.topic_prefix}.replay",  # never joined: partitions assigned by hand
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "error",  # a start offset that is gone must fail, not skip events
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-            }))
+        return event_consumer(
+            self.settings,
+            f"{self.settings.topic_prefix}.replay",  # never joined: partitions assigned by hand
+            auto_offset_reset="error",  # a start offset that is gone must fail, not skip events
+            defaults={"fetch.max.bytes": 32 * 1024 * 1024, "queued.max.messages.kbytes": 32 * 1024,
+                      "max.partition.fetch.bytes": 8 * 1024 * 1024})
 
     def close(self) -> None:
         """Give up any retry in progress, stop the writers, leave Kafka."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from assetlog.cli import add_json_flag, print_result, seconds
+from assetlog.cli_support import add_json_flag, print_result, seconds
 from assetlog.errors import AssetlogError
 
 T = TypeVar("T")

@@ -1,9 +1,16 @@
-"""What the PostgreSQL tables mean: migrations, event -> SQL effects, read-only queries.
+"""What the tables mean: migrations and event -> SQL effects; no Kafka, no query API.
 
 Projections never talk to Kafka: they are given validated events (with their
 Kafka positions when there are some) and a database connection, and write
-with set-based SQL in the caller's transaction.
+with set-based SQL in the caller's transaction. Reading the tables is
+`assetlog.query`'s job; this package never imports it.
 """
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
 
 from assetlog.projections.base import Projection, table
 from assetlog.projections.events import Event, InvalidEvent, Position, payload_json, to_event
@@ -17,23 +24,7 @@ from assetlog.projections.migrate import (
     schema_version,
     shipped_migrations,
 )
-from assetlog.projections.models import (
-    AssetDetails,
-    AssetMetadata,
-    AssetPage,
-    AssetProperties,
-    AssetSummary,
-    HistoryEntry,
-    HistoryPage,
-    LineageEdge,
-    LineageGraph,
-    LineageNode,
-    MaterializationRun,
-    Neighbour,
-)
 from assetlog.projections.properties import PropertiesEffects, PropertiesProjection
-from assetlog.projections.store import AssetNotFound, LineageStore, QueryTimeout, readonly_dsn
-from assetlog.projections.timeparse import parse_time
 
 PROJECTIONS: dict[str, type[PropertiesProjection] | type[LineageProjection]] = {
     PropertiesProjection.name: PropertiesProjection,
@@ -56,25 +47,26 @@ def projection_by_name(name: str, schema: str | None = None) -> PropertiesProjec
         raise AssetlogError(f"no projection named {name!r}; choose one of: {', '.join(PROJECTIONS)}") from None
 
 
+# Read-side names this package exported before they moved to `assetlog.query`:
+# still reachable here for one release, with a DeprecationWarning, and imported
+# only when asked for (projections must not depend on query).
+_MOVED_TO_QUERY = frozenset({
+    "AssetDetails", "AssetMetadata", "AssetNotFound", "AssetPage", "AssetProperties", "AssetSummary",
+    "HistoryEntry", "HistoryPage", "LineageEdge", "LineageGraph", "LineageNode", "LineageStore",
+    "MaterializationRun", "Neighbour", "QueryTimeout", "parse_time", "readonly_dsn",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED_TO_QUERY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"assetlog.projections.{name} moved to assetlog.query.{name}; the old path goes in the next "
+                  "release", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module("assetlog.query"), name)
+
+
 __all__ = [
     "BOOKKEEPING_TABLES",
-    "AssetDetails",
-    "AssetMetadata",
-    "AssetNotFound",
-    "AssetPage",
-    "AssetProperties",
-    "AssetSummary",
-    "HistoryEntry",
-    "HistoryPage",
-    "LineageEdge",
-    "LineageGraph",
-    "LineageNode",
-    "LineageStore",
-    "MaterializationRun",
-    "Neighbour",
-    "QueryTimeout",
-    "readonly_dsn",
-    "parse_time",
     "PROJECTIONS",
     "PROJECTION_TABLES",
     "Event",

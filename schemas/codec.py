@@ -21,6 +21,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from assetlog.schemas.compatibility import appended_defaults
+
 MAGIC = b"\xc3\x01"
 HEADER_LENGTH = len(MAGIC) + 8
 SCHEMA_FILE = re.compile(r"^(?P<event_type>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
@@ -98,8 +100,6 @@ class SchemaRegistry:
     """Known writer schemas by fingerprint, and the newest (reader) version per event type."""
 
     def __init__(self, versions: Iterable[SchemaVersion]) -> None:
-        from assetlog.schemas.compatibility import appended_defaults
-
         self.by_fingerprint: dict[bytes, SchemaVersion] = {}
         self.latest: dict[str, SchemaVersion] = {}
         for version in versions:

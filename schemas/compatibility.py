@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the codec uses `appended_defaults`: no import cycle at run time
+if TYPE_CHECKING:  # types only: the codec imports this module, never the other way at run time
     from assetlog.schemas.codec import SchemaRegistry, SchemaVersion
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}

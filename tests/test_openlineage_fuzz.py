@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from openlineage_receiver_support import migrate, project, receiver
 from openlineage_support import pipeline, to_dict
 
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),

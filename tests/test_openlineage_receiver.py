@@ -14,7 +14,7 @@ from openlineage_receiver_support import migrate, project, receiver, wait_until,
 from openlineage_support import PG, pipeline, to_dict
 
 from assetlog.producer import Asset, flow, materialize, publishing
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 
 API_KEY = "s3cret-token"
 

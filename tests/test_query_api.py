@@ -44,9 +44,9 @@ from query_world import (
     project,
 )
 
-from assetlog.projections.catalog import AssetNotFound
-from assetlog.projections.graph import QueryTimeout
-from assetlog.projections.store import LineageStore
+from assetlog.query.catalog import AssetNotFound
+from assetlog.query.graph import QueryTimeout
+from assetlog.query.store import LineageStore
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -259,7 +259,7 @@ def test_slow_statements_are_cancelled_by_the_statement_timeout(world: Isolated)
 
 
 def test_a_walk_past_its_time_budget_stops_with_query_timeout(store: LineageStore) -> None:
-    from assetlog.projections import graph
+    from assetlog.query import graph
 
     with store._reading() as conn, pytest.raises(QueryTimeout, match="longer than -1s"):
         graph.walk(conn, CHAIN[-1], "upstream", None, 1000, None, budget_seconds=-1)

@@ -10,7 +10,7 @@ from psycopg import conninfo, sql
 from query_world import READER_ROLE, project, reader_dsn
 
 from assetlog.projections import migrate
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 
 QUERIED_TABLES = ("asset_properties", "assets", "asset_edges", "lineage_history")
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from assetlog.projections.models import LineageEdge, LineageGraph, LineageNode
-from assetlog.projections.render import dot, lineage_table, mermaid, table
+from assetlog.query.models import LineageEdge, LineageGraph, LineageNode
+from assetlog.query.render import dot, lineage_table, mermaid, table
 
 T = datetime(2025, 1, 1, tzinfo=UTC)
 ROOT = "s3://lake/gold/revenue.parquet"

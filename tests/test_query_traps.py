@@ -24,7 +24,7 @@ from query_world import project, reader_dsn
 from assetlog.config import ENV_POSTGRES_DSN, ENV_POSTGRES_READONLY_DSN, Settings
 from assetlog.errors import ConfigError
 from assetlog.projections import migrate
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 
 RLO = "\u202e"
 BIDI_KEY = f"s3://bidi/report{RLO}vsc.exe"  # shows as s3://bidi/reportexe.csv when the override is applied

@@ -20,8 +20,9 @@ from replay_support import (
 )
 
 from assetlog.consumers import run_until_caught_up
-from assetlog.projections import PROJECTION_TABLES, LineageStore, migrate
+from assetlog.projections import PROJECTION_TABLES, migrate
 from assetlog.projections.shadow import definition
+from assetlog.query import LineageStore
 
 TABLES = ("asset_properties", "assets", "lineage_history", "asset_edges")
 

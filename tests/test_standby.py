@@ -22,7 +22,8 @@ import pytest
 from conftest import Isolated, create_isolated, drop_isolated, dsn_for_database
 from fault_support import PrivateStack, _clean_env
 
-from assetlog.projections import LineageStore, migrate
+from assetlog.projections import migrate
+from assetlog.query import LineageStore
 
 pytestmark = pytest.mark.timeout(600)
 KEY = "s3://my-bucket/downstream.csv"

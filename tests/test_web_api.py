@@ -12,7 +12,7 @@ from query_world import REPORT, REPORT_V1, reader_dsn
 from starlette.testclient import TestClient
 from web_support import HOSTILE, RAW_KEY, SPECIAL, web_store_fixture, web_world_fixture  # noqa: F401 - the `store` and `world` fixtures
 
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 from assetlog.web import create_app
 from assetlog.web.app import SECURITY_HEADERS
 

@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from web_support import RAW_KEY, web_store_fixture, web_world_fixture  # noqa: F401 - the `store` and `world` fixtures
 
 from assetlog.config import ENV_POSTGRES_READONLY_DSN
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 from assetlog.tokens import TokenChecker, create_token, revoke_token, stored_digest
 from assetlog.web import create_app
 from assetlog.web.app import SECURITY_HEADERS

@@ -25,7 +25,7 @@ from web_support import (  # noqa: F401 - fixtures `world`, `store`
     web_world_fixture,
 )
 
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 from assetlog.web import GraphDrawer, create_app
 from assetlog.web.urls import asset_url, web_link
 

@@ -22,7 +22,7 @@ from query_world import project, reader_dsn
 from starlette.testclient import TestClient
 from web_support import assert_nothing_injected
 
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 from assetlog.web import create_app
 from assetlog.web.picture import GraphDrawer
 from assetlog.web.urls import asset_url

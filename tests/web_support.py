@@ -25,7 +25,7 @@ import pytest
 from conftest import Isolated, StackEndpoints, create_isolated, drop_isolated
 from psycopg import sql
 
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 
 
 @pytest.fixture(scope="module", name="world")

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from assetlog.projections.store import LineageStore
+from assetlog.query.store import LineageStore
 from assetlog.visible import visible
 from assetlog.web import params
 

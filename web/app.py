@@ -24,9 +24,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assetlog import __version__
-from assetlog.projections.catalog import AssetNotFound
-from assetlog.projections.render import when
-from assetlog.projections.store import LineageStore, QueryTimeout
+from assetlog.query.catalog import AssetNotFound
+from assetlog.query.render import when
+from assetlog.query.store import LineageStore, QueryTimeout
 from assetlog.visible import visible
 from assetlog.web import api, auth, pages, urls
 from assetlog.web.auth import Authentication, AuthPolicy

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from assetlog.cli import whole_number
+from assetlog.cli_support import whole_number
 from assetlog.errors import AssetlogError
 from assetlog.metrics import add_metrics_flags, start_from_args
 
@@ -133,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from assetlog.config import Settings
-    from assetlog.projections.store import LineageStore
+    from assetlog.query.store import LineageStore
     from assetlog.web.app import create_app
 
     _check_auth_flags(args)

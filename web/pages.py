@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from assetlog.projections.models import AssetDetails, LineageGraph
-from assetlog.projections.store import LineageStore
+from assetlog.query.models import AssetDetails, LineageGraph
+from assetlog.query.store import LineageStore
 from assetlog.visible import visible
 from assetlog.web import params
 from assetlog.web.picture import GraphDrawer

@@ -12,9 +12,9 @@ from typing import cast
 
 from starlette.datastructures import QueryParams
 
-from assetlog.projections.catalog import parse_cursor
-from assetlog.projections.models import Direction
-from assetlog.projections.timeparse import parse_time
+from assetlog.query.catalog import parse_cursor
+from assetlog.query.models import Direction
+from assetlog.query.timeparse import parse_time
 
 MAX_DEPTH = 100
 DIRECTIONS: tuple[Direction, ...] = ("both", "upstream", "downstream")

@@ -16,8 +16,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from assetlog.projections.models import LineageGraph, LineageNode
-from assetlog.projections.render import dot
+from assetlog.query.models import LineageGraph, LineageNode
+from assetlog.query.render import dot
 
 SVG_NS = "http://www.w3.org/2000/svg"
 DEFAULT_TIMEOUT = 20.0  # seconds for one layout

@@ -8,7 +8,7 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from assetlog.cli import add_json_flag, print_result, seconds
+from assetlog.cli_support import add_json_flag, print_result, seconds
 from assetlog.errors import AssetlogError
 
 DEFAULT_INTERVAL = 5.0

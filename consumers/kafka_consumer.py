@@ -1,0 +1,89 @@
+"""The one place the consumers build a Kafka consumer for the event topics.
+
+Every reader of the events (a projection's group member, replay's shadow reader,
+the metadata and lag readers) gets its consumer here, so the settings the
+exactly-once design depends on are written once: offsets live in PostgreSQL
+with the rows (Kafka's auto-commit and offset store off), only committed
+transactions are read, and the end of a partition is reported. The topics check
+("topics missing: ...; run `assetlog topics create` first") lives here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from assetlog.config import Settings, Topics
+from assetlog.consumers.membership import Slot, static_membership
+from assetlog.errors import AssetlogError
+from assetlog.kafka_access import AccessWatch
+
+# What every event reader needs, whatever the user's pass-through settings say.
+READ_REQUIRED: dict[str, object] = {
+    "enable.auto.commit": False,  # offsets live in PostgreSQL, with the rows
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": True,  # how a reader knows a partition reached its end
+    "isolation.level": "read_committed",
+}
+
+GROUP_DEFAULTS: dict[str, object] = {
+    # A member that vanished (no restart) loses its partitions after this: short enough for
+    # the others to take over soon, long enough for a busy 2-core machine.
+    "session.timeout.ms": 10000,
+}
+
+
+class TopicsMissing(AssetlogError):
+    """The event topics do not exist on this broker (or under this prefix)."""
+
+
+def require_topics(known: Iterable[str], wanted: Iterable[str]) -> None:
+    """Raise TopicsMissing naming every wanted topic the broker does not have."""
+    present = set(known)
+    missing = [t for t in wanted if t not in present]
+    if missing:
+        raise TopicsMissing(f"topics missing: {', '.join(missing)}; run `assetlog topics create` first")
+
+
+def event_consumer(settings: Settings, group_id: str, *, auto_offset_reset: str = "earliest",
+                   defaults: Mapping[str, object] | None = None) -> Any:
+    """A consumer of the event topics under `group_id` (not subscribed yet) with the read settings above."""
+    from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
+
+    return Consumer(settings.kafka_client_config(
+        defaults={"log_level": 3, **(defaults or {})},
+        required={"group.id": group_id, "auto.offset.reset": auto_offset_reset, **READ_REQUIRED},
+    ))
+
+
+def group_consumer(settings: Settings, group_id: str, projection: str) -> tuple[Any, Slot | None]:
+    """A projection's group member, with a static-membership slot, after checking the topics exist.
+
+    The event topics and their dead-letter topics must exist. The caller subscribes
+    (with its rebalance callbacks) and releases the slot when it stops; if building
+    fails, the slot is released here.
+    """
+    defaults = dict(GROUP_DEFAULTS)
+    # Static membership: a process restarted in its slot gets its partitions back at once.
+    slot = static_membership(settings, group_id, projection, defaults)
+    try:
+        consumer = event_consumer(settings, group_id, defaults=defaults)
+        topics = settings.topics
+        require_topics(consumer.list_topics(timeout=30).topics,
+                       [*topics.events, *(Topics.dead_letter(t) for t in topics.events)])
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    return consumer, slot
+
+
+def metadata_consumer(settings: Settings, purpose: str) -> tuple[Any, AccessWatch]:
+    """A consumer for metadata and watermarks only (it never subscribes or commits)."""
+    from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
+
+    watch = AccessWatch(settings.require_kafka())
+    return Consumer(settings.kafka_client_config(
+        defaults={"log_level": 3},
+        required={"group.id": f"{settings.topic_prefix}.{purpose}", "enable.auto.commit": False,
+                  **watch.client_settings()})), watch
