@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from assetlog.cli_support import add_json_flag, print_result, seconds
+from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.errors import AssetlogError
 
 T = TypeVar("T")
@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     dead = actions.add_parser("dead-letter", help="move rows Kafka can never accept out of the outbox, or list them")
     which = dead.add_mutually_exclusive_group(required=True)
-    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="outbox row ids (see status)")
+    which.add_argument("ids", nargs="*", type=whole_number(1, 2**63 - 1), default=[], metavar="ID",
+                       help="outbox row ids (see status)")
     which.add_argument("--undeliverable", action="store_true", help="every row marked undeliverable")
     which.add_argument("--list", action="store_true", help="list the dead letters kept so far")
     add_json_flag(dead)
