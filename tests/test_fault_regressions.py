@@ -80,10 +80,11 @@ def test_a_task_loop_faster_than_the_writer_waits_for_it_and_every_event_still_a
     from producer_support import read_published
 
     from assetlog.producer import Publisher, materialize
+    from assetlog.producer import outbox_writer as writer_module
     from assetlog.producer import publisher as publisher_module
 
-    monkeypatch.setattr(publisher_module, "MAX_QUEUED_RUNS", 50)
-    monkeypatch.setattr(publisher_module, "MAX_UNSENT_IN_MEMORY", 300)
+    monkeypatch.setattr(publisher_module, "MAX_QUEUED_RUNS", 50)  # the caller side's bound
+    monkeypatch.setattr(writer_module, "MAX_UNSENT_IN_MEMORY", 300)  # the writer thread's
     from assetlog.producer import flow, publishing
 
     build = materialize("s3://bounded/out", asset_deps=["s3://bounded/in"])(lambda n: None)
