@@ -110,7 +110,10 @@ class LocalStack:
 
     def down(self, purge: bool = False) -> dict[str, object]:
         """Stop only what `up` started; `purge` also deletes data, ports and logs."""
-        stopped = {"kafka": self.kafka.stop(), "standby": self.standby.stop(), "postgres": self.postgres.stop()}
+        stopped = {"kafka": self.kafka.stop()}
+        if self.standby.running_pid():  # a standby (`up --standby`) goes down before its primary
+            stopped["standby"] = self.standby.stop()
+        stopped["postgres"] = self.postgres.stop()
         if purge:
             shutil.rmtree(self.home, ignore_errors=True)
         return {"stopped": stopped, "purged": purge}
