@@ -119,6 +119,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def serve_app(app, sock: socket.socket, access_log: bool) -> None:
+    """Run an ASGI app on a bound socket until SIGINT or SIGTERM (the web view, the OpenLineage receiver).
+
+    uvicorn stops gracefully on those signals, then re-raises the signal into the handler that was
+    there before it: make that one a no-op, so the caller's clean-up runs and the exit status is 0.
+    """
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="off", server_header=False)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _require_token_table(store) -> None:
     import psycopg
 
@@ -130,7 +147,6 @@ def _require_token_table(store) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from assetlog.config import Settings
     from assetlog.query.store import LineageStore
@@ -154,16 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"assetlog: serving the web view on http://{shown}:{port}/ (read-only; Ctrl-C stops it)",
               file=sys.stderr, flush=True)
         metrics = start_from_args(args)
-        config = uvicorn.Config(create_app(store, auth_policy=policy), log_level="warning",
-                                access_log=args.access_log, lifespan="off", server_header=False)
-        # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal into the handler that was
-        # there before it: make that one a no-op, so the store is closed and the exit status is 0.
-        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            uvicorn.Server(config).run(sockets=[sock])
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        serve_app(create_app(store, auth_policy=policy), sock, args.access_log)
     finally:
         if metrics is not None:
             metrics.close()

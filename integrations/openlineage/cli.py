@@ -73,10 +73,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str, int]:
-    import uvicorn
 
     from assetlog.integrations.openlineage.http import LINEAGE_PATH, create_app
-    from assetlog.web.cli import _is_loopback, _listen
+    from assetlog.web.cli import _is_loopback, _listen, serve_app
 
     host, port = args.listen
     if api_key is None and not _is_loopback(host):
@@ -91,14 +90,7 @@ def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str,
         print(f"assetlog: receiving OpenLineage events on http://{shown}:{port}{LINEAGE_PATH} (Ctrl-C stops it)",
               file=sys.stderr, flush=True)
         metrics = start_from_args(args)
-        config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="off",
-                                server_header=False)
-        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            uvicorn.Server(config).run(sockets=[sock])
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        serve_app(app, sock, args.access_log)
     finally:
         if metrics is not None:
             metrics.close()
