@@ -26,7 +26,7 @@ from assetlog.integrations.openlineage.receiver import Ingestor
 from assetlog.integrations.openlineage.runs import RunStore
 from assetlog.producer.outbox import Outbox
 from assetlog.producer.publisher import Publisher
-from assetlog.projections.store import AssetNotFound, LineageStore
+from assetlog.query.store import AssetNotFound, LineageStore
 
 LAKE = "s3://lake"
 
