@@ -54,10 +54,10 @@ def mirror_offsets(projection: str, consumer, offsets: dict[tuple[str, int], int
             continue
         if high >= offset:
             LAG.labels(projection=projection, topic=topic, partition=str(partition)).set(high - offset)
-    try:
-        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
-    except KafkaException as exc:  # monitoring only: PostgreSQL holds the offsets that count
-        log.debug("%s: could not mirror offsets to Kafka: %s", projection, exc)
+    # Not mirrored to Kafka's own group offsets: an OffsetCommit from a static member whose session
+    # the broker replaced (after a broker restart) is answered FENCED_INSTANCE_ID, which librdkafka
+    # treats as fatal for the whole consumer (found by the broker-outage drill). PostgreSQL holds the
+    # offsets that count; lag is exported as assetlog_consumer_lag_messages instead.
 
 
 def record_at_end(projection: str, topic: str, partition: int) -> None:
