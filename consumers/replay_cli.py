@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from assetlog.cli_support import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.consumers.cli import MAX_BATCH_SIZE
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
@@ -43,21 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--examples", type=whole_number(1, 10_000), default=3,
                         help="with --check: rows shown per kind of drift and table (default 3)")
     add_metrics_flags(replay)
-    replay.add_argument("--grace", type=_seconds, default=5.0,
+    replay.add_argument("--grace", type=seconds(0, 3600), default=5.0,
                         help="with --check: seconds live consumers get to reach the end of the topics seen at the "
                              "start before they count as behind (default 5)")
     add_json_flag(replay)
     replay.set_defaults(handler=_replay)
 
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
-    return value
 
 
 def _replay(args: argparse.Namespace) -> int:
