@@ -18,12 +18,19 @@ the same librdkafka settings), from finished task runs shaped like the guide's
 - raw: produce() of the very same pre-encoded bytes, poll(0), flush().
 Added time per task: a @materialize task called in a flow (events published)
 against the same function undecorated, per call, p50 and p99.
+Flow cost per task (issue 15's figure): a flow of M materializing tasks, each with one
+upstream and metadata (3 events), run end to end; the flow's wall time including its
+final flush (every event acknowledged) divided by M, and the CPU time of all the
+process's threads (writer and librdkafka included) divided by M; p99 of one task call.
+Baselines in the same run: a bare function call, and raw produce() of the same bytes
+(per task: 3 messages).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,7 +41,16 @@ from pathlib import Path
 
 from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import Settings
-from assetlog.producer import Asset, AssetProperties, Publisher, flow, materialize, publishing, task
+from assetlog.producer import (
+    Asset,
+    AssetProperties,
+    Publisher,
+    add_asset_metadata,
+    flow,
+    materialize,
+    publishing,
+    task,
+)
 from assetlog.producer.delivery import PRODUCER_DEFAULTS, PRODUCER_REQUIRED
 from assetlog.producer.encoding import encoder_for
 from assetlog.producer.events import (
@@ -188,17 +204,84 @@ def added_time(settings: Settings, calls: int) -> dict[str, float]:
     }
 
 
+def flow_cost(settings: Settings, tasks: int) -> dict[str, float]:
+    """Issue 15's figure: per task of a flow of materializing tasks with one upstream and metadata."""
+    key = "s3://bench/flow-cost/out.parquet"
+
+    @materialize(key, asset_deps=["s3://bench/flow-cost/in.csv"])
+    def build(i: int) -> int:
+        add_asset_metadata(key, {"rows": i})
+        return i
+
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+
+    @flow
+    def cost_flow(n: int) -> None:
+        for i in range(n):
+            start = clock()
+            build(i)
+            samples.append(clock() - start)
+
+    with Publisher(settings, flush_timeout=60) as publisher, publishing(publisher):
+        cost_flow(200)  # warm up: connection, topic metadata, caches
+        samples.clear()
+        cpu0, wall0 = os.times(), time.perf_counter()
+        cost_flow(tasks)  # ends with the flow's flush: every event acknowledged
+        wall, cpu1 = time.perf_counter() - wall0, os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return {"flow_tasks": tasks, "flow_wall_us_per_task": wall / tasks * 1e6,
+            "flow_cpu_us_per_task": cpu / tasks * 1e6, "flow_task_p50_us": percentile(samples, 0.5) / 1000,
+            "flow_task_p99_us": percentile(samples, 0.99) / 1000}
+
+
+def raw_cost_per_task(settings: Settings, tasks: int) -> dict[str, float]:
+    """The physical baseline of `flow_cost`: produce() of 3 messages per task, wall and CPU per task."""
+    from confluent_kafka import Producer
+
+    producer = Producer(settings.kafka_client_config(defaults=PRODUCER_DEFAULTS, required=PRODUCER_REQUIRED))
+    topics = (settings.topics.materializations, settings.topics.dependencies, settings.topics.metadata)
+    value, key = b"x" * 180, b"s3://bench/flow-cost/out.parquet"
+    for topic in topics:
+        producer.produce(topic, value, key)
+    producer.flush(30)
+    cpu0, wall0 = os.times(), time.perf_counter()
+    for _ in range(tasks):
+        for topic in topics:
+            while True:
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    wall, cpu1 = time.perf_counter() - wall0, os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return {"raw_wall_us_per_task": wall / tasks * 1e6, "raw_cpu_us_per_task": cpu / tasks * 1e6}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per throughput run (default 100000)")
     parser.add_argument("--tasks", type=int, default=6_000, help="task calls for the added-time measure")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per side; the median is kept")
+    parser.add_argument("--flow-tasks", type=int, default=20_000, help="tasks in the flow-cost run")
+    parser.add_argument("--only-flow", action="store_true", help="only the flow cost and its baselines")
     args = parser.parse_args(argv)
     base = Settings.from_env()
     base.require_kafka()
     settings = replace(base, topic_prefix=f"bench.{uuid.uuid4().hex[:10]}",
                        outbox_dir=Path(tempfile.mkdtemp(prefix="assetlog-bench-")))
     ensure_topics(settings, partitions=3)
+    if args.only_flow:
+        try:
+            flow_runs = [flow_cost(settings, args.flow_tasks) for _ in range(args.repeats)]
+            raw = raw_cost_per_task(settings, args.flow_tasks)
+        finally:
+            admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30)
+        report_flow(flow_runs, raw)
+        return 0
     try:
         runs = finished_runs(max(1, args.events // EVENTS_PER_RUN))
         messages = pre_encoded(settings, runs)
@@ -208,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             encode_rates.append(encode_produce_rate(settings, runs))
             assetlog_rates.append(assetlog_rate(settings, runs))
         added = added_time(settings, args.tasks)
+        flow_runs = [flow_cost(settings, args.flow_tasks) for _ in range(args.repeats)]
+        raw_task = raw_cost_per_task(settings, args.flow_tasks)
     finally:
         admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30)
     ours, encoded, raw = (statistics.median(r) for r in (assetlog_rates, encode_rates, raw_rates))
@@ -219,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "encode_produce_runs": [round(r) for r in encode_rates],
         "publish_runs": [round(r) for r in assetlog_rates], "raw_runs": [round(r) for r in raw_rates],
         **{k: round(v, 2) if isinstance(v, float) else v for k, v in added.items()},
+        **flow_summary(flow_runs, raw_task),
         "python": sys.version.split()[0],
     }
     print(f"{'measure':48} {'value':>10}")
@@ -231,11 +317,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'added by @task p50, us':48} {result['task_added_p50_us']:>10}")
     print(f"{'added by @materialize p50, us':48} {result['materialize_added_p50_us']:>10}")
     print(f"{'added by @materialize p99, us':48} {result['materialize_added_p99_us']:>10}")
+    report_flow(flow_runs, raw_task, result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"producer_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {out}")
     return 0
+
+
+def flow_summary(flow_runs: list[dict[str, float]], raw: dict[str, float]) -> dict[str, object]:
+    """Medians over the repeats (each run's figures kept too), with the same-run baselines."""
+    median = {k: round(statistics.median(r[k] for r in flow_runs), 2) for k in flow_runs[0] if k != "flow_tasks"}
+    return {"flow_tasks": flow_runs[0]["flow_tasks"], **median,
+            "flow_total_us_per_task": round(median["flow_wall_us_per_task"] + median["flow_cpu_us_per_task"], 2),
+            "flow_runs": [{k: round(v, 2) for k, v in r.items()} for r in flow_runs],
+            **{k: round(v, 2) for k, v in raw.items()}}
+
+
+def report_flow(flow_runs: list[dict[str, float]], raw: dict[str, float],
+                into: dict[str, object] | None = None) -> None:
+    summary = flow_summary(flow_runs, raw)
+    if into is not None:
+        into.update(summary)
+    print(f"{'flow of materializing tasks (1 upstream + metadata)':48} {summary['flow_tasks']:>10} tasks")
+    for label, name in (("  wall incl. final flush, us/task", "flow_wall_us_per_task"),
+                        ("  CPU of all threads, us/task", "flow_cpu_us_per_task"),
+                        ("  one task call p50, us", "flow_task_p50_us"),
+                        ("  one task call p99, us", "flow_task_p99_us"),
+                        ("  raw produce() 3 msgs: wall us/task", "raw_wall_us_per_task"),
+                        ("  raw produce() 3 msgs: CPU us/task", "raw_cpu_us_per_task")):
+        print(f"{label:48} {summary[name]:>10}")
+    print("  runs: " + "; ".join(f"wall {r['flow_wall_us_per_task']:.1f} cpu {r['flow_cpu_us_per_task']:.1f} "
+                                 f"p99 {r['flow_task_p99_us']:.0f}" for r in summary["flow_runs"]))  # type: ignore[union-attr]
 
 
 if __name__ == "__main__":
