@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from assetlog.producer.context import add_metadata_for_key
 from assetlog.schemas import validate_asset_key
 
 MAX_DESCRIPTION_LENGTH = 2500
@@ -66,8 +67,6 @@ class Asset(BaseModel):
 
         Shallow-merged with earlier calls in the same task run (later keys win).
         """
-        from assetlog.producer.metadata import add_metadata_for_key
-
         add_metadata_for_key(self.key, metadata,
                              message_outside="Unable add Asset metadata when not inside of an AssetContext")
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import orjson
 from pydantic_core import PydanticSerializationError, to_json
 
-if TYPE_CHECKING:
-    from assetlog.producer.assets import Asset
+from assetlog.producer.assets import Asset
+from assetlog.producer.context import add_metadata_for_key
 
 
 def encode_metadata(metadata: object) -> dict[str, str]:
@@ -36,18 +37,17 @@ def encode_metadata(metadata: object) -> dict[str, str]:
 
 
 def merged_metadata_json(values: Mapping[str, str]) -> str:
-    """The JSON object text of already-encoded top-level values."""
-    return "{" + ",".join(f"{json.dumps(key, ensure_ascii=False)}:{value}" for key, value in values.items()) + "}"
+    """The JSON object text of already-encoded top-level values (it runs at the end of every
+    materializing task run: orjson writes a key as `json.dumps(key, ensure_ascii=False)` does,
+    several times faster)."""
+    return "{" + ",".join(f"{_json_key(key)}:{value}" for key, value in values.items()) + "}"
 
 
-def add_metadata_for_key(key: str, metadata: dict[str, Any], *, message_outside: str) -> None:
-    """Add to the running task run; `message_outside` is Prefect's text for a call outside one."""
-    from assetlog.producer.runtime import current_task_run
-
-    run = current_task_run()
-    if run is None:
-        raise RuntimeError(message_outside)
-    run.add_metadata(key, metadata)
+def _json_key(key: str) -> str:
+    try:
+        return orjson.dumps(key).decode()
+    except TypeError:  # a lone surrogate, which orjson refuses: the standard library writes it as given
+        return json.dumps(key, ensure_ascii=False)
 
 
 def add_asset_metadata(asset: str | Asset, metadata: dict[str, Any]) -> None:
@@ -56,12 +56,10 @@ def add_asset_metadata(asset: str | Asset, metadata: dict[str, Any]) -> None:
     Raises RuntimeError outside a task run, and ValueError when the running task
     does not materialize `asset`.
     """
-    from assetlog.producer.assets import Asset
-
-    if isinstance(asset, Asset):
-        key = asset.key
-    elif isinstance(asset, str):
+    if isinstance(asset, str):
         key = asset
+    elif isinstance(asset, Asset):
+        key = asset.key
     else:
         raise TypeError(f"expected an asset key (str) or an Asset, got {type(asset).__name__}")
     add_metadata_for_key(key, metadata, message_outside=(

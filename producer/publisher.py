@@ -97,6 +97,7 @@ class Publisher(OutboxWriter):
         self.flush_timeout = flush_timeout_from_env() if flush_timeout is None else flush_timeout
         self.owner = f"{os.getpid()}-{new_event_id()}"
         self.pid = os.getpid()
+        self.other_process = False  # set in a forked child (see _after_fork_in_child): no getpid() per task
         self._producer_overrides = dict(producer_config or {})
         self._verify_topics = verify_topics
         self.limits = KafkaLimits(producer_max_bytes(
@@ -160,7 +161,7 @@ class Publisher(OutboxWriter):
             raise RuntimeError("this Assetlog publisher is closed")
         if self._crash is not None:
             raise RuntimeError(f"the Assetlog publisher stopped: {self._crash}") from self._crash
-        if os.getpid() != self.pid:
+        if self.other_process:
             raise RuntimeError(f"this Assetlog publisher belongs to process {self.pid}; create one per process")
         check_run_size(run, self.limits, self._encode_run, self.topics, self._identity)
         self._enqueue(run, f"the lineage events of task run {run.task_run_id} ({run.task_name})")
@@ -300,6 +301,14 @@ class Publisher(OutboxWriter):
         self.close()
 
     # -- writer thread ----------------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    for publisher in list(_open_publishers):
+        publisher.other_process = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def close_all_publishers(timeout: float | None = None) -> None:

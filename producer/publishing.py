@@ -9,7 +9,6 @@ first use and flushed and closed at interpreter exit.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -26,7 +25,7 @@ _default: Publisher | None = None
 def current_publisher() -> Publisher:
     """The publisher chosen with `publishing(...)`, else this process's default one."""
     chosen = _CURRENT.get()
-    if chosen is not None and not chosen.closed and chosen.pid == os.getpid():
+    if chosen is not None and not chosen.closed and not chosen.other_process:
         return chosen
     return default_publisher()
 
@@ -34,8 +33,11 @@ def current_publisher() -> Publisher:
 def default_publisher() -> Publisher:
     """One publisher per process, configured by the environment (`Settings.from_env()`)."""
     global _default
+    known = _default
+    if known is not None and not known.closed and not known.other_process:
+        return known  # the usual case, without the lock
     with _default_lock:
-        if _default is None or _default.closed or _default.pid != os.getpid():
+        if _default is None or _default.closed or _default.other_process:
             _default = Publisher(Settings.from_env())
         return _default
 

@@ -1,7 +1,7 @@
 """The flow/task run engine: run contexts, retries, what assets flow where, emission.
 
-The only state is the current flow run and task run, in contextvars, so threads
-(`.submit()`), asyncio tasks and nested calls each see their own. Which runs
+The only state is the current flow run and task run (`context`), in contextvars,
+so threads (`.submit()`), asyncio tasks and nested calls each see their own. Which runs
 are upstream of a task run is traced by `lineage`; what they pass on is decided
 here: materializing runs pass on only their own assets, plain runs pass on what
 they received plus their own `asset_deps`.
@@ -23,12 +23,19 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from assetlog.producer.assets import Asset
 from assetlog.producer.attempts import attempts, drive, drive_async, run_coroutine, run_hooks
 from assetlog.producer.cache_policies import MISS, cache_hit, cache_lookup
+from assetlog.producer.context import (
+    current_flow_run,
+    current_task_run,
+    enter_flow_run,
+    enter_task_run,
+    leave_flow_run,
+    leave_task_run,
+)
 from assetlog.producer.events import (
     EXPLICIT,
     FAILED,
@@ -57,16 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("assetlog.producer")
 
-_FLOW_RUN: ContextVar[FlowRun | None] = ContextVar("assetlog_flow_run", default=None)
-_TASK_RUN: ContextVar[TaskRun | None] = ContextVar("assetlog_task_run", default=None)
-
-
-def current_flow_run() -> FlowRun | None:
-    return _FLOW_RUN.get()
-
-
-def current_task_run() -> TaskRun | None:
-    return _TASK_RUN.get()
+__all__ = ["FlowRun", "TaskRun", "current_flow_run", "current_task_run", "enter_flow_run", "leave_flow_run"]
 
 
 class FlowRun:
@@ -308,7 +306,7 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     """Run a sync task in the caller's thread: its attempts, then the final attempt's events."""
     run = run or TaskRun(task, current_flow_run())
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
-    token = _TASK_RUN.set(run)
+    token = enter_task_run(run)
     try:
         if task.single_attempt:  # `attempts` with nothing to retry, time or cache, without its cost
             try:
@@ -331,7 +329,7 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
             run.flow_run.cache[key] = result  # type: ignore[union-attr]
         return result
     finally:
-        _TASK_RUN.reset(token)
+        leave_task_run(token)
 
 
 async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -343,7 +341,7 @@ async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: di
     for future in pending:  # do not block the event loop on submitted runs
         await future.wait_async()
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
-    token = _TASK_RUN.set(run)
+    token = enter_task_run(run)
     try:
         if task.single_attempt:  # as in run_task_sync
             try:
@@ -366,7 +364,7 @@ async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: di
             run.flow_run.cache[key] = result  # type: ignore[union-attr]
         return result
     finally:
-        _TASK_RUN.reset(token)
+        leave_task_run(token)
 
 
 def run_generator_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -379,7 +377,7 @@ def run_generator_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict
     generator = task.fn(*args, **kwargs)
     result = None
     while True:
-        token = _TASK_RUN.set(run)
+        token = enter_task_run(run)
         try:
             item = next(generator)
         except StopIteration as done:
@@ -389,17 +387,17 @@ def run_generator_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict
             run.failed(exc)
             raise
         finally:
-            _TASK_RUN.reset(token)
+            leave_task_run(token)
         if lineage is not None:
             lineage.link(item, run)
         try:
             yield item
         except GeneratorExit:  # the caller stopped early: Prefect counts that as completed
-            token = _TASK_RUN.set(run)
+            token = enter_task_run(run)
             try:
                 generator.close()
             finally:
-                _TASK_RUN.reset(token)
+                leave_task_run(token)
             run.succeeded(None)
             return
     run.succeeded(result)
@@ -422,14 +420,3 @@ def submit_task(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
         def call() -> Any:
             return context.run(run_task_sync, task, args, kwargs, wait_for, run, extra)
     return TaskFuture(run, flow_run.submit(call))
-
-
-def enter_flow_run(flow_run: FlowRun) -> tuple[contextvars.Token[Any], contextvars.Token[Any]]:
-    """Make `flow_run` the current one (and no task run current) until `leave_flow_run`."""
-    return _FLOW_RUN.set(flow_run), _TASK_RUN.set(None)
-
-
-def leave_flow_run(tokens: tuple[contextvars.Token[Any], contextvars.Token[Any]]) -> None:
-    flow_token, task_token = tokens
-    _TASK_RUN.reset(task_token)
-    _FLOW_RUN.reset(flow_token)
