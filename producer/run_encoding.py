@@ -26,6 +26,7 @@ from assetlog.producer.events import (
     FinishedTaskRun,
     FixedIds,
     ProducerIdentity,
+    Upstream,
     error_record,
     events_for,
     properties_record,
@@ -91,9 +92,15 @@ def _error(error: tuple[str, str] | None) -> bytes:
     return b"\x02" + _string(record["type"]) + _string(record["message"])
 
 
-@cache
+_LAST_PRODUCER: list[tuple[ProducerIdentity, bytes]] = []  # a publisher keeps one identity
+
+
 def _producer_bytes(identity: ProducerIdentity) -> bytes:
-    return _string(identity.host) + write_long(identity.pid) + _string(identity.version)
+    if _LAST_PRODUCER and _LAST_PRODUCER[0][0] is identity:
+        return _LAST_PRODUCER[0][1]
+    encoded = _string(identity.host) + write_long(identity.pid) + _string(identity.version)
+    _LAST_PRODUCER[:] = [(identity, encoded)]
+    return encoded
 
 
 # id(asset) -> (asset, key as bytes, key as an Avro string, properties union). Holding the
@@ -112,25 +119,82 @@ def _asset_pieces(asset: Asset) -> tuple[Asset, bytes, bytes, bytes]:
     return entry
 
 
-def encode_run_v1(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity,
-                  ids: IdSource) -> list[EncodedEvent]:
+# The pieces a run shares with the runs before it, each keyed by what it is made of (a task's
+# runs share their name, tool, version and upstream; a flow run's share its id and name), kept for
+# the last few keys only: the encoder runs on one writer thread, once per finished task run.
+_MAX_CACHED_PIECES = 256
+_UPSTREAM_PIECES: dict[tuple[int, ...], tuple[tuple[Upstream, ...], list[tuple[bytes, bytes]], bytes]] = {}
+_TEXT_PIECES: dict[tuple[str | None, ...], bytes] = {}
+_TIME_HIGH: dict[int, bytes] = {}
+
+
+def _upstream_pieces(upstream: tuple[Upstream, ...]) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """(key as an Avro string, declared + properties) per upstream, and the upstream_keys array."""
+    ident = tuple(map(id, upstream))
+    entry = _UPSTREAM_PIECES.get(ident)
+    if entry is None or entry[0] != upstream:
+        pieces: list[tuple[bytes, bytes]] = []
+        for u in upstream:
+            _, _, key_s, properties_b = _asset_pieces(u.asset)
+            pieces.append((key_s, _DECLARED[u.declared] + (properties_b if u.with_properties else b"\x00")))
+        keys_b = (write_long(len(pieces)) + b"".join(k for k, _ in pieces) + b"\x00") if pieces else b"\x00"
+        if len(_UPSTREAM_PIECES) >= _MAX_CACHED_PIECES:
+            _UPSTREAM_PIECES.clear()
+        entry = _UPSTREAM_PIECES[ident] = (upstream, pieces, keys_b)
+    return entry[1], entry[2]
+
+
+def _texts(*texts: str | None) -> bytes:
+    """Optional strings in a row, cached: a flow run's id and name, a task's tool, name and version."""
+    encoded = _TEXT_PIECES.get(texts)
+    if encoded is None:
+        if len(_TEXT_PIECES) >= _MAX_CACHED_PIECES:
+            _TEXT_PIECES.clear()
+        encoded = _TEXT_PIECES[texts] = b"".join(map(_optional_string, texts))
+    return encoded
+
+
+def _time_long(micros: int) -> bytes:
+    """`write_long` of a timestamp: the low 21 bits of its zigzag value as three varint bytes, the
+    varint of the rest cached (it changes about once a second)."""
+    if micros < 1 << 20:
+        return write_long(micros)
+    n = micros << 1  # zigzag of a non-negative number
+    high = _TIME_HIGH.get(n >> 21)
+    if high is None:
+        if len(_TIME_HIGH) >= _MAX_CACHED_PIECES:
+            _TIME_HIGH.clear()
+        high = _TIME_HIGH[n >> 21] = _varint(n >> 21)
+    return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, ((n >> 14) & 0x7F) | 0x80)) + high
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 127:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _run_id(task_run_id: str) -> bytes:
+    return b"H" + task_run_id.encode() if len(task_run_id) == 36 else _string(task_run_id)
+
+
+def encode_run_pinned(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity,
+                      ids: IdSource) -> list[EncodedEvent]:
     """The same messages as encoding `events_for(run, ...)`, in the same order, ids drawn alike."""
     if run.event_ids is not None:
         ids = FixedIds(run.event_ids)
     h_mat, h_dep, h_meta = _headers()
-    time_b = write_long(run.event_time)
+    t_mat, t_dep, t_meta = _topic_names(topics.prefix)
+    time_b = _time_long(run.event_time)
     status_b = _STATUS[run.status]
-    run_b = b"".join((_optional_string(run.flow_run_id), _optional_string(run.flow_name),
-                      _string(run.task_run_id), _string(run.task_name)))
+    run_b = b"".join((_texts(run.flow_run_id, run.flow_name), _run_id(run.task_run_id), _string(run.task_name)))
     producer_b = _producer_bytes(identity)
     tail = status_b + run_b + producer_b  # status, run, producer: how dependencies and metadata end
-    upstream: list[tuple[bytes, bytes]] = []
-    for u in run.upstream:
-        _, _, key_s, properties_b = _asset_pieces(u.asset)
-        upstream.append((key_s, _DECLARED[u.declared] + (properties_b if u.with_properties else b"\x00")))
-    keys_b = (write_long(len(upstream)) + b"".join(k for k, _ in upstream) + b"\x00") if upstream else b"\x00"
-    mat_tail = b"".join((_optional_string(run.by), keys_b, _error(run.error), run_b, producer_b,
-                         _optional_string(run.task_version)))
+    upstream, keys_b = _upstream_pieces(run.upstream) if run.upstream else ((), b"\x00")
+    mat_tail = b"".join((_texts(run.by), keys_b, _error(run.error), run_b, producer_b, _texts(run.task_version)))
     metadata = run.metadata
     new_id = ids.encoded
     out: list[EncodedEvent] = []
@@ -138,17 +202,22 @@ def encode_run_v1(run: FinishedTaskRun, topics: Topics, identity: ProducerIdenti
     for asset in run.assets:
         _, key, key_s, properties_b = _asset_pieces(asset)
         materialization_id = new_id()
-        append((topics.materializations, key, b"".join((
+        append((t_mat, key, b"".join((
             h_mat, materialization_id, time_b, key_s, status_b, properties_b, mat_tail))))
         for upstream_key, declared_and_properties in upstream:
-            append((topics.dependencies, key, b"".join((
+            append((t_dep, key, b"".join((
                 h_dep, new_id(), time_b, upstream_key, key_s, declared_and_properties,
                 materialization_id, tail))))
         asset_metadata = metadata.get(asset.key)
         if asset_metadata is not None:
-            append((topics.metadata, key, b"".join((
+            append((t_meta, key, b"".join((
                 h_meta, new_id(), time_b, key_s, _string(asset_metadata), materialization_id, tail))))
     return out
+
+
+@cache
+def _topic_names(prefix: str) -> tuple[str, str, str]:
+    return Topics(prefix).events
 
 
 @cache
@@ -169,4 +238,4 @@ def run_encoder() -> RunEncoder:
     """The fast path when the schemas are the ones it was written for, else the generic one."""
     reg = registry()
     pinned = all(reg.writer(t).fingerprint.hex() == fp for t, fp in PINNED_FINGERPRINTS.items())
-    return encode_run_v1 if pinned else encode_run_generic
+    return encode_run_pinned if pinned else encode_run_generic

@@ -167,8 +167,14 @@ class TaskRun:
         self.publisher: Publisher | None = None
 
     def start(self, upstream_runs: list[TaskRun | Hidden]) -> None:
-        if not upstream_runs and not self.task.asset_deps:  # the common case, kept cheap
-            self.passed_on = tuple((asset, False) for asset in self.assets)
+        if not upstream_runs:  # the common cases, from what the task computed once
+            task = self.task
+            if not task.asset_deps:
+                self.passed_on = task.passes_on
+            elif self.assets:
+                self.passed_on, self.upstream = task.passes_on, task.explicit_upstream
+            else:
+                self.passed_on = task.passes_on_deps
             return
         received: dict[str, tuple[Asset, bool]] = {}
         for run in upstream_runs:

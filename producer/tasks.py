@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from assetlog.producer.assets import Asset, distinct_assets
 from assetlog.producer.cache_policies import BRIDGE, DEFAULT, NO_CACHE, check_cache_options, source_digest
+from assetlog.producer.events import EXPLICIT, Upstream
 from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
 from assetlog.producer.runtime import (
     current_flow_run,
@@ -124,6 +125,20 @@ class Task(Generic[P, R]):
         self.task_run_name = self._display.get("task_run_name")
         self.log_prints = self._display.get("log_prints")
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    # What each run of the task passes on or depends on when no upstream run feeds it, computed once
+    # (the runtime's fast path; `materialized` is final once the decorator returns).
+    @functools.cached_property
+    def passes_on(self) -> tuple[tuple[Asset, bool], ...]:
+        return tuple((asset, False) for asset in self.materialized)
+
+    @functools.cached_property
+    def passes_on_deps(self) -> tuple[tuple[Asset, bool], ...]:
+        return tuple((dep, True) for dep in self.asset_deps)
+
+    @functools.cached_property
+    def explicit_upstream(self) -> tuple[Upstream, ...]:
+        return tuple(Upstream(dep, EXPLICIT, True) for dep in self.asset_deps)
 
     def _options(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "tags": self.tags, "version": self.version,

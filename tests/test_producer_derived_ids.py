@@ -11,7 +11,7 @@ from test_producer_encoding import counter_ids, identities, runs
 
 from assetlog.config import Topics
 from assetlog.producer.events import derived_event_id, derived_event_ids, events_for
-from assetlog.producer.run_encoding import encode_run_generic, encode_run_v1
+from assetlog.producer.run_encoding import encode_run_generic, encode_run_pinned
 from assetlog.schemas import decode
 
 seeds = st.uuids().map(str)
@@ -25,7 +25,7 @@ def test_derived_ids_are_what_both_encoders_write(run, identity, seed, with_meta
     seed_of = {asset.key: f"{seed}-{i}" for i, asset in enumerate(run.assets)}
     run = dataclasses.replace(run, event_ids=derived_event_ids(run, seed_of))
     topics = Topics("p")
-    fast = encode_run_v1(run, topics, identity, counter_ids())
+    fast = encode_run_pinned(run, topics, identity, counter_ids())
     assert fast == encode_run_generic(run, topics, identity, counter_ids())
     records = [decode(value)[1] for _, _, value in fast]
     assert [r["event_id"] for r in records] == list(run.event_ids)

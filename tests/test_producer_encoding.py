@@ -24,7 +24,7 @@ from assetlog.producer.events import (
     events_for,
     new_event_id,
 )
-from assetlog.producer.run_encoding import encode_run_generic, encode_run_v1, run_encoder
+from assetlog.producer.run_encoding import encode_run_generic, encode_run_pinned, run_encoder
 from assetlog.schemas import EVENT_TYPES, decode, encode, registry
 
 text = st.text(max_size=80)
@@ -81,13 +81,13 @@ def test_the_compiled_encoders_match_the_reference_encoder(run, identity, data):
 @given(run=runs, identity=identities)
 def test_the_run_encoder_writes_the_same_messages_as_records_plus_encoders(run, identity):
     topics = Topics("p.q")
-    assert encode_run_v1(run, topics, identity, counter_ids()) == encode_run_generic(run, topics, identity,
+    assert encode_run_pinned(run, topics, identity, counter_ids()) == encode_run_generic(run, topics, identity,
                                                                                     counter_ids())
 
 
 def test_the_fast_paths_are_in_use_for_the_current_schemas():
     # If this fails, a schema changed: update PINNED_FINGERPRINTS and the layout in run_encoding.py.
-    assert run_encoder() is encode_run_v1
+    assert run_encoder() is encode_run_pinned
     assert all(is_compiled(t) for t in EVENT_TYPES)
 
 
@@ -113,7 +113,7 @@ def test_decoded_events_round_trip():
     run = FinishedTaskRun(assets=(Asset(key="s3://a"),), upstream=(), metadata={"s3://a": '{"k":1}'},
                           status=SUCCEEDED, error=None, by=None, event_time=1_700_000_000_000_001,
                           task_run_id="t", task_name="n")
-    for topic, key, value in encode_run_v1(run, Topics("p"), ProducerIdentity.current(), EventIdSource()):
+    for topic, key, value in encode_run_pinned(run, Topics("p"), ProducerIdentity.current(), EventIdSource()):
         event_type, record = decode(value)
         assert key == b"s3://a" and topic.startswith("p.")
         assert record["event_time"] == datetime(2023, 11, 14, 22, 13, 20, 1, tzinfo=UTC)

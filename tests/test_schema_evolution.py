@@ -18,7 +18,7 @@ from assetlog.config import Topics
 from assetlog.consumers import run_until_caught_up
 from assetlog.producer.assets import Asset
 from assetlog.producer.events import FinishedTaskRun, ProducerIdentity
-from assetlog.producer.run_encoding import encode_run_generic, encode_run_v1, run_encoder
+from assetlog.producer.run_encoding import encode_run_generic, encode_run_pinned, run_encoder
 from assetlog.projections import migrate
 from assetlog.schemas import MATERIALIZATION, decode, registry
 from assetlog.schemas.compatibility import (
@@ -164,8 +164,8 @@ def test_the_producer_writes_v2_with_the_task_version():
         def encoded(self) -> bytes:
             return b"H" + self().encode()
 
-    assert run_encoder() is encode_run_v1  # the fast path stays on for the newest schemas
-    fast = encode_run_v1(run, Topics("p"), identity, Ids())
+    assert run_encoder() is encode_run_pinned  # the fast path stays on for the newest schemas
+    fast = encode_run_pinned(run, Topics("p"), identity, Ids())
     assert fast == encode_run_generic(run, Topics("p"), identity, Ids())
     assert fast[0][2][2:10] == registry().writer(MATERIALIZATION, 2).fingerprint
     assert decode(fast[0][2])[1]["task_version"] == "2.1"
