@@ -81,16 +81,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+_SMALL_LENGTHS = [_LENGTH.pack(n) for n in range(4096)]  # prefixes of most keys and events, made once
+
+
 def pack_messages(messages: Sequence[Message]) -> bytes:
     """(key, value) pairs as length-prefixed bytes: the row payload."""
     parts: list[bytes] = []
-    add = parts.append
-    pack = _LENGTH.pack
+    add = parts.extend
+    pack, small = _LENGTH.pack, _SMALL_LENGTHS
     for key, value in messages:
-        add(pack(len(key)))
-        add(key)
-        add(pack(len(value)))
-        add(value)
+        k, v = len(key), len(value)
+        add((small[k] if k < 4096 else pack(k), key, small[v] if v < 4096 else pack(v), value))
     return b"".join(parts)
 
 
