@@ -67,6 +67,23 @@ HTTP_REQUESTS = Counter("assetlog_http_requests", "Requests answered, by route t
 HTTP_DURATION = Histogram("assetlog_http_request_duration_seconds", "Time to answer a request, by route template.",
                           ["route"], buckets=_SECONDS, registry=REGISTRY)
 
+# --- producers (a workflow worker: `assetlog.producer.register_metrics(registry)`) --------------------------
+# The outbox gauges are read from the outbox file at each scrape (`assetlog.producer.outbox_metrics`):
+OUTBOX_EVENTS = "assetlog_outbox_events"  # events waiting in the outbox (not yet acknowledged by Kafka)
+OUTBOX_OLDEST_EVENT = "assetlog_outbox_oldest_event_timestamp_seconds"  # Unix time the oldest was written
+OUTBOX_UNDELIVERABLE = "assetlog_outbox_undeliverable_events"  # set aside: Kafka refuses them for good
+PUBLISH_DURATION = Histogram("assetlog_producer_publish_duration_seconds",
+                             "From finished task runs' events taken into the outbox to Kafka acknowledging all "
+                             "of them (one observation per outbox row of one topic).", ["topic"],
+                             buckets=_SECONDS, registry=REGISTRY)
+EVENTS_DELIVERED = Counter("assetlog_producer_events_delivered", "Events Kafka acknowledged (removed from the outbox).",
+                           ["topic"], registry=REGISTRY)
+DELIVERY_FAILURES = Counter("assetlog_producer_delivery_failures",
+                            "Events whose delivery failed: `retried` stay in the outbox and are sent again, "
+                            "`undeliverable` are refused by Kafka for good and set aside.", ["topic", "kind"],
+                            registry=REGISTRY)
+PRODUCER = (PUBLISH_DURATION, EVENTS_DELIVERED, DELIVERY_FAILURES)
+
 
 ALL = (EVENTS_PROJECTED, DEAD_LETTERS, BATCH_SIZE, BATCH_DURATION, COMMIT_DURATION, LAG, LAST_COMMIT,
        REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, HTTP_REQUESTS, HTTP_DURATION)

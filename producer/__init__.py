@@ -5,14 +5,15 @@ task graph, and the outbox + Kafka producer. It never reads Kafka or PostgreSQL.
 """
 
 from assetlog.producer.assets import Asset, AssetProperties
+from assetlog.producer.context import current_flow_run, current_task_run
 from assetlog.producer.events import FinishedTaskRun, OutgoingEvent, events_for
 from assetlog.producer.flows import Flow, flow
 from assetlog.producer.futures import TaskFuture, TaskFutureList, UpstreamTaskError, unmapped, wait
 from assetlog.producer.materialize import MaterializingTask, materialize
 from assetlog.producer.metadata import add_asset_metadata
+from assetlog.producer.outbox_metrics import register_metrics
 from assetlog.producer.publisher import FlushResult, Publisher
 from assetlog.producer.publishing import current_publisher, publishing, use_settings
-from assetlog.producer.runtime import current_flow_run, current_task_run
 from assetlog.producer.states import State
 from assetlog.producer.tasks import Task, task
 from assetlog.producer.timeouts import FlowRunTimeoutError, TaskRunTimeoutError
@@ -41,6 +42,7 @@ __all__ = [
     "flow",
     "materialize",
     "publishing",
+    "register_metrics",
     "task",
     "unmapped",
     "use_settings",

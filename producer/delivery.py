@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from assetlog.config import Settings
+from assetlog.kafka_access import AccessWatch
 from assetlog.producer.outbox import Message
 
 log = logging.getLogger("assetlog.producer")
@@ -55,8 +56,8 @@ class Row:
     """One outbox row on its way to Kafka: its messages, those whose delivery failed (to retry),
     and those Kafka refused for good (`undeliverable`)."""
 
-    __slots__ = ("attempts", "error", "events", "failed", "id", "messages", "permanent_error", "retry_at", "seq",
-                 "state", "topic", "undeliverable")
+    __slots__ = ("attempts", "committed_at", "error", "events", "failed", "id", "messages", "permanent_error",
+                 "retry_at", "seq", "state", "topic", "undeliverable")
     PERMANENT: frozenset[int] = frozenset()
 
     def __init__(self, row_id: int, topic: str, events: int, messages: list[Message] | None, seq: int,
@@ -73,6 +74,7 @@ class Row:
         self.error: Any = None
         self.permanent_error: Any = None
         self.retry_at = 0.0
+        self.committed_at = 0.0  # time.monotonic() of its commit by this publisher (0: adopted)
 
     def on_delivery(self, err: Any, msg: Any) -> None:
         if err is None:
@@ -122,6 +124,7 @@ class KafkaSender:
         self.overrides = dict(overrides or {})
         self.brokers_down = False
         self._warned = False
+        self.access = AccessWatch(settings.kafka_bootstrap or "")  # refused credentials, untrusted certificate
         self.fatal: Any = None
         self.epoch: list[Row] = []
         self.epoch_events = 0
@@ -144,6 +147,12 @@ class KafkaSender:
     def _on_error(self, err: Any) -> None:
         from confluent_kafka import KafkaError
 
+        if self.access.failure is None:
+            self.access(err)
+            if self.access.failure is not None:  # said once: every retry would fail the same way
+                log.error("%s; lineage events wait in the outbox %s", self.access.failure, self.settings.outbox_dir)
+                self.brokers_down = True
+                return
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self.brokers_down = True  # (also when the broker closed an idle connection)
         elif err.fatal():

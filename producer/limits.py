@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assetlog.config import Settings
+from assetlog.kafka_access import AccessWatch
 from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity
 from assetlog.producer.recording_errors import EventTooLarge, MissingTopics
 
@@ -82,6 +83,7 @@ class TopicCheck:
         self.settings = settings
         self.topics = topics
         self.brokers_down = False
+        self.access = AccessWatch(settings.kafka_bootstrap or "")
         self.admin = AdminClient(settings.kafka_client_config(defaults={"log_level": 3},
                                                               required={"error_cb": self._on_error,
                                                                         "logger": _QuietLog()}))
@@ -93,7 +95,10 @@ class TopicCheck:
     def _on_error(self, err: Any) -> None:
         from confluent_kafka import KafkaError
 
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+        self.access(err)
+        if self.access.failure is not None:
+            self.brokers_down = True  # as good as down: no answer will come
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             self.brokers_down = True
 
     def _ask(self, topics: tuple[str, ...]) -> dict[Any, Any]:

@@ -437,6 +437,14 @@ class Outbox:
             self.conn.execute("CREATE TEMP VIEW undeliverable_rows AS SELECT * FROM main.outbox WHERE 0")
             self.conn.execute("CREATE TEMP VIEW dead_letter_rows AS SELECT 0 AS events WHERE 0")
 
+    def depth(self) -> tuple[int, int, float | None]:
+        """(waiting events, undeliverable events, Unix time of the oldest waiting row): the metrics."""
+        waiting, oldest = self.conn.execute(
+            "SELECT COALESCE(SUM(events), 0), MIN(created_at) FROM outbox WHERE undeliverable = 0").fetchone()
+        (undeliverable,) = self.conn.execute(
+            "SELECT COALESCE(SUM(events), 0) FROM outbox WHERE undeliverable = 1").fetchone()
+        return int(waiting), int(undeliverable), oldest
+
     def pending_events(self) -> int:
         (count,) = self.conn.execute("SELECT COALESCE(SUM(events), 0) FROM outbox WHERE undeliverable = 0").fetchone()
         return int(count)

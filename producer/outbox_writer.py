@@ -18,6 +18,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from assetlog import metrics
 from assetlog.config import Settings, Topics
 from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
 from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity
@@ -63,6 +64,7 @@ class OutboxWriter:
     _closing: bool
     _flush_waiters: int
     _brokers_down: bool
+    _access_failure: str | None
     _committed_seq: int
     _durable_seq: int
     _unresolved: list[tuple[int, int]]
@@ -158,8 +160,10 @@ class OutboxWriter:
         if check is None or sender is None:
             return
         deadline = time.monotonic() + TOPIC_CHECK_SECONDS
-        while check.poll() is None and not check.brokers_down and time.monotonic() < deadline:
+        while (check.poll() is None and not check.brokers_down and sender.access.failure is None
+               and time.monotonic() < deadline):
             sender.producer.poll(0.02)
+        self._access_failure = sender.access.failure or check.access.failure
         self._poll_topic_check()
 
     def _poll_topic_check(self) -> None:
@@ -170,6 +174,7 @@ class OutboxWriter:
         if result is None:
             return
         self._topic_check = None
+        self._access_failure = self._access_failure or check.access.failure
         self.limits.topic_max.update(result[0])
         if result[1]:
             self._missing_topics = result[1]
@@ -193,6 +198,7 @@ class OutboxWriter:
             busy |= self._send(sender)
             done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
             self._brokers_down = sender.brokers_down
+            self._access_failure = sender.access.failure or self._access_failure
             if done:
                 self._settle(done)
                 busy = True
@@ -202,6 +208,7 @@ class OutboxWriter:
     def _commit_queued(self) -> bool:
         assert self._outbox is not None
         items: list[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]] = []
+        taken_at = time.monotonic()
         while self._queue:
             items.append(self._queue.popleft())
         if not items:
@@ -243,6 +250,7 @@ class OutboxWriter:
             keep = held < MAX_UNSENT_IN_MEMORY
             held += len(messages) if keep else 0
             row = Row(row_id, topic, len(messages), messages if keep else None, seq)
+            row.committed_at = taken_at
             self._rows[row_id] = row
             self._unsent.append(row)
         self._committed_local = seq  # flush() sees it with the rows, in _publish_snapshot
@@ -297,13 +305,19 @@ class OutboxWriter:
         delivered = [row for row in done if not row.failed and not row.undeliverable]
         if delivered:
             self._delete_delivered([row.id for row in delivered])
+            now = time.monotonic()
             for row in delivered:
                 self._rows.pop(row.id, None)
+                metrics.EVENTS_DELIVERED.labels(row.topic).inc(row.events)
+                if row.committed_at:
+                    metrics.PUBLISH_DURATION.labels(row.topic).observe(now - row.committed_at)
         for row in done:
             if row.undeliverable:
+                metrics.DELIVERY_FAILURES.labels(row.topic, "undeliverable").inc(len(row.undeliverable))
                 self._set_aside(row)
             if not row.failed:
                 continue
+            metrics.DELIVERY_FAILURES.labels(row.topic, "retried").inc(len(row.failed))
             error = describe(row.error)
             partial = len(row.failed) < row.events
             try:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from assetlog.config import Settings
 from assetlog.errors import AssetlogError, ConfigError
+from assetlog.kafka_access import KafkaAccessError
 from assetlog.producer.delivery import PRODUCER_DEFAULTS
 from assetlog.producer.encoding import encoder_for
 from assetlog.producer.events import FinishedTaskRun, OutgoingEvent, ProducerIdentity, new_event_id
@@ -117,6 +118,7 @@ class Publisher(OutboxWriter):
         self._unresolved: list[tuple[int, int]] = []
         self._failed: list[tuple[int, int, str]] = []
         self._brokers_down = False  # mirrored from the sender, read by flush()
+        self._access_failure: str | None = None  # credentials refused or certificate untrusted (one line)
         self._flush_waiters = 0
         self._closing = False
         self._closed = False
@@ -130,6 +132,8 @@ class Publisher(OutboxWriter):
         refusal: BaseException | None = self._crash
         if refusal is None and problem is not None and problem.kind != FULL:
             refusal = problem  # damaged or unwritable: waiting cannot help, fail before any task runs
+        if refusal is None and self._access_failure is not None:
+            refusal = KafkaAccessError(self._access_failure)  # no event could ever be delivered: say why now
         if refusal is None and self._missing_topics:
             refusal = missing_topics_error(settings, self._missing_topics)
         if refusal is not None:
@@ -251,7 +255,8 @@ class Publisher(OutboxWriter):
                         return FlushResult(waiting, self._waiting_reason(False, failed[0][1]) if failed else None)
                     # "Brokers down" may be an idle connection the broker closed: give the
                     # reconnection a moment before trusting it.
-                    brokers_down = self._brokers_down and now >= started + BROKERS_DOWN_GRACE
+                    brokers_down = (self._brokers_down and now >= started + BROKERS_DOWN_GRACE) or bool(
+                        self._access_failure)
                     if committed and (brokers_down or now >= deadline or not self.settings.kafka_bootstrap
                                       or self._missing_topics):
                         return FlushResult(waiting, self._waiting_reason(now >= deadline))
@@ -270,6 +275,8 @@ class Publisher(OutboxWriter):
             return "ASSETLOG_KAFKA_BOOTSTRAP is not set"
         if self._missing_topics:
             return str(missing_topics_error(self.settings, self._missing_topics))
+        if self._access_failure is not None:
+            return self._access_failure
         if failure is not None:
             return failure
         if self._brokers_down:
@@ -301,6 +308,11 @@ class Publisher(OutboxWriter):
         self.close()
 
     # -- writer thread ----------------------------------------------------------------------------------
+
+
+def open_publishers() -> list[Publisher]:
+    """This process's publishers that are not closed."""
+    return [p for p in list(_open_publishers) if not p.closed and not p.other_process]
 
 
 def _after_fork_in_child() -> None:
