@@ -14,7 +14,12 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
+from assetlog.config import Settings
 from assetlog.errors import AssetlogError
+from assetlog.producer.outbox import Outbox, outbox_path
+from assetlog.producer.outbox_salvage import salvage
+from assetlog.producer.publisher import Publisher
+from assetlog.producer.recording_errors import outbox_problem
 
 T = TypeVar("T")
 
@@ -63,8 +68,6 @@ def _age(seconds: float | None) -> str:
 @contextmanager
 def _problems_as_one_line(path: Any) -> Iterator[None]:
     """SQLite and file errors about the outbox become its one-line OutboxUnavailable."""
-    from assetlog.producer.recording_errors import outbox_problem
-
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
@@ -76,9 +79,6 @@ def _problems_as_one_line(path: Any) -> Iterator[None]:
 
 def _with_outbox(use: Callable[[Any], T], *, read_only: bool) -> T | None:
     """`use(outbox)` on the configured outbox (None if there is no file)."""
-    from assetlog.config import Settings
-    from assetlog.producer.outbox import Outbox, outbox_path
-
     settings = Settings.from_env()
     path = outbox_path(settings.outbox_dir)
     if not path.exists():
@@ -92,9 +92,6 @@ def _with_outbox(use: Callable[[Any], T], *, read_only: bool) -> T | None:
 
 
 def read_status() -> dict[str, Any]:
-    from assetlog.config import Settings
-    from assetlog.producer.outbox import outbox_path
-
     status = _with_outbox(lambda outbox: outbox.status(), read_only=True)
     if status is None:
         path = outbox_path(Settings.from_env().outbox_dir)
@@ -137,9 +134,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _flush(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
-    from assetlog.producer.publisher import Publisher
-
     settings = Settings.from_env()
     settings.require_kafka()
     if args.timeout is not None and args.timeout < 0:
@@ -174,8 +168,6 @@ def _flush(args: argparse.Namespace) -> int:
 
 
 def _dead_letter(args: argparse.Namespace) -> int:
-    from assetlog.producer.outbox import Outbox
-
     def act(outbox: Outbox) -> list[dict[str, Any]]:
         if args.list:
             return outbox.dead_letters()
@@ -198,9 +190,6 @@ def _dead_letter(args: argparse.Namespace) -> int:
 
 
 def _salvage(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
-    from assetlog.producer.outbox_salvage import salvage
-
     result = salvage(Settings.from_env().outbox_dir)
 
     def human() -> str:

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import KafkaError, Producer
+
 from assetlog.config import Settings
 from assetlog.kafka_access import AccessWatch
 from assetlog.producer.outbox import Message
@@ -46,8 +48,6 @@ MAX_EPOCH_EVENTS = 20_000
 
 def _permanent_codes() -> frozenset[int]:
     """Delivery errors no retry can fix: the message itself is refused."""
-    from confluent_kafka import KafkaError
-
     names = ("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_RECORD", "INVALID_MSG_SIZE")
     return frozenset(getattr(KafkaError, name) for name in names if hasattr(KafkaError, name))
 
@@ -132,8 +132,6 @@ class KafkaSender:
         self.producer = self._make_producer()
 
     def _make_producer(self) -> Any:
-        from confluent_kafka import Producer
-
         if not Row.PERMANENT:
             Row.PERMANENT = _permanent_codes()
         config = self.settings.kafka_client_config(
@@ -145,12 +143,9 @@ class KafkaSender:
         return Producer(config)
 
     def _on_error(self, err: Any) -> None:
-        from confluent_kafka import KafkaError
-
         if self.access.failure is None:
             self.access(err)
-            if self.access.failure is not None:  # said once: every retry would fail the same way
-                log.error("%s; lineage events wait in the outbox %s", self.access.failure, self.settings.outbox_dir)
+            if self.access.failure is not None:  # the writer says it, once (or the publisher refuses to start)
                 self.brokers_down = True
                 return
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -167,8 +162,6 @@ class KafkaSender:
 
     def send(self, row: Row) -> None:
         """Hand a row's messages to librdkafka (a full local queue is waited out briefly)."""
-        from confluent_kafka import KafkaError
-
         assert row.messages is not None
         batch = [{"key": key, "value": value} for key, value in row.messages]
         row.state, row.failed, row.error, row.undeliverable = IN_FLIGHT, [], None, []
@@ -231,8 +224,6 @@ class KafkaSender:
         If some reports could not be served, no row of the epoch can be called delivered:
         all are marked failed (a resend at worst duplicates, consumers dedupe on event_id).
         """
-        from confluent_kafka import KafkaError
-
         self.producer.purge()
         self.producer.flush(1.0)  # serve the purge reports
         certain = len(self.producer) == 0

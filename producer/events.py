@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+from assetlog import __version__
 from assetlog.config import Topics
 from assetlog.producer.assets import Asset
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
@@ -169,8 +170,6 @@ class ProducerIdentity:
 
     @classmethod
     def current(cls) -> ProducerIdentity:
-        from assetlog import __version__
-
         return cls(host=socket.gethostname(), pid=os.getpid(), version=__version__)
 
     def record(self) -> dict[str, object]:

@@ -11,10 +11,14 @@ measure it only when a cheap upper bound of its size comes near the limit.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from assetlog.config import Settings
 from assetlog.kafka_access import AccessWatch
@@ -69,8 +73,6 @@ class _QuietLog:
     """librdkafka's own lines (a down broker, once per reconnect) go to debug logging."""
 
     def log(self, level: int, fmt: str, *args: object) -> None:
-        import logging
-
         logging.getLogger("assetlog.producer").debug(fmt, *args)
 
 
@@ -78,8 +80,6 @@ class TopicCheck:
     """Asks the brokers for the event topics' settings, asynchronously (admin futures)."""
 
     def __init__(self, settings: Settings, topics: tuple[str, ...]) -> None:
-        from confluent_kafka.admin import AdminClient
-
         self.settings = settings
         self.topics = topics
         self.brokers_down = False
@@ -93,8 +93,6 @@ class TopicCheck:
         self.result: tuple[dict[str, int], list[str]] | None = None
 
     def _on_error(self, err: Any) -> None:
-        from confluent_kafka import KafkaError
-
         self.access(err)
         if self.access.failure is not None:
             self.brokers_down = True  # as good as down: no answer will come
@@ -102,15 +100,11 @@ class TopicCheck:
             self.brokers_down = True
 
     def _ask(self, topics: tuple[str, ...]) -> dict[Any, Any]:
-        from confluent_kafka.admin import ConfigResource, ResourceType
-
         return self.admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in topics],
                                            request_timeout=30)
 
     def poll(self) -> tuple[dict[str, int], list[str]] | None:
         """(topic -> max.message.bytes, missing topics) once the brokers answered, else None."""
-        from confluent_kafka import KafkaError, KafkaException
-
         if self.result is not None:
             return self.result
         self.admin.poll(0)  # serves the error callback

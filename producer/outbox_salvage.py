@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sqlite3
 import tempfile
 import time
@@ -79,8 +80,6 @@ def _next_readable(conn: sqlite3.Connection, query: str, after: int) -> int | No
 
 
 def _live_publishers(conn: sqlite3.Connection) -> list[int]:
-    import socket
-
     try:
         found = conn.execute("SELECT host, pid FROM publishers").fetchall()
     except (sqlite3.DatabaseError, ValueError):

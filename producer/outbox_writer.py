@@ -18,6 +18,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaError
+
 from assetlog import metrics
 from assetlog.config import Settings, Topics
 from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
@@ -198,7 +200,9 @@ class OutboxWriter:
             busy |= self._send(sender)
             done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
             self._brokers_down = sender.brokers_down
-            self._access_failure = sender.access.failure or self._access_failure
+            if sender.access.failure is not None and self._access_failure is None:
+                self._access_failure = sender.access.failure  # every retry would fail alike: said once
+                log.error("%s; lineage events wait in the outbox %s", self._access_failure, self.settings.outbox_dir)
             if done:
                 self._settle(done)
                 busy = True
@@ -401,7 +405,5 @@ class OutboxWriter:
 
 def _timed_out(error: object) -> bool:
     """A delivery that failed because no broker answered in time (not a refusal by one)."""
-    from confluent_kafka import KafkaError
-
     code = getattr(error, "code", None)
     return callable(code) and code() == KafkaError._MSG_TIMED_OUT

@@ -9,6 +9,7 @@ line naming the path, asset, size or topic and what to do about it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -73,8 +74,6 @@ def outbox_problem(path: Path, exc: BaseException) -> OutboxUnavailable | None:
 
 
 def _no_room(path: Path) -> bool:
-    import os
-
     try:
         stats = os.statvfs(path.parent)
     except OSError:

@@ -16,16 +16,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A loop known before this test existed, held together by function-level imports
-# (issue 12: "ten producer/ modules form a loop around runtime.py"). Breaking it
-# needs a run-context module in producer/, which is another engineer's change in
-# progress; until then the function-level imports *inside this group* are
-# tolerated. Any other cycle, or a module-level edge that closes this one, fails.
-KNOWN_DEFERRED_LOOP = frozenset(f"assetlog.producer.{name}" for name in (
-    "assets", "cache_policies", "events", "flow_runs", "flows", "futures", "lineage", "metadata",
-    "publisher", "publishing", "run_encoding", "runtime", "tasks"))
-
-
 def modules() -> dict[str, Path]:
     """Every module of the installed packages, by its dotted name."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -138,12 +128,17 @@ def test_no_import_cycle() -> None:
 
 def test_no_cycle_hidden_by_function_level_imports() -> None:
     """A function-level import may defer a heavy optional dependency, not hide a loop."""
-    at_import, anytime = import_graph(), import_graph(deferred=True)
-    for source, targets in anytime.items():
-        if source in KNOWN_DEFERRED_LOOP:
-            targets -= {t for t in targets - at_import[source] if t in KNOWN_DEFERRED_LOOP}
-    cycle = find_cycle(anytime)
+    cycle = find_cycle(import_graph(deferred=True))
     assert cycle is None, "import cycle through a function-level import: " + " -> ".join(cycle or [])
+
+
+def test_the_producer_defers_no_import_of_its_own_modules() -> None:
+    """The run context (`producer/context.py`) keeps the producer's graph a tree: none of its modules
+    imports another producer module inside a function."""
+    at_import, anytime = import_graph(), import_graph(deferred=True)
+    deferred = {(source, target) for source, targets in anytime.items() if source.startswith("assetlog.producer")
+                for target in targets - at_import[source] if target.startswith("assetlog.producer")}
+    assert not deferred, f"function-level imports inside producer/: {sorted(deferred)}"
 
 
 def test_cli_support_is_a_leaf() -> None:

@@ -134,6 +134,19 @@ def test_wrong_kafka_password_and_untrusted_broker_certificate_are_one_line_each
     _one_line(untrusted, "TLS with Kafka", "could not be verified", "ASSETLOG_KAFKA_SSL_CA_LOCATION")
 
 
+def test_a_producer_with_a_wrong_kafka_password_or_an_untrusted_certificate_says_so_in_one_line(
+        secure: dict[str, str], tmp_path: Path) -> None:
+    """Not "Kafka is unreachable": the publisher refuses to start, naming the setting to check."""
+    wrong_password = _assetlog({**secure, "ASSETLOG_KAFKA_SASL_PASSWORD": "not-the-password",
+                                "ASSETLOG_OUTBOX_DIR": str(tmp_path / "outbox-password")}, "outbox", "flush",
+                               timeout=60)
+    _one_line(wrong_password, "refused the credentials", "ASSETLOG_KAFKA_SASL_PASSWORD")
+    other_ca, _ = make_certificate_authority(tmp_path / "other-ca", "Some other CA")
+    untrusted = _assetlog({**secure, "ASSETLOG_KAFKA_SSL_CA_LOCATION": str(other_ca),
+                           "ASSETLOG_OUTBOX_DIR": str(tmp_path / "outbox-ca")}, "outbox", "flush", timeout=60)
+    _one_line(untrusted, "TLS with Kafka", "could not be verified", "ASSETLOG_KAFKA_SSL_CA_LOCATION")
+
+
 def test_wrong_postgres_password_and_untrusted_server_certificate_are_one_line_each(
         secure: dict[str, str], tmp_path: Path) -> None:
     reader = secure["ASSETLOG_POSTGRES_READONLY_DSN"]
