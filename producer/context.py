@@ -13,7 +13,8 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from assetlog.producer.runtime import FlowRun, TaskRun
+    from assetlog.producer.flow_runs import FlowRun
+    from assetlog.producer.runtime import TaskRun
 
 _FLOW_RUN: ContextVar[FlowRun | None] = ContextVar("assetlog_flow_run", default=None)
 _TASK_RUN: ContextVar[TaskRun | None] = ContextVar("assetlog_task_run", default=None)

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
 
 if TYPE_CHECKING:
-    from assetlog.producer.runtime import FlowRun, TaskRun
+    from assetlog.producer.flow_runs import FlowRun
+    from assetlog.producer.runtime import TaskRun
 
 _CONTAINERS = (list, tuple, set, frozenset)
 _WALK = (TaskFuture, unmapped, list, tuple, set, frozenset, dict, BaseModel)

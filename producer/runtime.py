@@ -16,13 +16,11 @@ decoration (see docs/prefect.md).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from assetlog.producer.assets import Asset
@@ -46,7 +44,7 @@ from assetlog.producer.events import (
     new_event_id,
 )
 from assetlog.producer.futures import TaskFuture, TaskFutureList
-from assetlog.producer.lineage import Hidden, Lineage, is_plain, resolve_futures
+from assetlog.producer.lineage import Hidden, is_plain, resolve_futures
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
 from assetlog.producer.publishing import current_publisher
 from assetlog.producer.recording_errors import LineageNotRecorded
@@ -58,96 +56,13 @@ from assetlog.producer.timeouts import (
 )
 
 if TYPE_CHECKING:
-    from assetlog.producer.flows import Flow
+    from assetlog.producer.flow_runs import FlowRun
     from assetlog.producer.publisher import Publisher
     from assetlog.producer.tasks import Task
 
 log = logging.getLogger("assetlog.producer")
 
-__all__ = ["FlowRun", "TaskRun", "current_flow_run", "current_task_run", "enter_flow_run", "leave_flow_run"]
-
-
-class FlowRun:
-    """One run of a flow: its id, what its task runs returned (`lineage`), its submitted futures."""
-
-    def __init__(self, flow: Flow[..., Any]) -> None:
-        self.id = new_event_id()
-        self.flow = flow
-        self.name = flow.name
-        self.lineage = Lineage()
-        self.cache: dict[tuple[str, str], Any] = {}  # Prefect's DEFAULT cache key includes the run id
-        self._futures: list[concurrent.futures.Future[Any]] = []
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self.publishers: list[Publisher] = []
-        self._last_publisher: Publisher | None = None
-
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-        with self._lock:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=f"assetlog-{self.name}")
-            future = self._executor.submit(fn)
-            self._futures.append(future)
-        return future
-
-    def use_publisher(self, publisher: Publisher) -> None:
-        if publisher is self._last_publisher:
-            return
-        self._last_publisher = publisher
-        with self._lock:
-            if not any(p is publisher for p in self.publishers):
-                self.publishers.append(publisher)
-
-    # The attempt loop's interface (see `attempts`).
-    @property
-    def retries(self) -> int:
-        return self.flow.retries
-
-    def begin_attempt(self) -> None:
-        if self.flow.on_running:
-            run_hooks(self.flow.on_running, self.flow, self, running())
-
-    def may_retry(self, error: Exception) -> bool:
-        return True
-
-    def retry_delay(self, attempt: int) -> float:
-        return float(self.flow.retry_delay_seconds or 0)
-
-    def succeeded(self, result: Any) -> Any:
-        if self.flow.on_completion:
-            run_hooks(self.flow.on_completion, self.flow, self, completed(result))
-        return result
-
-    def failed(self, error: Exception) -> None:
-        if self.flow.on_failure:
-            run_hooks(self.flow.on_failure, self.flow, self, failed(error, kind="flow"))
-
-    def finish(self) -> None:
-        """Wait for every submitted task run, then flush the events of the whole run."""
-        while True:
-            with self._lock:
-                pending = [f for f in self._futures if not f.done()]
-            if not pending:
-                break
-            concurrent.futures.wait(pending)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        not_recorded: LineageNotRecorded | None = None
-        for publisher in self.publishers:
-            try:
-                result = publisher.flush()
-            except LineageNotRecorded as exc:  # the flow must not look successful
-                not_recorded = not_recorded or exc
-                continue
-            except Exception:
-                log.exception("flow run %s (%s): the lineage events could not be flushed", self.id, self.name)
-                continue
-            if result.waiting:
-                log.warning("flow run %s (%s): %d lineage events wait in the outbox %s (%s); the next "
-                            "publisher on it, or `assetlog outbox flush`, sends them", self.id, self.name,
-                            result.waiting, publisher.settings.outbox_dir, result.reason)
-        if not_recorded is not None:
-            raise not_recorded
+__all__ = ["TaskRun", "current_flow_run", "current_task_run", "enter_flow_run", "leave_flow_run"]
 
 
 class TaskRun:
