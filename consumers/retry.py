@@ -16,13 +16,12 @@ table, a bug) is raised to the caller at once.
 
 from __future__ import annotations
 
-import random
-import threading
-from dataclasses import dataclass
-
 import psycopg
 
+from assetlog.backoff import Backoff
 from assetlog.consumers.dead_letters import DeadLetterError
+
+__all__ = ["DATA_ERRORS", "RETRYABLE", "Backoff", "retryable"]  # Backoff lives in assetlog.backoff (one policy)
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,  # connection refused or lost, admin shutdown, lock timeout, cannot connect now, ...
@@ -47,24 +46,3 @@ def retryable(exc: BaseException) -> bool:
     """Infrastructure failures only: a data error is never temporary, even where PostgreSQL classes it
     with connection failures."""
     return isinstance(exc, RETRYABLE) and not isinstance(exc, DATA_ERRORS)
-
-
-@dataclass
-class Backoff:
-    """Delays of initial * 2^n seconds, capped, with jitter so restarted consumers do not stampede."""
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    attempts: int = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * (2 ** self.attempts))
-        self.attempts += 1
-        return delay * random.uniform(0.75, 1.0)  # jitter, not security
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Sleep the next delay; False if `stop` was set meanwhile."""
-        return not stop.wait(self.next_delay())
-
-    def reset(self) -> None:
-        self.attempts = 0

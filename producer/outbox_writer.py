@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError
 
 from assetlog import metrics
+from assetlog.backoff import backoff_delay
 from assetlog.config import Settings, Topics
 from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
 from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity
@@ -332,7 +333,7 @@ class OutboxWriter:
             row.attempts += 1
             row.events = len(row.failed)
             row.state, row.messages, row.failed = FAILED, None, []
-            row.retry_at = time.monotonic() + min(MAX_RETRY_DELAY, 2.0 ** row.attempts)
+            row.retry_at = time.monotonic() + backoff_delay(row.attempts - 1, 2.0, MAX_RETRY_DELAY)
             log.warning("%d lineage events for %s were not delivered (%s); they stay in the outbox and are "
                         "retried", row.events, row.topic, error)
         if delivered:
