@@ -81,7 +81,7 @@ def measure(tasks: int, rounds: int) -> dict[str, Any]:
     from prefect.context import AssetContext
 
     from assetlog.integrations.prefect import bridge
-    from assetlog.producer.publishing import current_publisher
+    from assetlog.producer.publisher_context import current_publisher
 
     external = Asset(key="postgres://prod-db/public/users", properties=AssetProperties(name="Users", owners=["a"]))
     steps = [materialize(f"s3://bench/step-{i}.csv", asset_deps=[external], by="pandas")(_step(add_asset_metadata, i))

@@ -13,7 +13,7 @@ from assetlog.producer.materialize import MaterializingTask, materialize
 from assetlog.producer.metadata import add_asset_metadata
 from assetlog.producer.outbox_metrics import register_metrics
 from assetlog.producer.publisher import FlushResult, Publisher
-from assetlog.producer.publishing import current_publisher, publishing, use_settings
+from assetlog.producer.publisher_context import current_publisher, publishing, use_settings
 from assetlog.producer.states import State
 from assetlog.producer.tasks import Task, task
 from assetlog.producer.timeouts import FlowRunTimeoutError, TaskRunTimeoutError

@@ -3,7 +3,7 @@
 Kept in `contextvars`, so threads (`.submit()`), asyncio tasks and nested calls
 each see their own. This module imports nothing else from `producer/` at run
 time (as `prefect/context.py` in Prefect): the engine (`runtime`), the API
-(`assets`, `metadata`, `tasks`, `flows`) and the bookkeeping (`lineage`,
+(`assets`, `metadata`, `tasks`, `flows`) and the bookkeeping (`upstream_tracing`,
 `futures`) read the run context from here, which keeps the import graph a tree.
 """
 

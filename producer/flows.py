@@ -15,11 +15,11 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from assetlog.producer.cache_policies import BRIDGE
 from assetlog.producer.flow_runs import run_flow_async, run_flow_sync
-from assetlog.producer.lineage import resolve_futures
 from assetlog.producer.runtime import as_wait_list
 from assetlog.producer.states import completed, failed
 from assetlog.producer.tasks import Hooks, check_hooks
 from assetlog.producer.timeouts import check_timeout
+from assetlog.producer.upstream_tracing import resolve_futures
 
 P = ParamSpec("P")
 R = TypeVar("R")

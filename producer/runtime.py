@@ -2,7 +2,7 @@
 
 The only state is the current flow run and task run (`context`), in contextvars,
 so threads (`.submit()`), asyncio tasks and nested calls each see their own. Which runs
-are upstream of a task run is traced by `lineage`; what they pass on is decided
+are upstream of a task run is traced by `upstream_tracing`; what they pass on is decided
 here: materializing runs pass on only their own assets, plain runs pass on what
 they received plus their own `asset_deps`.
 
@@ -44,9 +44,8 @@ from assetlog.producer.events import (
     new_event_id,
 )
 from assetlog.producer.futures import TaskFuture, TaskFutureList
-from assetlog.producer.lineage import Hidden, is_plain, resolve_futures
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
-from assetlog.producer.publishing import current_publisher
+from assetlog.producer.publisher_context import current_publisher
 from assetlog.producer.recording_errors import LineageNotRecorded
 from assetlog.producer.states import completed, failed, running
 from assetlog.producer.timeouts import (
@@ -54,6 +53,7 @@ from assetlog.producer.timeouts import (
     await_with_timeout,
     call_with_timeout,
 )
+from assetlog.producer.upstream_tracing import Hidden, is_plain, resolve_futures
 
 if TYPE_CHECKING:
     from assetlog.producer.flow_runs import FlowRun

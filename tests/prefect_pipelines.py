@@ -88,7 +88,7 @@ def run_with_broken_outbox(bad_outbox: str) -> dict[str, Any]:
     from prefect import flow
     from prefect.assets import materialize
 
-    from assetlog.producer.publishing import current_publisher
+    from assetlog.producer.publisher_context import current_publisher
 
     current_publisher().close()  # delivers what was published so far; the next one reads the env again
     os.environ["ASSETLOG_OUTBOX_DIR"] = bad_outbox

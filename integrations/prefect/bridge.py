@@ -53,7 +53,7 @@ def install() -> bool:
     import prefect.events
     from prefect.context import AssetContext
 
-    import assetlog.producer.publishing  # noqa: F401  (registers its close-at-exit before ours below)
+    import assetlog.producer.publisher_context  # noqa: F401  (registers its close-at-exit before ours below)
 
     with _install_lock:
         if installed():
@@ -119,7 +119,7 @@ def publish_safely(asset_context: Any, state: Any, captured: list[Any]) -> None:
 def publish(asset_context: Any, state: Any, status: str, captured: list[Any]) -> None:
     from prefect.context import FlowRunContext, TaskRunContext
 
-    from assetlog.producer.publishing import current_publisher
+    from assetlog.producer.publisher_context import current_publisher
 
     task_ctx = TaskRunContext.get()
     flow_ctx = FlowRunContext.get()
