@@ -95,7 +95,8 @@ def read_status() -> dict[str, Any]:
     status = _with_outbox(lambda outbox: outbox.status(), read_only=True)
     if status is None:
         path = outbox_path(Settings.from_env().outbox_dir)
-        return {"path": str(path), "events": 0, "rows": 0, "oldest_age_seconds": None, "topics": {},
+        return {"path": str(path), "events": 0, "rows": 0, "oldest_age_seconds": None,
+                "oldest_event_timestamp_seconds": None, "topics": {},
                 "errors": [], "undeliverable": [], "dead_letters": {"rows": 0, "events": 0}, "publishers": []}
     return status
 

@@ -114,6 +114,7 @@ class OutboxInspection:
             "events": int(total_events),
             "rows": int(total_rows),
             "oldest_age_seconds": round(now - oldest, 3) if oldest is not None else None,
+            "oldest_event_timestamp_seconds": oldest,  # as the assetlog_outbox_oldest_event_... metric
             "topics": per_topic,
             "errors": errors,
             "undeliverable": undeliverable,

@@ -140,6 +140,7 @@ def test_a_worker_that_exits_with_events_in_the_outbox_is_drained_by_assetlog_ou
     assert status.returncode == 0, status.stderr
     waiting = json.loads(status.stdout)
     assert waiting["events"] == 9 and waiting["oldest_age_seconds"] >= 0
+    assert waiting["oldest_event_timestamp_seconds"] <= time.time()  # as the outbox metric
     assert "9 events waiting" in cli("outbox", "status", env=isolated.env()).stdout
 
     flushed = cli("outbox", "flush", "--json", env=isolated.env())
