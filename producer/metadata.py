@@ -40,14 +40,23 @@ def merged_metadata_json(values: Mapping[str, str]) -> str:
     """The JSON object text of already-encoded top-level values (it runs at the end of every
     materializing task run: orjson writes a key as `json.dumps(key, ensure_ascii=False)` does,
     several times faster)."""
-    return "{" + ",".join(f"{_json_key(key)}:{value}" for key, value in values.items()) + "}"
+    known = _KEY_JSON
+    return "{" + ",".join(f"{known.get(key) or _json_key(key)}:{value}" for key, value in values.items()) + "}"
+
+
+# A task adds the same few metadata keys at every run: their JSON text is kept (bounded).
+_KEY_JSON: dict[str, str] = {}
 
 
 def _json_key(key: str) -> str:
     try:
-        return orjson.dumps(key).decode()
+        text = orjson.dumps(key).decode()
     except TypeError:  # a lone surrogate, which orjson refuses: the standard library writes it as given
-        return json.dumps(key, ensure_ascii=False)
+        text = json.dumps(key, ensure_ascii=False)
+    if len(_KEY_JSON) >= 4096:
+        _KEY_JSON.clear()
+    _KEY_JSON[key] = text
+    return text
 
 
 def add_asset_metadata(asset: str | Asset, metadata: dict[str, Any]) -> None:
