@@ -124,7 +124,7 @@ def _asset_pieces(asset: Asset) -> tuple[Asset, bytes, bytes, bytes]:
 # the last few keys only: the encoder runs on one writer thread, once per finished task run.
 _MAX_CACHED_PIECES = 256
 _UPSTREAM_PIECES: dict[tuple[int, ...], tuple[tuple[Upstream, ...], list[tuple[bytes, bytes]], bytes]] = {}
-_TEXT_PIECES: dict[tuple[str | None, ...], bytes] = {}
+_RUN_TEXTS: dict[tuple[str | None, ...], tuple[bytes, ...]] = {}
 _TIME_HIGH: dict[int, bytes] = {}
 
 
@@ -144,14 +144,15 @@ def _upstream_pieces(upstream: tuple[Upstream, ...]) -> tuple[list[tuple[bytes, 
     return entry[1], entry[2]
 
 
-def _texts(*texts: str | None) -> bytes:
-    """Optional strings in a row, cached: a flow run's id and name, a task's tool, name and version."""
-    encoded = _TEXT_PIECES.get(texts)
-    if encoded is None:
-        if len(_TEXT_PIECES) >= _MAX_CACHED_PIECES:
-            _TEXT_PIECES.clear()
-        encoded = _TEXT_PIECES[texts] = b"".join(map(_optional_string, texts))
-    return encoded
+def _run_texts(key: tuple[str | None, str | None, str, str | None, str | None]) -> tuple[bytes, ...]:
+    """(flow run id + flow name, task name, tool, task version) encoded, for the runs of one task in
+    one flow run (cached: they share them)."""
+    flow_run_id, flow_name, task_name, by, task_version = key
+    if len(_RUN_TEXTS) >= _MAX_CACHED_PIECES:
+        _RUN_TEXTS.clear()
+    texts = _RUN_TEXTS[key] = (_optional_string(flow_run_id) + _optional_string(flow_name), _string(task_name),
+                               _optional_string(by), _optional_string(task_version))
+    return texts
 
 
 def _time_long(micros: int) -> bytes:
@@ -186,15 +187,20 @@ def encode_run_pinned(run: FinishedTaskRun, topics: Topics, identity: ProducerId
     """The same messages as encoding `events_for(run, ...)`, in the same order, ids drawn alike."""
     if run.event_ids is not None:
         ids = FixedIds(run.event_ids)
-    h_mat, h_dep, h_meta = _headers()
-    t_mat, t_dep, t_meta = _topic_names(topics.prefix)
+    h_mat, h_dep, h_meta, t_mat, t_dep, t_meta = _fixed(topics.prefix)
     time_b = _time_long(run.event_time)
     status_b = _STATUS[run.status]
-    run_b = b"".join((_texts(run.flow_run_id, run.flow_name), _run_id(run.task_run_id), _string(run.task_name)))
+    texts_key = (run.flow_run_id, run.flow_name, run.task_name, run.by, run.task_version)
+    texts = _RUN_TEXTS.get(texts_key)
+    if texts is None:
+        texts = _run_texts(texts_key)
+    flow_b, name_b, by_b, version_b = texts
+    run_b = b"".join((flow_b, _run_id(run.task_run_id), name_b))
     producer_b = _producer_bytes(identity)
     tail = status_b + run_b + producer_b  # status, run, producer: how dependencies and metadata end
     upstream, keys_b = _upstream_pieces(run.upstream) if run.upstream else ((), b"\x00")
-    mat_tail = b"".join((_texts(run.by), keys_b, _error(run.error), run_b, producer_b, _texts(run.task_version)))
+    error_b = b"\x00" if run.error is None else _error(run.error)
+    mat_tail = b"".join((by_b, keys_b, error_b, run_b, producer_b, version_b))
     metadata = run.metadata
     new_id = ids.encoded
     out: list[EncodedEvent] = []
@@ -216,8 +222,9 @@ def encode_run_pinned(run: FinishedTaskRun, topics: Topics, identity: ProducerId
 
 
 @cache
-def _topic_names(prefix: str) -> tuple[str, str, str]:
-    return Topics(prefix).events
+def _fixed(prefix: str) -> tuple[bytes, bytes, bytes, str, str, str]:
+    """The three schema headers, then the three topic names."""
+    return (*_headers(), *Topics(prefix).events)  # type: ignore[return-value]
 
 
 @cache
