@@ -7,7 +7,6 @@ existing topic with settings that would lose events is refused, naming them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from assetlog.config import Settings, Topics
@@ -41,19 +40,9 @@ def admin_client(settings: Settings, watch: AccessWatch | None = None):
 
 def list_topic_names(settings: Settings, timeout: float = 30.0) -> tuple[object, set[str]]:
     """An admin client and the broker's topics; refused credentials or certificates fail at once."""
-    from confluent_kafka import KafkaException
-
-    watch = AccessWatch(settings.require_kafka())
+    watch = AccessWatch.for_settings(settings)
     admin = admin_client(settings, watch)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return admin, set(admin.list_topics(timeout=min(2.0, timeout)).topics)
-        except KafkaException as exc:
-            admin.poll(0)  # serves the error callback, which holds the reason
-            watch.raise_if_failed()
-            if time.monotonic() >= deadline:
-                raise TopicError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0]}") from exc
+    return admin, set(watch.list_topics(admin, timeout))
 
 
 def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0) -> dict[str, str]:
