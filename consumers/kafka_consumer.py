@@ -96,3 +96,16 @@ def metadata_consumer(settings: Settings, purpose: str) -> tuple[Any, AccessWatc
         defaults={"log_level": 3},
         required={"group.id": f"{settings.topic_prefix}.{purpose}", "enable.auto.commit": False,
                   **watch.client_settings()})), watch
+
+
+def commit_only_consumer(settings: Settings, group_id: str, on_commit: Any) -> Any:
+    """A consumer that only commits offsets for `group_id`: it never subscribes, so it is never one of
+    the group's members (a "simple" commit, which the broker accepts while the group has no members).
+    `on_commit(error, partitions)` is called from its `poll()`."""
+    from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
+
+    watch = AccessWatch.for_settings(settings)
+    return Consumer(settings.kafka_client_config(
+        defaults={"log_level": 3},
+        required={"group.id": group_id, "enable.auto.commit": False, "on_commit": on_commit,
+                  **watch.client_settings()}))
