@@ -113,12 +113,15 @@ def _describe_with_retry(admin, resource, future, timeout: float) -> dict:
 
     from confluent_kafka import KafkaError, KafkaException
 
+    from assetlog.consumers.retry import Backoff  # the one backoff policy (psycopg loads only here)
+
     deadline = time.monotonic() + min(timeout, 10.0)
+    backoff = Backoff(initial=0.1, maximum=1.0)
     while True:
         try:
             return future.result()
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
                 raise TopicError(f"cannot read the settings of topic {resource.name}: {exc.args[0]}") from exc
-        time.sleep(0.2)
+        time.sleep(backoff.next_delay())
         future = admin.describe_configs([resource], request_timeout=timeout)[resource]

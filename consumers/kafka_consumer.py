@@ -48,7 +48,9 @@ def require_topics(known: Iterable[str], wanted: Iterable[str]) -> None:
 
 def event_consumer(settings: Settings, group_id: str, *, auto_offset_reset: str = "earliest",
                    defaults: Mapping[str, object] | None = None, watch: AccessWatch | None = None) -> Any:
-    """A consumer of the event topics under `group_id` (not subscribed yet) with the read settings above.
+    """A consumer of the event topics under `group_id` (not subscribed yet) with the read settings above;
+    also for the integrations that read a topic in batches and commit explicit offsets themselves
+    (the OpenLineage exporter and Kafka ingest).
 
     With `watch`, the client's errors go to it (and librdkafka's log lines stay off stderr), so a
     refused password or certificate can be told in one line (`watch.list_topics`).
