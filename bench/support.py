@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo, sql
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import (
     ENV_KAFKA_BOOTSTRAP,
     ENV_OUTBOX_DIR,
@@ -29,6 +28,7 @@ from assetlog.config import (
     Settings,
 )
 from assetlog.projections import migrate
+from assetlog.topics import admin_client, all_topics, ensure_topics
 
 
 @dataclass

@@ -27,9 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from query_world import reader_dsn
 
 from assetlog.compose.processes import free_port
-from assetlog.compose.topics import admin_client
 from assetlog.consumers.offset_mirror import monitoring_group
 from assetlog.projections import migrate
+from assetlog.topics import admin_client
 
 pytestmark = pytest.mark.timeout(300)
 

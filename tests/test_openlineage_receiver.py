@@ -116,7 +116,7 @@ def test_the_official_kafka_client_feeds_the_reader_and_bad_records_are_dead_let
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import NewTopic
 
-    from assetlog.compose.topics import admin_client
+    from assetlog.topics import admin_client
 
     migrate(isolated)
     p = pipeline()

@@ -69,7 +69,7 @@ class KafkaIngest:
     def ensure_dead_letter_topic(self) -> None:
         from confluent_kafka.admin import NewTopic
 
-        from assetlog.compose.topics import admin_client
+        from assetlog.topics import admin_client
 
         admin = admin_client(self.settings)
         dlq = Topics.dead_letter(self.topic)
