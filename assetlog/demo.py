@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
-from assetlog.compose.topics import MAX_PARTITIONS
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, Settings
+from assetlog.topics import MAX_PARTITIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,12 +48,12 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from assetlog.compose.topics import ensure_topics
     from assetlog.consumers import run_until_caught_up
     from assetlog.examples import run_all
     from assetlog.producer import Publisher, publishing
     from assetlog.projections import migrate
     from assetlog.query.store import LineageStore
+    from assetlog.topics import ensure_topics
 
     began = time.monotonic()
     settings, stack = _settings(args)

@@ -54,6 +54,9 @@ LAG = Gauge("assetlog_consumer_lag_messages",
             ["projection", "topic", "partition"], registry=REGISTRY)
 LAST_COMMIT = Gauge("assetlog_consumer_last_commit_timestamp_seconds",
                     "Unix time of the projection's last committed batch.", ["projection"], registry=REGISTRY)
+OFFSET_MIRROR_FAILURES = Counter("assetlog_consumer_offset_mirror_failures",
+                                 "Failed copies of the committed offsets to the Kafka group <group>.lag "
+                                 "(monitoring only).", ["projection"], registry=REGISTRY)
 
 # --- replay (`assetlog replay`, summed over its worker processes by the parent) ----------------------------
 REPLAY_MESSAGES_READ = Gauge("assetlog_replay_messages_read", "Messages the running replay has read so far.",

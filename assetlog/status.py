@@ -36,9 +36,9 @@ def _first_line(exc: BaseException) -> str:
 
 def kafka_status(settings: Settings) -> dict[str, Any]:
     """Reachability, the event topics with their partitions and settings, and where each partition ends."""
-    from assetlog.compose.topics import TopicError, list_topic_names, verify_topic_settings
     from assetlog.consumers.positions import end_offsets, event_partitions
     from assetlog.errors import AssetlogError
+    from assetlog.topics import TopicError, list_topic_names, verify_topic_settings
 
     report: dict[str, Any] = {"bootstrap": settings.kafka_bootstrap, "reachable": False, "topics": {}, "ends": {}}
     try:

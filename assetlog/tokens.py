@@ -3,8 +3,9 @@
 A token reads `alt_<token_id>_<secret>`: the id finds its row in
 `access_tokens`, the secret is compared (in constant time) with the SHA-256
 kept there. The web view checks tokens on its read-only connection; creating
-and revoking needs the writer's DSN. Any listener that needs authentication
-(the web view today) uses `TokenChecker`, so the rule lives here once.
+and revoking needs the writer's DSN. Every listener that needs authentication
+(the web view, the OpenLineage receiver) uses `TokenChecker`, so the rule
+lives here once.
 """
 
 from __future__ import annotations
@@ -89,18 +90,24 @@ class TokenChecker:
     """Is this bearer token valid? Answers from a short cache, else from the database.
 
     `lookup(token_id)` returns the stored digest (see `stored_digest`); the
-    caller decides which connection runs it.
+    caller decides which connection runs it (None: no database, only the key).
+    `legacy_key` is one fixed secret also accepted (compared in constant time):
+    the OpenLineage receiver's deprecated `--api-key-env`.
     """
 
-    def __init__(self, lookup: Callable[[str], bytes | None], cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(self, lookup: Callable[[str], bytes | None] | None, cache_seconds: float = CACHE_SECONDS,
+                 legacy_key: str | None = None) -> None:
         self._lookup = lookup
         self._cache_seconds = cache_seconds
+        self._legacy_key = legacy_key.encode() if legacy_key else None
         self._valid_until: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def check(self, token: str) -> bool:
+        if self._legacy_key is not None and hmac.compare_digest(token.strip().encode(), self._legacy_key):
+            return True
         match = TOKEN_PATTERN.fullmatch(token.strip())
-        if not match:
+        if not match or self._lookup is None:
             return False
         now = time.monotonic()
         with self._lock:

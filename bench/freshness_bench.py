@@ -32,17 +32,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import sql
+from support import child_env, scratch
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
-from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
-from assetlog.projections import migrate
+from assetlog.config import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENTS_PER_TASK = 4
@@ -114,13 +111,6 @@ ASSETLOG_VISIBLE = sql.SQL(
 ).format(sql.Literal(EVENTS_PER_TASK))
 BASELINE_VISIBLE = sql.SQL("SELECT key, NULL::timestamptz FROM {} WHERE key = ANY(%s)").format(
     sql.Identifier(BASELINE_TABLE))
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETLOG_")}
-    env.update({ENV_KAFKA_BOOTSTRAP: settings.kafka_bootstrap or "", ENV_POSTGRES_DSN: settings.postgres_dsn or "",
-                ENV_TOPIC_PREFIX: settings.topic_prefix, ENV_OUTBOX_DIR: str(settings.outbox_dir)})
-    return env
 
 
 def run_assetlog(settings: Settings, rate: float, seconds: float, warmup: float, sample_every: int) -> list[float]:
@@ -248,39 +238,13 @@ def main() -> None:
         baseline_consumer(args.baseline_consumer)
         return
 
-    base = Settings.from_env()
-    base.require_kafka()
-    admin_dsn = base.require_postgres()
-    suffix = uuid.uuid4().hex[:8]
-    database = f"assetlog_bench_{suffix}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = database
-    outbox = Path(f"/tmp/assetlog-freshness-{suffix}")
-    settings = replace(base, topic_prefix=f"bench.{suffix}", postgres_dsn=conninfo.make_conninfo(**params),
-                       outbox_dir=outbox)
-    baseline_topic = f"{settings.topic_prefix}.baseline"
-    try:
-        ensure_topics(settings, partitions=args.partitions)
-        from confluent_kafka.admin import NewTopic
-
-        admin = admin_client(settings)
-        for future in admin.create_topics(
-                [NewTopic(baseline_topic, num_partitions=args.partitions, replication_factor=-1)]).values():
-            future.result()
-        migrate(settings.postgres_dsn or "")
-        with psycopg.connect(settings.postgres_dsn or "", autocommit=True) as conn:
+    with scratch("freshness") as run:
+        settings = run.event_topics(partitions=args.partitions)
+        run.plain_topic("baseline", partitions=args.partitions)
+        with psycopg.connect(run.dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE TABLE {} (key text PRIMARY KEY)").format(sql.Identifier(BASELINE_TABLE)))
         baseline = run_baseline(settings, args.rate, args.seconds, args.warmup, args.sample_every * 4)
         assetlog = run_assetlog(settings, args.rate, args.seconds, args.warmup, args.sample_every)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        admin_client(settings).delete_topics([*all_topics(settings.topics), baseline_topic], operation_timeout=30)
-        import shutil
-
-        shutil.rmtree(outbox, ignore_errors=True)
 
     results = {"assetlog": summary(assetlog), "baseline": summary(baseline)}
     for row in results.values():

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,17 +37,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 from projection_bench import generate, publish
-from psycopg import conninfo, sql
+from support import child_env, scratch
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
-from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
-from assetlog.projections import migrate
+from assetlog.config import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_SECONDS = 0.2
@@ -83,13 +79,6 @@ def process_tree(pid: int) -> list[int]:
         tree.append(current)
         todo.extend(children.get(current, ()))
     return tree
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETLOG_")}
-    env.update({ENV_KAFKA_BOOTSTRAP: settings.kafka_bootstrap or "", ENV_POSTGRES_DSN: settings.postgres_dsn or "",
-                ENV_TOPIC_PREFIX: settings.topic_prefix, ENV_OUTBOX_DIR: str(settings.outbox_dir)})
-    return env
 
 
 class ChildFailed(Exception):
@@ -256,26 +245,12 @@ def main() -> None:
         {"raw-producer": child_raw_producer, "consume-only": child_consume_only}[args.child](args.events)
         return
 
-    base = Settings.from_env()
-    base.require_kafka()
-    admin_dsn = base.require_postgres()
-    suffix = uuid.uuid4().hex[:8]
-    database = f"assetlog_bench_{suffix}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = database
-    outbox = Path(tempfile.mkdtemp(prefix="assetlog-memory-"))
-    settings = replace(base, topic_prefix=f"bench.{suffix}", postgres_dsn=conninfo.make_conninfo(**params),
-                       outbox_dir=outbox)
-    producer_settings = replace(settings, topic_prefix=f"bench.{suffix}.producer")
-    dsn = settings.postgres_dsn or ""
     me = [sys.executable, str(Path(__file__).resolve())]
     results: dict[str, dict] = {}
-    try:
-        ensure_topics(settings, partitions=args.partitions)
-        ensure_topics(producer_settings, partitions=args.partitions)
-        migrate(dsn)
+    with scratch("memory") as work:
+        settings = work.event_topics(partitions=args.partitions)
+        producer_settings = work.event_topics("producer", partitions=args.partitions)
+        dsn = work.dsn
         events = generate(args.events)
         publish(settings, events)
         n = len(events)
@@ -303,13 +278,6 @@ def main() -> None:
                           producer_env)
             own = json.loads(run["output"])["curve"]
             results[label] = {**run, **flatness([(0.0, e, r) for e, r in own], by_progress=True), "goal": goal}
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        admin = admin_client(settings)
-        admin.delete_topics([*all_topics(settings.topics), *all_topics(producer_settings.topics)],
-                            operation_timeout=30)
-        shutil.rmtree(outbox, ignore_errors=True)
 
     print(f"M1/M2 memory: {n:,} events per stream, RSS and its high-water mark sampled every {SAMPLE_SECONDS}s")
     print(f"{'process':<26}{'procs':>6}{'seconds':>9}{'peak MiB':>10}{'1st half':>10}{'2nd half':>10}{'growth':>8}"

@@ -28,25 +28,20 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 from confluent_kafka import Producer
-from freshness_bench import child_env, percentile
-from psycopg import conninfo, sql
+from freshness_bench import percentile
+from support import Scratch, child_env, scratch
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import Settings
-from assetlog.projections import migrate
 from assetlog.schemas import MATERIALIZATION, encode
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -109,11 +104,10 @@ def assigned_at(log_path: Path) -> float | None:
     return None
 
 
-def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float,
-                workdir: Path) -> tuple[list[float], list[float]]:
+def run_variant(work: Scratch, name: str, kills: int, timeout: float) -> tuple[list[float], list[float]]:
     """Recovery times and kill -> assigned times (ms) over `kills` SIGKILL + immediate restarts."""
-    settings = replace(base, topic_prefix=f"{base.topic_prefix}.{name}", postgres_dsn=dsn)
-    ensure_topics(settings)
+    settings = work.event_topics(name)
+    dsn, workdir = work.dsn, work.workdir
     env = child_env(settings)
     env.update(VARIANTS[name])
     env["XDG_STATE_HOME"] = str(workdir / name)  # this variant's own slot locks
@@ -146,7 +140,6 @@ def run_variant(base: Settings, dsn: str, name: str, kills: int, timeout: float,
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
-        admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30)
     if process.returncode not in (0, -signal.SIGTERM):
         print(f"  {name}: the last consumer exited {process.returncode}; log:\n"
               f"{log_path.read_text(errors='replace')[-2000:]}")
@@ -166,30 +159,13 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s): {', '.join(unknown)}")
 
-    base = Settings.from_env()
-    base.require_kafka()
-    admin_dsn = base.require_postgres()
-    suffix = uuid.uuid4().hex[:8]
-    database = f"assetlog_bench_{suffix}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = database
-    dsn = conninfo.make_conninfo(**params)
-    workdir = Path(tempfile.mkdtemp(prefix="assetlog-recovery-"))
-    base = replace(base, topic_prefix=f"bench.{suffix}", outbox_dir=workdir / "outbox")
     results = {}
-    try:
-        migrate(dsn)
+    with scratch("recovery") as work:
         for name in names:
-            times, joins = run_variant(base, dsn, name, args.kills, args.timeout, workdir)
+            times, joins = run_variant(work, name, args.kills, args.timeout)
             results[name] = {"kills": len(times), "p50_ms": percentile(times, 0.5), "max_ms": max(times),
                              "min_ms": min(times), "all_ms": [round(t) for t in times],
                              "assigned_p50_ms": percentile(joins, 0.5), "assigned_all_ms": [round(t) for t in joins]}
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"Crash recovery: lineage consumer SIGKILLed and restarted at once, {args.kills} times per variant; "
           "kill -> first new row in lineage_history")

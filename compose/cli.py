@@ -8,7 +8,7 @@ import re
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.compose.stack import READONLY_ROLE, LocalStack, shell_exports
-from assetlog.compose.topics import MAX_PARTITIONS
+from assetlog.topics import MAX_PARTITIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,8 +57,8 @@ def _add_secure_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from assetlog.compose.topics import ensure_topics
     from assetlog.config import Settings
+    from assetlog.topics import ensure_topics
 
     stack = LocalStack.default(secure=args.secure)
     result = stack.up(standby=args.standby)
@@ -134,8 +134,8 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    from assetlog.compose.topics import ensure_topics
     from assetlog.config import Settings
+    from assetlog.topics import ensure_topics
 
     result = ensure_topics(Settings.from_env(), partitions=args.partitions)
     print_result(args, result, lambda: "\n".join(

@@ -17,6 +17,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from assetlog.compose.processes import StackError
 
@@ -37,55 +38,57 @@ def _crypto():
     return x509, hashes, serialization, ec, NameOID
 
 
-def make_certificate_authority(folder: Path, name: str = "Assetlog local stack CA") -> tuple[Path, Path]:
-    """A self-signed CA in `folder` (ca.pem, ca.key); returns both paths."""
+def _certificate(folder: Path, stem: str, subject_name: str, issuer: tuple[Any, Any] | None,
+                 extensions: list[tuple[Any, bool]]) -> tuple[Path, Path]:
+    """A new EC key and a ten-year certificate for it, written as `<stem>.pem` and `<stem>.key`.
+
+    `issuer` is the signing (certificate, key); None makes the certificate self-signed (a CA).
+    """
     x509, hashes, serialization, ec, NameOID = _crypto()
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_name)])
+    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
     now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+    builder = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    ca_file, key_file = folder / "ca.pem", folder / "ca.key"
-    ca_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    _write_private(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    return ca_file, key_file
-
-
-def make_server_certificate(folder: Path, ca_file: Path, ca_key_file: Path) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1 and localhost signed by the CA; returns (cert, key)."""
-    import ipaddress
-
-    x509, hashes, serialization, ec, NameOID = _crypto()
-    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-                                              x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "server.pem", folder / "server.key"
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    certificate = builder.sign(signing_key, hashes.SHA256())
+    cert_file, key_file = folder / f"{stem}.pem", folder / f"{stem}.key"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     _write_private(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     return cert_file, key_file
+
+
+def make_certificate_authority(folder: Path, name: str = "Assetlog local stack CA") -> tuple[Path, Path]:
+    """A self-signed CA in `folder` (ca.pem, ca.key); returns both paths."""
+    x509 = _crypto()[0]
+    return _certificate(folder, "ca", name, None, [
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                       key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                       decipher_only=False), True),
+    ])
+
+
+def make_server_certificate(folder: Path, ca_file: Path, ca_key_file: Path) -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1 and localhost signed by the CA (server.pem, server.key)."""
+    import ipaddress
+
+    x509, _, serialization, _, _ = _crypto()
+    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+    return _certificate(folder, "server", "localhost", (ca, ca_key), [
+        (x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+         False),
+        (x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+         False),
+    ])
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -10,6 +10,7 @@ transactions are read, and the end of a partition is reported. The topics check
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,13 +47,20 @@ def require_topics(known: Iterable[str], wanted: Iterable[str]) -> None:
 
 
 def event_consumer(settings: Settings, group_id: str, *, auto_offset_reset: str = "earliest",
-                   defaults: Mapping[str, object] | None = None) -> Any:
-    """A consumer of the event topics under `group_id` (not subscribed yet) with the read settings above."""
+                   defaults: Mapping[str, object] | None = None, watch: AccessWatch | None = None) -> Any:
+    """A consumer of the event topics under `group_id` (not subscribed yet) with the read settings above;
+    also for the integrations that read a topic in batches and commit explicit offsets themselves
+    (the OpenLineage exporter and Kafka ingest).
+
+    With `watch`, the client's errors go to it (and librdkafka's log lines stay off stderr), so a
+    refused password or certificate can be told in one line (`watch.list_topics`).
+    """
     from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
 
     return Consumer(settings.kafka_client_config(
         defaults={"log_level": 3, **(defaults or {})},
-        required={"group.id": group_id, "auto.offset.reset": auto_offset_reset, **READ_REQUIRED},
+        required={"group.id": group_id, "auto.offset.reset": auto_offset_reset, **READ_REQUIRED,
+                  **(watch.client_settings() if watch else {})},
     ))
 
 
@@ -67,10 +75,13 @@ def group_consumer(settings: Settings, group_id: str, projection: str) -> tuple[
     # Static membership: a process restarted in its slot gets its partitions back at once.
     slot = static_membership(settings, group_id, projection, defaults)
     try:
-        consumer = event_consumer(settings, group_id, defaults=defaults)
+        watch = AccessWatch.for_settings(settings)
+        consumer = event_consumer(settings, group_id, defaults=defaults, watch=watch)
         topics = settings.topics
-        require_topics(consumer.list_topics(timeout=30).topics,
+        require_topics(watch.list_topics(consumer, timeout=30),
                        [*topics.events, *(Topics.dead_letter(t) for t in topics.events)])
+        # Connected: later Kafka errors (broker away, password rotated) are logged, one line each.
+        watch.log_to(logging.getLogger("assetlog.consumers"))
     except BaseException:
         if slot is not None:
             slot.release()
@@ -82,8 +93,21 @@ def metadata_consumer(settings: Settings, purpose: str) -> tuple[Any, AccessWatc
     """A consumer for metadata and watermarks only (it never subscribes or commits)."""
     from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
 
-    watch = AccessWatch(settings.require_kafka())
+    watch = AccessWatch.for_settings(settings)
     return Consumer(settings.kafka_client_config(
         defaults={"log_level": 3},
         required={"group.id": f"{settings.topic_prefix}.{purpose}", "enable.auto.commit": False,
                   **watch.client_settings()})), watch
+
+
+def commit_only_consumer(settings: Settings, group_id: str, on_commit: Any) -> Any:
+    """A consumer that only commits offsets for `group_id`: it never subscribes, so it is never one of
+    the group's members (a "simple" commit, which the broker accepts while the group has no members).
+    `on_commit(error, partitions)` is called from its `poll()`."""
+    from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
+
+    watch = AccessWatch.for_settings(settings)
+    return Consumer(settings.kafka_client_config(
+        defaults={"log_level": 3},
+        required={"group.id": group_id, "enable.auto.commit": False, "on_commit": on_commit,
+                  **watch.client_settings()}))

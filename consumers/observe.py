@@ -1,10 +1,8 @@
-"""What a committed batch tells the outside world: Prometheus metrics, and Kafka's own offsets.
+"""What a committed batch tells the outside world: Prometheus metrics.
 
 Called after a batch's PostgreSQL transaction committed, never before, so the
-numbers only ever count what is durable. The offsets are also committed to
-Kafka (asynchronously, for monitoring only: a consumer always resumes from the
-offsets stored in PostgreSQL), so the lag tools operators already run
-(`kafka-consumer-groups --describe`, Burrow, exporters) see Assetlog's groups.
+numbers only ever count what is durable. The copy of the offsets in Kafka, for
+the lag tools operators already run, is `offset_mirror.py`'s.
 """
 
 from __future__ import annotations
@@ -41,8 +39,8 @@ def record_commit(projection: str, batch: Batch, commit_seconds: float) -> None:
 
 
 def mirror_offsets(projection: str, consumer, offsets: dict[tuple[str, int], int]) -> None:
-    """Tell Kafka the offsets PostgreSQL committed, and set their lag from the watermarks the consumer
-    already knows. On the consumer's own thread: a confluent-kafka consumer is not shared between threads."""
+    """Set the lag of the offsets PostgreSQL committed from the watermarks the consumer already knows.
+    On the consumer's own thread: a confluent-kafka consumer is not shared between threads."""
     from confluent_kafka import KafkaException, TopicPartition
 
     if not offsets:
@@ -54,10 +52,9 @@ def mirror_offsets(projection: str, consumer, offsets: dict[tuple[str, int], int
             continue
         if high >= offset:
             LAG.labels(projection=projection, topic=topic, partition=str(partition)).set(high - offset)
-    # Not mirrored to Kafka's own group offsets: an OffsetCommit from a static member whose session
-    # the broker replaced (after a broker restart) is answered FENCED_INSTANCE_ID, which librdkafka
-    # treats as fatal for the whole consumer (found by the broker-outage drill). PostgreSQL holds the
-    # offsets that count; lag is exported as assetlog_consumer_lag_messages instead.
+    # Never committed by this consumer to its own group: after a broker restart the broker answers a
+    # static member's OffsetCommit with FENCED_INSTANCE_ID, fatal in librdkafka (the broker-outage drill
+    # caught it). `OffsetMirror` copies the offsets to `<group>.lag` from a client outside the group.
 
 
 def record_at_end(projection: str, topic: str, partition: int) -> None:
@@ -81,7 +78,7 @@ class LagWatcher:
 
         self.projection = projection
         # A handle of its own: the consuming one is busy in consume() and may not be shared.
-        self._consumer, _ = metadata_consumer(settings, f"{projection}.lag")
+        self._consumer, _ = metadata_consumer(settings, f"{projection}.watermarks")
         self._interval = interval
         self._positions: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()

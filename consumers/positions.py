@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from assetlog.config import Settings
 from assetlog.consumers.kafka_consumer import TopicsMissing, metadata_consumer, require_topics
-from assetlog.errors import AssetlogError
 
 Partition = tuple[str, int]
 Offsets = dict[Partition, int]
@@ -19,16 +18,9 @@ __all__ = ["Offsets", "Partition", "TopicsMissing", "end_offsets", "event_partit
 
 def event_partitions(settings: Settings, timeout: float = 30.0) -> list[Partition]:
     """Every partition of the three event topics; missing topics are named in one line."""
-    from confluent_kafka import KafkaException
-
     consumer, watch = metadata_consumer(settings, "metadata")
     try:
-        try:
-            known = consumer.list_topics(timeout=timeout).topics
-        except KafkaException as exc:
-            consumer.poll(0)  # serves the error callback, which holds an access failure's reason
-            watch.raise_if_failed()
-            raise AssetlogError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0]}") from exc
+        known = watch.list_topics(consumer, timeout)
         require_topics(known, settings.topics.events)
         return sorted((t, p) for t in settings.topics.events for p in known[t].partitions)
     finally:

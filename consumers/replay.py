@@ -40,6 +40,7 @@ from assetlog.consumers.positions import end_offsets, event_partitions
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.replay_result import ReplayResult, nested
 from assetlog.consumers.replay_workers import ParallelReader
+from assetlog.consumers.retry import Backoff
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, lag
 from assetlog.errors import AssetlogError
@@ -285,6 +286,7 @@ class Replay:
                               ).fetchone()
         deadlock = row[0] if row else 1.0
         short = min(self.lock_timeout, deadlock / 2)
+        backoff = Backoff(initial=0.05, maximum=1.0)  # ~23 s of waits over the attempts, besides the lock waits
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             self.result.swap_attempts = attempt
             # After a few short tries, wait past deadlock_timeout: only a lock request that has waited
@@ -297,7 +299,7 @@ class Replay:
                 return
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
                 log.info("replay: tables busy (attempt %d); retrying the swap", attempt)
-                time.sleep(min(2.0, 0.05 * attempt))
+                time.sleep(backoff.next_delay())
         raise AssetlogError(f"could not lock the tables for the swap in {SWAP_ATTEMPTS} attempts (long-running "
                             "queries?); nothing was changed, run the replay again")
 

@@ -34,6 +34,7 @@ from assetlog.consumers.fencing import Fenced, GenerationFence
 from assetlog.consumers.kafka_consumer import group_consumer
 from assetlog.consumers.membership import Slot, leave_group
 from assetlog.consumers.observe import LagWatcher, mirror_offsets, record_at_end, record_commit
+from assetlog.consumers.offset_mirror import OffsetMirror
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
 from assetlog.consumers.run_stats import RunStats
@@ -101,6 +102,7 @@ class ProjectionRunner:
         self._committed: queue.SimpleQueue[dict[tuple[str, int], int]] = queue.SimpleQueue()
         self._lag_interval = lag_interval  # seconds between lag measurements (None: only at commits)
         self._lag: LagWatcher | None = None
+        self._mirror: OffsetMirror | None = None  # the copy of the offsets in Kafka, for lag tools
         self._slot: Slot | None = None  # the static-membership slot, held while running
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -138,6 +140,8 @@ class ProjectionRunner:
             consumer = self._consumer()
             if self._lag_interval:
                 self._lag = LagWatcher(self.projection.name, self.settings, self._lag_interval)
+            if self.fence is not None:  # live tables only: their group is the one operators watch
+                self._mirror = OffsetMirror(self.settings, self.group_id, self.projection.name)
             try:
                 self._loop(consumer)
                 self._settle()  # the batch in hand commits before the group is left
@@ -151,6 +155,8 @@ class ProjectionRunner:
             self._committer.close()
             if self._lag is not None:
                 self._lag.close()
+            if self._mirror is not None:
+                self._mirror.close()
             self.dead_letters.close()
             if self._slot is not None:
                 self._slot.release()  # a restart of this slot may claim it now (its id stays readable)
@@ -357,6 +363,8 @@ class ProjectionRunner:
         self._committed.put(dict(batch.next_offsets))  # the consumer's thread mirrors them to Kafka
         if self._lag is not None:
             self._lag.track(batch.next_offsets)
+        if self._mirror is not None:
+            self._mirror.track(batch.next_offsets)  # copied to Kafka later, on the mirror's own thread
         self.stats.count(batch)
         for letter in batch.dead_letters:
             log.warning("%s: dead-lettered %s[%d]@%d to %s: %s: %s", self.projection.name,

@@ -73,7 +73,7 @@ class Isolated:
 
 
 def create_isolated(stack: StackEndpoints, outbox_dir: Path, partitions: int = 3) -> Isolated:
-    from assetlog.compose.topics import ensure_topics
+    from assetlog.topics import ensure_topics
 
     suffix = uuid.uuid4().hex[:10]
     database = f"assetlog_test_{suffix}"
@@ -91,7 +91,7 @@ def create_isolated(stack: StackEndpoints, outbox_dir: Path, partitions: int = 3
 
 
 def drop_isolated(stack: StackEndpoints, isolated: Isolated) -> None:
-    from assetlog.compose.topics import admin_client, all_topics
+    from assetlog.topics import admin_client, all_topics
 
     with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(isolated.database)))

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from confluent_kafka import Consumer, TopicPartition
-from conftest import Isolated, StackEndpoints, dsn_for_database
+from conftest import Isolated, StackEndpoints, create_isolated, drop_isolated, dsn_for_database
 from events_factory import (
     Asset,
     EventRecord,
@@ -96,6 +97,30 @@ class PrivateStack:
             subprocess.run([sys.executable, "-m", "assetlog", "stack", "down", "--purge"], env=env,
                            capture_output=True, text=True, timeout=120, check=False)
             shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private() -> Iterator[PrivateStack]:
+    """A private stack for the drill module that asks for it (each module gets its own), purged after."""
+    with PrivateStack.running() as stack:
+        yield stack
+
+
+@pytest.fixture
+def world(private: PrivateStack, tmp_path: Path) -> Iterator[Isolated]:
+    """A migrated database, topic prefix and outbox of one drill's own on the private stack.
+
+    Afterwards the broker is started again if the drill left it stopped (a failed drill must not
+    leave the next one without a broker). Drill modules import both fixtures from here.
+    """
+    created = create_isolated(private.endpoints, tmp_path / "outbox")
+    migrate(created.dsn)
+    try:
+        yield created
+    finally:
+        drop_isolated(private.endpoints, created)
+        if not private.kafka.running_pid():
+            private.kafka.start()
 
 
 # --- streams of valid events -----------------------------------------------------------------------------

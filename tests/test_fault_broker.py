@@ -18,11 +18,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import fault_support
 import pytest
-from conftest import create_isolated, drop_isolated
 from fault_support import (
     PROJECTIONS,
-    PrivateStack,
     assert_exact,
     catch_up,
     consume_process,
@@ -36,6 +35,7 @@ from producer_support import read_published
 from assetlog.producer.outbox import Outbox
 
 pytestmark = pytest.mark.faults
+private, world = fault_support.private, fault_support.world  # the drill fixtures, shared
 
 FLUSH_TIMEOUT = 2.0
 # Events per flow run: extract (materialization + metadata), transform (+ its dependency), load
@@ -85,26 +85,6 @@ WORKER = textwrap.dedent("""
         time.sleep(0.02)
     log.write(json.dumps({"done": n, "pid": os.getpid()}) + "\\n")
 """)
-
-
-@pytest.fixture(scope="module")
-def private():
-    with PrivateStack.running() as stack:
-        yield stack
-
-
-@pytest.fixture
-def world(private, tmp_path):
-    created = create_isolated(private.endpoints, tmp_path / "outbox")
-    from assetlog.projections import migrate
-
-    migrate(created.dsn)
-    try:
-        yield created
-    finally:
-        drop_isolated(private.endpoints, created)
-        if not private.kafka.running_pid():  # a failed drill must not leave the next one without a broker
-            private.kafka.start()
 
 
 class Worker:

@@ -15,11 +15,10 @@ import json
 import signal
 import time
 
+import fault_support
 import pytest
-from conftest import create_isolated, drop_isolated
 from fault_support import (
     PROJECTIONS,
-    PrivateStack,
     Stream,
     assert_exact,
     committed,
@@ -32,25 +31,8 @@ from fault_support import (
     wait_until_projected,
 )
 
-from assetlog.projections import migrate
-
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture(scope="module")
-def private():
-    with PrivateStack.running() as stack:
-        yield stack
-
-
-@pytest.fixture
-def world(private, tmp_path):
-    created = create_isolated(private.endpoints, tmp_path / "outbox")
-    migrate(created.dsn)
-    try:
-        yield created
-    finally:
-        drop_isolated(private.endpoints, created)
+private, world = fault_support.private, fault_support.world  # the drill fixtures, shared
 
 
 def test_postgres_restarted_twice_mid_stream_loses_and_duplicates_nothing(private, world):

@@ -2,7 +2,9 @@
 
 The consumer's lag falls to 0 when it catches up, rises while it is held up
 (its PostgreSQL commit waits on a lock another session holds, while producers
-go on) and falls again once it may commit.
+go on) and falls again once it may commit; Kafka's own committed offsets for
+the monitoring group `<group>.lag` follow PostgreSQL's, so the lag tools
+operators run see the projection.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions
 from conftest import Isolated
 from events_factory import guide_pipelines, publish
+from fault_support import topic_ends
 from prometheus_client.parser import text_string_to_metric_families
 from query_world import reader_dsn
 
 from assetlog.compose.processes import free_port
+from assetlog.consumers.offset_mirror import monitoring_group
 from assetlog.projections import migrate
+from assetlog.topics import admin_client
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -79,6 +85,15 @@ def consumer(isolated: Isolated) -> Iterator[int]:
             process.wait(30)
 
 
+def kafka_group_lag(isolated: Isolated) -> int:
+    """What `kafka-consumer-groups --describe --group <prefix>.lineage.lag` would show as the total lag."""
+    admin = admin_client(isolated.settings)
+    group = monitoring_group(f"{isolated.settings.topic_prefix}.lineage")
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+    committed = {(tp.topic, tp.partition): tp.offset for tp in future.result().topic_partitions}
+    return sum(end - max(committed.get(tp, 0), 0) for tp, end in topic_ends(isolated.settings).items())
+
+
 def test_consumer_lag_falls_to_zero_rises_while_held_up_and_falls_again(isolated: Isolated, consumer: int) -> None:
     first = publish(isolated.settings, [e for run in guide_pipelines() for e in run.events()])
 
@@ -96,14 +111,18 @@ def test_consumer_lag_falls_to_zero_rises_while_held_up_and_falls_again(isolated
     metrics = scrape(consumer)
     assert total(metrics, "assetlog_consumer_batch_size_messages_count", projection="lineage") >= 1
     assert total(metrics, "assetlog_consumer_last_commit_timestamp_seconds", projection="lineage") > time.time() - 60
+    eventually(lambda: kafka_group_lag(isolated) == 0, "Kafka's copy of the offsets at the end")
 
     with psycopg.connect(isolated.dsn) as blocker:
         blocker.execute("LOCK TABLE consumer_offsets IN ACCESS EXCLUSIVE MODE")  # the next commit waits
         second = publish(isolated.settings, [e for run in guide_pipelines() for e in run.events()])
         eventually(lambda: total(scrape(consumer), "assetlog_consumer_lag_messages") == len(second),
                    "the lag rises to what was published while the consumer is held up")
+        assert kafka_group_lag(isolated) == len(second)
         blocker.rollback()  # let it commit
     eventually(caught_up(len(first) + len(second)), "lineage caught up again, lag 0")
+    eventually(lambda: kafka_group_lag(isolated) == 0, "Kafka's copy caught up")
+    assert total(scrape(consumer), "assetlog_consumer_offset_mirror_failures_total") == 0
 
 
 def test_web_view_counts_requests_by_route_template_never_by_key(isolated: Isolated) -> None:

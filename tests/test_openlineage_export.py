@@ -149,7 +149,7 @@ def test_a_target_that_is_down_is_retried_and_nothing_is_committed_meanwhile(iso
 def test_a_round_trip_through_kafka_gives_the_same_tables(isolated, second_world):
     from confluent_kafka.admin import NewTopic
 
-    from assetlog.compose.topics import admin_client
+    from assetlog.topics import admin_client
 
     migrate(isolated)
     migrate(second_world)

@@ -116,7 +116,7 @@ def test_the_official_kafka_client_feeds_the_reader_and_bad_records_are_dead_let
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import NewTopic
 
-    from assetlog.compose.topics import admin_client
+    from assetlog.topics import admin_client
 
     migrate(isolated)
     p = pipeline()
@@ -222,3 +222,44 @@ def test_a_job_event_is_accepted_as_declared_edges_without_metadata(isolated):
         again = httpx.post(f"{url}/api/v1/lineage", json=dict(job_event, eventTime="2026-03-02T12:00:00Z"))
     assert first.status_code == 201 and first.json()["assetlog_events"] == 1  # the edge; no metadata event
     assert again.status_code == 201 and again.json()["assetlog_events"] == 0
+
+
+def test_require_token_accepts_the_web_views_access_tokens_and_the_deprecated_key(isolated):
+    # One rule for every listener: the tokens of `assetlog tokens create` (assetlog.tokens), checked by the
+    # web view's own middleware; the old --api-key-env key still works beside them, with a deprecation line.
+    import psycopg
+
+    from assetlog.tokens import create_token, revoke_token
+
+    migrate(isolated)
+    with psycopg.connect(isolated.dsn) as conn:
+        token, _ = create_token(conn, "openlineage client")
+        revoked, _ = create_token(conn, "former client")
+        revoke_token(conn, "former client")
+    job_event = {"eventTime": "2026-03-01T12:00:00Z", "producer": "https://example.com/p",
+                 "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/JobEvent",
+                 "job": {"namespace": "dbt", "name": "model.tokens"},
+                 "inputs": [{"namespace": PG, "name": "shop.public.orders"}],
+                 "outputs": [{"namespace": "s3://lake", "name": "reports/tokens.parquet"}]}
+    lineage = "/api/v1/lineage"
+    with receiver(isolated, "--require-token", "--api-key-env", "OL_KEY", OL_KEY=API_KEY) as (url, process):
+        def post(credential: str | None) -> int:
+            headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+            return httpx.post(url + lineage, json=job_event, headers=headers).status_code
+
+        assert post(None) == 401
+        assert post("alt_0123456789abcdef_" + "x" * 43) == 401  # well-formed, unknown
+        assert post(revoked) == 401
+        assert httpx.get(f"{url}/healthz").status_code == 200  # no lineage in it: open
+        assert post(token) == 201
+        assert post(API_KEY) == 201  # the deprecated key, still honoured
+        process.terminate()
+        stats = json.loads(process.communicate(timeout=60)[0])
+    assert stats["accepted"] == 2 and stats["rejected"] == 0
+
+
+def test_require_token_needs_a_migrated_database(isolated):
+    done = subprocess.run([sys.executable, "-m", "assetlog", "ingest", "openlineage", "--listen", "127.0.0.1:0",
+                           "--require-token"], env=isolated.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "assetlog db migrate" in done.stderr

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,7 +128,7 @@ def test_wrong_kafka_password_and_untrusted_broker_certificate_are_one_line_each
         secure: dict[str, str], tmp_path: Path) -> None:
     wrong_password = _assetlog({**secure, "ASSETLOG_KAFKA_SASL_PASSWORD": "not-the-password"},
                                "topics", "create", timeout=60)
-    _one_line(wrong_password, "refused the credentials", "ASSETLOG_KAFKA_SASL_PASSWORD")
+    _one_line(wrong_password, "refused the credentials of user assetlog", "ASSETLOG_KAFKA_SASL_PASSWORD")
     other_ca, _ = make_certificate_authority(tmp_path / "other-ca", "Some other CA")
     untrusted = _assetlog({**secure, "ASSETLOG_KAFKA_SSL_CA_LOCATION": str(other_ca)}, "topics", "create",
                           timeout=60)
@@ -161,3 +162,19 @@ def test_wrong_postgres_password_and_untrusted_server_certificate_are_one_line_e
     untrusted = _assetlog({**secure, "ASSETLOG_POSTGRES_READONLY_DSN": reader.replace(ca.group(1), str(other_ca))},
                           "assets", timeout=60)
     _one_line(untrusted, "certificate verify failed")
+
+
+@pytest.mark.parametrize("command", [("consume", "lineage", "--until-caught-up", "--quiet"),
+                                     ("replay", "all", "--check")], ids=["consume", "replay"])
+def test_consumers_fail_at_once_in_one_line_on_a_wrong_password_or_an_untrusted_broker(
+        secure: dict[str, str], tmp_path: Path, command: tuple[str, ...]) -> None:
+    # The group member used to wait out its 30 s metadata timeout, print librdkafka's log lines, and end
+    # with "Kafka error: ... Broker transport failure"; it must now fail within seconds with the reason.
+    env = secure  # the topics `stack up` created
+    started = time.monotonic()
+    wrong_password = _assetlog({**env, "ASSETLOG_KAFKA_SASL_PASSWORD": "not-the-password"}, *command, timeout=60)
+    _one_line(wrong_password, "refused the credentials of user assetlog", "ASSETLOG_KAFKA_SASL_PASSWORD")
+    other_ca, _ = make_certificate_authority(tmp_path / "other-ca", "Some other CA")
+    untrusted = _assetlog({**env, "ASSETLOG_KAFKA_SSL_CA_LOCATION": str(other_ca)}, *command, timeout=60)
+    _one_line(untrusted, "TLS with Kafka", "could not be verified", "ASSETLOG_KAFKA_SSL_CA_LOCATION")
+    assert time.monotonic() - started < 25, "both failures must be told at once, not after a timeout"

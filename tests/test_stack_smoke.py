@@ -9,7 +9,7 @@ import uuid
 import psycopg
 from confluent_kafka import Consumer, Producer
 
-from assetlog.compose.topics import (
+from assetlog.topics import (
     REQUIRED_TOPIC_CONFIG,
     TopicError,
     admin_client,

@@ -25,16 +25,6 @@ MAX_CONNECTIONS = 100  # PostgreSQL's default max_connections
 DEFAULT_PORT = 8000
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is from 0 to 65535, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve", help="the read-only web view: assets, owners, health and lineage pictures, plus /api JSON",
@@ -43,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "an access token (`assetlog tokens create NAME`), or for the user an authenticating proxy "
                     "names (--trusted-header with --trusted-proxy); --no-auth opens it, on loopback only.")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    serve.add_argument("--port", type=whole_number(0, 65535), default=DEFAULT_PORT,
                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--connections", type=whole_number(1, MAX_CONNECTIONS), default=8, metavar="N",
                        help="database connections shared by concurrent requests (default 8)")

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from assetlog.cli import add_json_flag, print_result, whole_number
+from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.errors import AssetlogError
 from assetlog.metrics import add_metrics_flags, start_from_args
 
@@ -26,8 +26,13 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
     source.add_argument("--listen", type=_host_port, metavar="HOST:PORT",
                         help="serve POST /api/v1/lineage on HOST:PORT (port 0 picks a free one)")
     source.add_argument("--from-kafka", metavar="TOPIC", help="read JSON events from TOPIC (bad ones go to TOPIC.dlq)")
+    parser.add_argument("--require-token", action="store_true",
+                        help="--listen: every request needs 'Authorization: Bearer <token>' with an access token "
+                             "of `assetlog tokens create NAME` (the web view's tokens, checked in the projection "
+                             "database)")
     parser.add_argument("--api-key-env", metavar="VAR",
-                        help="require 'Authorization: Bearer <key>' with the key in environment variable VAR")
+                        help="deprecated, use --require-token: also accept 'Authorization: Bearer <key>' with the "
+                             "key in environment variable VAR")
     parser.add_argument("--max-event-bytes", type=whole_number(1024, 64 * 1024 * 1024), default=None, metavar="N",
                         help="refuse events larger than N bytes of JSON (default 524288)")
     parser.add_argument("--group", help="consumer group for --from-kafka (default <prefix>.openlineage-ingest)")
@@ -53,6 +58,8 @@ def _ingest(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise AssetlogError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    if (args.require_token or api_key) and not args.listen:
+        raise AssetlogError("--require-token and --api-key-env guard the HTTP receiver: use them with --listen")
     limit = DEFAULT_MAX_EVENT_BYTES if args.max_event_bytes is None else args.max_event_bytes
     if limit < 1024:
         raise AssetlogError(f"--max-event-bytes must be at least 1024, got {limit}")
@@ -78,12 +85,22 @@ def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str,
     from assetlog.web.cli import _is_loopback, _listen, serve_app
 
     host, port = args.listen
-    if api_key is None and not _is_loopback(host):
-        raise AssetlogError(f"--listen {host}:{port} is not a loopback address: require a key with --api-key-env VAR "
-                            "(clients send it as their `api_key`), or listen on 127.0.0.1 behind a proxy")
-    sock = _listen(host, port)
+    if not (args.require_token or api_key) and not _is_loopback(host):
+        raise AssetlogError(f"--listen {host}:{port} is not a loopback address: require access tokens with "
+                            "--require-token (clients send one as their `api_key`; the deprecated --api-key-env "
+                            "VAR works too), or listen on 127.0.0.1 behind a proxy")
+    store = _token_store() if args.require_token else None
+    if api_key:
+        print("assetlog: --api-key-env is deprecated and will be removed: give each client an access token "
+              "(`assetlog tokens create NAME`) and start the receiver with --require-token", file=sys.stderr)
     metrics = None
-    app = create_app(ingestor, api_key)
+    try:
+        sock = _listen(host, port)
+        app = create_app(ingestor, _token_checker(store, api_key) if (store or api_key) else None)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
     try:
         bound, port = sock.getsockname()[:2]
         shown = f"[{bound}]" if ":" in bound else bound
@@ -95,7 +112,31 @@ def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str,
         if metrics is not None:
             metrics.close()
         sock.close()
+        if store is not None:
+            store.close()
     return app.state.counters.as_dict()
+
+
+def _token_store():
+    """The projection database's read connection, where access tokens are checked (as the web view does)."""
+    from assetlog.config import Settings
+    from assetlog.query.store import LineageStore
+    from assetlog.web.cli import _require_token_table
+
+    store = LineageStore.from_settings(Settings.from_env(), pool_size=2, application_name="assetlog.openlineage")
+    try:
+        _require_token_table(store)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _token_checker(store, api_key: str | None):
+    from assetlog.tokens import TokenChecker, stored_digest
+
+    lookup = (lambda token_id: store.read(lambda conn: stored_digest(conn, token_id))) if store else None
+    return TokenChecker(lookup, legacy_key=api_key)
 
 
 def _read_kafka(args: argparse.Namespace, settings, ingestor) -> dict[str, int]:

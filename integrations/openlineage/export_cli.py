@@ -10,7 +10,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from assetlog.cli import add_json_flag, print_result
+from assetlog.cli_support import add_json_flag, print_result
 from assetlog.errors import AssetlogError
 
 

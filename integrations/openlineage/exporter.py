@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import orjson
 
 from assetlog.config import Settings
+from assetlog.consumers.kafka_consumer import GROUP_DEFAULTS, event_consumer
 from assetlog.consumers.retry import Backoff
 from assetlog.integrations.openlineage.export import Materialization, run_event
 from assetlog.projections.events import Position
@@ -139,12 +140,7 @@ class Exporter:
         self._at_end: set[tuple[str, int]] = set()
 
     def _consumer(self) -> Any:
-        from confluent_kafka import Consumer
-
-        consumer = Consumer(self.settings.kafka_client_config(
-            defaults={"log_level": 3, "session.timeout.ms": 10000},
-            required={"group.id": self.group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                      "enable.partition.eof": True, "isolation.level": "read_committed"}))
+        consumer = event_consumer(self.settings, self.group, defaults=GROUP_DEFAULTS)
 
         def on_assign(_consumer: Any, partitions: list[Any]) -> None:
             self._assigned.update((p.topic, p.partition) for p in partitions)

@@ -1,8 +1,9 @@
 """`POST /api/v1/lineage`: the OpenLineage HTTP transport's endpoint (Marquez's path), on Starlette.
 
 201 once the event's Assetlog events are in the outbox; 400 with the reason for
-invalid JSON, a schema violation or an oversized body; 401 without the API key
-when one is required; 503 when the outbox cannot be written (the client retries).
+invalid JSON, a schema violation or an oversized body; 401 without a valid
+access token when the receiver requires one (the web view's own check,
+`assetlog.web.auth.Authentication`, so the rule is written once); 503 when the outbox cannot be written (the client retries).
 The request's work is short and runs in the event loop; the wait for the outbox
 commit is awaited (`Ingestor.ingest_bytes_async`), so requests of several clients
 share commits. No exception escapes a request: the server keeps serving.
@@ -10,9 +11,7 @@ share commits. No exception escapes a request: the server keeps serving.
 
 from __future__ import annotations
 
-import hmac
 import logging
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,6 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assetlog.integrations.openlineage.receiver import Ingestor, Outcome
+from assetlog.tokens import TokenChecker
+from assetlog.web.auth import Authentication, AuthPolicy
 from assetlog.web.metrics import RequestMetrics
 
 log = logging.getLogger("assetlog.integrations.openlineage")
@@ -36,15 +37,13 @@ class Counters:
         return {"accepted": self.accepted, "rejected": self.rejected, "unavailable": self.unavailable}
 
 
-def create_app(ingestor: Ingestor, api_key: str | None = None) -> Starlette:
+def create_app(ingestor: Ingestor, tokens: TokenChecker | None = None) -> Starlette:
+    """The receiver; with `tokens`, every request but /healthz needs `Authorization: Bearer <token>`."""
     counters = Counters()
     # Bodies are refused beyond this before they are read whole (a gzip body inflates at most to the limit).
     max_body = ingestor.max_event_bytes
 
     async def lineage(request: Request) -> JSONResponse:
-        if api_key is not None and not _authorized(request.headers.get("authorization"), api_key):
-            return JSONResponse({"accepted": False, "error": "missing or wrong API key (Authorization: Bearer ...)"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
         try:
             body = bytearray()
             async for chunk in request.stream():
@@ -71,12 +70,9 @@ def create_app(ingestor: Ingestor, api_key: str | None = None) -> Starlette:
         return JSONResponse({"status": "ok", **counters.as_dict()})
 
     app = Starlette(routes=[Route(LINEAGE_PATH, lineage, methods=["POST"]), Route("/healthz", health)])
-    app.add_middleware(RequestMetrics, routes=app.routes)  # assetlog_http_* on --metrics-port
+    if tokens is not None:
+        app.add_middleware(Authentication, policy=AuthPolicy(tokens=tokens))
+    app.add_middleware(RequestMetrics, routes=app.routes)  # assetlog_http_* on --metrics-port (401s counted too)
     app.state.counters = counters
     return app
 
-
-def _authorized(header: Any, api_key: str) -> bool:
-    if not isinstance(header, str) or not header.lower().startswith("bearer "):
-        return False
-    return hmac.compare_digest(header[7:].strip().encode(), api_key.encode())

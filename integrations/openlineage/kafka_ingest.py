@@ -19,6 +19,7 @@ from typing import Any
 from assetlog.config import Settings, Topics
 from assetlog.consumers.batch import DeadLetter
 from assetlog.consumers.dead_letters import DeadLetterError, DeadLetterPublisher
+from assetlog.consumers.kafka_consumer import GROUP_DEFAULTS, event_consumer
 from assetlog.consumers.retry import Backoff
 from assetlog.integrations.openlineage.receiver import Ingestor
 from assetlog.projections.events import Position
@@ -39,6 +40,18 @@ class NotDurable(Exception):
     """An event could not be stored; the batch is read again from the last commit."""
 
 
+def next_offsets(messages: list[Any]) -> list[Any]:
+    """Per partition, the offset after the last message of the batch (what a commit stores)."""
+    from confluent_kafka import TopicPartition
+
+    after: dict[tuple[str, int], int] = {}
+    for message in messages:
+        if message.error() is None:
+            where = (message.topic(), message.partition())
+            after[where] = max(after.get(where, 0), message.offset() + 1)
+    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in sorted(after.items())]
+
+
 class KafkaIngest:
     def __init__(self, settings: Settings, ingestor: Ingestor, topic: str, group: str | None = None) -> None:
         self.settings = settings
@@ -49,18 +62,14 @@ class KafkaIngest:
         self.stats = KafkaIngestStats()
 
     def _consumer(self) -> Any:
-        from confluent_kafka import Consumer
-
-        consumer = Consumer(self.settings.kafka_client_config(
-            defaults={"log_level": 3, "session.timeout.ms": 10000},
-            required={"group.id": self.group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
+        consumer = event_consumer(self.settings, self.group, defaults=GROUP_DEFAULTS)
         consumer.subscribe([self.topic])
         return consumer
 
     def ensure_dead_letter_topic(self) -> None:
         from confluent_kafka.admin import NewTopic
 
-        from assetlog.compose.topics import admin_client
+        from assetlog.topics import admin_client
 
         admin = admin_client(self.settings)
         dlq = Topics.dead_letter(self.topic)
@@ -82,7 +91,9 @@ class KafkaIngest:
                     continue
                 try:
                     batch = self._handle(messages)
-                    consumer.commit(asynchronous=False)
+                    offsets = next_offsets(messages)
+                    if offsets:  # Kafka's offset store is off (event_consumer): commit these, explicitly
+                        consumer.commit(offsets=offsets, asynchronous=False)
                     backoff.reset()
                     for name, count in batch.items():  # counted once committed: a retried batch counts once
                         setattr(self.stats, name, getattr(self.stats, name) + count)

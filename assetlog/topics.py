@@ -1,0 +1,127 @@
+"""Create the event topics so that no event is ever compacted or aged out.
+
+Kafka is Assetlog's source of truth: projections are rebuilt by replaying the
+topics, so retention must be unlimited and cleanup must never compact. An
+existing topic with settings that would lose events is refused, naming them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from assetlog.config import Settings, Topics
+from assetlog.errors import AssetlogError
+from assetlog.kafka_access import AccessWatch
+
+MAX_PARTITIONS = 10_000  # per event topic: the bound of every --partitions option
+
+# Settings that keep every event forever; anything else would make replay lossy.
+REQUIRED_TOPIC_CONFIG = {
+    "cleanup.policy": "delete",
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+}
+
+
+class TopicError(AssetlogError):
+    """An event topic exists with settings that would lose events, or cannot be created."""
+
+
+def all_topics(topics: Topics) -> list[str]:
+    return [*topics.events, *(Topics.dead_letter(t) for t in topics.events)]
+
+
+def admin_client(settings: Settings, watch: AccessWatch | None = None):
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(settings.kafka_client_config(
+        defaults={"log_level": 3}, required=watch.client_settings() if watch else None))
+
+
+def list_topic_names(settings: Settings, timeout: float = 30.0) -> tuple[object, set[str]]:
+    """An admin client and the broker's topics; refused credentials or certificates fail at once."""
+    watch = AccessWatch.for_settings(settings)
+    admin = admin_client(settings, watch)
+    return admin, set(watch.list_topics(admin, timeout))
+
+
+def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0) -> dict[str, str]:
+    """Create missing topics and verify existing ones; returns topic -> 'created' | 'exists'."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    if partitions < 1:
+        raise TopicError(f"--partitions must be at least 1, got {partitions}")
+    admin, existing = list_topic_names(settings, timeout)
+    wanted = all_topics(settings.topics)
+    missing = [t for t in wanted if t not in existing]
+    result = {t: "exists" for t in wanted if t in existing}
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=partitions, replication_factor=-1, config=dict(REQUIRED_TOPIC_CONFIG))
+             for t in missing],
+            operation_timeout=timeout, request_timeout=timeout,
+        )
+        for topic, future in futures.items():
+            try:
+                future.result()
+                result[topic] = "created"
+            except KafkaException as exc:
+                error = exc.args[0]
+                if getattr(error, "code", lambda: None)() == _topic_exists_code():
+                    result[topic] = "exists"
+                    existing.add(topic)
+                else:
+                    raise TopicError(f"cannot create topic {topic}: {error}") from exc
+    verify_topic_settings(admin, [t for t in wanted if result[t] == "exists"], timeout)
+    return {t: result[t] for t in wanted}
+
+
+def _topic_exists_code() -> int:
+    from confluent_kafka import KafkaError
+
+    return KafkaError.TOPIC_ALREADY_EXISTS
+
+
+def verify_topic_settings(admin, topics: Iterable[str], timeout: float = 30.0) -> None:
+    """Raise TopicError naming the first setting of an existing topic that would lose events."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    if not resources:
+        return
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        entries = _describe_with_retry(admin, resource, future, timeout)
+        for setting, required in REQUIRED_TOPIC_CONFIG.items():
+            entry = entries.get(setting)
+            actual = entry.value if entry is not None else None
+            if setting == "cleanup.policy":
+                ok = actual is not None and "compact" not in actual and "delete" in actual
+            else:
+                ok = actual == required
+            if not ok:
+                raise TopicError(
+                    f"topic {resource.name} has {setting}={actual}, which would lose events "
+                    f"(Assetlog needs {setting}={required}); fix it with kafka-configs --alter "
+                    f"--entity-type topics --entity-name {resource.name} --add-config {setting}={required}"
+                )
+
+
+def _describe_with_retry(admin, resource, future, timeout: float) -> dict:
+    """A topic created a moment ago may not be known to every broker yet: retry briefly."""
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from assetlog.consumers.retry import Backoff  # the one backoff policy (psycopg loads only here)
+
+    deadline = time.monotonic() + min(timeout, 10.0)
+    backoff = Backoff(initial=0.1, maximum=1.0)
+    while True:
+        try:
+            return future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise TopicError(f"cannot read the settings of topic {resource.name}: {exc.args[0]}") from exc
+        time.sleep(backoff.next_delay())
+        future = admin.describe_configs([resource], request_timeout=timeout)[resource]

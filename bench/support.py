@@ -1,0 +1,112 @@
+"""What every benchmark sets up the same way: a scratch database and topic prefix of its own.
+
+A benchmark runs against the stack the environment names (`eval "$(assetlog
+stack env)"`) beside whatever else uses it, so it works in a database and under
+a topic prefix made for this run only (`bench.<random>`), with an outbox folder
+of its own, and drops all of them when it ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo, sql
+
+from assetlog.config import (
+    ENV_KAFKA_BOOTSTRAP,
+    ENV_OUTBOX_DIR,
+    ENV_POSTGRES_DSN,
+    ENV_TOPIC_PREFIX,
+    Settings,
+)
+from assetlog.projections import migrate
+from assetlog.topics import admin_client, all_topics, ensure_topics
+
+
+@dataclass
+class Scratch:
+    """This run's settings (own database, topic prefix and outbox), and the topics to delete at the end."""
+
+    settings: Settings
+    admin_dsn: str
+    workdir: Path
+    _topics: list[str] = field(default_factory=list)
+
+    @property
+    def dsn(self) -> str:
+        return self.settings.postgres_dsn or ""
+
+    def event_topics(self, prefix_tail: str | None = None, partitions: int = 3) -> Settings:
+        """Create the event topics under this run's prefix (or `<prefix>.<prefix_tail>`); their settings."""
+        settings = self.settings if prefix_tail is None else replace(
+            self.settings, topic_prefix=f"{self.settings.topic_prefix}.{prefix_tail}")
+        self._topics.extend(all_topics(settings.topics))
+        ensure_topics(settings, partitions=partitions)
+        return settings
+
+    def plain_topic(self, tail: str, partitions: int = 3) -> str:
+        """A topic `<prefix>.<tail>` with the broker's default settings (for a baseline's own traffic)."""
+        from confluent_kafka.admin import NewTopic
+
+        name = f"{self.settings.topic_prefix}.{tail}"
+        self._topics.append(name)
+        admin = admin_client(self.settings)  # held: the futures fail if the client is destroyed first
+        for future in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=-1)]).values():
+            future.result()
+        return name
+
+    def _clean_up(self) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(conninfo.conninfo_to_dict(self.dsn)["dbname"])))
+        if self._topics:
+            admin = admin_client(self.settings)  # held: the futures fail if the client is destroyed first
+            for future in admin.delete_topics(self._topics, operation_timeout=30).values():
+                try:
+                    future.result()
+                except Exception:  # best-effort: a topic never created, or already gone
+                    pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def scratch(tag: str, *, migrated: bool = True) -> Iterator[Scratch]:
+    """A fresh database (migrated unless told otherwise) and topic prefix, dropped on the way out.
+
+    The event topics are made by `Scratch.event_topics`, so a benchmark chooses their partitions
+    (and may make several prefixes); everything made through the Scratch is deleted at the end.
+    """
+    base = Settings.from_env()
+    base.require_kafka()
+    admin_dsn = base.require_postgres()
+    suffix = uuid.uuid4().hex[:8]
+    database = f"assetlog_bench_{suffix}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    params = conninfo.conninfo_to_dict(admin_dsn)
+    params["dbname"] = database
+    workdir = Path(tempfile.mkdtemp(prefix=f"assetlog-{tag}-"))
+    run = Scratch(replace(base, topic_prefix=f"bench.{suffix}", postgres_dsn=conninfo.make_conninfo(**params),
+                          outbox_dir=workdir / "outbox"), admin_dsn, workdir)
+    try:
+        if migrated:
+            migrate(run.dsn)
+        yield run
+    finally:
+        run._clean_up()
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of an `assetlog` child process that uses `settings` (and none of ours)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETLOG_")}
+    env.update({ENV_KAFKA_BOOTSTRAP: settings.kafka_bootstrap or "", ENV_POSTGRES_DSN: settings.postgres_dsn or "",
+                ENV_TOPIC_PREFIX: settings.topic_prefix, ENV_OUTBOX_DIR: str(settings.outbox_dir)})
+    return env

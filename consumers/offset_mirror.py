@@ -1,0 +1,113 @@
+"""Kafka's own record of where each projection stands, for the lag tools operators already run.
+
+PostgreSQL holds the offsets that count (stored with the rows, in the same
+transaction); a copy in Kafka only lets `kafka-consumer-groups --describe`,
+Burrow or a Kafka lag exporter see Assetlog's consumers. The copy is written
+to the group `<group>.lag` (for the `lineage` projection under the default
+prefix: `assetlog.lineage.lag`), never to the consuming group itself:
+
+- the broker refuses an offset commit from outside the group while it has
+  members (UNKNOWN_MEMBER_ID), and
+- a commit by the member itself was tried before: after a broker restart the
+  broker answers a static member's OffsetCommit with FENCED_INSTANCE_ID, which
+  librdkafka makes fatal for the whole consumer.
+
+So a separate consumer, which never subscribes and so never joins any group,
+commits the copy (a "simple" commit, which the broker accepts for a group with
+no members), asynchronously, on a thread of its own, at most once per
+`interval`, with only the newest offsets. (Kafka's admin API,
+`alter_consumer_group_offsets`, does the same, but librdkafka 2.x aborted the
+whole process on an assertion when such a request timed out during the
+broker-outage drill.) Whatever goes wrong is logged and counted
+(`assetlog_consumer_offset_mirror_failures_total`), never raised: monitoring
+must not stop a consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from assetlog.config import Settings
+from assetlog.consumers.kafka_consumer import commit_only_consumer
+from assetlog.metrics import OFFSET_MIRROR_FAILURES
+
+log = logging.getLogger("assetlog.consumers")
+
+MONITORING_SUFFIX = ".lag"
+
+
+def monitoring_group(group_id: str) -> str:
+    """The Kafka group holding the copy of `group_id`'s offsets (it never has members)."""
+    return group_id + MONITORING_SUFFIX
+
+
+class OffsetMirror:
+    """Copies committed offsets to `<group>.lag` in the background, throttled; never raises."""
+
+    def __init__(self, settings: Settings, group_id: str, projection: str, interval: float = 1.0) -> None:
+        self.group = monitoring_group(group_id)
+        self.projection = projection
+        self._interval = interval
+        self._consumer = commit_only_consumer(settings, self.group, self._on_commit)
+        self._pending: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="assetlog-offset-mirror", daemon=True)
+        self._thread.start()
+
+    def track(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Offsets just committed to PostgreSQL (cheap: the copy is written later, on the mirror's thread)."""
+        with self._lock:
+            self._pending.update(offsets)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Commit what is pending once more and wait briefly for the answer (a broker away does not hold
+        up the exit: the copy is only for monitoring), then stop."""
+        self._stop.set()
+        self._thread.join(timeout=self._interval + 5)
+        try:
+            self._commit()
+            self._consumer.poll(timeout)  # serves the last commit's callback
+            self._consumer.close()
+        except RuntimeError:  # closed already
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._consumer.poll(0)  # serves the callbacks of earlier commits
+            self._commit()
+
+    def _commit(self) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        with self._lock:
+            offsets, self._pending = self._pending, {}
+        if not offsets:
+            return
+        partitions = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+        try:
+            self._consumer.commit(offsets=partitions, asynchronous=True)
+        except KafkaException as exc:
+            self._failed(partitions, str(exc.args[0]))
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        failed = [tp for tp in partitions if tp.error is not None]
+        if error is not None or failed:
+            self._failed(failed or partitions, str(error or failed[0].error))
+            return
+        if self._failing:
+            log.info("%s: offsets copied to Kafka group %s again", self.projection, self.group)
+        self._failing = False
+
+    def _failed(self, partitions: list[Any], problem: str) -> None:
+        OFFSET_MIRROR_FAILURES.labels(projection=self.projection).inc()
+        with self._lock:  # tried again next time, unless a newer offset arrived meanwhile
+            for tp in partitions:
+                self._pending.setdefault((tp.topic, tp.partition), tp.offset)
+        if not self._failing:  # one warning per spell of failures, not one per second
+            log.warning("%s: could not copy the offsets to Kafka group %s (monitoring only; PostgreSQL has "
+                        "them): %s", self.projection, self.group, problem)
+        self._failing = True
