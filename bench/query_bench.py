@@ -39,111 +39,20 @@ import platform
 import random
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from graph_load import START, build_dag, copy_load, load_through_projections
 from psycopg import conninfo, sql
 
 from assetlog.config import Settings
-from assetlog.projections import LineageProjection, PropertiesProjection, migrate, to_event
+from assetlog.projections import migrate
 from assetlog.query.store import LineageStore
-from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PRODUCER = {"host": "bench", "pid": 1, "version": "0.1.0"}
-START = datetime(2026, 1, 1, tzinfo=UTC)
-HUBS = 50
-
-
-def build_dag(n: int, layers: int, rng: random.Random, edges: int | None = None) -> tuple[list[str], list[list[int]]]:
-    """Asset keys and, per asset, the indexes of its upstreams (about `edges` in all when given)."""
-    domains = max(1, n // 500)
-    layer_of = [i * layers // n for i in range(n)]
-    domain_of = [rng.randrange(domains) for _ in range(n)]
-    keys = [f"s3://lake/domain{domain_of[i]:03d}/layer{layer_of[i]:02d}/table_{i:06d}.parquet" for i in range(n)]
-    buckets: dict[tuple[int, int], list[int]] = {}
-    by_layer: dict[int, list[int]] = {}
-    for i in range(n):
-        buckets.setdefault((layer_of[i], domain_of[i]), []).append(i)
-        by_layer.setdefault(layer_of[i], []).append(i)
-    hubs = rng.sample(by_layer[0], min(HUBS, len(by_layer[0])))
-    hub_weights = [1 / (rank + 1) for rank in range(len(hubs))]
-    upstreams: list[list[int]] = []
-    # --edges: 1..2m-1 distinct upstreams per non-source asset (mean m); else 1-5 draws (the v2 graph).
-    fan_in = edges / sum(1 for i in range(n) if layer_of[i] > 0) if edges else None
-    most = max(1, round(2 * fan_in - 1)) if fan_in else 5
-    for i in range(n):
-        layer = layer_of[i]
-        chosen: set[int] = set()
-        if layer > 0:
-            wanted = rng.randint(1, most)
-            for _ in range(wanted if fan_in is None else wanted * 4):
-                if fan_in is not None and len(chosen) >= wanted:
-                    break
-                if rng.random() < 0.05:
-                    chosen.add(rng.choices(hubs, hub_weights)[0])
-                    continue
-                source_layer = layer - 1 if rng.random() < 0.6 else rng.randrange(layer)
-                domain = domain_of[i] if rng.random() < 0.9 else rng.randrange(domains)
-                chosen.add(rng.choice(buckets.get((source_layer, domain)) or by_layer[source_layer]))
-        upstreams.append(sorted(chosen))
-    return keys, upstreams
-
-
-def task_run_events(key: str, ups: list[str], when: datetime, rng: random.Random, i: int,
-                    with_properties: bool, version: int) -> list[tuple[str, dict]]:
-    """One finished task run materializing `key`, as the producer would emit it."""
-    run = {"flow_run_id": str(uuid.uuid4()), "flow_name": f"pipeline_{i % 40}", "task_run_id": str(uuid.uuid4()),
-           "task_name": f"build_{i % 300}"}
-    mid = str(uuid.uuid4())
-    properties = {"name": f"Table {i} v{version}", "description": f"Table {i} of the lake, built daily",
-                  "owners": [f"team-{i % 40}"], "url": f"https://catalog.example.com/{i}" if version == 1 else None,
-                  } if with_properties else None
-    events: list[tuple[str, dict]] = [(MATERIALIZATION, {
-        "event_id": mid, "event_time": when, "asset_key": key, "status": "SUCCEEDED", "properties": properties,
-        "by": "dbt" if i % 4 == 0 else None, "upstream_keys": ups, "error": None, "run": run, "producer": PRODUCER})]
-    for up in ups:
-        events.append((DEPENDENCY, {
-            "event_id": str(uuid.uuid4()), "event_time": when, "upstream_key": up, "downstream_key": key,
-            "declared": "EXPLICIT" if rng.random() < 0.2 else "INFERRED", "upstream_properties": None,
-            "materialization_event_id": mid, "status": "SUCCEEDED", "run": run, "producer": PRODUCER}))
-    if rng.random() < 0.5:
-        events.append((METADATA, {
-            "event_id": str(uuid.uuid4()), "event_time": when, "asset_key": key,
-            "metadata_json": json.dumps({"rows": rng.randint(0, 10**7), "version": version}),
-            "materialization_event_id": mid, "status": "SUCCEEDED", "run": run, "producer": PRODUCER}))
-    return events
-
-
-def load(dsn: str, keys: list[str], upstreams: list[list[int]], layers: int, rng: random.Random,
-         chunk: int = 4000) -> tuple[int, float]:
-    """Project every task run's events through both projections, `chunk` assets per batch."""
-    projections = (PropertiesProjection(), LineageProjection())
-    n = len(keys)
-    count = 0
-    started = time.monotonic()
-    second_runs = set(rng.sample(range(n), n // 10))
-    with psycopg.connect(dsn) as conn:
-        for lo in range(0, n, chunk):
-            raw: list[tuple[str, dict]] = []
-            for i in range(lo, min(n, lo + chunk)):
-                ups = [keys[u] for u in upstreams[i]]
-                when = START + timedelta(minutes=10 * (i * layers // n), microseconds=rng.randrange(10**8))
-                with_properties = i % 10 < 3
-                raw += task_run_events(keys[i], ups, when, rng, i, with_properties, 1)
-                if i in second_runs:
-                    raw += task_run_events(keys[i], ups, when + timedelta(days=1), rng, i,
-                                           with_properties and i % 2 == 0, 2)
-            events = [to_event(event_type, record) for event_type, record in raw]
-            for projection in projections:
-                with conn.transaction():
-                    projection.apply(conn, projection.reduce(events))
-            count += len(events)
-    return count, time.monotonic() - started
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -240,13 +149,16 @@ def main() -> None:
     parser.add_argument("--database", default="assetlog_bench_query")
     parser.add_argument("--reuse", action="store_true", help="keep the database if it holds the same graph")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--loader", choices=("copy", "projections"), default="copy",
+                        help="copy: the projections' rows in bulk (default); projections: batch by batch "
+                             "through their apply, as the consumers do (same rows; see graph_load.py)")
     args = parser.parse_args()
 
     admin_dsn = Settings.from_env().require_postgres()
     params = conninfo.conninfo_to_dict(admin_dsn)
     params["dbname"] = args.database
     dsn = conninfo.make_conninfo(**params)
-    shape = {"assets": args.assets, "layers": args.layers, "seed": args.seed, "v": 2}
+    shape = {"assets": args.assets, "layers": args.layers, "seed": args.seed, "v": 3}
     signature = json.dumps({**shape, "edges": args.edges} if args.edges else shape)
     rng = random.Random(args.seed)
     keys, upstreams = build_dag(args.assets, args.layers, rng, args.edges)
@@ -258,7 +170,9 @@ def main() -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.database)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args.database)))
             migrate(dsn)
-            events, seconds = load(dsn, keys, upstreams, args.layers, rng)
+            loader = copy_load if args.loader == "copy" else load_through_projections
+            print(f"loading {args.assets:,} assets with the {args.loader} loader", flush=True)
+            events, seconds = loader(dsn, keys, upstreams, args.layers, rng, progress=True)
             with psycopg.connect(dsn, autocommit=True) as db:
                 db.execute("VACUUM ANALYZE")
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(

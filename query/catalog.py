@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from assetlog.errors import AssetlogError
+from assetlog.query.edges import edges_near
 from assetlog.query.models import (
     AssetDetails,
     AssetMetadata,
@@ -105,23 +106,11 @@ LEFT JOIN LATERAL ({properties}) pr ON true
 """).format(properties=PROPERTIES_AS_OF)
 
 # Direct neighbours (the first %(n)s by key) with the full count, now and as of a time.
-_NEIGHBOURS_NOW = {
-    "upstream": "SELECT upstream_key, declared, first_seen, last_seen, count(*) OVER () FROM asset_edges "
-                "WHERE downstream_key = %(key)s ORDER BY upstream_key LIMIT %(n)s",
-    "downstream": "SELECT downstream_key, declared, first_seen, last_seen, count(*) OVER () FROM asset_edges "
-                  "WHERE upstream_key = %(key)s ORDER BY downstream_key LIMIT %(n)s",
-}
-_NEIGHBOURS_AS_OF = {
-    "upstream": "SELECT upstream_key, "
-                "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END, "
-                "min(event_time), max(event_time), count(*) OVER () "
-                "FROM lineage_history WHERE asset_key = %(key)s AND event_type = 'dependency' "
-                "AND event_time <= %(as_of)s GROUP BY upstream_key ORDER BY upstream_key LIMIT %(n)s",
-    "downstream": "SELECT asset_key, "
-                  "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END, "
-                  "min(event_time), max(event_time), count(*) OVER () "
-                  "FROM lineage_history WHERE upstream_key = %(key)s AND event_type = 'dependency' "
-                  "AND event_time <= %(as_of)s GROUP BY asset_key ORDER BY asset_key LIMIT %(n)s",
+_NEIGHBOURS = {
+    (side, as_of): sql.SQL(
+        "SELECT far, declared, first_seen, last_seen, count(*) OVER () FROM ({edges}) e "
+        "ORDER BY far LIMIT %(n)s").format(edges=edges_near(side, sql.SQL("= %(key)s"), as_of))
+    for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
 
@@ -142,8 +131,7 @@ def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, ne
             flow_run_id=flow_run_id)
     neighbours: dict[str, tuple[list[Neighbour], int]] = {}
     for side in ("upstream", "downstream"):
-        query = (_NEIGHBOURS_AS_OF if as_of else _NEIGHBOURS_NOW)[side]
-        rows = conn.execute(query, params).fetchall()  # type: ignore[call-overload]
+        rows = conn.execute(_NEIGHBOURS[(side, as_of is not None)], params).fetchall()
         neighbours[side] = (
             [Neighbour(key=r[0], declared=r[1], first_seen=r[2], last_seen=r[3]) for r in rows],
             rows[0][4] if rows else 0,

@@ -1,8 +1,10 @@
 """Lineage walks: upstream, downstream or both from one asset, bounded in hops, nodes and time.
 
 The walk is breadth first, one indexed query per hop (`= ANY(frontier)`),
-with the visited set kept here rather than in SQL. That is what makes it
-exact and bounded at once:
+with the visited set kept here rather than in SQL, and each hop returns only
+the rows the walk can keep (edges into admitted assets, and into the first
+candidates by key up to the node limit), so a hub's 100k dependants stay on
+the server. That is what makes it exact and bounded at once:
 
 - each asset is expanded once, so cycles end and a diamond-shaped DAG costs
   its size, not its number of paths (a recursive CTE with path tracking
@@ -15,7 +17,9 @@ exact and bounded at once:
   under the same budget, so no answer runs for minutes.
 
 "Now" walks `asset_edges`; "as of T" walks the dependency events in
-`lineage_history` with event_time <= T (an edge exists from its first event).
+`lineage_history` with event_time <= T (`query.edges` states both). The
+choice against a recursive CTE and a closure table, measured at 10M edges, is
+in bench/README.md ("Graph at 10M edges").
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from psycopg import sql
 
 from assetlog.errors import AssetlogError
 from assetlog.query.catalog import PROPERTIES_AS_OF
+from assetlog.query.edges import edges_near
 from assetlog.query.models import Direction, LineageGraph
 
 
@@ -38,27 +43,27 @@ class QueryTimeout(AssetlogError):
 
 
 # A frontier travels as one text parameter, keys joined by newlines (a key never contains one),
-# split by string_to_array: much cheaper to send than a text[] of a thousand keys.
-# Each query returns (frontier key, neighbour key, declared) for the frontier's neighbours on one
-# side. "Now" reads only columns of asset_edges' covering indexes: index-only scans, and the
-# planner keeps them even for big frontiers.
-_NEIGHBOURS_NOW = {
-    "upstream": "SELECT downstream_key, upstream_key, declared FROM asset_edges "
-                "WHERE downstream_key = ANY(string_to_array(%(frontier)s, E'\\n'))",
-    "downstream": "SELECT upstream_key, downstream_key, declared FROM asset_edges "
-                  "WHERE upstream_key = ANY(string_to_array(%(frontier)s, E'\\n'))",
-}
-_NEIGHBOURS_AS_OF = {
-    "upstream": "SELECT asset_key, upstream_key, "
-                "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END "
-                "FROM lineage_history "
-                "WHERE asset_key = ANY(string_to_array(%(frontier)s, E'\\n')) AND event_type = 'dependency' "
-                "AND event_time <= %(as_of)s GROUP BY asset_key, upstream_key",
-    "downstream": "SELECT upstream_key, asset_key, "
-                  "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END "
-                  "FROM lineage_history "
-                  "WHERE upstream_key = ANY(string_to_array(%(frontier)s, E'\\n')) "
-                  "AND event_type = 'dependency' AND event_time <= %(as_of)s GROUP BY upstream_key, asset_key",
+# split by string_to_array: much cheaper to send than a text[] of a thousand keys. So do the keys
+# admitted so far.
+_LIST = "string_to_array(%(frontier)s, E'\\n')"
+
+# One hop: (frontier key, neighbour key, declared) for the frontier's neighbours on one side, but
+# only the rows the walk can use, so that a hub's hundred thousand dependants never leave the
+# server: every edge into an asset already admitted (its depth on this side, its edges), and the
+# edges into the first `room + 1` other neighbours in key order ("C": code points, as Python
+# sorts), which are the candidates the walk admits until the node limit (one more shows that the
+# limit cuts the hop). "Now" reads only columns of asset_edges' covering indexes: index-only scans.
+_HOP = """
+WITH e AS MATERIALIZED (SELECT near, far, declared FROM ({edges}) x)
+SELECT near, far, declared FROM e WHERE far = ANY(string_to_array(%(admitted)s, E'\\n'))
+UNION ALL
+SELECT near, far, declared FROM e WHERE far IN (
+    SELECT far FROM e WHERE NOT far = ANY(string_to_array(%(admitted)s, E'\\n'))
+    GROUP BY far ORDER BY far COLLATE "C" LIMIT %(room)s + 1)
+"""
+_NEIGHBOURS = {
+    (side, as_of): sql.SQL(_HOP).format(edges=edges_near(side, sql.SQL("= ANY(" + _LIST + ")"), as_of))
+    for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
 # Headline state of the answer's nodes: name, last status and time.
@@ -122,7 +127,6 @@ def walk(conn: psycopg.Connection, root: str, direction: Direction, depth: int |
     deadline = time.monotonic() + budget_seconds
     sides = ("upstream", "downstream") if direction == "both" else (direction,)
     state = _Walk(root=root, limit=limit, admitted={root: None}, depths={side: {root: 0} for side in sides})
-    queries = _NEIGHBOURS_AS_OF if as_of else _NEIGHBOURS_NOW
     frontiers = {side: [root] for side in sides}
     hop = 0
     while not state.truncated and any(frontiers.values()) and (depth is None or hop < depth):
@@ -135,8 +139,9 @@ def walk(conn: psycopg.Connection, root: str, direction: Direction, depth: int |
                 raise QueryTimeout(
                     f"the lineage walk took longer than {budget_seconds:g}s (stopped after {hop - 1} hops, "
                     f"{len(state.admitted)} assets); narrow it with a smaller depth or limit")
-            params = {"frontier": "\n".join(frontiers[side]), "as_of": as_of}
-            rows = conn.execute(queries[side], params).fetchall()  # type: ignore[call-overload]
+            params = {"frontier": "\n".join(frontiers[side]), "admitted": "\n".join(state.admitted),
+                      "room": limit - len(state.admitted), "as_of": as_of}
+            rows = conn.execute(_NEIGHBOURS[(side, as_of is not None)], params).fetchall()
             frontiers[side] = state.admit_hop(side, hop, rows)
     return _graph(conn, state, direction, depth, as_of)
 
