@@ -105,17 +105,27 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL ({properties}) pr ON true
 """).format(properties=PROPERTIES_AS_OF)
 
-# Direct neighbours (the first %(n)s by key) with the full count, now and as of a time.
+# Direct neighbours: one page of %(n)s in key order after %(after)s (null: the first page), and
+# the full count apart, so that a hub's page reads 50 index entries, not its 100k neighbours.
 _NEIGHBOURS = {
     (side, as_of): sql.SQL(
-        "SELECT far, declared, first_seen, last_seen, count(*) OVER () FROM ({edges}) e "
-        "ORDER BY far LIMIT %(n)s").format(edges=edges_near(side, sql.SQL("= %(key)s"), as_of))
+        "SELECT far, declared, first_seen, last_seen FROM ({edges}) e "
+        "WHERE %(after)s::text IS NULL OR far > %(after)s ORDER BY far LIMIT %(n)s").format(
+            edges=edges_near(side, sql.SQL("= %(key)s"), as_of))
+    for side in ("upstream", "downstream") for as_of in (False, True)
+}
+_NEIGHBOUR_COUNT = {
+    (side, as_of): sql.SQL("SELECT count(*) FROM ({edges}) e").format(
+        edges=edges_near(side, sql.SQL("= %(key)s"), as_of))
     for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
 
-def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, neighbour_limit: int) -> AssetDetails:
-    """One asset now (current tables) or as of a time (history only); AssetNotFound if unknown."""
+def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, neighbour_limit: int,
+                  after: dict[str, str | None] | None = None) -> AssetDetails:
+    """One asset now (current tables) or as of a time (history only); AssetNotFound if unknown.
+
+    `after` maps a side ("upstream", "downstream") to the key its neighbour list continues after."""
     params = {"key": key, "as_of": as_of, "n": neighbour_limit}
     row = conn.execute(_DETAILS_AS_OF if as_of else _DETAILS_NOW, params).fetchone()
     if row is None or row[0] is None:
@@ -131,11 +141,11 @@ def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, ne
             flow_run_id=flow_run_id)
     neighbours: dict[str, tuple[list[Neighbour], int]] = {}
     for side in ("upstream", "downstream"):
-        rows = conn.execute(_NEIGHBOURS[(side, as_of is not None)], params).fetchall()
-        neighbours[side] = (
-            [Neighbour(key=r[0], declared=r[1], first_seen=r[2], last_seen=r[3]) for r in rows],
-            rows[0][4] if rows else 0,
-        )
+        query = (side, as_of is not None)
+        rows = conn.execute(_NEIGHBOURS[query], {**params, "after": (after or {}).get(side)}).fetchall()
+        count = conn.execute(_NEIGHBOUR_COUNT[query], params).fetchone()[0]  # type: ignore[index]
+        neighbours[side] = ([Neighbour(key=r[0], declared=r[1], first_seen=r[2], last_seen=r[3]) for r in rows],
+                            count)
     return AssetDetails(
         key=key, as_of=as_of, first_seen=first_seen, last_seen=last_seen,
         properties=AssetProperties(name=name, description=description, owners=owners, url=url,
