@@ -45,15 +45,19 @@ class QueryTimeout(AssetlogError):
 # A frontier travels as one text parameter, keys joined by newlines (a key never contains one),
 # split by string_to_array: much cheaper to send than a text[] of a thousand keys. So do the keys
 # admitted so far.
-_LIST = "string_to_array(%(frontier)s, E'\\n')"
-
-# One hop: (frontier key, neighbour key, declared) for the frontier's neighbours on one side, but
-# only the rows the walk can use, so that a hub's hundred thousand dependants never leave the
-# server: every edge into an asset already admitted (its depth on this side, its edges), and the
-# edges into the first `room + 1` other neighbours in key order ("C": code points, as Python
-# sorts), which are the candidates the walk admits until the node limit (one more shows that the
-# limit cuts the hop). "Now" reads only columns of asset_edges' covering indexes: index-only scans.
-_HOP = """
+#
+# One hop: (frontier key, neighbour key, declared) for the frontier's neighbours on one side.
+# First every such edge, as long as there are fewer than HOP_ROWS_PER_NODE x the node limit (the
+# common case: one cheap prepared query; "now" reads only columns of asset_edges' covering
+# indexes, so index-only scans). A hop with more, typically out of a hub with 100k dependants,
+# is asked again for only the rows the walk can use, so they never leave the server: every edge
+# into an asset already admitted (its depth on this side, its edges), and the edges into the
+# first `room + 1` other neighbours in key order ("C": code points, as Python sorts), the
+# candidates the walk admits until the node limit (one more shows that the limit cuts the hop).
+HOP_ROWS_PER_NODE = 10
+_FRONTIER = sql.SQL("= ANY(string_to_array(%(frontier)s, E'\\n'))")
+_ALL = "SELECT near, far, declared FROM ({edges}) x LIMIT %(cap)s"
+_BOUNDED = """
 WITH e AS MATERIALIZED (SELECT near, far, declared FROM ({edges}) x)
 SELECT near, far, declared FROM e WHERE far = ANY(string_to_array(%(admitted)s, E'\\n'))
 UNION ALL
@@ -62,7 +66,8 @@ SELECT near, far, declared FROM e WHERE far IN (
     GROUP BY far ORDER BY far COLLATE "C" LIMIT %(room)s + 1)
 """
 _NEIGHBOURS = {
-    (side, as_of): sql.SQL(_HOP).format(edges=edges_near(side, sql.SQL("= ANY(" + _LIST + ")"), as_of))
+    (form, side, as_of): sql.SQL(text).format(edges=edges_near(side, _FRONTIER, as_of))
+    for form, text in (("all", _ALL), ("bounded", _BOUNDED))
     for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
@@ -139,11 +144,22 @@ def walk(conn: psycopg.Connection, root: str, direction: Direction, depth: int |
                 raise QueryTimeout(
                     f"the lineage walk took longer than {budget_seconds:g}s (stopped after {hop - 1} hops, "
                     f"{len(state.admitted)} assets); narrow it with a smaller depth or limit")
-            params = {"frontier": "\n".join(frontiers[side]), "admitted": "\n".join(state.admitted),
-                      "room": limit - len(state.admitted), "as_of": as_of}
-            rows = conn.execute(_NEIGHBOURS[(side, as_of is not None)], params).fetchall()
-            frontiers[side] = state.admit_hop(side, hop, rows)
+            frontiers[side] = state.admit_hop(side, hop, _hop(conn, state, side, frontiers[side], as_of))
     return _graph(conn, state, direction, depth, as_of)
+
+
+def _hop(conn: psycopg.Connection, state: _Walk, side: str, frontier: list[str],
+         as_of: datetime | None) -> list[tuple[Any, ...]]:
+    """The rows of one hop that `_Walk.admit_hop` needs (see _NEIGHBOURS)."""
+    cap = HOP_ROWS_PER_NODE * state.limit
+    params = {"frontier": "\n".join(frontier), "cap": cap, "as_of": as_of}
+    rows = conn.execute(_NEIGHBOURS[("all", side, as_of is not None)], params).fetchall()
+    if len(rows) < cap:
+        return rows
+    params.update(admitted="\n".join(state.admitted), room=state.limit - len(state.admitted))
+    # Never a prepared statement: a generic plan sees neither list, so it cannot hash them or
+    # estimate their size (10x slower on a hub's hops, measured); a custom plan does both.
+    return conn.execute(_NEIGHBOURS[("bounded", side, as_of is not None)], params, prepare=False).fetchall()
 
 
 def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: int | None,

@@ -2,17 +2,19 @@
 
 Before the 10M-edge work each hop fetched every edge of the frontier (a hub's 100k dependants
 crossed the wire to keep 150); now a hop returns only the edges into admitted assets and into the
-first `room + 1` candidates by key. The reference below is the previous walk, verbatim in its
-queries; hypothesis draws small random graphs (cycles, diamonds, hubs, repeated and explicit
+first `room + 1` candidates by key. The reference is the previous walk, verbatim in its
+queries (`unbounded_walk`); hypothesis draws small random graphs (cycles, diamonds, hubs, repeated and explicit
 dependency events at several times) and compares both walks for every direction, depth, node
 limit, and now / as of a time.
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,48 +25,11 @@ from psycopg import sql
 
 from assetlog.projections import migrate
 from assetlog.query import graph
-from assetlog.query.models import LineageGraph
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from walk_strategies import unbounded_walk
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-_OLD_NOW = {
-    "upstream": "SELECT downstream_key, upstream_key, declared FROM asset_edges "
-                "WHERE downstream_key = ANY(string_to_array(%(frontier)s, E'\\n'))",
-    "downstream": "SELECT upstream_key, downstream_key, declared FROM asset_edges "
-                  "WHERE upstream_key = ANY(string_to_array(%(frontier)s, E'\\n'))",
-}
-_OLD_AS_OF = {
-    "upstream": "SELECT asset_key, upstream_key, "
-                "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END "
-                "FROM lineage_history "
-                "WHERE asset_key = ANY(string_to_array(%(frontier)s, E'\\n')) AND event_type = 'dependency' "
-                "AND event_time <= %(as_of)s GROUP BY asset_key, upstream_key",
-    "downstream": "SELECT upstream_key, asset_key, "
-                  "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END "
-                  "FROM lineage_history "
-                  "WHERE upstream_key = ANY(string_to_array(%(frontier)s, E'\\n')) "
-                  "AND event_type = 'dependency' AND event_time <= %(as_of)s GROUP BY upstream_key, asset_key",
-}
-
-
-def reference_walk(conn: psycopg.Connection, root: str, direction: str, depth: int | None, limit: int,
-                   as_of: datetime | None) -> LineageGraph:
-    """The walk as it was: every edge of the frontier fetched at each hop."""
-    sides = ("upstream", "downstream") if direction == "both" else (direction,)
-    state = graph._Walk(root=root, limit=limit, admitted={root: None}, depths={side: {root: 0} for side in sides})
-    queries = _OLD_AS_OF if as_of else _OLD_NOW
-    frontiers = {side: [root] for side in sides}
-    hop = 0
-    while not state.truncated and any(frontiers.values()) and (depth is None or hop < depth):
-        hop += 1
-        for side in sides:
-            if not frontiers[side] or state.truncated:
-                frontiers[side] = []
-                continue
-            rows = conn.execute(queries[side], {"frontier": "\n".join(frontiers[side]), "as_of": as_of}).fetchall()
-            frontiers[side] = state.admit_hop(side, hop, rows)
-    return graph._graph(conn, state, direction, depth, as_of)  # type: ignore[arg-type]
-
 
 @pytest.fixture(scope="module")
 def database(stack, tmp_path_factory) -> Iterator[psycopg.Connection]:  # type: ignore[no-untyped-def]
@@ -113,17 +78,22 @@ def load(conn: psycopg.Connection, events: list[tuple[str, str, int, bool]]) -> 
         "FROM lineage_history GROUP BY upstream_key, asset_key")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=dependency_events, root=st.sampled_from(KEYS),
        direction=st.sampled_from(["upstream", "downstream", "both"]),
        depth=st.one_of(st.none(), st.integers(1, 4)), limit=st.integers(1, 13),
-       as_of_hours=st.one_of(st.none(), st.integers(0, 4)))
+       as_of_hours=st.one_of(st.none(), st.integers(0, 4)), rows_per_node=st.sampled_from([0, 1, 10]))
 def test_bounded_walk_equals_the_unbounded_walk(database: psycopg.Connection, events, root, direction, depth,  # type: ignore[no-untyped-def]
-                                                limit, as_of_hours) -> None:
+                                                limit, as_of_hours, rows_per_node) -> None:
+    """rows_per_node 0: every hop takes the bounded query; 10 (the default): only big hops do."""
     load(database, events)
+    graph.HOP_ROWS_PER_NODE = rows_per_node
     as_of = None if as_of_hours is None else T0 + timedelta(hours=as_of_hours, minutes=30)
-    expected = reference_walk(database, root, direction, depth, limit, as_of)
-    got = graph.walk(database, root, direction, depth, limit, as_of, budget_seconds=10)
+    expected = unbounded_walk(database, root, direction, depth, limit, as_of)
+    try:
+        got = graph.walk(database, root, direction, depth, limit, as_of, budget_seconds=10)
+    finally:
+        graph.HOP_ROWS_PER_NODE = 10
     assert got == expected
 
 
@@ -131,7 +101,7 @@ def test_a_hub_hop_returns_only_the_rows_the_walk_keeps(database: psycopg.Connec
     """The point of the bound: 300 dependants, limit 5 -> the hop sends 5 + 1 rows, not 300."""
     hub = "s3://g/hub"
     load(database, [(hub, f"s3://g/dependant_{i:03d}", 1, False) for i in range(300)])
-    rows = database.execute(graph._NEIGHBOURS[("downstream", False)],
+    rows = database.execute(graph._NEIGHBOURS[("bounded", "downstream", False)],
                             {"frontier": hub, "admitted": hub, "room": 4, "as_of": None}).fetchall()
     assert sorted(row[1] for row in rows) == [f"s3://g/dependant_{i:03d}" for i in range(5)]
     answer = graph.walk(database, hub, "downstream", None, 5, None, budget_seconds=10)
