@@ -50,24 +50,26 @@ class QueryTimeout(AssetlogError):
 # First every such edge, as long as there are fewer than HOP_ROWS_PER_NODE x the node limit (the
 # common case: one cheap prepared query; "now" reads only columns of asset_edges' covering
 # indexes, so index-only scans). A hop with more, typically out of a hub with 100k dependants,
-# is asked again for only the rows the walk can use, so they never leave the server: every edge
-# into an asset already admitted (its depth on this side, its edges), and the edges into the
-# first `room + 1` other neighbours in key order ("C": code points, as Python sorts), the
-# candidates the walk admits until the node limit (one more shows that the limit cuts the hop).
+# is asked again for only the rows the walk can use, so they never leave the server:
+# - per frontier key, its first `admitted + room + 1` neighbours in key order ("C": code points,
+#   as Python sorts). That holds every candidate the walk may admit: a candidate among the first
+#   room + 1 new assets of the hop is preceded, in any key's list, by at most the admitted assets
+#   and `room` other candidates; and one more shows that the limit cuts the hop (the key itself,
+#   admitted but never its own neighbour, leaves one row to spare);
+# - for the keys whose list was cut there, their edges into assets already admitted (their depth
+#   on this side, their edges), looked up by both keys.
 HOP_ROWS_PER_NODE = 10
+_ALL = sql.SQL("SELECT near, far, declared FROM ({edges}) x LIMIT %(cap)s")
+_FIRST_PER_KEY = sql.SQL(
+    "SELECT f.near, x.far, x.declared FROM unnest(string_to_array(%(frontier)s, E'\\n')) AS f(near) "
+    "CROSS JOIN LATERAL (SELECT far, declared FROM ({edges}) e ORDER BY far COLLATE \"C\" LIMIT %(per_key)s) x")
+_INTO_ADMITTED = sql.SQL(
+    "SELECT near, far, declared FROM ({edges}) e WHERE far = ANY(string_to_array(%(admitted)s, E'\\n'))")
 _FRONTIER = sql.SQL("= ANY(string_to_array(%(frontier)s, E'\\n'))")
-_ALL = "SELECT near, far, declared FROM ({edges}) x LIMIT %(cap)s"
-_BOUNDED = """
-WITH e AS MATERIALIZED (SELECT near, far, declared FROM ({edges}) x)
-SELECT near, far, declared FROM e WHERE far = ANY(string_to_array(%(admitted)s, E'\\n'))
-UNION ALL
-SELECT near, far, declared FROM e WHERE far IN (
-    SELECT far FROM e WHERE NOT far = ANY(string_to_array(%(admitted)s, E'\\n'))
-    GROUP BY far ORDER BY far COLLATE "C" LIMIT %(room)s + 1)
-"""
 _NEIGHBOURS = {
-    (form, side, as_of): sql.SQL(text).format(edges=edges_near(side, _FRONTIER, as_of))
-    for form, text in (("all", _ALL), ("bounded", _BOUNDED))
+    (form, side, as_of): query.format(edges=edges_near(side, matches, as_of))
+    for form, query, matches in (("all", _ALL, _FRONTIER), ("first", _FIRST_PER_KEY, sql.SQL("= f.near")),
+                                 ("admitted", _INTO_ADMITTED, _FRONTIER))
     for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
@@ -156,10 +158,17 @@ def _hop(conn: psycopg.Connection, state: _Walk, side: str, frontier: list[str],
     rows = conn.execute(_NEIGHBOURS[("all", side, as_of is not None)], params).fetchall()
     if len(rows) < cap:
         return rows
-    params.update(admitted="\n".join(state.admitted), room=state.limit - len(state.admitted))
-    # Never a prepared statement: a generic plan sees neither list, so it cannot hash them or
-    # estimate their size (10x slower on a hub's hops, measured); a custom plan does both.
-    return conn.execute(_NEIGHBOURS[("bounded", side, as_of is not None)], params, prepare=False).fetchall()
+    params.update(per_key=state.limit + 1)  # admitted + room + 1
+    # Never prepared: a generic plan cannot see the lists' sizes (10x slower on a hub, measured).
+    rows = conn.execute(_NEIGHBOURS[("first", side, as_of is not None)], params, prepare=False).fetchall()
+    per_key: dict[str, int] = {}
+    for near, _, _ in rows:
+        per_key[near] = per_key.get(near, 0) + 1
+    cut = [near for near, count in per_key.items() if count >= state.limit + 1]
+    if cut:
+        params.update(frontier="\n".join(cut), admitted="\n".join(state.admitted))
+        rows += conn.execute(_NEIGHBOURS[("admitted", side, as_of is not None)], params, prepare=False).fetchall()
+    return rows
 
 
 def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: int | None,

@@ -78,7 +78,7 @@ def load(conn: psycopg.Connection, events: list[tuple[str, str, int, bool]]) -> 
         "FROM lineage_history GROUP BY upstream_key, asset_key")
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=dependency_events, root=st.sampled_from(KEYS),
        direction=st.sampled_from(["upstream", "downstream", "both"]),
        depth=st.one_of(st.none(), st.integers(1, 4)), limit=st.integers(1, 13),
@@ -101,8 +101,23 @@ def test_a_hub_hop_returns_only_the_rows_the_walk_keeps(database: psycopg.Connec
     """The point of the bound: 300 dependants, limit 5 -> the hop sends 5 + 1 rows, not 300."""
     hub = "s3://g/hub"
     load(database, [(hub, f"s3://g/dependant_{i:03d}", 1, False) for i in range(300)])
-    rows = database.execute(graph._NEIGHBOURS[("bounded", "downstream", False)],
-                            {"frontier": hub, "admitted": hub, "room": 4, "as_of": None}).fetchall()
-    assert sorted(row[1] for row in rows) == [f"s3://g/dependant_{i:03d}" for i in range(5)]
+    rows = database.execute(graph._NEIGHBOURS[("first", "downstream", False)],
+                            {"frontier": hub, "per_key": 6, "as_of": None}).fetchall()
+    assert [row[1] for row in rows] == [f"s3://g/dependant_{i:03d}" for i in range(6)]
     answer = graph.walk(database, hub, "downstream", None, 5, None, budget_seconds=10)
     assert answer.truncated and [n.key for n in answer.nodes] == [hub] + [f"s3://g/dependant_{i:03d}" for i in range(4)]
+
+
+def test_a_cut_hop_keeps_its_edges_into_assets_already_admitted(database: psycopg.Connection) -> None:
+    """The hub's list is cut after its first limit + 1 neighbours; its edge into `zzz` (admitted one
+    hop earlier, last by key) must still be in the answer."""
+    root, hub, last = "s3://g/root", "s3://g/hub", "s3://g/zzz"
+    load(database, [(root, hub, 1, False), (root, last, 1, False), (hub, last, 2, True)]
+         + [(hub, f"s3://g/dependant_{i:02d}", 2, False) for i in range(20)])
+    graph.HOP_ROWS_PER_NODE = 0  # every hop takes the bounded queries
+    try:
+        got = graph.walk(database, root, "downstream", None, 5, None, budget_seconds=10)
+    finally:
+        graph.HOP_ROWS_PER_NODE = 10
+    assert got == unbounded_walk(database, root, "downstream", None, 5, None)
+    assert any(e.upstream == hub and e.downstream == last and e.declared == "explicit" for e in got.edges)
