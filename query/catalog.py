@@ -105,14 +105,14 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL ({properties}) pr ON true
 """).format(properties=PROPERTIES_AS_OF)
 
-# Direct neighbours: one page of %(n)s in key order after %(after)s (null: the first page), and
-# the full count apart, so that a hub's page reads 50 index entries, not its 100k neighbours.
+# Direct neighbours: one page of %(n)s in key order (after %(after)s when continuing), and the
+# full count apart, so that a hub's page reads 50 index entries, not its 100k neighbours.
 _NEIGHBOURS = {
-    (side, as_of): sql.SQL(
-        "SELECT far, declared, first_seen, last_seen FROM ({edges}) e "
-        "WHERE %(after)s::text IS NULL OR far > %(after)s ORDER BY far LIMIT %(n)s").format(
-            edges=edges_near(side, sql.SQL("= %(key)s"), as_of))
-    for side in ("upstream", "downstream") for as_of in (False, True)
+    (side, as_of, continued): sql.SQL("SELECT far, declared, first_seen, last_seen FROM ({edges}) e {after} "
+                                      "ORDER BY far LIMIT %(n)s").format(
+        edges=edges_near(side, sql.SQL("= %(key)s"), as_of),
+        after=sql.SQL("WHERE far > %(after)s" if continued else ""))
+    for side in ("upstream", "downstream") for as_of in (False, True) for continued in (False, True)
 }
 _NEIGHBOUR_COUNT = {
     (side, as_of): sql.SQL("SELECT count(*) FROM ({edges}) e").format(
@@ -141,9 +141,10 @@ def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, ne
             flow_run_id=flow_run_id)
     neighbours: dict[str, tuple[list[Neighbour], int]] = {}
     for side in ("upstream", "downstream"):
-        query = (side, as_of is not None)
-        rows = conn.execute(_NEIGHBOURS[query], {**params, "after": (after or {}).get(side)}).fetchall()
-        count = conn.execute(_NEIGHBOUR_COUNT[query], params).fetchone()[0]  # type: ignore[index]
+        continue_after = (after or {}).get(side)
+        rows = conn.execute(_NEIGHBOURS[(side, as_of is not None, continue_after is not None)],
+                            {**params, "after": continue_after}).fetchall()
+        count = conn.execute(_NEIGHBOUR_COUNT[(side, as_of is not None)], params).fetchone()[0]  # type: ignore[index]
         neighbours[side] = ([Neighbour(key=r[0], declared=r[1], first_seen=r[2], last_seen=r[3]) for r in rows],
                             count)
     return AssetDetails(
