@@ -1,10 +1,9 @@
 """Lineage walks: upstream, downstream or both from one asset, bounded in hops, nodes and time.
 
 The walk is breadth first, one indexed query per hop (`= ANY(frontier)`),
-with the visited set kept here rather than in SQL, and each hop returns only
-the rows the walk can keep (edges into admitted assets, and into the first
-candidates by key up to the node limit), so a hub's 100k dependants stay on
-the server. That is what makes it exact and bounded at once:
+with the visited set kept here rather than in SQL; a hop out of a hub returns
+only the rows the walk can keep (see `_NEIGHBOURS`), so a hub's 100k
+dependants stay on the server. That is what makes it exact and bounded at once:
 
 - each asset is expanded once, so cycles end and a diamond-shaped DAG costs
   its size, not its number of paths (a recursive CTE with path tracking
