@@ -7,10 +7,10 @@ projection, projects them into a fresh database with that many
 from their start until the offsets stored in PostgreSQL reach the end of every
 partition (group joins included, as an operator would see it). Beside each
 figure: the CPU seconds the consumer processes and the PostgreSQL server spent
-(from /proc), so it shows where the box saturates. The same run's single
-process is the baseline of each ratio.
+(from /proc), the consumers' own backends apart, so it shows where the box
+saturates. The same run's single process is the baseline of each ratio.
 
-    eval "$(assetlog stack env)" && python bench/scaling_bench.py [--events 100000] [--processes 1,2,4]
+    eval "$(assetlog stack env)" && python bench/scaling_bench.py [--events 200000] [--processes 1,2,4]
 Prints a table and writes bench/results/scaling_bench.json.
 """
 
@@ -64,6 +64,13 @@ def postgres_pids() -> list[int]:
     return pids
 
 
+def backend_pids(dsn: str) -> list[int]:
+    """The server processes serving the bench database's other sessions (the consumers' backends)."""
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+
+
 def stored_total(dsn: str, projection: str) -> int:
     with psycopg.connect(dsn, connect_timeout=5) as conn:
         return conn.execute("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE projection = %s",
@@ -83,19 +90,21 @@ def run_group(settings: Settings, dsn: str, projection: str, processes: int, tot
             time.sleep(0.05)
         seconds = time.monotonic() - started
         consumer_cpu = cpu_seconds([p.pid for p in group])
+        backends_cpu = cpu_seconds(backend_pids(dsn))
     finally:
         for process in group:
             process.terminate()
         for process in group:
             process.wait(30)
     return {"processes": processes, "seconds": seconds, "events_per_second": total / seconds,
-            "consumer_cpu_seconds": consumer_cpu,
+            "consumer_cpu_seconds": consumer_cpu, "backends_cpu_seconds": backends_cpu,
+            "consumer_cores": consumer_cpu / seconds, "backends_cores": backends_cpu / seconds,
             "postgres_cpu_seconds": cpu_seconds(postgres_pids()) - postgres_before}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--processes", default="1,2,4", help="process counts, comma separated")
     args = parser.parse_args()
@@ -129,12 +138,16 @@ def main() -> None:
             except Exception:  # best-effort clean-up
                 pass
     print(f"S1 scaling: {total} events, {args.partitions} partitions per topic, {os.cpu_count()} cores")
-    print(f"{'projection':<12}{'processes':>10}{'events/s':>11}{'vs 1':>7}{'consumer CPU s':>16}{'PostgreSQL CPU s':>18}")
+    print(f"{'projection':<12}{'processes':>10}{'events/s':>11}{'vs 1':>7}{'consumer CPU s':>16}"
+          f"{'cores':>7}{'backends CPU s':>16}{'cores':>7}{'all PostgreSQL CPU s':>22}")
     for row in results:
         single = next(r for r in results if r["projection"] == row["projection"] and r["processes"] == counts[0])
         row["ratio_to_first"] = row["events_per_second"] / single["events_per_second"]
         print(f"{row['projection']:<12}{row['processes']:>10}{row['events_per_second']:>11,.0f}"
-              f"{row['ratio_to_first']:>6.2f}x{row['consumer_cpu_seconds']:>16.1f}{row['postgres_cpu_seconds']:>18.1f}")
+              f"{row['ratio_to_first']:>6.2f}x{row['consumer_cpu_seconds']:>16.1f}{row['consumer_cores']:>7.2f}"
+              f"{row['backends_cpu_seconds']:>16.1f}{row['backends_cores']:>7.2f}{row['postgres_cpu_seconds']:>22.1f}")
+    print("cores = CPU seconds per wall-clock second; backends = the server processes of the consumers' sessions; "
+          "all PostgreSQL = every server process on the machine (shared with other work)")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "scaling_bench.json"
     out.write_text(json.dumps({"benchmark": "S1 scaling", "events": total, "partitions": args.partitions,

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from assetlog.errors import AssetlogError
+from assetlog.query.edges import edges_near
 from assetlog.query.models import (
     AssetDetails,
     AssetMetadata,
@@ -104,29 +105,27 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL ({properties}) pr ON true
 """).format(properties=PROPERTIES_AS_OF)
 
-# Direct neighbours (the first %(n)s by key) with the full count, now and as of a time.
-_NEIGHBOURS_NOW = {
-    "upstream": "SELECT upstream_key, declared, first_seen, last_seen, count(*) OVER () FROM asset_edges "
-                "WHERE downstream_key = %(key)s ORDER BY upstream_key LIMIT %(n)s",
-    "downstream": "SELECT downstream_key, declared, first_seen, last_seen, count(*) OVER () FROM asset_edges "
-                  "WHERE upstream_key = %(key)s ORDER BY downstream_key LIMIT %(n)s",
+# Direct neighbours: one page of %(n)s in key order (after %(after)s when continuing), and the
+# full count apart, so that a hub's page reads 50 index entries, not its 100k neighbours.
+_NEIGHBOURS = {
+    (side, as_of, continued): sql.SQL("SELECT far, declared, first_seen, last_seen FROM ({edges}) e {after} "
+                                      "ORDER BY far LIMIT %(n)s").format(
+        edges=edges_near(side, sql.SQL("= %(key)s"), as_of),
+        after=sql.SQL("WHERE far > %(after)s" if continued else ""))
+    for side in ("upstream", "downstream") for as_of in (False, True) for continued in (False, True)
 }
-_NEIGHBOURS_AS_OF = {
-    "upstream": "SELECT upstream_key, "
-                "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END, "
-                "min(event_time), max(event_time), count(*) OVER () "
-                "FROM lineage_history WHERE asset_key = %(key)s AND event_type = 'dependency' "
-                "AND event_time <= %(as_of)s GROUP BY upstream_key ORDER BY upstream_key LIMIT %(n)s",
-    "downstream": "SELECT asset_key, "
-                  "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END, "
-                  "min(event_time), max(event_time), count(*) OVER () "
-                  "FROM lineage_history WHERE upstream_key = %(key)s AND event_type = 'dependency' "
-                  "AND event_time <= %(as_of)s GROUP BY asset_key ORDER BY asset_key LIMIT %(n)s",
+_NEIGHBOUR_COUNT = {
+    (side, as_of): sql.SQL("SELECT count(*) FROM ({edges}) e").format(
+        edges=edges_near(side, sql.SQL("= %(key)s"), as_of))
+    for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
 
-def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, neighbour_limit: int) -> AssetDetails:
-    """One asset now (current tables) or as of a time (history only); AssetNotFound if unknown."""
+def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, neighbour_limit: int,
+                  after: dict[str, str | None] | None = None) -> AssetDetails:
+    """One asset now (current tables) or as of a time (history only); AssetNotFound if unknown.
+
+    `after` maps a side ("upstream", "downstream") to the key its neighbour list continues after."""
     params = {"key": key, "as_of": as_of, "n": neighbour_limit}
     row = conn.execute(_DETAILS_AS_OF if as_of else _DETAILS_NOW, params).fetchone()
     if row is None or row[0] is None:
@@ -142,12 +141,12 @@ def asset_details(conn: psycopg.Connection, key: str, as_of: datetime | None, ne
             flow_run_id=flow_run_id)
     neighbours: dict[str, tuple[list[Neighbour], int]] = {}
     for side in ("upstream", "downstream"):
-        query = (_NEIGHBOURS_AS_OF if as_of else _NEIGHBOURS_NOW)[side]
-        rows = conn.execute(query, params).fetchall()  # type: ignore[call-overload]
-        neighbours[side] = (
-            [Neighbour(key=r[0], declared=r[1], first_seen=r[2], last_seen=r[3]) for r in rows],
-            rows[0][4] if rows else 0,
-        )
+        continue_after = (after or {}).get(side)
+        rows = conn.execute(_NEIGHBOURS[(side, as_of is not None, continue_after is not None)],
+                            {**params, "after": continue_after}).fetchall()
+        count = conn.execute(_NEIGHBOUR_COUNT[(side, as_of is not None)], params).fetchone()[0]  # type: ignore[index]
+        neighbours[side] = ([Neighbour(key=r[0], declared=r[1], first_seen=r[2], last_seen=r[3]) for r in rows],
+                            count)
     return AssetDetails(
         key=key, as_of=as_of, first_seen=first_seen, last_seen=last_seen,
         properties=AssetProperties(name=name, description=description, owners=owners, url=url,

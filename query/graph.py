@@ -1,8 +1,9 @@
 """Lineage walks: upstream, downstream or both from one asset, bounded in hops, nodes and time.
 
 The walk is breadth first, one indexed query per hop (`= ANY(frontier)`),
-with the visited set kept here rather than in SQL. That is what makes it
-exact and bounded at once:
+with the visited set kept here rather than in SQL; a hop out of a hub returns
+only the rows the walk can keep (see `_NEIGHBOURS`), so a hub's 100k
+dependants stay on the server. That is what makes it exact and bounded at once:
 
 - each asset is expanded once, so cycles end and a diamond-shaped DAG costs
   its size, not its number of paths (a recursive CTE with path tracking
@@ -15,7 +16,9 @@ exact and bounded at once:
   under the same budget, so no answer runs for minutes.
 
 "Now" walks `asset_edges`; "as of T" walks the dependency events in
-`lineage_history` with event_time <= T (an edge exists from its first event).
+`lineage_history` with event_time <= T (`query.edges` states both). The
+choice against a recursive CTE and a closure table, measured at 10M edges, is
+in bench/README.md ("Graph at 10M edges").
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from psycopg import sql
 
 from assetlog.errors import AssetlogError
 from assetlog.query.catalog import PROPERTIES_AS_OF
+from assetlog.query.edges import edges_near
 from assetlog.query.models import Direction, LineageGraph
 
 
@@ -38,27 +42,34 @@ class QueryTimeout(AssetlogError):
 
 
 # A frontier travels as one text parameter, keys joined by newlines (a key never contains one),
-# split by string_to_array: much cheaper to send than a text[] of a thousand keys.
-# Each query returns (frontier key, neighbour key, declared) for the frontier's neighbours on one
-# side. "Now" reads only columns of asset_edges' covering indexes: index-only scans, and the
-# planner keeps them even for big frontiers.
-_NEIGHBOURS_NOW = {
-    "upstream": "SELECT downstream_key, upstream_key, declared FROM asset_edges "
-                "WHERE downstream_key = ANY(string_to_array(%(frontier)s, E'\\n'))",
-    "downstream": "SELECT upstream_key, downstream_key, declared FROM asset_edges "
-                  "WHERE upstream_key = ANY(string_to_array(%(frontier)s, E'\\n'))",
-}
-_NEIGHBOURS_AS_OF = {
-    "upstream": "SELECT asset_key, upstream_key, "
-                "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END "
-                "FROM lineage_history "
-                "WHERE asset_key = ANY(string_to_array(%(frontier)s, E'\\n')) AND event_type = 'dependency' "
-                "AND event_time <= %(as_of)s GROUP BY asset_key, upstream_key",
-    "downstream": "SELECT upstream_key, asset_key, "
-                  "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END "
-                  "FROM lineage_history "
-                  "WHERE upstream_key = ANY(string_to_array(%(frontier)s, E'\\n')) "
-                  "AND event_type = 'dependency' AND event_time <= %(as_of)s GROUP BY upstream_key, asset_key",
+# split by string_to_array: much cheaper to send than a text[] of a thousand keys. So do the keys
+# admitted so far.
+#
+# One hop: (frontier key, neighbour key, declared) for the frontier's neighbours on one side.
+# First every such edge, as long as there are fewer than HOP_ROWS_PER_NODE x the node limit (the
+# common case: one cheap prepared query; "now" reads only columns of asset_edges' covering
+# indexes, so index-only scans). A hop with more, typically out of a hub with 100k dependants,
+# is asked again for only the rows the walk can use, so they never leave the server:
+# - per frontier key, its first `admitted + room + 1` neighbours in key order ("C": code points,
+#   as Python sorts). That holds every candidate the walk may admit: a candidate among the first
+#   room + 1 new assets of the hop is preceded, in any key's list, by at most the admitted assets
+#   and `room` other candidates; and one more shows that the limit cuts the hop (the key itself,
+#   admitted but never its own neighbour, leaves one row to spare);
+# - for the keys whose list was cut there, their edges into assets already admitted (their depth
+#   on this side, their edges), looked up by both keys.
+HOP_ROWS_PER_NODE = 10
+_ALL = sql.SQL("SELECT near, far, declared FROM ({edges}) x LIMIT %(cap)s")
+_FIRST_PER_KEY = sql.SQL(
+    "SELECT f.near, x.far, x.declared FROM unnest(string_to_array(%(frontier)s, E'\\n')) AS f(near) "
+    "CROSS JOIN LATERAL (SELECT far, declared FROM ({edges}) e ORDER BY far COLLATE \"C\" LIMIT %(per_key)s) x")
+_INTO_ADMITTED = sql.SQL(
+    "SELECT near, far, declared FROM ({edges}) e WHERE far = ANY(string_to_array(%(admitted)s, E'\\n'))")
+_FRONTIER = sql.SQL("= ANY(string_to_array(%(frontier)s, E'\\n'))")
+_NEIGHBOURS = {
+    (form, side, as_of): query.format(edges=edges_near(side, matches, as_of))
+    for form, query, matches in (("all", _ALL, _FRONTIER), ("first", _FIRST_PER_KEY, sql.SQL("= f.near")),
+                                 ("admitted", _INTO_ADMITTED, _FRONTIER))
+    for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
 # Headline state of the answer's nodes: name, last status and time.
@@ -122,7 +133,6 @@ def walk(conn: psycopg.Connection, root: str, direction: Direction, depth: int |
     deadline = time.monotonic() + budget_seconds
     sides = ("upstream", "downstream") if direction == "both" else (direction,)
     state = _Walk(root=root, limit=limit, admitted={root: None}, depths={side: {root: 0} for side in sides})
-    queries = _NEIGHBOURS_AS_OF if as_of else _NEIGHBOURS_NOW
     frontiers = {side: [root] for side in sides}
     hop = 0
     while not state.truncated and any(frontiers.values()) and (depth is None or hop < depth):
@@ -135,10 +145,29 @@ def walk(conn: psycopg.Connection, root: str, direction: Direction, depth: int |
                 raise QueryTimeout(
                     f"the lineage walk took longer than {budget_seconds:g}s (stopped after {hop - 1} hops, "
                     f"{len(state.admitted)} assets); narrow it with a smaller depth or limit")
-            params = {"frontier": "\n".join(frontiers[side]), "as_of": as_of}
-            rows = conn.execute(queries[side], params).fetchall()  # type: ignore[call-overload]
-            frontiers[side] = state.admit_hop(side, hop, rows)
+            frontiers[side] = state.admit_hop(side, hop, _hop(conn, state, side, frontiers[side], as_of))
     return _graph(conn, state, direction, depth, as_of)
+
+
+def _hop(conn: psycopg.Connection, state: _Walk, side: str, frontier: list[str],
+         as_of: datetime | None) -> list[tuple[Any, ...]]:
+    """The rows of one hop that `_Walk.admit_hop` needs (see _NEIGHBOURS)."""
+    cap = HOP_ROWS_PER_NODE * state.limit
+    params = {"frontier": "\n".join(frontier), "cap": cap, "as_of": as_of}
+    rows = conn.execute(_NEIGHBOURS[("all", side, as_of is not None)], params).fetchall()
+    if len(rows) < cap:
+        return rows
+    params.update(per_key=state.limit + 1)  # admitted + room + 1
+    # Never prepared: a generic plan cannot see the lists' sizes (10x slower on a hub, measured).
+    rows = conn.execute(_NEIGHBOURS[("first", side, as_of is not None)], params, prepare=False).fetchall()
+    per_key: dict[str, int] = {}
+    for near, _, _ in rows:
+        per_key[near] = per_key.get(near, 0) + 1
+    cut = [near for near, count in per_key.items() if count >= state.limit + 1]
+    if cut:
+        params.update(frontier="\n".join(cut), admitted="\n".join(state.admitted))
+        rows += conn.execute(_NEIGHBOURS[("admitted", side, as_of is not None)], params, prepare=False).fetchall()
+    return rows
 
 
 def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: int | None,

@@ -217,14 +217,17 @@ class LineageStore:
 
     # --- questions ---------------------------------------------------------------------------------
 
-    def asset(self, key: str, *, as_of: datetime | None = None,
-              neighbour_limit: int = DEFAULT_NEIGHBOUR_LIMIT) -> AssetDetails:
+    def asset(self, key: str, *, as_of: datetime | None = None, neighbour_limit: int = DEFAULT_NEIGHBOUR_LIMIT,
+              upstream_after: str | None = None, downstream_after: str | None = None) -> AssetDetails:
         """Properties, last materialization, latest metadata and direct neighbours of one asset.
 
+        Neighbours come `neighbour_limit` at a time in key order; `upstream_after` / `downstream_after`
+        continue a list after the last key shown (the counts are always complete).
         Raises AssetNotFound for an unknown key (or one first seen after `as_of`).
         """
         as_of = require_aware(as_of) if as_of is not None else None
-        return self.read(lambda conn: catalog.asset_details(conn, key, as_of, neighbour_limit))
+        after = {"upstream": upstream_after, "downstream": downstream_after}
+        return self.read(lambda conn: catalog.asset_details(conn, key, as_of, neighbour_limit, after))
 
     def lineage(self, key: str, *, direction: Direction = "both", depth: int | None = None,
                 limit: int | None = None, as_of: datetime | None = None) -> LineageGraph:

@@ -114,6 +114,38 @@ def test_history_is_paginated(client: TestClient) -> None:
     assert "No more materializations." in page(client, "/asset", key=HOSTILE, page="9")
 
 
+def neighbour_keys(text: str, side: str) -> list[str]:
+    listed = re.search(rf'<ul id="{side}">(.*?)</ul>', text, re.S)
+    assert listed, f"no {side} list"
+    return [html.unescape(k) for k in re.findall(r'<a href="[^"]*"><code>([^<]*)</code></a>', listed.group(1))]
+
+
+def test_a_hubs_neighbours_come_a_page_at_a_time(client: TestClient, store: LineageStore,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from query_world import HUB, HUB_DEPENDANTS
+
+    from assetlog.web import pages
+
+    monkeypatch.setattr(pages, "NEIGHBOUR_PAGE", 12)  # the hub of the test world has 30 dependants
+    text = page(client, "/asset", key=HUB)
+    assert "<h3>Downstream (30)</h3>" in text and "… and 18 more" in text
+    shown = neighbour_keys(text, "downstream")
+    for _ in range(3):
+        nav = re.search(r'<nav class="pager" id="downstream-pages">(.*?)</nav>', text, re.S)
+        if not nav or "next 12" not in nav.group(1):
+            break
+        link = html.unescape(re.findall(r'href="([^"]*)">next 12<', nav.group(1))[0])
+        answer = client.get(link)
+        assert answer.status_code == 200
+        text = answer.text
+        assert "<h3>Downstream (30)</h3>" in text and ">first 12</a>" in text
+        shown += neighbour_keys(text, "downstream")
+    assert shown == sorted(HUB_DEPENDANTS)
+    assert store.asset(HUB, neighbour_limit=5, downstream_after=HUB_DEPENDANTS[27]).downstream_count == 30
+    assert [n.key for n in store.asset(HUB, neighbour_limit=5, downstream_after=HUB_DEPENDANTS[27]).downstream] == \
+        HUB_DEPENDANTS[28:]
+
+
 def test_lineage_picture_is_laid_out_by_graphviz_with_a_link_per_node(client: TestClient,
                                                                      store: LineageStore) -> None:
     svg = picture(page(client, "/asset", key=SILVER))

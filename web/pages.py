@@ -22,6 +22,7 @@ from assetlog.web.picture import GraphDrawer
 
 LIST_PAGE = 50
 HISTORY_PAGE = 20
+NEIGHBOUR_PAGE = 50
 PICTURE_DEPTH = 2
 PICTURE_LIMIT = 150
 DEPTH_CHOICES = (1, 2, 3, 5, 10)
@@ -62,7 +63,10 @@ def asset_page(request: Request) -> HTMLResponse:
     key = params.key(q)
     page_number = params.whole(q, "page", 1, 1, 1_000_000) or 1
     store = _store(request)
-    details: AssetDetails = store.asset(key)  # first: an unknown key is a 404 before anything else runs
+    after = {side: params.after_key(q, f"{side}_after") for side in ("upstream", "downstream")}
+    # First: an unknown key is a 404 before anything else runs. A hub's neighbours come a page at a time.
+    details: AssetDetails = store.asset(key, neighbour_limit=NEIGHBOUR_PAGE, upstream_after=after["upstream"],
+                                        downstream_after=after["downstream"])
     _, graph, depth = _lineage(request)
     history = store.history(key, limit=HISTORY_PAGE, offset=(page_number - 1) * HISTORY_PAGE)
     picture = _drawer(request).draw(graph)
@@ -71,6 +75,7 @@ def asset_page(request: Request) -> HTMLResponse:
     return render(request, "asset.html", d=details, graph=graph, depth=depth, direction=graph.direction,
                   depth_param="all" if depth is None else depth, picture=picture, history=history, page_number=page_number, metadata=metadata,
                   depth_choices=DEPTH_CHOICES, picture_limit=PICTURE_LIMIT,
+                  neighbour_after=after, neighbour_page=NEIGHBOUR_PAGE,
                   as_json=lambda value: json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 

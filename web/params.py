@@ -42,6 +42,11 @@ def key(params: QueryParams) -> str:
     return value
 
 
+def after_key(params: QueryParams, name: str) -> str | None:
+    """An optional asset key a list continues after, verbatim (keys are exact); empty means absent."""
+    return _get(params, name) or None
+
+
 def text(params: QueryParams, name: str) -> str | None:
     """An optional free-text parameter; blank means absent (an empty search box)."""
     value = (_get(params, name) or "").strip()

@@ -1,0 +1,50 @@
+"""The lineage graph's edges as the read side sees them, now and as of a time: stated once here.
+
+An edge (upstream -> downstream) exists from its first dependency event on;
+it is `explicit` if any of its events declared it so, else `inferred`; it
+was first / last seen at the min / max event_time of its events. "Now" these
+are the `asset_edges` rows the lineage projection maintains with that rule;
+"as of T" they are derived here, with the same rule, from the dependency
+events in `lineage_history` with event_time <= %(as_of)s. Both the asset
+details (`catalog`: direct neighbours) and the walks (`graph`) select from
+`edges_near`, so the two answers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from psycopg import sql
+
+Side = Literal["upstream", "downstream"]
+
+# The merge rule for `declared` over an edge's dependency events (payload is the event as JSON).
+DECLARED_AS_OF = sql.SQL(
+    "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END")
+
+# (near column, far column) for a side, in asset_edges and in lineage_history's dependency rows.
+_NOW_COLUMNS = {"upstream": ("downstream_key", "upstream_key"), "downstream": ("upstream_key", "downstream_key")}
+_HISTORY_COLUMNS = {"upstream": ("asset_key", "upstream_key"), "downstream": ("upstream_key", "asset_key")}
+
+
+def edges_near(side: Side, near_matches: sql.Composable, as_of: bool) -> sql.Composed:
+    """A subquery of the edges on `side` of the assets whose key satisfies `near_matches` (SQL that
+    follows the key column, e.g. `= %(key)s`). Columns: near (the matched asset), far (its neighbour
+    on that side), declared, first_seen, last_seen.
+
+    "Now" is a plain selection from `asset_edges`, which the planner flattens: a caller selecting
+    only near, far and declared keeps the index-only scans of the covering indexes.
+    """
+    if not as_of:
+        near, far = _NOW_COLUMNS[side]
+        return sql.SQL(
+            "SELECT {near} AS near, {far} AS far, declared, first_seen, last_seen FROM asset_edges "
+            "WHERE {near} {matches}").format(near=sql.Identifier(near), far=sql.Identifier(far),
+                                             matches=near_matches)
+    near, far = _HISTORY_COLUMNS[side]
+    return sql.SQL(
+        "SELECT {near} AS near, {far} AS far, {declared} AS declared, min(event_time) AS first_seen, "
+        "max(event_time) AS last_seen FROM lineage_history "
+        "WHERE {near} {matches} AND event_type = 'dependency' AND event_time <= %(as_of)s "
+        "GROUP BY {near}, {far}").format(near=sql.Identifier(near), far=sql.Identifier(far),
+                                         declared=DECLARED_AS_OF, matches=near_matches)
