@@ -1,0 +1,35 @@
+-- Partitioned history: lineage_history is partitioned by RANGE (event_time), one partition per month.
+--
+-- The conversion itself is this migration's online step (projections/history_migration.py), run by
+-- `assetlog db migrate` just before this file, outside any long transaction: by the time this file
+-- runs, lineage_history is the partitioned table (primary key (event_id, event_time), the index
+-- names of 0001 and 0002, monthly partitions and a DEFAULT one) and the old table waits in the
+-- schema assetlog_unpartitioned. Partitions are created ahead and on demand by the writers and by
+-- `assetlog db partitions create`; see projections/partitions.py for the rule.
+
+DROP SCHEMA IF EXISTS assetlog_unpartitioned CASCADE;
+DROP SCHEMA IF EXISTS assetlog_partitioning CASCADE;
+
+-- Name the history table in the refusal, not the partition the row happens to be in.
+CREATE OR REPLACE FUNCTION assetlog_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    root text := (SELECT relname FROM pg_class WHERE oid = pg_partition_root(TG_RELID));
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused%', coalesce(root, TG_TABLE_NAME), TG_OP,
+        CASE WHEN root IS NOT NULL AND root <> TG_TABLE_NAME THEN ' (partition ' || TG_TABLE_NAME || ')' ELSE '' END
+        USING ERRCODE = 'restrict_violation',
+              HINT = 'History is never rewritten; rebuild projections from the topics instead.';
+END;
+$$;
+
+COMMENT ON TABLE lineage_history IS
+    'Append-only: one row per event ever projected (materializations succeeded and failed, dependencies, '
+    'metadata), maintained by the lineage consumer. Partitioned by event_time, one partition per month (UTC) '
+    'plus a DEFAULT partition for times outside the months created (see `assetlog db partitions list`). '
+    'UPDATE, DELETE and TRUNCATE are refused by triggers on every partition. A redelivered event (same '
+    'event_id and event_time) is ignored: the first delivery, i.e. the lowest offset, stays; the same event_id '
+    'with another event_time is dead-lettered (reason conflicting-event-time). Give the event_time with an '
+    'event_id in lookups, so that only its partition is read.';
+COMMENT ON COLUMN lineage_history.event_id IS
+    'The event''s UUID, unique across all event types; the primary key is (event_id, event_time) because '
+    'PostgreSQL wants the partition key in it, and the consumers keep one event_time per event_id.';
