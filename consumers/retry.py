@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psycopg
 
 from assetlog.consumers.dead_letters import DeadLetterError
+from assetlog.projections.base import RefusedEvent
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,  # connection refused or lost, admin shutdown, lock timeout, cannot connect now, ...
@@ -38,6 +39,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeError,  # raised by psycopg's adapters on the client side: a string it cannot encode
     OverflowError,  # a number too large for its column's type, refused before it is sent
     RecursionError,  # a value nested too deeply to serialise
+    RefusedEvent,  # the projection's own refusal (an event id stored with another time)
 )
 # Not TypeError or any other ValueError: those are bugs, which must stop the consumer loudly rather
 # than dead-letter every event of the batch.

@@ -154,6 +154,22 @@ def mirror_partitions(conn: psycopg.Connection, source_schema: str, target_schem
                                  f"({partition.lower} to {partition.upper}); a replay mirrors only monthly partitions")
 
 
+def add_missing_months(conn: psycopg.Connection, source_schema: str, target_schema: str,
+                       parent: str = HISTORY) -> None:
+    """Give `target_schema.parent` the months `source_schema.parent` has and it lacks (each in a savepoint:
+    a month whose rows went to the target's DEFAULT partition stays there)."""
+    have = {p.lower for p in list_partitions(conn, target_schema, parent)}
+    for partition in list_partitions(conn, source_schema, parent):
+        if partition.lower is None or partition.lower in have or partition.upper != add_months(partition.lower, 1):
+            continue
+        try:
+            with conn.transaction():
+                create_month(conn, target_schema, partition.lower, parent)
+        except psycopg.errors.CheckViolation:
+            log.warning("%s.%s not mirrored: the default partition holds rows of that month", target_schema,
+                        partition.name)
+
+
 class MonthlyPartitions:
     """The months a writer knows exist, so that a batch of known months costs no query at all.
 
@@ -185,6 +201,7 @@ class MonthlyPartitions:
         self._load(conn)
         created: list[datetime] = []
         if not self.partitioned:
+            self.partitioned = None  # not migrated yet (an online migration is running): look again next time
             return created
         for month in sorted(missing - self.known):
             if self._try_create(conn, month):
