@@ -33,3 +33,7 @@ COMMENT ON TABLE lineage_history IS
 COMMENT ON COLUMN lineage_history.event_id IS
     'The event''s UUID, unique across all event types; the primary key is (event_id, event_time) because '
     'PostgreSQL wants the partition key in it, and the consumers keep one event_time per event_id.';
+COMMENT ON COLUMN dead_letters.reason IS
+    'Short code: empty, bad-magic, unknown-schema, truncated, malformed, trailing-bytes (not decodable), '
+    'wrong-topic, invalid-key, invalid-uuid, invalid-metadata, invalid-text (decodes but invalid), '
+    'unprocessable, unstorable (refused by PostgreSQL), conflicting-event-time (event_id stored with another time).';

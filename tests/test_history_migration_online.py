@@ -1,0 +1,150 @@
+"""Migration 0005 is online: a populated `lineage_history` becomes partitioned while readers and writers go on.
+
+A reader thread (lookups by asset key and by event id) and a writer thread (the
+lineage projection's own apply, 50 events a transaction) run during the whole
+migration and time every statement; a third thread samples `pg_locks` every
+10 ms for the longest lock wait of any session but the migrator's. Nobody may
+wait 1 s or more, no row may be lost, and the table must end partitioned with
+every row. The default suite runs it on 20,000 rows; `-m slow` on 1,000,000
+(figures in bench/README.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+from events_factory import TaskRun
+
+from assetlog.projections import LineageProjection, migrate, shipped_migrations, to_event
+from assetlog.projections.partitions import is_partitioned, list_partitions
+
+LONGEST_WAIT = 1.0
+
+POPULATE = """
+INSERT INTO lineage_history (event_id, event_type, event_time, asset_key, status, materialization_event_id,
+                             task_run_id, task_name, payload)
+SELECT id, 'materialization', timestamptz '2025-01-01 00:00:00+00' + i * (interval '360 days' / %(rows)s),
+       's3://drill/' || (i %% 5000), 'SUCCEEDED', id, gen_random_uuid(), 'task', jsonb_build_object('i', i)
+FROM (SELECT i, gen_random_uuid() AS id FROM generate_series(1, %(rows)s) AS i) AS s
+"""
+
+
+@dataclass
+class Load:
+    """The concurrent sessions and what they saw."""
+
+    dsn: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    reads: list[float] = field(default_factory=list)  # seconds per read
+    writes: list[float] = field(default_factory=list)  # seconds per write transaction
+    finished: list[float] = field(default_factory=list)  # when each read or write finished (monotonic)
+    written: list[str] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def reader(self) -> None:
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                ids = [r[0] for r in conn.execute("SELECT event_id FROM lineage_history LIMIT 200").fetchall()]
+                i = 0
+                while not self.stop.is_set():
+                    i += 1
+                    started = time.monotonic()
+                    conn.execute("SELECT count(*) FROM lineage_history WHERE asset_key = %s",
+                                 (f"s3://drill/{i % 5000}",)).fetchone()
+                    conn.execute("SELECT event_time FROM lineage_history WHERE event_id = %s",
+                                 (ids[i % len(ids)],)).fetchone()
+                    self.reads.append(time.monotonic() - started)
+                    self.finished.append(time.monotonic())
+        except Exception as exc:  # reported by the test
+            self.errors.append(f"reader: {exc!r}")
+
+    def writer(self) -> None:
+        projection = LineageProjection()
+        try:
+            with psycopg.connect(self.dsn) as conn:
+                while not self.stop.is_set():
+                    events = [to_event(t, r) for t, r in TaskRun([f"s3://live/{len(self.written) + k}.csv"
+                                                                   for k in range(50)]).events()]
+                    started = time.monotonic()
+                    with conn.transaction():
+                        projection.apply(conn, projection.reduce(events))
+                    self.writes.append(time.monotonic() - started)
+                    self.finished.append(time.monotonic())
+                    self.written += [e.event_id for e in events]
+        except Exception as exc:
+            self.errors.append(f"writer: {exc!r}")
+
+    def sampler(self) -> None:
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                while not self.stop.is_set():
+                    row = conn.execute(
+                        "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart)), 0) "
+                        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted "
+                        "AND a.datname = current_database() AND a.application_name <> 'assetlog.migrate'"
+                    ).fetchone()
+                    self.waits.append(float(row[0]))
+                    time.sleep(0.01)
+        except Exception as exc:
+            self.errors.append(f"sampler: {exc!r}")
+
+
+def run_drill(dsn: str, rows: int) -> dict[str, float]:
+    """Populate `rows` history rows at schema version 4, migrate to 5 under load; returns the figures."""
+    migrate(dsn, [m for m in shipped_migrations() if m.version <= 4])
+    with psycopg.connect(dsn) as conn:
+        conn.execute(POPULATE, {"rows": rows})
+        conn.execute("ANALYZE lineage_history")
+    load = Load(dsn)
+    threads = [threading.Thread(target=work) for work in (load.reader, load.writer, load.sampler)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)  # readers and writers going before the migration starts
+        started = time.monotonic()
+        result = migrate(dsn)
+        ended = time.monotonic()
+        seconds = ended - started
+        time.sleep(0.5)  # and after it
+    finally:
+        load.stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert load.errors == []
+    assert result.applied == [5]
+    with psycopg.connect(dsn) as conn:
+        assert is_partitioned(conn, "public")
+        total = conn.execute("SELECT count(*) FROM lineage_history").fetchone()[0]
+        found = conn.execute("SELECT count(*) FROM lineage_history WHERE event_id = ANY(%s::uuid[])",
+                             (load.written,)).fetchone()[0]
+        partitions = len(list_partitions(conn, "public"))
+        leftovers = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname IN "
+                                 "('assetlog_partitioning', 'assetlog_unpartitioned')").fetchone()[0]
+    assert (found, total, leftovers) == (len(load.written), rows + len(load.written), 0)
+    return {"rows": rows, "migration_seconds": round(seconds, 2), "partitions": partitions,
+            "reads": len(load.reads), "longest_read": round(max(load.reads), 3),
+            "write_transactions": len(load.writes), "longest_write": round(max(load.writes), 3),
+            "events_written": len(load.written), "longest_lock_wait_sampled": round(max(load.waits), 3),
+            "statements_during_migration": sum(1 for t in load.finished if started <= t <= ended)}
+
+
+def _check(figures: dict[str, float]) -> None:
+    print(f"\nonline migration 0005: {figures}")
+    assert figures["statements_during_migration"] > 10, figures  # they went on while it ran
+    assert figures["longest_read"] < LONGEST_WAIT, figures
+    assert figures["longest_write"] < LONGEST_WAIT, figures
+    assert figures["longest_lock_wait_sampled"] < LONGEST_WAIT, figures
+
+
+def test_partitioning_20k_history_rows_under_load_keeps_every_wait_under_a_second(isolated):
+    _check(run_drill(isolated.dsn, 20_000))
+
+
+@pytest.mark.slow
+def test_partitioning_a_million_history_rows_under_load_keeps_every_wait_under_a_second(isolated):
+    _check(run_drill(isolated.dsn, 1_000_000))
