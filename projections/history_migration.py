@@ -7,8 +7,8 @@ autocommit mode (the migrator holds its session advisory lock):
 1. build: the partitioned table, with the live table's columns, checks,
    comments, indexes (same names), triggers, owner and grants, and the primary
    key (event_id, event_time), is created under the same name in the schema
-   `BUILD_SCHEMA`, with the months the live rows need, the current and next
-   month, and the DEFAULT partition; a statement trigger on the live table
+   `BUILD_SCHEMA`, with the months the live rows need (and, unless the table is
+   empty, the current and next month), and the DEFAULT partition; a statement trigger on the live table
    forwards every row written from now on. Creating that trigger waits for the
    writers in flight (SHARE ROW EXCLUSIVE); it asks with a short lock_timeout
    and retries, so writers never queue behind it for long. Readers never wait.
@@ -124,9 +124,11 @@ def _build(conn: psycopg.Connection, live: str) -> None:
                 "SELECT pg_get_userbyid(a.grantee), a.privilege_type FROM pg_class c, aclexplode(c.relacl) a "
                 "WHERE c.oid = %s::regclass AND a.grantee NOT IN (0, c.relowner)", (source_text,)).fetchall():
             conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privilege), target, sql.Identifier(grantee)))
-        current = month_of(datetime.now(UTC))
-        wanted = {month_of(m.replace(tzinfo=UTC) if m.tzinfo is None else m) for m in months}
-        for month in sorted({m for m in wanted if on_demand(m)} | {current, add_months(current, 1)}):
+        wanted = {month_of(m) for m in months if on_demand(month_of(m))}
+        if months:  # a live deployment: rows forwarded during the copy must find their month, not DEFAULT
+            current = month_of(datetime.now(UTC))
+            wanted |= {current, add_months(current, 1)}
+        for month in sorted(wanted):
             create_month(conn, BUILD_SCHEMA, month)
         create_default(conn, BUILD_SCHEMA)
         conn.execute(sql.SQL(

@@ -5,8 +5,9 @@ month in UTC, plus a DEFAULT partition. The rule for where an event goes, so
 that none is ever lost and no consumer ever stops on a missing partition:
 
 - a month between `FIRST_MONTH` and `AHEAD` months after the current one gets
-  its partition created on demand, by the writer, before the rows are written
-  (and the current and next month are always created ahead);
+  its partition created on demand, by the writer, before the rows are written,
+  and in the last `AHEAD_DAYS` days of a month the writers create the next
+  month ahead (so the month's first events do not wait for a table lock);
 - any other time (a clock far off, year 1970 or 2999) lands in the DEFAULT
   partition, which is append-only like every other one. A partition is never
   created over rows already in the DEFAULT partition (PostgreSQL refuses it):
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -41,6 +42,7 @@ ARCHIVE_SCHEMA = "assetlog_archive"
 # Months created on demand: from here to AHEAD months after the current one. Outside: DEFAULT.
 FIRST_MONTH = datetime(2000, 1, 1, tzinfo=UTC)
 AHEAD = 12
+AHEAD_DAYS = 7
 # A writer creating a partition waits at most this long for the table lock, then writes to DEFAULT
 # for now (the next batch tries again) rather than queueing every reader behind it.
 CREATE_LOCK_TIMEOUT = "500ms"
@@ -68,6 +70,13 @@ def partition_name(month: datetime, parent: str = HISTORY) -> str:
 def on_demand(month: datetime, now: datetime | None = None) -> bool:
     """Whether a writer creates this month's partition when it meets an event of it (else: DEFAULT)."""
     return FIRST_MONTH <= month <= add_months(month_of(now or datetime.now(UTC)), AHEAD)
+
+
+def ahead(now: datetime | None = None) -> list[datetime]:
+    """The month the writers create ahead: the next one, in the last `AHEAD_DAYS` days of this one."""
+    moment = now or datetime.now(UTC)
+    following = add_months(month_of(moment), 1)
+    return [following] if following - moment <= timedelta(days=AHEAD_DAYS) else []
 
 
 @dataclass(frozen=True)
@@ -192,9 +201,9 @@ class MonthlyPartitions:
         self.partitioned = None
 
     def ensure(self, conn: psycopg.Connection, times: set[datetime], now: datetime | None = None) -> list[datetime]:
-        """Create the missing partitions for `times` (and the current and next month); returns those created."""
-        current = month_of(now or datetime.now(UTC))
-        wanted = {month_of(t) for t in times} | {current, add_months(current, 1)}
+        """Create the missing partitions for `times` (and the next month in the last days of this one);
+        returns those created."""
+        wanted = {month_of(t) for t in times} | set(ahead(now))
         missing = {m for m in wanted if m not in self.known and on_demand(m, now)}
         if not missing:
             return []

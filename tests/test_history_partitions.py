@@ -14,7 +14,7 @@ from events_factory import EPOCH, Publisher, TaskRun, apply_directly
 
 from assetlog.consumers import run_until_caught_up
 from assetlog.projections import migrate
-from assetlog.projections.partitions import add_months, list_partitions, month_of
+from assetlog.projections.partitions import MonthlyPartitions, add_months, list_partitions, month_of
 from assetlog.query.catalog import _DETAILS_NOW  # the query behind `assetlog asset KEY` and the asset page
 from assetlog.schemas import MATERIALIZATION
 
@@ -49,14 +49,23 @@ def test_months_are_created_on_demand_and_far_times_go_to_default(world):
     assert where == {"s3://b/epoch.csv": where["s3://b/epoch.csv"], "s3://b/old.csv": "lineage_history_default",
                      "s3://b/future.csv": "lineage_history_default"}
     assert "lineage_history_2025_01" in names and "lineage_history_2025_02" in names
-    current = month_of(datetime.now(UTC))
-    assert f"lineage_history_{current:%Y_%m}" in names  # created ahead
-    assert f"lineage_history_{add_months(current, 1):%Y_%m}" in names
     assert names[-1] == "lineage_history_default"
     with psycopg.connect(world.dsn) as conn:
         months = conn.execute("SELECT DISTINCT tableoid::regclass::text FROM lineage_history "
                               "WHERE asset_key = 's3://b/epoch.csv'").fetchall()
     assert sorted(m[0] for m in months) == ["lineage_history_2025_01", "lineage_history_2025_02"]
+
+
+def test_writers_create_the_next_month_ahead_in_the_last_week_of_a_month(world):
+    partitions = MonthlyPartitions(None)
+    with psycopg.connect(world.dsn) as conn:
+        assert partitions.ensure(conn, {EPOCH}, now=datetime(2031, 3, 20, tzinfo=UTC)) == [EPOCH]
+        assert partitions.ensure(conn, {EPOCH}, now=datetime(2031, 3, 26, tzinfo=UTC)) == [
+            datetime(2031, 4, 1, tzinfo=UTC)]
+        assert partitions.ensure(conn, {EPOCH}, now=datetime(2031, 3, 27, tzinfo=UTC)) == []  # known: no query
+        conn.commit()
+        names = [p.name for p in list_partitions(conn, "public")]
+    assert names == ["lineage_history_2025_01", "lineage_history_2031_04", "lineage_history_default"]
 
 
 def test_every_partition_refuses_update_delete_and_truncate_also_those_created_later(world):
