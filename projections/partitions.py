@@ -135,18 +135,23 @@ def _protect(conn: psycopg.Connection, qualified: sql.Composable) -> None:
         sql.Identifier(f"{HISTORY}_no_truncate"), qualified))
 
 
-def create_default(conn: psycopg.Connection, schema: str | None, parent: str = HISTORY) -> None:
-    """The DEFAULT partition (caller's transaction)."""
+def create_default(conn: psycopg.Connection, schema: str | None, parent: str = HISTORY, *,
+                   of: str | None = None) -> None:
+    """The DEFAULT partition of `parent` (or of the table `of`, named as `parent`'s; caller's transaction)."""
     name = table(schema, f"{parent}_{DEFAULT_SUFFIX}")
-    conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} DEFAULT").format(name, table(schema, parent)))
+    conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} DEFAULT").format(name, table(schema, of or parent)))
     _protect(conn, name)
 
 
-def create_month(conn: psycopg.Connection, schema: str | None, month: datetime, parent: str = HISTORY) -> None:
-    """The partition of `month` (caller's transaction; raises if it overlaps one, or rows in DEFAULT)."""
+def create_month(conn: psycopg.Connection, schema: str | None, month: datetime, parent: str = HISTORY, *,
+                 of: str | None = None) -> None:
+    """The partition of `month` (caller's transaction; raises if it overlaps one, or rows in DEFAULT).
+
+    `of`: attach it to that table instead, still named as `parent`'s (a table built to replace it)."""
     name = table(schema, partition_name(month, parent))
     conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-        name, table(schema, parent), sql.Literal(month.isoformat()), sql.Literal(add_months(month, 1).isoformat())))
+        name, table(schema, of or parent), sql.Literal(month.isoformat()),
+        sql.Literal(add_months(month, 1).isoformat())))
     _protect(conn, name)
 
 

@@ -123,8 +123,8 @@ def run_drill(dsn: str, rows: int) -> dict[str, float]:
         found = conn.execute("SELECT count(*) FROM lineage_history WHERE event_id = ANY(%s::uuid[])",
                              (load.written,)).fetchone()[0]
         partitions = len(list_partitions(conn, "public"))
-        leftovers = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname IN "
-                                 "('assetlog_partitioning', 'assetlog_unpartitioned')").fetchone()[0]
+        leftovers = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'lineage_history_%%partitioned' "
+                                 "OR relname LIKE 'assetlog_%%partitioning%%'").fetchone()[0]
     assert (found, total, leftovers) == (len(load.written), rows + len(load.written), 0)
     return {"rows": rows, "migration_seconds": round(seconds, 2), "partitions": partitions,
             "reads": len(load.reads), "longest_read": round(max(load.reads), 3),

@@ -3,12 +3,12 @@
 -- The conversion itself is this migration's online step (projections/history_migration.py), run by
 -- `assetlog db migrate` just before this file, outside any long transaction: by the time this file
 -- runs, lineage_history is the partitioned table (primary key (event_id, event_time), the index
--- names of 0001 and 0002, monthly partitions and a DEFAULT one) and the old table waits in the
--- schema assetlog_unpartitioned. Partitions are created ahead and on demand by the writers and by
+-- names of 0001 and 0002, monthly partitions and a DEFAULT one) and the old table waits as
+-- lineage_history_unpartitioned. Partitions are created ahead and on demand by the writers and by
 -- `assetlog db partitions create`; see projections/partitions.py for the rule.
 
-DROP SCHEMA IF EXISTS assetlog_unpartitioned CASCADE;
-DROP SCHEMA IF EXISTS assetlog_partitioning CASCADE;
+DROP TABLE IF EXISTS lineage_history_unpartitioned;
+DROP FUNCTION IF EXISTS assetlog_forward_history();
 
 -- Name the history table in the refusal, not the partition the row happens to be in.
 CREATE OR REPLACE FUNCTION assetlog_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
