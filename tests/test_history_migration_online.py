@@ -39,9 +39,8 @@ class Load:
 
     dsn: str
     stop: threading.Event = field(default_factory=threading.Event)
-    reads: list[float] = field(default_factory=list)  # seconds per read
-    writes: list[float] = field(default_factory=list)  # seconds per write transaction
-    finished: list[float] = field(default_factory=list)  # when each read or write finished (monotonic)
+    reads: list[tuple[float, float]] = field(default_factory=list)  # (finished at, seconds) per read
+    writes: list[tuple[float, float]] = field(default_factory=list)  # the same per write transaction
     written: list[str] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -58,8 +57,7 @@ class Load:
                                  (f"s3://drill/{i % 5000}",)).fetchone()
                     conn.execute("SELECT event_time FROM lineage_history WHERE event_id = %s",
                                  (ids[i % len(ids)],)).fetchone()
-                    self.reads.append(time.monotonic() - started)
-                    self.finished.append(time.monotonic())
+                    self.reads.append((time.monotonic(), time.monotonic() - started))
         except Exception as exc:  # reported by the test
             self.errors.append(f"reader: {exc!r}")
 
@@ -73,8 +71,7 @@ class Load:
                     started = time.monotonic()
                     with conn.transaction():
                         projection.apply(conn, projection.reduce(events))
-                    self.writes.append(time.monotonic() - started)
-                    self.finished.append(time.monotonic())
+                    self.writes.append((time.monotonic(), time.monotonic() - started))
                     self.written += [e.event_id for e in events]
         except Exception as exc:
             self.errors.append(f"writer: {exc!r}")
@@ -126,11 +123,19 @@ def run_drill(dsn: str, rows: int) -> dict[str, float]:
         leftovers = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'lineage_history_%%partitioned' "
                                  "OR relname LIKE 'assetlog_%%partitioning%%'").fetchone()[0]
     assert (found, total, leftovers) == (len(load.written), rows + len(load.written), 0)
+    during = [(f, t) for f, t in load.reads + load.writes if started <= f <= ended]
+
+    def longest(samples: list[tuple[float, float]], inside: bool) -> float:
+        chosen = [t for f, t in samples if (started <= f <= ended) == inside]
+        return round(max(chosen, default=0.0), 3)
+
     return {"rows": rows, "migration_seconds": round(seconds, 2), "partitions": partitions,
-            "reads": len(load.reads), "longest_read": round(max(load.reads), 3),
-            "write_transactions": len(load.writes), "longest_write": round(max(load.writes), 3),
+            "reads": len(load.reads), "longest_read": longest(load.reads, True),
+            "longest_read_outside_migration": longest(load.reads, False),
+            "write_transactions": len(load.writes), "longest_write": longest(load.writes, True),
+            "longest_write_outside_migration": longest(load.writes, False),
             "events_written": len(load.written), "longest_lock_wait_sampled": round(max(load.waits), 3),
-            "statements_during_migration": sum(1 for t in load.finished if started <= t <= ended)}
+            "statements_during_migration": len(during)}
 
 
 def _check(figures: dict[str, float]) -> None:
