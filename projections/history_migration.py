@@ -10,11 +10,13 @@ autocommit mode (the migrator holds its session advisory lock):
    temporary names), triggers, owner and grants, and the primary key
    (event_id, event_time); its partitions get their final names: the months
    the live rows need (and, unless the table is empty, the current and next
-   month) and DEFAULT. A statement trigger on the live table forwards every
-   row written from now on. Creating that trigger waits for the writers in
+   month) and DEFAULT; and `lineage_event_ids`, the registry that keeps
+   event_id unique across partitions. A statement trigger on the live table
+   forwards every row written from now on (to both). Creating that trigger waits for the writers in
    flight (SHARE ROW EXCLUSIVE); it asks with a short lock_timeout and
    retries, so writers never queue behind it for long. Readers never wait.
-2. copy: the rows present before, in batches by event_id, each batch its own
+2. copy: the rows present before (and their ids to the registry), in batches
+   by event_id, each batch its own
    short transaction (ON CONFLICT DO NOTHING: a row forwarded meanwhile is not
    copied twice). Readers and writers go on.
 3. swap: one short transaction (again lock_timeout and retries) drops the
@@ -57,6 +59,7 @@ log = logging.getLogger("assetlog.migrate")
 
 BUILD_TABLE = "lineage_history_partitioning"
 RETIRED_TABLE = "lineage_history_unpartitioned"
+REGISTRY = "lineage_event_ids"  # event_id -> event_time, unique across partitions (see lineage.py)
 COPY_BATCH = 20_000
 LOCK_TIMEOUT_MS = 500  # per attempt of the two steps that take a conflicting lock
 ATTEMPTS = 120
@@ -79,7 +82,7 @@ def partition_history(conn: psycopg.Connection, *, copy_batch: int = COPY_BATCH,
     started = time.monotonic()
     with conn.transaction():  # what an interrupted run left
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(sql.Identifier(live, _FORWARD_FUNCTION)))
-        for name in (BUILD_TABLE, RETIRED_TABLE):
+        for name in (BUILD_TABLE, RETIRED_TABLE, REGISTRY):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(live, name)))
     names = _build(conn, live)
     _retrying(conn, "forward new rows", lambda: _forward(conn, live))
@@ -145,10 +148,16 @@ def _build(conn: psycopg.Connection, live: str) -> dict[str, str]:
         for month in sorted(wanted):
             create_month(conn, live, month, of=BUILD_TABLE)
         create_default(conn, live, of=BUILD_TABLE)
+        # The id registry, filled alongside (its comments and grants are in 0005's file).
+        conn.execute(sql.SQL("CREATE TABLE {} (event_id uuid PRIMARY KEY, event_time timestamptz NOT NULL)").format(
+            sql.Identifier(live, REGISTRY)))
         conn.execute(sql.SQL(
             "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "INSERT INTO {target} SELECT * FROM assetlog_new_rows ON CONFLICT DO NOTHING; RETURN NULL; END $$"
-        ).format(function=sql.Identifier(live, _FORWARD_FUNCTION), target=target))
+            "INSERT INTO {target} SELECT * FROM assetlog_new_rows ON CONFLICT DO NOTHING; "
+            "INSERT INTO {registry} SELECT event_id, event_time FROM assetlog_new_rows ON CONFLICT DO NOTHING; "
+            "RETURN NULL; END $$"
+        ).format(function=sql.Identifier(live, _FORWARD_FUNCTION), target=target,
+                 registry=sql.Identifier(live, REGISTRY)))
     return names
 
 
@@ -164,9 +173,11 @@ def _copy(conn: psycopg.Connection, live: str, batch: int, on_progress: Callable
     """Copy the rows written before the forwarding trigger, `batch` at a time in event_id order."""
     statement = sql.SQL(
         "WITH batch AS (SELECT * FROM {source} WHERE event_id > %s ORDER BY event_id LIMIT %s), "
-        "copied AS (INSERT INTO {target} SELECT * FROM batch ON CONFLICT DO NOTHING) "
+        "copied AS (INSERT INTO {target} SELECT * FROM batch ON CONFLICT DO NOTHING), "
+        "registered AS (INSERT INTO {registry} SELECT event_id, event_time FROM batch ON CONFLICT DO NOTHING) "
         "SELECT (SELECT event_id FROM batch ORDER BY event_id DESC LIMIT 1), (SELECT count(*) FROM batch)"
-    ).format(source=sql.Identifier(live, HISTORY), target=sql.Identifier(live, BUILD_TABLE))
+    ).format(source=sql.Identifier(live, HISTORY), target=sql.Identifier(live, BUILD_TABLE),
+             registry=sql.Identifier(live, REGISTRY))
     after, total = "00000000-0000-0000-0000-000000000000", 0
     while True:
         row = conn.execute(statement, (after, batch)).fetchone()

@@ -3,9 +3,13 @@
 History keeps one row per event id; a redelivered event is ignored, and within
 a batch the lowest Kafka position wins, which is the first delivery since a
 partition is read in order. The history is partitioned by event_time, so its
-key is (event_id, event_time): an event id met again with another event_time
-(stored already, or earlier in the batch) is refused (`RefusedEvent`, reason
-`conflicting-event-time`) and dead-lettered by the writer; the first one stays. Edges merge order-independently: first/last seen
+key is (event_id, event_time), and PostgreSQL cannot make event_id alone unique
+across partitions: `lineage_event_ids` (event_id primary key, event_time) does.
+Each batch first COPYs its ids there; only when that meets a stored id are the
+batch's ids looked up (one index, not one per partition): the same time is a
+redelivery, skipped; another event_time (or two in one batch) is refused
+(`RefusedEvent`, reason `conflicting-event-time`) and dead-lettered by the
+writer; the first one stays. Edges merge order-independently: first/last seen
 are min/max event_time, `declared` is explicit if any event declared the edge
 explicitly, and `last_event_id` is the newest dependency event by (event_time,
 event_id).
@@ -98,6 +102,7 @@ class LineageProjection:
 
     name = "lineage"
     tables = ("lineage_history", "asset_edges")
+    support_tables = ("lineage_event_ids",)
 
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
@@ -141,40 +146,51 @@ class LineageProjection:
                 conn.execute(self._upsert_edges())
 
     def _append_history(self, conn: psycopg.Connection, history: dict[str, Event]) -> None:
-        """COPY the events not stored yet straight into lineage_history (half the cost of a staged upsert).
+        """Register the batch's ids, then COPY its new events straight into lineage_history.
 
-        Stored ids are filtered out first (a redelivery), which also finds an id
-        stored with another event_time: the partition key is part of the
-        primary key, so only this lookup can see it. Should a concurrent writer
-        store an event between the lookup and the COPY, the COPY fails on the
-        primary key and the batch falls back to a staged INSERT ... ON CONFLICT
-        DO NOTHING, so the result is the same.
+        The registry's primary key is the one place an id stored with another
+        event_time can be seen without reading every partition. Should the
+        history hold a row the registry lacks (written by an older consumer
+        during the upgrade), the COPY fails on the primary key and the batch
+        falls back to a staged INSERT ... ON CONFLICT DO NOTHING: same result.
         """
-        target = table(self.schema, "lineage_history")
         fresh = list(history.values())
-        stored = dict(conn.execute(
-            sql.SQL("SELECT event_id::text, event_time FROM {} WHERE event_id = ANY(%s::uuid[])").format(target),
-            (list(history),),
-        ).fetchall())
-        if stored:
-            for event in fresh:
-                if event.event_id in stored and stored[event.event_id] != event.event_time:
-                    raise RefusedEvent("conflicting-event-time", (
-                        f"event {event.event_id} is stored with event_time {stored[event.event_id].isoformat()}; "
-                        f"this copy says {event.event_time.isoformat()} (an event id keeps its time; the first "
-                        "one stored stays)"))
-            fresh = [event for event in fresh if event.event_id not in stored]
+        registry = table(self.schema, "lineage_event_ids")
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY {} (event_id, event_time) FROM STDIN").format(registry)) as copy:
+                    for event in fresh:
+                        copy.write_row((event.event_id, event.event_time))
+        except psycopg.errors.UniqueViolation:
+            fresh = self._not_stored(conn, history)
             if not fresh:
                 return
+            conn.execute(sql.SQL("INSERT INTO {} (event_id, event_time) SELECT * FROM unnest(%s::uuid[], "
+                                 "%s::timestamptz[])").format(registry),
+                         ([e.event_id for e in fresh], [e.event_time for e in fresh]))
         columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
         try:
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                        table(self.schema, "lineage_history"), columns)) as copy:
                     for event in fresh:
                         copy.write_row(history_row(event))
         except psycopg.errors.UniqueViolation:
             copy_to_temp(conn, "assetlog_batch_history", HISTORY_COLUMNS, (history_row(e) for e in fresh))
             conn.execute(self._insert_history())
+
+    def _not_stored(self, conn: psycopg.Connection, history: dict[str, Event]) -> list[Event]:
+        """The events whose id is not registered yet; RefusedEvent if one is registered with another time."""
+        stored = dict(conn.execute(
+            sql.SQL("SELECT event_id::text, event_time FROM {} WHERE event_id = ANY(%s::uuid[])").format(
+                table(self.schema, "lineage_event_ids")), (list(history),)).fetchall())
+        for event in history.values():
+            if event.event_id in stored and stored[event.event_id] != event.event_time:
+                raise RefusedEvent("conflicting-event-time", (
+                    f"event {event.event_id} is stored with event_time {stored[event.event_id].isoformat()}; "
+                    f"this copy says {event.event_time.isoformat()} (an event id keeps its time; the first one "
+                    "stored stays)"))
+        return [event for event in history.values() if event.event_id not in stored]
 
     def _insert_history(self) -> sql.Composed:
         columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
@@ -226,4 +242,6 @@ def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schem
         "(array_agg(event_id ORDER BY event_time DESC, event_id DESC))[1] "
         "FROM {history} WHERE event_type = 'dependency' GROUP BY upstream_key, asset_key"
     ).format(edges=table(target_schema, "asset_edges"), history=table(target_schema, "lineage_history")))
+    conn.execute(sql.SQL("INSERT INTO {} (event_id, event_time) SELECT event_id, event_time FROM {}").format(
+        table(target_schema, "lineage_event_ids"), table(target_schema, "lineage_history")))
     return copied

@@ -163,3 +163,33 @@ def test_the_partitioned_table_keeps_the_index_names_of_0001_and_0002(world):
                      "lineage_history_materialization", "lineage_history_properties",
                      "lineage_history_upstream_properties"}
     assert key == "PRIMARY KEY (event_id, event_time)"
+
+
+def test_a_replay_swaps_in_a_history_partitioned_alike_and_checks_clean(world):
+    from replay_support import replay
+
+    runs = [TaskRun([f"s3://b/{m}.csv"], time=datetime(2025, m, 5, tzinfo=UTC)) for m in (1, 2, 3)]
+    runs.append(TaskRun(["s3://b/ancient.csv"], time=datetime(1975, 1, 1, tzinfo=UTC)))  # DEFAULT
+    publisher = Publisher(world.settings)
+    for run in runs:
+        for event_type, record in run.events():
+            publisher.event(event_type, record)
+    publisher.flush()
+    assert run_until_caught_up("lineage", world.settings).events == 4
+    with psycopg.connect(world.dsn) as conn:
+        before = _where(conn)
+        conn.commit()  # no lock held while the command creates a month
+        create = _cli(world, "db", "partitions", "create", "--from", "2030-01", "--through", "2030-01")
+        assert create.returncode == 0, create.stderr
+        live = [p.name for p in list_partitions(conn, "public")]
+    assert replay(world, "lineage", "--check")["drift"] is False
+    assert replay(world, "lineage")["messages"] == 4
+    with psycopg.connect(world.dsn) as conn:
+        assert _where(conn) == before
+        swapped = list_partitions(conn, "public")
+        leftovers = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                 "WHERE c.relname LIKE 'lineage_history%%' AND n.nspname <> 'public'").fetchone()[0]
+        with pytest.raises(psycopg.errors.RestrictViolation, match="lineage_history is append-only"):
+            conn.execute("TRUNCATE lineage_history_2025_02")
+    assert [p.name for p in swapped] == live  # the empty month created by hand survives the swap
+    assert all(p.refuses_truncate for p in swapped) and leftovers == 0

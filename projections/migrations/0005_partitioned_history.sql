@@ -37,3 +37,20 @@ COMMENT ON COLUMN dead_letters.reason IS
     'Short code: empty, bad-magic, unknown-schema, truncated, malformed, trailing-bytes (not decodable), '
     'wrong-topic, invalid-key, invalid-uuid, invalid-metadata, invalid-text (decodes but invalid), '
     'unprocessable, unstorable (refused by PostgreSQL), conflicting-event-time (event_id stored with another time).';
+
+-- lineage_event_ids, created and filled by the online step: PostgreSQL cannot make event_id unique
+-- across partitions, this table does, and it tells the consumers an id's stored time with one index probe.
+COMMENT ON TABLE lineage_event_ids IS
+    'Every event_id in lineage_history with its event_time (maintained by the lineage consumer): the '
+    'primary key keeps event_id unique across the history''s partitions, so a redelivery is recognised and '
+    'the same id with another time dead-lettered. Ids of detached partitions stay (their events are not '
+    'stored again).';
+COMMENT ON COLUMN lineage_event_ids.event_id IS 'An event_id stored in lineage_history (or in a detached month of it).';
+COMMENT ON COLUMN lineage_event_ids.event_time IS 'Its event_time: the partition its row is in.';
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'assetlog_reader') THEN
+        GRANT SELECT ON lineage_event_ids TO assetlog_reader;
+    END IF;
+END
+$$;
