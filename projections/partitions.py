@@ -125,7 +125,13 @@ def list_partitions(conn: psycopg.Connection, schema: str | None, parent: str = 
         "$$FROM \\('([^']*)'\\) TO \\('([^']*)'\\)$$) AS b "
         "WHERE i.inhparent = to_regclass(%s) ORDER BY b[1]::timestamptz NULLS LAST, c.relname",
         (_regclass_text(schema, parent),)).fetchall()
-    return [Partition(*row) for row in rows]
+    return [Partition(schema_, name, _utc(lower), _utc(upper), rows_, size, protected)
+            for schema_, name, lower, upper, rows_, size, protected in rows]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Bounds in UTC, whatever the session's TimeZone (months are UTC months)."""
+    return moment.astimezone(UTC) if moment is not None else None
 
 
 def _protect(conn: psycopg.Connection, qualified: sql.Composable) -> None:

@@ -50,6 +50,9 @@ def test_months_are_created_on_demand_and_far_times_go_to_default(world):
                      "s3://b/future.csv": "lineage_history_default"}
     assert "lineage_history_2025_01" in names and "lineage_history_2025_02" in names
     assert names[-1] == "lineage_history_default"
+    with psycopg.connect(world.dsn, options="-c TimeZone=America/New_York") as conn:  # months are UTC months
+        first = list_partitions(conn, "public")[0].as_dict()
+    assert (first["name"], first["from"]) == ("lineage_history_2025_01", "2025-01-01T00:00:00+00:00")
     with psycopg.connect(world.dsn) as conn:
         months = conn.execute("SELECT DISTINCT tableoid::regclass::text FROM lineage_history "
                               "WHERE asset_key = 's3://b/epoch.csv'").fetchall()
