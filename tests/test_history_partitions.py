@@ -196,3 +196,23 @@ def test_a_replay_swaps_in_a_history_partitioned_alike_and_checks_clean(world):
             conn.execute("TRUNCATE lineage_history_2025_02")
     assert [p.name for p in swapped] == live  # the empty month created by hand survives the swap
     assert all(p.refuses_truncate for p in swapped) and leftovers == 0
+
+
+def test_a_month_created_live_during_a_replay_is_in_the_swapped_in_history(world):
+    from assetlog.projections import SWAPPED_TABLES
+    from assetlog.projections.partitions import ahead, create_range, partition_name
+    from assetlog.projections.shadow import ShadowTables, drop_retired
+
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        apply_directly(conn, "lineage", TaskRun(["s3://b/before.csv"], time=EPOCH).events())
+        shadow = ShadowTables("public", SWAPPED_TABLES["lineage"])
+        shadow.create(conn, defer_indexes=False)
+        assert create_range(conn, "public", datetime(2031, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC))
+        with conn.transaction():
+            shadow.swap(conn)
+        drop_retired(conn)
+        shadow.drop(conn)
+        names = [p.name for p in list_partitions(conn, "public")]
+        assert all(p.refuses_truncate for p in list_partitions(conn, "public"))
+    ahead_now = [partition_name(m) for m in ahead()]  # the next month, in the last week of this one
+    assert names == ["lineage_history_2025_01", *ahead_now, "lineage_history_2031_01", "lineage_history_default"]
