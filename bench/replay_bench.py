@@ -41,6 +41,7 @@ from psycopg import conninfo, sql
 from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
 from assetlog.projections import migrate
+from assetlog.projections.partitions import list_partitions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -125,9 +126,16 @@ def main() -> None:
         with psycopg.connect(settings.postgres_dsn or "", autocommit=True) as conn:  # a second deployment's worth
             conn.execute("DELETE FROM consumer_offsets")
             conn.execute("TRUNCATE assets, asset_properties, asset_edges")
-            conn.execute("ALTER TABLE lineage_history DISABLE TRIGGER lineage_history_no_truncate")
-            conn.execute("TRUNCATE lineage_history")
-            conn.execute("ALTER TABLE lineage_history ENABLE TRIGGER lineage_history_no_truncate")
+            # The history and each of its partitions refuse TRUNCATE: lift that for the reset only.
+            protected = ["lineage_history", *(p.name for p in list_partitions(conn, "public"))]
+            with conn.transaction():
+                for name in protected:
+                    conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER lineage_history_no_truncate").format(
+                        sql.Identifier(name)))
+                conn.execute("TRUNCATE lineage_history")
+                for name in protected:
+                    conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER lineage_history_no_truncate").format(
+                        sql.Identifier(name)))
         pair = run_pair(settings)
         results["live both at once (2 processes)"] = {"seconds": pair, "events_per_second": n / pair}
         for name in replays:

@@ -44,7 +44,7 @@ from assetlog.consumers.retry import Backoff
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, lag
 from assetlog.errors import AssetlogError
-from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, require_migrated
+from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, SWAPPED_TABLES, require_migrated
 from assetlog.projections.compare import compare_table
 from assetlog.projections.lineage import seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
@@ -64,7 +64,7 @@ SHORT_SWAP_ATTEMPTS = 3
 PARALLEL_FROM = 100_000
 CATCH_UP_ROUNDS = 5
 # Every table readers may query: the swap locks them all, so no reader transaction spans it.
-READER_TABLES = (*(t for tables in PROJECTION_TABLES.values() for t in tables), "schema_migrations")
+READER_TABLES = (*(t for tables in SWAPPED_TABLES.values() for t in tables), "schema_migrations")
 
 
 class Replay:
@@ -113,7 +113,7 @@ class Replay:
             if not row or not row[0]:
                 raise AssetlogError("another replay is running on this database; wait for it to finish")
             live = live_schema(control)
-            tables = [t for name in self.names for t in PROJECTION_TABLES[name]]
+            tables = [t for name in self.names for t in SWAPPED_TABLES[name]]
             if not self.check and (found := dependents(control, live, tables)):
                 raise ShadowError(f"{', '.join(found)} depend on the tables a replay swaps; drop them before the "
                                   "replay and create them again after it")

@@ -20,6 +20,7 @@ import psycopg
 
 from assetlog.backoff import Backoff
 from assetlog.consumers.dead_letters import DeadLetterError
+from assetlog.projections.base import RefusedEvent
 
 __all__ = ["DATA_ERRORS", "RETRYABLE", "Backoff", "retryable"]  # Backoff lives in assetlog.backoff (one policy)
 
@@ -37,6 +38,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeError,  # raised by psycopg's adapters on the client side: a string it cannot encode
     OverflowError,  # a number too large for its column's type, refused before it is sent
     RecursionError,  # a value nested too deeply to serialise
+    RefusedEvent,  # the projection's own refusal (an event id stored with another time)
 )
 # Not TypeError or any other ValueError: those are bugs, which must stop the consumer loudly rather
 # than dead-letter every event of the batch.

@@ -27,6 +27,7 @@ import psycopg
 from assetlog.consumers.batch import Batch, DeadLetter, describe, events_of, reduce_isolating
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.retry import DATA_ERRORS
+from assetlog.projections.base import RefusedEvent
 from assetlog.projections.events import Event
 
 log = logging.getLogger("assetlog.consumers")
@@ -96,8 +97,11 @@ class TrackedWriter:
             poison = bisect(conn, self.projection, events)
             rejected = {id(event) for event, _error in poison}
             for event, error in poison:
-                batch.reject(event, "unstorable", f"{self.projection.name}: PostgreSQL refused its rows: "
-                                                  f"{describe(error)}")
+                if isinstance(error, RefusedEvent):
+                    batch.reject(event, error.reason, f"{self.projection.name}: {error.detail}")
+                else:
+                    batch.reject(event, "unstorable", f"{self.projection.name}: PostgreSQL refused its rows: "
+                                                      f"{describe(error)}")
             batch.events = [event for event in events if id(event) not in rejected]
             batch.effects = None
         if publish is not None:

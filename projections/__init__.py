@@ -34,6 +34,9 @@ PROJECTIONS: dict[str, type[PropertiesProjection] | type[LineageProjection]] = {
 
 # The tables each projection owns, and the bookkeeping tables; users query the first four.
 PROJECTION_TABLES = {name: cls.tables for name, cls in PROJECTIONS.items()}
+# Those plus the tables a projection keeps for itself (the lineage's event-id registry): a replay rebuilds
+# and swaps these too, and compares only the first.
+SWAPPED_TABLES = {name: (*cls.tables, *getattr(cls, "support_tables", ())) for name, cls in PROJECTIONS.items()}
 BOOKKEEPING_TABLES = ("consumer_offsets", "dead_letters", "schema_migrations")
 
 
@@ -69,6 +72,7 @@ __all__ = [
     "BOOKKEEPING_TABLES",
     "PROJECTIONS",
     "PROJECTION_TABLES",
+    "SWAPPED_TABLES",
     "Event",
     "InvalidEvent",
     "LineageEffects",

@@ -17,7 +17,22 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from assetlog.errors import AssetlogError
 from assetlog.projections.events import Event
+
+
+class RefusedEvent(AssetlogError):
+    """An event a projection will not store because of what it holds, found only while writing.
+
+    E.g. an event id already stored with another event_time. Raised from
+    `apply`; the writer finds the event(s) at fault, as for a row PostgreSQL
+    refuses, and dead-letters them with `reason`.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 class Projection(Protocol):

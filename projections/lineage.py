@@ -2,7 +2,14 @@
 
 History keeps one row per event id; a redelivered event is ignored, and within
 a batch the lowest Kafka position wins, which is the first delivery since a
-partition is read in order. Edges merge order-independently: first/last seen
+partition is read in order. The history is partitioned by event_time, so its
+key is (event_id, event_time), and PostgreSQL cannot make event_id alone unique
+across partitions: `lineage_event_ids` (event_id primary key, event_time) does.
+Each batch first COPYs its ids there; only when that meets a stored id are the
+batch's ids looked up (one index, not one per partition): the same time is a
+redelivery, skipped; another event_time (or two in one batch) is refused
+(`RefusedEvent`, reason `conflicting-event-time`) and dead-lettered by the
+writer; the first one stays. Edges merge order-independently: first/last seen
 are min/max event_time, `declared` is explicit if any event declared the edge
 explicitly, and `last_event_id` is the newest dependency event by (event_time,
 event_id).
@@ -18,8 +25,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from assetlog.projections.base import copy_to_temp, table
+from assetlog.projections.base import RefusedEvent, copy_to_temp, table
 from assetlog.projections.events import Event
+from assetlog.projections.partitions import MonthlyPartitions
 from assetlog.schemas import DEPENDENCY
 
 HISTORY_COLUMNS = (
@@ -57,6 +65,7 @@ class LineageEffects:
 
     history: dict[str, Event] = field(default_factory=dict)
     edges: dict[tuple[str, str], EdgeRow] = field(default_factory=dict)
+    conflicts: list[Event] = field(default_factory=list)  # an id already in `history` with another time
 
     def __len__(self) -> int:
         return len(self.history) + len(self.edges)
@@ -93,16 +102,19 @@ class LineageProjection:
 
     name = "lineage"
     tables = ("lineage_history", "asset_edges")
+    support_tables = ("lineage_event_ids",)
 
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
-        self._expect_duplicates = True  # a hint for speed only: whether to filter stored ids first
+        self.partitions = MonthlyPartitions(schema)
 
     def reduce(self, events: Iterable[Event], into: LineageEffects | None = None) -> LineageEffects:
         effects = into if into is not None else LineageEffects()
         for event in events:
             seen = effects.history.get(event.event_id)
-            if seen is None or _position_key(event) < _position_key(seen):
+            if seen is not None and seen.event_time != event.event_time:
+                effects.conflicts.append(event)
+            elif seen is None or _position_key(event) < _position_key(seen):
                 effects.history[event.event_id] = event
             if event.event_type != DEPENDENCY:
                 continue
@@ -120,8 +132,13 @@ class LineageProjection:
         return effects
 
     def apply(self, conn: psycopg.Connection, effects: LineageEffects) -> None:
+        if effects.conflicts:  # the writer splits the batch until each id's first time is stored alone
+            event = effects.conflicts[0]
+            raise RefusedEvent("conflicting-event-time", f"event {event.event_id} met twice in one batch with "
+                                                         "different event times")
         with conn.transaction():
             if effects.history:
+                self.partitions.ensure(conn, {event.event_time for event in effects.history.values()})
                 self._append_history(conn, effects.history)
             if effects.edges:
                 copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS,
@@ -129,41 +146,57 @@ class LineageProjection:
                 conn.execute(self._upsert_edges())
 
     def _append_history(self, conn: psycopg.Connection, history: dict[str, Event]) -> None:
-        """COPY the events straight into lineage_history (half the cost of a staged upsert).
+        """Register the batch's ids, then COPY its new events straight into lineage_history.
 
-        An event stored already (a redelivery) makes the COPY fail on the
-        primary key; the batch then falls back to a staged INSERT ... ON
-        CONFLICT DO NOTHING, so the result is the same. After such a batch the
-        next ones first filter out stored ids, so a run of redeliveries (a
-        consumer re-reading old offsets) does not pay for two writes each time.
+        The registry's primary key is the one place an id stored with another
+        event_time can be seen without reading every partition. Should the
+        history hold a row the registry lacks (written by an older consumer
+        during the upgrade), the COPY fails on the primary key and the batch
+        falls back to a staged INSERT ... ON CONFLICT DO NOTHING: same result.
         """
-        target = table(self.schema, "lineage_history")
         fresh = list(history.values())
-        if self._expect_duplicates:
-            stored = {row[0] for row in conn.execute(
-                sql.SQL("SELECT event_id::text FROM {} WHERE event_id = ANY(%s::uuid[])").format(target),
-                (list(history),),
-            )}
-            fresh = [event for event in fresh if event.event_id not in stored]
-            self._expect_duplicates = bool(stored)
+        registry = table(self.schema, "lineage_event_ids")
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY {} (event_id, event_time) FROM STDIN").format(registry)) as copy:
+                    for event in fresh:
+                        copy.write_row((event.event_id, event.event_time))
+        except psycopg.errors.UniqueViolation:
+            fresh = self._not_stored(conn, history)
             if not fresh:
                 return
+            conn.execute(sql.SQL("INSERT INTO {} (event_id, event_time) SELECT * FROM unnest(%s::uuid[], "
+                                 "%s::timestamptz[])").format(registry),
+                         ([e.event_id for e in fresh], [e.event_time for e in fresh]))
         columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
         try:
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                        table(self.schema, "lineage_history"), columns)) as copy:
                     for event in fresh:
                         copy.write_row(history_row(event))
         except psycopg.errors.UniqueViolation:
-            self._expect_duplicates = True
             copy_to_temp(conn, "assetlog_batch_history", HISTORY_COLUMNS, (history_row(e) for e in fresh))
             conn.execute(self._insert_history())
+
+    def _not_stored(self, conn: psycopg.Connection, history: dict[str, Event]) -> list[Event]:
+        """The events whose id is not registered yet; RefusedEvent if one is registered with another time."""
+        stored = dict(conn.execute(
+            sql.SQL("SELECT event_id::text, event_time FROM {} WHERE event_id = ANY(%s::uuid[])").format(
+                table(self.schema, "lineage_event_ids")), (list(history),)).fetchall())
+        for event in history.values():
+            if event.event_id in stored and stored[event.event_id] != event.event_time:
+                raise RefusedEvent("conflicting-event-time", (
+                    f"event {event.event_id} is stored with event_time {stored[event.event_id].isoformat()}; "
+                    f"this copy says {event.event_time.isoformat()} (an event id keeps its time; the first one "
+                    "stored stays)"))
+        return [event for event in history.values() if event.event_id not in stored]
 
     def _insert_history(self) -> sql.Composed:
         columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
         return sql.SQL(
             "INSERT INTO {target} ({columns}) SELECT {columns} FROM assetlog_batch_history ORDER BY event_id "
-            "ON CONFLICT (event_id) DO NOTHING"
+            "ON CONFLICT DO NOTHING"
         ).format(target=table(self.schema, "lineage_history"), columns=columns)
 
     def _upsert_edges(self) -> sql.Composed:
@@ -209,4 +242,6 @@ def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schem
         "(array_agg(event_id ORDER BY event_time DESC, event_id DESC))[1] "
         "FROM {history} WHERE event_type = 'dependency' GROUP BY upstream_key, asset_key"
     ).format(edges=table(target_schema, "asset_edges"), history=table(target_schema, "lineage_history")))
+    conn.execute(sql.SQL("INSERT INTO {} (event_id, event_time) SELECT event_id, event_time FROM {}").format(
+        table(target_schema, "lineage_event_ids"), table(target_schema, "lineage_history")))
     return copied

@@ -3,15 +3,24 @@
 The tables are a public interface, so their shape only ever changes through a
 numbered file that `assetlog db migrate` applies and records in
 `schema_migrations` (with a checksum, so an edited applied file is caught
-instead of silently diverging). Everything runs in one transaction under an
-advisory lock: concurrent migrators (several consumers starting at once)
-serialise, and a failing migration leaves nothing half-applied.
+instead of silently diverging). Migrations run under a session advisory lock,
+so concurrent migrators (several consumers starting at once) serialise, and
+consecutive pending files run in one transaction: a failing migration leaves
+nothing of its group half-applied.
+
+A migration may have an *online step* (`ONLINE_STEPS`): Python that runs just
+before its file, outside any transaction, for work that one transaction would
+do under a long lock (0005 partitions `lineage_history` while readers and
+writers go on; see `history_migration.py`). The step must be safe to run again
+after an interruption; the file then runs in a transaction as usual and
+records the version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -80,6 +89,13 @@ def shipped_migrations() -> list[Migration]:
     return found
 
 
+def online_steps() -> dict[int, Callable[[psycopg.Connection], object]]:
+    """Migration versions whose file is preceded by an online step (run in autocommit mode)."""
+    from assetlog.projections.history_migration import partition_history
+
+    return {5: partition_history}
+
+
 def migrate(target: str | psycopg.Connection, migrations: list[Migration] | None = None) -> MigrationResult:
     """Apply the pending migrations to the database `target` (a DSN or an open connection).
 
@@ -94,33 +110,61 @@ def migrate(target: str | psycopg.Connection, migrations: list[Migration] | None
 
 def _migrate(conn: psycopg.Connection, migrations: list[Migration] | None) -> MigrationResult:
     migrations = shipped_migrations() if migrations is None else migrations
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise MigrationError("migrate needs a connection with no transaction open")
+    previous = conn.autocommit
+    conn.autocommit = True  # online steps commit as they go; the files run in explicit transactions
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        try:
+            return _apply(conn, migrations)
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    finally:
+        if not conn.closed:
+            conn.autocommit = previous
+
+
+def _apply(conn: psycopg.Connection, migrations: list[Migration]) -> MigrationResult:
     result = MigrationResult()
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
         conn.execute(_BOOTSTRAP)
         recorded = {
             version: (name, checksum)
             for version, name, checksum in conn.execute("SELECT version, name, checksum FROM schema_migrations")
         }
-        for migration in migrations:
-            if migration.version in recorded:
-                name, checksum = recorded[migration.version]
-                if checksum != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version:04d}_{name} was applied from a different file than the "
-                        f"one shipped ({migration.version:04d}_{migration.name}.sql); never edit an applied "
-                        "migration, add a new one"
-                    )
-                result.already_applied.append(migration.version)
-                continue
-            conn.execute(migration.sql.encode("utf-8"))
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, migration.checksum),
+    pending: list[Migration] = []
+    for migration in migrations:
+        if migration.version not in recorded:
+            pending.append(migration)
+            continue
+        name, checksum = recorded[migration.version]
+        if checksum != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version:04d}_{name} was applied from a different file than the "
+                f"one shipped ({migration.version:04d}_{migration.name}.sql); never edit an applied "
+                "migration, add a new one"
             )
-            result.applied.append(migration.version)
-        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-        result.version = int(row[0]) if row else 0
+        result.already_applied.append(migration.version)
+    steps = online_steps()
+    while pending:
+        # One transaction per run of files up to the next one with an online step.
+        group = [pending.pop(0)]
+        while pending and pending[0].version not in steps:
+            group.append(pending.pop(0))
+        if group[0].version in steps:
+            steps[group[0].version](conn)
+        with conn.transaction():
+            for migration in group:
+                conn.execute(migration.sql.encode("utf-8"))
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+                result.applied.append(migration.version)
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    result.version = int(row[0]) if row else 0
     return result
 
 

@@ -2,7 +2,7 @@
 
 A replay rebuilds a projection into tables of the same names in a separate
 schema (`assetlog_shadow`) while the live tables keep serving reads. The
-shadow tables mirror the live ones as PostgreSQL describes them now (columns,
+shadow tables mirror (a partitioned table with its partitions) the live ones as PostgreSQL describes them now (columns,
 defaults, constraints, indexes, triggers, comments, owner and grants, e.g. the
 read-only `assetlog_reader` role's SELECT), so that once swapped in nothing
 tells them apart from tables `assetlog db migrate` created; `definition()`
@@ -25,6 +25,12 @@ import psycopg
 from psycopg import sql
 
 from assetlog.errors import AssetlogError
+from assetlog.projections.partitions import (
+    add_missing_months,
+    is_partitioned,
+    mirror_partitions,
+    move_with_partitions,
+)
 
 SHADOW_SCHEMA = "assetlog_shadow"
 RETIRED_SCHEMA = "assetlog_retired"
@@ -55,6 +61,9 @@ def _qualified_text(conn: psycopg.Connection, schema: str, name: str) -> str:
 
 def _retarget(definition: str, source: str, target: str) -> str:
     """Point a CREATE INDEX / CREATE TRIGGER text printed by PostgreSQL at another table."""
+    # A partitioned table's index reads "ON ONLY t": the mirror is built without ONLY, so that the
+    # index covers the partitions too.
+    definition = definition.replace(f" ON ONLY {source} ", f" ON {source} ", 1)
     marker = f" ON {source} "
     if definition.count(marker) != 1:
         raise ShadowError(f"cannot mirror {definition[:200]!r}: it does not name {source} exactly once")
@@ -97,9 +106,9 @@ class ShadowTables:
         source, target = _qualified_text(conn, self.live, name), _qualified_text(conn, self.schema, name)
         info = conn.execute(
             "SELECT pg_get_userbyid(relowner), obj_description(oid, 'pg_class'), reloptions, relrowsecurity, "
-            "current_user FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+            "current_user, pg_get_partkeydef(oid) FROM pg_class WHERE oid = %s", (oid,)).fetchone()
         assert info is not None
-        owner, comment, reloptions, row_security, me = info
+        owner, comment, reloptions, row_security, me, partition_key = info
         if row_security:
             raise ShadowError(f"{self.live}.{name} has row-level security, which a replay does not mirror")
         foreign = conn.execute("SELECT conname FROM pg_constraint WHERE contype = 'f' AND (conrelid = %s "
@@ -108,7 +117,8 @@ class ShadowTables:
             raise ShadowError(f"{self.live}.{name} takes part in foreign keys ({', '.join(r[0] for r in foreign)}), "
                               "which a replay cannot swap; drop them first")
         # Columns, defaults, NOT NULL, CHECK constraints (with their names) and column comments.
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(shadow, live))
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES){}").format(
+            shadow, live, sql.SQL(" PARTITION BY ") + sql.SQL(partition_key) if partition_key else sql.SQL("")))
         if owner != me:
             conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(shadow, sql.Identifier(owner)))
         if comment is not None:
@@ -135,6 +145,8 @@ class ShadowTables:
             if trigger_comment is not None:
                 conn.execute(sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
                     sql.Identifier(trigger), shadow, sql.Literal(trigger_comment)))
+        if partition_key:  # the same partitions (the rows of months created later go to new ones alike)
+            mirror_partitions(conn, self.live, self.schema, name)
         for grantee, privilege, grantable in conn.execute(
                 "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
                 "a.is_grantable FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s AND a.grantee <> c.relowner",
@@ -213,10 +225,10 @@ class ShadowTables:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(retired)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(retired)))
         for name in self.tables:
-            conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
-                sql.Identifier(self.live, name), sql.Identifier(retired)))
-            conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
-                sql.Identifier(self.schema, name), sql.Identifier(self.live)))
+            if is_partitioned(conn, self.live, name):  # months the live writers created during the replay
+                add_missing_months(conn, self.live, self.schema, name)
+            move_with_partitions(conn, self.live, name, retired)
+            move_with_partitions(conn, self.schema, name, self.live)
 
 
 def drop_retired(conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> None:
@@ -249,11 +261,11 @@ def definition(conn: psycopg.Connection, schema: str, name: str) -> dict[str, An
     qualified = _qualified_text(conn, schema, name)
 
     def local(text: str) -> str:
-        return text.replace(f" ON {qualified} ", f" ON {name} ")
+        return text.replace(f" ON ONLY {qualified} ", f" ON ONLY {name} ").replace(f" ON {qualified} ", f" ON {name} ")
 
     table = conn.execute(
         "SELECT pg_get_userbyid(relowner), obj_description(oid, 'pg_class'), reloptions, relpersistence, "
-        "relrowsecurity FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+        "relrowsecurity, relkind, pg_get_partkeydef(oid) FROM pg_class WHERE oid = %s", (oid,)).fetchone()
     columns = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), "
         "a.attidentity, a.attgenerated, col_description(a.attrelid, a.attnum), co.collname "

@@ -64,6 +64,7 @@ SELECT a.first_seen, a.last_seen,
 FROM assets a
 LEFT JOIN asset_properties p ON p.key = a.key
 LEFT JOIN lineage_history h ON h.event_id = a.last_materialization_event_id
+    AND h.event_time = a.last_materialized_at  -- the partition key: only that month's partition is read
 WHERE a.key = %(key)s
 """
 
@@ -254,6 +255,7 @@ FROM lineage_history h
 LEFT JOIN LATERAL (
     SELECT m.payload -> 'metadata' AS metadata FROM lineage_history m
      WHERE m.materialization_event_id = h.event_id AND m.event_type = 'metadata'
+       AND m.event_time = h.event_time  -- a task run's events share its time; prunes to one partition
      ORDER BY m.event_time DESC, m.event_id DESC LIMIT 1
 ) md ON true
 WHERE h.asset_key = %(key)s AND h.event_type = 'materialization' AND {before}

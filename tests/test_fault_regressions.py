@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from events_factory import Asset, TaskRun, Upstream, apply_directly, props, rows_by_key
+from psycopg import sql
 
 from assetlog.config import Topics
 from assetlog.consumers import DeadLetter, DeadLetterPublisher
@@ -149,9 +150,13 @@ def test_a_replay_swaps_even_while_autovacuum_holds_a_live_table(isolated):
     publish(isolated.settings, events_of_runs(realistic_runs(1000, seed=3)))
     assert run_until_caught_up("lineage", isolated.settings).messages > 0
     with psycopg.connect(isolated.dsn, autocommit=True) as conn:
-        conn.execute("ALTER TABLE lineage_history SET (autovacuum_vacuum_insert_threshold = 1, "
-                     "autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, "
-                     "autovacuum_vacuum_cost_limit = 1)")
+        # The history is partitioned: autovacuum works on its partitions (the parent holds no rows).
+        for (partition,) in conn.execute("SELECT inhrelid::regclass::text FROM pg_inherits "
+                                         "WHERE inhparent = 'lineage_history'::regclass").fetchall():
+            conn.execute(sql.SQL(
+                "ALTER TABLE {} SET (autovacuum_vacuum_insert_threshold = 1, autovacuum_vacuum_insert_scale_factor "
+                "= 0, autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)").format(
+                sql.Identifier(partition)))
         deadline = time.monotonic() + 120  # the launcher visits each database within autovacuum_naptime
         while not conn.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND "
                                "query LIKE 'autovacuum: %lineage_history%'").fetchone():

@@ -87,7 +87,7 @@ def test_check_reports_corrupted_live_rows_as_drift_and_a_replay_repairs_them(is
         "dead_letters (properties)": (0, 0, 0), "dead_letters (lineage)": (0, 0, 0)}
     assert tables["assets"]["examples"]["different"] == [
         {"key": {"key": SALES}, "columns": {"last_status": {"live": "FAILED", "rebuilt": "SUCCEEDED"}}}]
-    assert tables["lineage_history"]["examples"]["missing"][0]["key"] == {"event_id": lost}
+    assert tables["lineage_history"]["examples"]["missing"][0]["key"]["event_id"] == lost  # key: (event_id, event_time)
     assert tables["asset_properties"]["examples"]["extra"][0]["row"]["name"] == "ghost"
 
     replay(isolated, "all")  # the repair: the rebuild replaces the live tables
