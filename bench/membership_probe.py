@@ -28,8 +28,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic
 from freshness_bench import percentile
 
-from assetlog.compose.topics import admin_client
 from assetlog.config import Settings
+from assetlog.topics import admin_client
 
 PARTITIONS = 3
 MEMBERSHIPS = {

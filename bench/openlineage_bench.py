@@ -37,8 +37,8 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_TOPIC_PREFIX, Settings
+from assetlog.topics import admin_client, all_topics, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ASSETLOG_EVENTS_PER_EVENT = 4

@@ -53,8 +53,8 @@ def main() -> int:
                        "PREFECT_HOME": home, "PREFECT_LOGGING_LEVEL": "WARNING",
                        "PREFECT_PLUGINS_ENABLED": "false"})  # installed by hand below, to switch it off and on
 
-    from assetlog.compose.topics import admin_client, all_topics, ensure_topics
     from assetlog.config import Settings
+    from assetlog.topics import admin_client, all_topics, ensure_topics
 
     settings = Settings.from_env()
     if not settings.kafka_bootstrap:

@@ -39,7 +39,6 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import Settings
 from assetlog.producer import (
     Asset,
@@ -65,6 +64,7 @@ from assetlog.producer.events import (
     new_event_id,
 )
 from assetlog.producer.run_encoding import run_encoder
+from assetlog.topics import admin_client, all_topics, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENTS_PER_RUN = 4

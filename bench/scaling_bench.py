@@ -32,9 +32,9 @@ import psycopg
 from projection_bench import generate, publish
 from psycopg import conninfo, sql
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import Settings
 from assetlog.projections import migrate
+from assetlog.topics import admin_client, all_topics, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -58,7 +58,7 @@ def wait_for_members(world, count: int, timeout: float = 60) -> None:
     """Until the lineage group is stable with `count` members, each holding partitions."""
     from confluent_kafka import ConsumerGroupState
 
-    from assetlog.compose.topics import admin_client
+    from assetlog.topics import admin_client
 
     admin = admin_client(world.settings)
     group = f"{world.settings.topic_prefix}.lineage"

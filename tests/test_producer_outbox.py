@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from producer_support import read_published
 
-from assetlog.compose.topics import ensure_topics
 from assetlog.config import Settings
 from assetlog.producer import Publisher, add_asset_metadata, flow, materialize, publishing
 from assetlog.producer.outbox import Outbox, pack_messages, unpack_messages
 from assetlog.producer.recording_errors import MissingTopics
+from assetlog.topics import ensure_topics
 
 
 def closed_port() -> int:
@@ -188,7 +188,7 @@ def test_a_delivery_error_keeps_the_row_and_the_event_is_retried(isolated):
     try:
         assert len(read_published(missing, at_least=9)) == 9
     finally:
-        from assetlog.compose.topics import admin_client, all_topics
+        from assetlog.topics import admin_client, all_topics
 
         admin_client(missing).delete_topics(all_topics(missing.topics), operation_timeout=30)
 

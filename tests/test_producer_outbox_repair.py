@@ -155,7 +155,7 @@ def test_metadata_over_the_kafka_limit_is_refused_at_add_asset_metadata_naming_a
 def test_a_topics_max_message_bytes_is_read_at_start_and_a_run_over_it_fails_at_task_end(isolated):
     from confluent_kafka.admin import NewTopic
 
-    from assetlog.compose.topics import REQUIRED_TOPIC_CONFIG, admin_client, all_topics
+    from assetlog.topics import REQUIRED_TOPIC_CONFIG, admin_client, all_topics
 
     small = replace(isolated.settings, topic_prefix=isolated.settings.topic_prefix + ".small")
     admin = admin_client(small)

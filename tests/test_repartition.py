@@ -28,8 +28,8 @@ from fault_support import (
     wait_until_projected,
 )
 
-from assetlog.compose.topics import admin_client
 from assetlog.projections import migrate
+from assetlog.topics import admin_client
 
 pytestmark = pytest.mark.timeout(600)
 REFRESH = {"ASSETLOG_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS": "500"}

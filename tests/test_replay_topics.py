@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
-from assetlog.compose.topics import REQUIRED_TOPIC_CONFIG, admin_client, all_topics
 from assetlog.config import ENV_TOPIC_PREFIX
+from assetlog.topics import REQUIRED_TOPIC_CONFIG, admin_client, all_topics
 
 
 def topics_create(isolated, prefix: str, *args: str) -> subprocess.CompletedProcess:
