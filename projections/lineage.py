@@ -16,10 +16,9 @@ from datetime import datetime
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
-from assetlog.projections.base import copy_to_temp, table
-from assetlog.projections.events import Event
+from assetlog.projections.base import copy_rows, copy_to_temp, table
+from assetlog.projections.events import Event, event_payload
 from assetlog.schemas import DEPENDENCY
 
 HISTORY_COLUMNS = (
@@ -53,18 +52,14 @@ class EdgeRow:
 
 @dataclass(slots=True)
 class LineageEffects:
-    """History events by id (first delivery kept) and merged edges by (upstream, downstream)."""
+    """History rows by event id (first delivery kept: with its position, see `_position_key`) and
+    merged edges by (upstream, downstream)."""
 
-    history: dict[str, Event] = field(default_factory=dict)
+    history: dict[str, tuple[tuple[str, int, int], tuple[object, ...]]] = field(default_factory=dict)
     edges: dict[tuple[str, str], EdgeRow] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.history) + len(self.edges)
-
-
-def _as_is(data: bytes) -> bytes:
-    """`Jsonb` dumps function for payloads serialised during validation."""
-    return data
 
 
 def _position_key(event: Event) -> tuple[str, int, int]:
@@ -73,7 +68,7 @@ def _position_key(event: Event) -> tuple[str, int, int]:
 
 
 def history_row(event: Event) -> tuple[object, ...]:
-    """The `lineage_history` row of one event."""
+    """The `lineage_history` row of one event, as `copy_rows` takes it (payload as JSON bytes)."""
     record = event.record
     run = record["run"]
     position = event.position
@@ -82,7 +77,7 @@ def history_row(event: Event) -> tuple[object, ...]:
         record.get("upstream_key") if event.event_type == DEPENDENCY else None,
         record["status"], event.materialization_event_id,
         run.get("flow_run_id"), run.get("flow_name"), run["task_run_id"], run["task_name"],
-        Jsonb(event.payload, _as_is),
+        event_payload(event),
         position.topic if position else None, position.partition if position else None,
         position.offset if position else None,
     )
@@ -102,8 +97,9 @@ class LineageProjection:
         effects = into if into is not None else LineageEffects()
         for event in events:
             seen = effects.history.get(event.event_id)
-            if seen is None or _position_key(event) < _position_key(seen):
-                effects.history[event.event_id] = event
+            position = _position_key(event)
+            if seen is None or position < seen[0]:
+                effects.history[event.event_id] = (position, history_row(event))
             if event.event_type != DEPENDENCY:
                 continue
             record = event.record
@@ -128,7 +124,8 @@ class LineageProjection:
                              (edge.as_tuple() for edge in effects.edges.values()))
                 conn.execute(self._upsert_edges())
 
-    def _append_history(self, conn: psycopg.Connection, history: dict[str, Event]) -> None:
+    def _append_history(self, conn: psycopg.Connection,
+                        history: dict[str, tuple[tuple[str, int, int], tuple[object, ...]]]) -> None:
         """COPY the events straight into lineage_history (half the cost of a staged upsert).
 
         An event stored already (a redelivery) makes the COPY fail on the
@@ -138,25 +135,22 @@ class LineageProjection:
         consumer re-reading old offsets) does not pay for two writes each time.
         """
         target = table(self.schema, "lineage_history")
-        fresh = list(history.values())
+        fresh = [row for _position, row in history.values()]
         if self._expect_duplicates:
             stored = {row[0] for row in conn.execute(
                 sql.SQL("SELECT event_id::text FROM {} WHERE event_id = ANY(%s::uuid[])").format(target),
                 (list(history),),
             )}
-            fresh = [event for event in fresh if event.event_id not in stored]
+            fresh = [row for row in fresh if row[0] not in stored]
             self._expect_duplicates = bool(stored)
             if not fresh:
                 return
-        columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
         try:
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
-                    for event in fresh:
-                        copy.write_row(history_row(event))
+                copy_rows(cur, target, HISTORY_COLUMNS, fresh)
         except psycopg.errors.UniqueViolation:
             self._expect_duplicates = True
-            copy_to_temp(conn, "assetlog_batch_history", HISTORY_COLUMNS, (history_row(e) for e in fresh))
+            copy_to_temp(conn, "assetlog_batch_history", HISTORY_COLUMNS, fresh)
             conn.execute(self._insert_history())
 
     def _insert_history(self) -> sql.Composed:

@@ -163,6 +163,12 @@ class SchemaRegistry:
         schema's generated reader when it has one and the bytes are plain; `decode_generic` otherwise,
         so the result (or the error) is always the one fastavro gives.
         """
+        event_type, record, _plain = self.decode_checked(data)
+        return event_type, record
+
+    def decode_checked(self, data: bytes | None) -> tuple[str, dict[str, Any], bool]:
+        """`decode`, and whether the generated reader read it, which proves that no string of the
+        record holds a NUL character (the check validation would otherwise make)."""
         if type(data) is bytes and data[:2] == MAGIC:
             found = self._specialised.get(data[2:HEADER_LENGTH])
             if found is not None:
@@ -170,11 +176,11 @@ class SchemaRegistry:
                 try:
                     record = read(data, HEADER_LENGTH)
                 except Exception:  # anything unusual: fastavro decides, and names the problem
-                    return self.decode_generic(data)
+                    return (*self.decode_generic(data), False)
                 for name, default in appended:
                     record[name] = type(default)() if isinstance(default, list | dict) else default
-                return event_type, record
-        return self.decode_generic(data)
+                return event_type, record, True
+        return (*self.decode_generic(data), False)
 
     def decode_generic(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
         """`decode` by fastavro's generic reader alone (the reference the generated readers match)."""

@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assetlog.config import Topics
+from assetlog.projections import events
+from assetlog.projections.events import InvalidEvent
 from assetlog.schemas import DecodeError, registry
 from assetlog.schemas.specialised import compile_reader, reader_source
 
@@ -64,9 +66,23 @@ def outcome(decode, data: bytes | None) -> tuple[str, Any]:
         return "dead", exc.reason
 
 
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return []
+
+
 def same_as_generic(data: bytes | None) -> None:
     fast, generic = outcome(registry().decode, data), outcome(registry().decode_generic, data)
     assert fast == generic
+    if fast[0] == "ok":
+        _type, record, plain = registry().decode_checked(data)
+        if any("\x00" in text for text in strings(record)):
+            assert not plain, "a record with a NUL character must not pass as checked"
 
 
 def test_every_shipped_schema_has_a_generated_reader():
@@ -115,3 +131,35 @@ def test_random_bytes_under_every_header_get_the_same_dead_letter_reason(header,
 def test_hostile_messages_decode_as_fastavro_decodes_them(hostile):
     same_as_generic(hostile.value)
 
+
+
+def metadata_outcome(parse, text: str) -> tuple[str, Any]:
+    try:
+        value = parse(text)
+        return "ok", json.dumps(value, sort_keys=True)  # types included: 1 and 1.0 differ
+    except InvalidEvent as exc:
+        return "dead", exc.reason
+
+
+def metadata_by_json_alone(text: str) -> Any:
+    value = events._metadata_by_json(text)
+    if not isinstance(value, dict):
+        raise InvalidEvent("invalid-metadata", "not an object")
+    events._check_json(value)
+    return value
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12)
+
+
+@FAST
+@given(value=st.dictionaries(st.text(max_size=5), JSON, max_size=4), garble=st.sampled_from(["", "x", "]", "NaN"]))
+def test_metadata_parsed_by_orjson_as_json_parses_it(value, garble):
+    """The metadata fast path (orjson) accepts and refuses exactly what json does, with the same
+    values (big integers stay integers) and the same reason."""
+    text = json.dumps(value, allow_nan=True)
+    text = text[:-1] + garble + text[-1:] if garble else text
+    assert metadata_outcome(events._metadata, text) == metadata_outcome(metadata_by_json_alone, text)
