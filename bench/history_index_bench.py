@@ -1,0 +1,191 @@
+"""H1: what each index of `lineage_history` costs per stored row, and which queries it serves.
+
+Every event the lineage consumer stores is one row COPYed into `lineage_history`
+plus one entry in each of its indexes (two are partial: only rows that match
+their predicate get an entry, but every row pays for evaluating it). In one
+run, on a scratch database:
+
+- COPY cost: the P2 bench's events as history rows, COPYed in batches of 5,000
+  (as the consumer writes them: binary, one transaction per batch) into a
+  fresh table defined like `lineage_history` with only its primary key, with
+  the key plus one other index, and with all of them; per row: wall µs and
+  CPU µs of the PostgreSQL backend, and each index's part (its figure less the
+  key's alone);
+- query cost: the same events projected into the real tables; then the read
+  side's functions that touch the history (`show` now and as of a time, the
+  history page, a lineage walk as of a time; `query/`) on sampled keys, p50 with
+  every index, and again with each index dropped in a transaction that is
+  rolled back (so nothing is changed).
+
+    eval "$(assetlog stack env)" && python bench/history_index_bench.py [--events 100000] [--queries 100]
+Prints two tables and writes bench/results/history_index_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from cpu_probe import backend_pid, pid_cpu_seconds
+from projection_bench import generate
+from psycopg import conninfo, sql
+
+from assetlog.projections import migrate, to_event
+from assetlog.projections.base import copy_rows
+from assetlog.projections.lineage import HISTORY_COLUMNS, LineageProjection, history_row
+from assetlog.projections.properties import PropertiesProjection
+from assetlog.query import catalog, graph
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 5000
+
+
+def history_indexes(conn: psycopg.Connection) -> dict[str, str]:
+    """name -> CREATE INDEX statement of every index on lineage_history (primary key included)."""
+    return dict(conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+        "AND tablename = 'lineage_history' ORDER BY indexname").fetchall())
+
+
+def copy_cost(conn: psycopg.Connection, rows: list[tuple], definitions: list[str]) -> tuple[float, float | None]:
+    """(wall µs, backend CPU µs) per row to COPY `rows` into a fresh table with these indexes."""
+    conn.execute("DROP TABLE IF EXISTS index_cost")
+    conn.execute("CREATE TABLE index_cost (LIKE lineage_history INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+    for definition in definitions:
+        conn.execute(definition.replace(" lineage_history_", " index_cost_", 1)
+                     .replace(" lineage_history ", " index_cost ").replace(".lineage_history ", ".index_cost "))
+    conn.commit()
+    backend = backend_pid(conn)
+    cpu_before, started = pid_cpu_seconds(backend), time.monotonic()
+    for lo in range(0, len(rows), BATCH):
+        with conn.cursor() as cur:
+            copy_rows(cur, sql.Identifier("index_cost"), HISTORY_COLUMNS, rows[lo:lo + BATCH])
+        conn.commit()
+    wall, cpu_after = time.monotonic() - started, pid_cpu_seconds(backend)
+    cpu = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else None
+    return wall / len(rows) * 1e6, (cpu / len(rows) * 1e6 if cpu is not None else None)
+
+
+def load(conn: psycopg.Connection, events: list[tuple[str, dict]]) -> None:
+    for projection in (PropertiesProjection(), LineageProjection()):
+        for lo in range(0, len(events), BATCH):
+            chunk = [to_event(t, r) for t, r in events[lo:lo + BATCH]]
+            with conn.transaction():
+                projection.apply(conn, projection.reduce(chunk))
+    conn.commit()
+
+
+def query_set(keys: list[str], as_of: datetime) -> dict[str, Callable[[psycopg.Connection, str], Any]]:
+    return {
+        "show": lambda conn, key: catalog.asset_details(conn, key, None, 20),
+        "show as-of": lambda conn, key: catalog.asset_details(conn, key, as_of, 20),
+        "history page": lambda conn, key: catalog.history_page(conn, key, 20, None, 0),
+        "lineage as-of (3 hops)": lambda conn, key: graph.walk(conn, key, "both", 3, 1000, as_of, 30.0),
+    }
+
+
+def time_queries(conn: psycopg.Connection, queries: dict[str, Callable], keys: list[str]) -> dict[str, float]:
+    """p50 ms of each query over `keys` (after one warm-up pass)."""
+    found = {}
+    for name, query in queries.items():
+        for key in keys[:10]:
+            query(conn, key)
+        times = []
+        for key in keys:
+            started = time.perf_counter()
+            query(conn, key)
+            times.append((time.perf_counter() - started) * 1000)
+        found[name] = statistics.median(times)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=100, help="keys sampled per query (default 100)")
+    parser.add_argument("--rounds", type=int, default=2, help="COPY measurements per configuration (best kept)")
+    args = parser.parse_args()
+
+    from assetlog.config import Settings
+    admin_dsn = Settings.from_env().require_postgres()
+    database = f"assetlog_bench_index_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    params = conninfo.conninfo_to_dict(admin_dsn)
+    params["dbname"] = database
+    dsn = conninfo.make_conninfo(**params)
+    try:
+        migrate(dsn)
+        events = generate(args.events)
+        rows = [history_row(to_event(t, r)) for t, r in events]
+        with psycopg.connect(dsn) as conn:
+            indexes = history_indexes(conn)
+            key_name = next(name for name in indexes if name.endswith("_pkey"))
+            configurations = {"primary key only": [indexes[key_name]]}
+            for name, definition in indexes.items():
+                if name != key_name:
+                    configurations[f"+ {name}"] = [indexes[key_name], definition]
+            configurations["all"] = list(indexes.values())
+            copy: dict[str, tuple[float, float | None]] = {}
+            for _ in range(args.rounds):  # alternate, keep each configuration's best
+                for label, definitions in configurations.items():
+                    measured = copy_cost(conn, rows, definitions)
+                    if label not in copy or measured[0] < copy[label][0]:
+                        copy[label] = measured
+            conn.execute("DROP TABLE index_cost")
+            conn.commit()
+            load(conn, events)
+            conn.execute("VACUUM ANALYZE")  # as autovacuum would have, on a live database
+            keys = sorted({r["asset_key"] for t, r in events if t == "materialization"})
+            sample = random.Random(3).sample(keys, min(args.queries, len(keys)))
+            times = [r["event_time"] for _t, r in events]
+            as_of = min(times) + (max(times) - min(times)) / 2
+            queries = query_set(sample, as_of)
+            with_all = time_queries(conn, queries, sample)
+            without: dict[str, dict[str, float]] = {}
+            for name in indexes:
+                if name == key_name:
+                    continue  # the key is the idempotence rule itself, not a choice
+                with conn.transaction(force_rollback=True):
+                    conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+                    without[name] = time_queries(conn, queries, sample)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+    base_wall, base_cpu = copy["primary key only"]
+    print(f"H1 lineage_history indexes: {len(rows):,} rows COPYed in batches of {BATCH} (binary), best of "
+          f"{args.rounds}")
+    print(f"{'configuration':<45}{'wall us/row':>12}{'PG CPU us/row':>15}{'index part':>12}")
+    for label, (wall, cpu) in copy.items():
+        part = "" if label == "primary key only" else f"{wall - base_wall:+.1f}"
+        print(f"{label:<45}{wall:>12.1f}{(cpu if cpu is not None else float('nan')):>15.1f}{part:>12}")
+    print(f"\nquery p50 ms over {len(sample)} keys, with every index and with one dropped (as of {as_of:%Y-%m-%d %H:%M})")
+    names = list(queries)
+    print(f"{'':<40}" + "".join(f"{name:>24}" for name in names))
+    print(f"{'all indexes':<40}" + "".join(f"{with_all[name]:>24.2f}" for name in names))
+    for index, found in without.items():
+        print(f"{'without ' + index:<40}" + "".join(
+            f"{found[name]:>15.2f} ({found[name] / with_all[name]:>4.1f}x)" for name in names))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "history_index_bench.json"
+    out.write_text(json.dumps({
+        "benchmark": "H1 lineage_history indexes", "rows": len(rows), "batch": BATCH,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "copy_us_per_row": {label: {"wall": wall, "postgres_cpu": cpu} for label, (wall, cpu) in copy.items()},
+        "query_p50_ms": {"all": with_all, **{f"without {name}": found for name, found in without.items()}},
+    }, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
