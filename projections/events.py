@@ -12,9 +12,8 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,17 +29,19 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
-    """Where a message was read: topic, partition, offset (orders like a Kafka log)."""
+class Position(NamedTuple):
+    """Where a message was read: topic, partition, offset (orders like a Kafka log).
+
+    Named tuples (this and `Event`), not frozen dataclasses: one is made per message, and a frozen
+    dataclass's constructor costs several times more (measured in bench/README.md).
+    """
 
     topic: str
     partition: int
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """A valid event: the decoded record plus the fields every projection needs, typed.
 
     `asset_key` is the asset the event is about (for a dependency, its

@@ -63,8 +63,7 @@ class LineageEffects:
 
 
 def _position_key(event: Event) -> tuple[str, int, int]:
-    p = event.position
-    return (p.topic, p.partition, p.offset) if p is not None else _NO_POSITION
+    return event.position or _NO_POSITION
 
 
 def history_row(event: Event) -> tuple[object, ...]:
