@@ -12,6 +12,10 @@ and measures in the same run on the same servers:
   copy of it (PostgreSQL's bare ceiling);
 - row-by-row: one INSERT and one commit per event on a sample (the naive design).
 
+Beside each figure: the CPU seconds per 1M events of this process (the
+consumer, or the client of a baseline) and of the PostgreSQL backend(s)
+serving it (`cpu_probe.py`), so the next bottleneck is visible.
+
 Run against the stack the environment names:
     eval "$(assetlog stack env)" && python bench/projection_bench.py [--events 50000]
 Prints a table and writes bench/results/projection_bench.json.
@@ -32,12 +36,14 @@ from pathlib import Path
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, Producer
+from cpu_probe import BackendSampler, backend_pid, pid_cpu_seconds
 from psycopg import conninfo, sql
 
 from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import Settings
 from assetlog.consumers import run_until_caught_up, tune_garbage_collector
 from assetlog.projections import migrate, to_event
+from assetlog.projections.base import copy_rows
 from assetlog.projections.lineage import HISTORY_COLUMNS, history_row
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, encode
 
@@ -99,13 +105,15 @@ def publish(settings: Settings, events: list[tuple[str, dict]]) -> None:
         raise SystemExit("the broker did not acknowledge every event")
 
 
-def consume_only(settings: Settings, expected: int) -> float:
-    """Seconds for a bare consumer to read every message (from the first message on)."""
+def consume_only(settings: Settings, expected: int) -> tuple[float, float]:
+    """Seconds for a bare consumer to read every message (from the first message on), and its CPU
+    seconds."""
     consumer = Consumer(settings.kafka_client_config(required={
         "group.id": f"bench-consume-only-{uuid.uuid4()}", "auto.offset.reset": "earliest",
         "enable.auto.commit": False, "enable.partition.eof": True}))
     consumer.subscribe(list(settings.topics.events))
     seen, first = 0, None
+    cpu = time.process_time()
     try:
         while seen < expected:
             for message in consumer.consume(num_messages=5000, timeout=0.05):
@@ -116,32 +124,36 @@ def consume_only(settings: Settings, expected: int) -> float:
                     seen += 1
                 elif message.error().code() != KafkaError._PARTITION_EOF:
                     raise SystemExit(f"Kafka: {message.error()}")
-        return time.monotonic() - (first or time.monotonic())
+        return time.monotonic() - (first or time.monotonic()), time.process_time() - cpu
     finally:
         consumer.close()
 
 
-def copy_baseline(dsn: str, events: list[tuple[str, dict]], with_indexes: bool) -> float:
-    """Seconds to COPY the events' lineage_history rows (built beforehand) into a table like it."""
+def copy_baseline(dsn: str, events: list[tuple[str, dict]], with_indexes: bool) -> dict[str, float | None]:
+    """COPY the events' lineage_history rows (built beforehand) into a table like it, as the lineage
+    consumer writes them (binary, declared types): seconds, client and backend CPU seconds."""
     rows = [history_row(to_event(t, r)) for t, r in events]
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
     name = "copy_baseline_indexed" if with_indexes else "copy_baseline_bare"
     like = sql.SQL("INCLUDING ALL" if with_indexes else "INCLUDING DEFAULTS")
     with psycopg.connect(dsn) as conn:
         conn.execute(sql.SQL("CREATE TABLE {} (LIKE lineage_history {})").format(sql.Identifier(name), like))
         conn.commit()
-        started = time.monotonic()
-        with conn.cursor() as cur, cur.copy(
-                sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(name), columns)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        backend = backend_pid(conn)
+        backend_before = pid_cpu_seconds(backend)
+        cpu, started = time.process_time(), time.monotonic()
+        with conn.cursor() as cur:
+            copy_rows(cur, sql.Identifier(name), HISTORY_COLUMNS, rows)
         conn.commit()
-        return time.monotonic() - started
+        seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+        backend_after = pid_cpu_seconds(backend)
+    pg = backend_after - backend_before if backend_before is not None and backend_after is not None else None
+    return {"seconds": seconds, "cpu_seconds": cpu, "postgres_cpu_seconds": pg}
 
 
 def row_by_row(dsn: str, events: list[tuple[str, dict]], sample: int = 1000) -> float:
     """Events/s of one INSERT + one commit per event (the design the batches replace), on a sample."""
     rows = [history_row(to_event(t, r)) for t, r in events[:sample]]
+    rows = [(*row[:11], row[11].decode(), *row[12:]) for row in rows]  # the payload as JSON text
     columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
     insert = sql.SQL("INSERT INTO row_baseline ({}) VALUES ({})").format(
         columns, sql.SQL(", ").join(sql.Placeholder() * len(HISTORY_COLUMNS)))
@@ -187,17 +199,21 @@ def main() -> None:
         gc.collect()
         gc.freeze()
         tune_garbage_collector()  # as `assetlog consume` does
-        consume_s = consume_only(settings, n)
-        results["consume-only"] = {"seconds": consume_s, "events_per_second": n / consume_s}
+        consume_s, consume_cpu = consume_only(settings, n)
+        results["consume-only"] = {"seconds": consume_s, "events_per_second": n / consume_s,
+                                   "cpu_seconds": consume_cpu, "postgres_cpu_seconds": None}
         for name in ("properties", "lineage"):
-            stats = run_until_caught_up(name, settings, batch_size=args.batch_size)
+            cpu = time.process_time()
+            with BackendSampler(admin_dsn, database, f"assetlog.consume.{name}") as backends:
+                stats = run_until_caught_up(name, settings, batch_size=args.batch_size)
             if stats.messages != n:
                 raise SystemExit(f"{name} projected {stats.messages} of {n} events")
             results[name] = {"seconds": stats.busy_seconds, "events_per_second": n / stats.busy_seconds,
-                             "seconds_with_group_join": stats.seconds, "batches": stats.batches}
+                             "seconds_with_group_join": stats.seconds, "batches": stats.batches,
+                             "cpu_seconds": time.process_time() - cpu, "postgres_cpu_seconds": backends.seconds}
         for label, indexed in (("copy", True), ("copy-no-index", False)):
-            copy_s = copy_baseline(dsn, events, indexed)
-            results[label] = {"seconds": copy_s, "events_per_second": n / copy_s}
+            measured = copy_baseline(dsn, events, indexed)
+            results[label] = {**measured, "events_per_second": n / measured["seconds"]}
         naive = row_by_row(dsn, events)
         results["row-by-row"] = {"events_per_second": naive}
     finally:
@@ -213,12 +229,19 @@ def main() -> None:
     consume_rate = results["consume-only"]["events_per_second"]
     print(f"P2 projection: {n} events, {args.partitions} partitions per topic, batch {args.batch_size}, "
           f"published in {publish_s:.1f}s")
-    print(f"{'measure':<15}{'events/s':>12}{'vs COPY':>10}{'vs consume':>12}")
+    print(f"{'measure':<15}{'events/s':>12}{'vs COPY':>10}{'vs consume':>12}{'client CPU s/1M':>17}"
+          f"{'PostgreSQL CPU s/1M':>21}")
     for name in ("properties", "lineage", "copy", "copy-no-index", "consume-only", "row-by-row"):
-        rate = results[name]["events_per_second"]
-        results[name]["ratio_to_copy"] = rate / copy_rate
-        results[name]["ratio_to_consume_only"] = rate / consume_rate
-        print(f"{name:<15}{rate:>12,.0f}{rate / copy_rate:>9.2f}x{rate / consume_rate:>11.2f}x")
+        result = results[name]
+        rate = result["events_per_second"]
+        result["ratio_to_copy"] = rate / copy_rate
+        result["ratio_to_consume_only"] = rate / consume_rate
+        per_million = {side: (result[side] * 1e6 / n if result.get(side) is not None else None)
+                       for side in ("cpu_seconds", "postgres_cpu_seconds")}
+        result.update({f"{side}_per_million": value for side, value in per_million.items()})
+        shown = ["-" if value is None else f"{value:,.1f}" for value in per_million.values()]
+        print(f"{name:<15}{rate:>12,.0f}{rate / copy_rate:>9.2f}x{rate / consume_rate:>11.2f}x{shown[0]:>17}"
+              f"{shown[1]:>21}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "projection_bench.json"
     out.write_text(json.dumps({

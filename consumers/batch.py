@@ -17,7 +17,7 @@ from typing import Any
 
 from assetlog.config import Topics
 from assetlog.projections.events import Event, InvalidEvent, Position, to_event
-from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, DecodeError, decode
+from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, DecodeError, registry
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
 
@@ -112,10 +112,10 @@ def classify(topic: str, partition: int, offset: int, key: bytes | None, value: 
     """Decode and validate one message; never raises on its content."""
     position = Position(topic, partition, offset)
     try:
-        event_type, record = decode(value)
+        event_type, record, text_checked = registry().decode_checked(value)
         if event_type != expected_type:
             raise InvalidEvent("wrong-topic", f"a {event_type} event on {topic}, which carries {expected_type} events")
-        return to_event(event_type, record, position)
+        return to_event(event_type, record, position, text_checked=text_checked)
     except (DecodeError, InvalidEvent) as exc:
         return DeadLetter(position, key, value, exc.reason, exc.detail)
     except Exception as exc:

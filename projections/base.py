@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql
+from psycopg import postgres, sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from assetlog.errors import AssetlogError
 from assetlog.projections.events import Event
@@ -73,7 +75,6 @@ def copy_to_temp(
     column_defs = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_)) for name, type_ in columns  # type: ignore[arg-type]
     )
-    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
     with conn.cursor() as cur:
         # One round trip: create on first use; empty it in case an earlier batch of this same
         # (still open) transaction used it.
@@ -82,6 +83,44 @@ def copy_to_temp(
                 sql.Identifier(temp), column_defs
             )
         )
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(temp), names)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        copy_rows(cur, sql.Identifier(temp), columns, rows)
+
+
+class _UuidTextBinaryDumper(Dumper):
+    """A uuid column from the canonical text the projections carry (no `uuid.UUID` per value)."""
+
+    format = Format.BINARY
+    oid = postgres.types["uuid"].oid
+
+    def dump(self, obj: object) -> bytes:
+        if type(obj) is str:
+            return bytes.fromhex(obj.replace("-", ""))
+        return obj.bytes  # type: ignore[attr-defined]  # a uuid.UUID
+
+
+class _JsonbTextBinaryDumper(Dumper):
+    """A jsonb column from JSON text already made (str or UTF-8 bytes): version 1 + the text."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: object) -> bytes:
+        return b"\x01" + (obj if type(obj) is bytes else str(obj).encode())
+
+
+def copy_rows(cur: psycopg.Cursor, target: sql.Composable, columns: Sequence[tuple[str, str]],
+              rows: Iterable[Sequence[object]]) -> None:
+    """COPY plain tuples into `target` in PostgreSQL's binary format, with the columns' declared types.
+
+    Binary COPY costs PostgreSQL no text parsing and the client no text formatting (about 40% less
+    wall time per history row than text COPY, measured in bench/README.md). Values are what the
+    projections hold: uuids as canonical text, jsonb as JSON text or bytes, timestamps as aware
+    datetimes.
+    """
+    cur.adapters.register_dumper(None, _UuidTextBinaryDumper)
+    cur.adapters.register_dumper(None, _JsonbTextBinaryDumper)
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
+    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, names)) as copy:
+        copy.set_types([type_ for _, type_ in columns])
+        for row in rows:
+            copy.write_row(row)

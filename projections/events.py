@@ -12,9 +12,8 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,17 +29,19 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
-    """Where a message was read: topic, partition, offset (orders like a Kafka log)."""
+class Position(NamedTuple):
+    """Where a message was read: topic, partition, offset (orders like a Kafka log).
+
+    Named tuples (this and `Event`), not frozen dataclasses: one is made per message, and a frozen
+    dataclass's constructor costs several times more (measured in bench/README.md).
+    """
 
     topic: str
     partition: int
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """A valid event: the decoded record plus the fields every projection needs, typed.
 
     `asset_key` is the asset the event is about (for a dependency, its
@@ -56,7 +57,6 @@ class Event:
     record: Mapping[str, Any]
     position: Position | None = None
     metadata: Mapping[str, Any] | None = None  # parsed metadata_json of a metadata event
-    payload: bytes = b"{}"  # the event as JSON (see `payload_json`), built once during validation
 
     @property
     def sort_key(self) -> tuple[datetime, str]:
@@ -98,8 +98,13 @@ def _as_reader(event_type: str, record: Mapping[str, Any]) -> Mapping[str, Any]:
     return full
 
 
-def to_event(event_type: str, record: Mapping[str, Any], position: Position | None = None) -> Event:
-    """Validate a decoded record and return it as an `Event`, or raise `InvalidEvent`."""
+def to_event(event_type: str, record: Mapping[str, Any], position: Position | None = None, *,
+             text_checked: bool = False) -> Event:
+    """Validate a decoded record and return it as an `Event`, or raise `InvalidEvent`.
+
+    `text_checked` says the decoder already proved that no string of the record holds a NUL
+    character (`SchemaRegistry.decode_checked`); otherwise every string is checked here.
+    """
     record = _as_reader(event_type, record)
     event_id = _uuid(record, "event_id")
     event_time = record["event_time"]
@@ -127,24 +132,22 @@ def to_event(event_type: str, record: Mapping[str, Any], position: Position | No
         metadata = _metadata(record["metadata_json"])
     else:
         raise InvalidEvent("unknown-schema", f"no projection knows event type {event_type!r}")
-    return Event(event_type, event_id, event_time, asset_key, materialization_id, record, position, metadata,
-                 _payload(record, metadata))
+    if not text_checked:
+        _check_text(record, "")  # PostgreSQL text cannot hold NUL (nor lone surrogates): name the field
+    return Event(event_type, event_id, event_time, asset_key, materialization_id, record, position, metadata)
 
 
-def _payload(record: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> bytes:
-    """Serialise the event once; the JSON text also reveals NUL characters (escaped as \\u0000),
-    which PostgreSQL text and jsonb cannot hold, without walking the record in Python."""
-    body = dict(record)
-    if metadata is not None:
+def event_payload(event: Event) -> bytes:
+    """The event as JSON bytes for `lineage_history.payload` (see `payload_json`); only the lineage
+    projection needs it, so it is made there, once per stored event."""
+    body = dict(event.record)
+    if event.metadata is not None:
         del body["metadata_json"]
-        body["metadata"] = metadata
+        body["metadata"] = event.metadata
     try:
-        data = orjson.dumps(body)
+        return orjson.dumps(body)
     except TypeError:  # an integer beyond 64 bits in the metadata: valid JSON, so use the slower encoder
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat).encode()
-    if b"\\u0000" in data:
-        _check_text(record, "")  # raises naming the field, unless the text merely spells a backslash-u0000
-    return data
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat).encode()
 
 
 # The canonical text form (what uuid4() prints), which PostgreSQL's uuid type always accepts.
@@ -221,18 +224,32 @@ def _reject_constant(name: str) -> None:
 MAX_METADATA_DEPTH = 200
 
 
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
 def _metadata(text: str) -> Mapping[str, Any]:
+    # orjson (several times faster) parses as json does, except that it refuses NaN, infinities and
+    # more than 255 levels (json then judges, with json's own messages) and reads integers beyond
+    # 64 bits as floats (so text that may hold one goes to json).
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _metadata_by_json(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = _metadata_by_json(text)
+    if not isinstance(value, dict):
+        raise InvalidEvent("invalid-metadata", f"metadata_json must be a JSON object, got {type(value).__name__}")
+    _check_json(value)
+    return value
+
+
+def _metadata_by_json(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise InvalidEvent("invalid-metadata", f"metadata_json is nested more than {MAX_METADATA_DEPTH} levels "
                                                "deep") from None
     except ValueError as exc:
         raise InvalidEvent("invalid-metadata", f"metadata_json is not JSON: {exc}"[:300]) from None
-    if not isinstance(value, dict):
-        raise InvalidEvent("invalid-metadata", f"metadata_json must be a JSON object, got {type(value).__name__}")
-    _check_json(value)
-    return value
 
 
 def _check_json(document: dict) -> None:
@@ -282,4 +299,4 @@ def _check_text(value: Any, path: str) -> None:
 def payload_json(event: Event) -> str:
     """The event as JSON for `lineage_history.payload`: the Avro record with its field names,
     event_time as ISO-8601 text, and a metadata event's metadata_json parsed, as `metadata`."""
-    return event.payload.decode("utf-8")
+    return event_payload(event).decode("utf-8")

@@ -23,10 +23,9 @@ from datetime import datetime
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
-from assetlog.projections.base import RefusedEvent, copy_to_temp, table
-from assetlog.projections.events import Event
+from assetlog.projections.base import RefusedEvent, copy_rows, copy_to_temp, table
+from assetlog.projections.events import Event, event_payload
 from assetlog.projections.partitions import MonthlyPartitions
 from assetlog.schemas import DEPENDENCY
 
@@ -40,6 +39,9 @@ EDGES_COLUMNS = (
     ("upstream_key", "text"), ("downstream_key", "text"), ("declared", "text"),
     ("first_seen", "timestamptz"), ("last_seen", "timestamptz"), ("last_event_id", "uuid"),
 )
+
+_TIME = 2  # event_time's place in a history row
+_REGISTRY_COLUMNS = (("event_id", "uuid"), ("event_time", "timestamptz"))
 
 # Sorts a missing position (events applied without Kafka) after any real one.
 _NO_POSITION = ("\uffff", 0, 0)
@@ -61,9 +63,10 @@ class EdgeRow:
 
 @dataclass(slots=True)
 class LineageEffects:
-    """History events by id (first delivery kept) and merged edges by (upstream, downstream)."""
+    """History rows by event id (first delivery kept: with its position, see `_position_key`) and
+    merged edges by (upstream, downstream)."""
 
-    history: dict[str, Event] = field(default_factory=dict)
+    history: dict[str, tuple[tuple[str, int, int], tuple[object, ...]]] = field(default_factory=dict)
     edges: dict[tuple[str, str], EdgeRow] = field(default_factory=dict)
     conflicts: list[Event] = field(default_factory=list)  # an id already in `history` with another time
 
@@ -71,18 +74,12 @@ class LineageEffects:
         return len(self.history) + len(self.edges)
 
 
-def _as_is(data: bytes) -> bytes:
-    """`Jsonb` dumps function for payloads serialised during validation."""
-    return data
-
-
 def _position_key(event: Event) -> tuple[str, int, int]:
-    p = event.position
-    return (p.topic, p.partition, p.offset) if p is not None else _NO_POSITION
+    return event.position or _NO_POSITION
 
 
 def history_row(event: Event) -> tuple[object, ...]:
-    """The `lineage_history` row of one event."""
+    """The `lineage_history` row of one event, as `copy_rows` takes it (payload as JSON bytes)."""
     record = event.record
     run = record["run"]
     position = event.position
@@ -91,7 +88,7 @@ def history_row(event: Event) -> tuple[object, ...]:
         record.get("upstream_key") if event.event_type == DEPENDENCY else None,
         record["status"], event.materialization_event_id,
         run.get("flow_run_id"), run.get("flow_name"), run["task_run_id"], run["task_name"],
-        Jsonb(event.payload, _as_is),
+        event_payload(event),
         position.topic if position else None, position.partition if position else None,
         position.offset if position else None,
     )
@@ -112,10 +109,11 @@ class LineageProjection:
         effects = into if into is not None else LineageEffects()
         for event in events:
             seen = effects.history.get(event.event_id)
-            if seen is not None and seen.event_time != event.event_time:
+            position = _position_key(event)
+            if seen is not None and seen[1][_TIME] != event.event_time:
                 effects.conflicts.append(event)
-            elif seen is None or _position_key(event) < _position_key(seen):
-                effects.history[event.event_id] = event
+            elif seen is None or position < seen[0]:
+                effects.history[event.event_id] = (position, history_row(event))
             if event.event_type != DEPENDENCY:
                 continue
             record = event.record
@@ -138,15 +136,16 @@ class LineageProjection:
                                                          "different event times")
         with conn.transaction():
             if effects.history:
-                self.partitions.ensure(conn, {event.event_time for event in effects.history.values()})
+                self.partitions.ensure(conn, {row[_TIME] for _position, row in effects.history.values()})
                 self._append_history(conn, effects.history)
             if effects.edges:
                 copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS,
                              (edge.as_tuple() for edge in effects.edges.values()))
                 conn.execute(self._upsert_edges())
 
-    def _append_history(self, conn: psycopg.Connection, history: dict[str, Event]) -> None:
-        """Register the batch's ids, then COPY its new events straight into lineage_history.
+    def _append_history(self, conn: psycopg.Connection,
+                        history: dict[str, tuple[tuple[str, int, int], tuple[object, ...]]]) -> None:
+        """Register the batch's ids, then COPY its new rows straight into lineage_history.
 
         The registry's primary key is the one place an id stored with another
         event_time can be seen without reading every partition. Should the
@@ -154,43 +153,38 @@ class LineageProjection:
         during the upgrade), the COPY fails on the primary key and the batch
         falls back to a staged INSERT ... ON CONFLICT DO NOTHING: same result.
         """
-        fresh = list(history.values())
+        fresh = [row for _position, row in history.values()]
         registry = table(self.schema, "lineage_event_ids")
         try:
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY {} (event_id, event_time) FROM STDIN").format(registry)) as copy:
-                    for event in fresh:
-                        copy.write_row((event.event_id, event.event_time))
+                copy_rows(cur, registry, _REGISTRY_COLUMNS, [(row[0], row[_TIME]) for row in fresh])
         except psycopg.errors.UniqueViolation:
-            fresh = self._not_stored(conn, history)
+            fresh = self._not_stored(conn, fresh)
             if not fresh:
                 return
             conn.execute(sql.SQL("INSERT INTO {} (event_id, event_time) SELECT * FROM unnest(%s::uuid[], "
                                  "%s::timestamptz[])").format(registry),
-                         ([e.event_id for e in fresh], [e.event_time for e in fresh]))
-        columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
+                         ([row[0] for row in fresh], [row[_TIME] for row in fresh]))
         try:
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                        table(self.schema, "lineage_history"), columns)) as copy:
-                    for event in fresh:
-                        copy.write_row(history_row(event))
+                copy_rows(cur, table(self.schema, "lineage_history"), HISTORY_COLUMNS, fresh)
         except psycopg.errors.UniqueViolation:
-            copy_to_temp(conn, "assetlog_batch_history", HISTORY_COLUMNS, (history_row(e) for e in fresh))
+            copy_to_temp(conn, "assetlog_batch_history", HISTORY_COLUMNS, fresh)
             conn.execute(self._insert_history())
 
-    def _not_stored(self, conn: psycopg.Connection, history: dict[str, Event]) -> list[Event]:
-        """The events whose id is not registered yet; RefusedEvent if one is registered with another time."""
+    def _not_stored(self, conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """The rows whose event id is not registered yet; RefusedEvent if one is registered with another time."""
         stored = dict(conn.execute(
             sql.SQL("SELECT event_id::text, event_time FROM {} WHERE event_id = ANY(%s::uuid[])").format(
-                table(self.schema, "lineage_event_ids")), (list(history),)).fetchall())
-        for event in history.values():
-            if event.event_id in stored and stored[event.event_id] != event.event_time:
+                table(self.schema, "lineage_event_ids")), ([row[0] for row in rows],)).fetchall())
+        for row in rows:
+            event_id, event_time = row[0], row[_TIME]
+            if event_id in stored and stored[event_id] != event_time:
                 raise RefusedEvent("conflicting-event-time", (
-                    f"event {event.event_id} is stored with event_time {stored[event.event_id].isoformat()}; "
-                    f"this copy says {event.event_time.isoformat()} (an event id keeps its time; the first one "
+                    f"event {event_id} is stored with event_time {stored[event_id].isoformat()}; "
+                    f"this copy says {event_time.isoformat()} (an event id keeps its time; the first one "
                     "stored stays)"))
-        return [event for event in history.values() if event.event_id not in stored]
+        return [row for row in rows if row[0] not in stored]
 
     def _insert_history(self) -> sql.Composed:
         columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)

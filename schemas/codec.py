@@ -22,6 +22,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from assetlog.schemas.compatibility import appended_defaults
+from assetlog.schemas.specialised import Reader, compile_reader
 
 MAGIC = b"\xc3\x01"
 HEADER_LENGTH = len(MAGIC) + 8
@@ -119,6 +120,15 @@ class SchemaRegistry:
                 added = appended_defaults(reader.schema, version.schema)
                 if added is not None:
                     self._appended[fingerprint_] = added
+        # The hot path: a reader generated once per writer schema that needs no resolution (see
+        # `specialised.py`); fastavro stays the reference and decodes whatever the generated code refuses.
+        self._specialised: dict[bytes, tuple[str, Reader, list[tuple[str, Any]]]] = {}
+        for fingerprint_, version in self.by_fingerprint.items():
+            if version is self.latest[version.event_type] or fingerprint_ in self._appended:
+                read = compile_reader(version.schema, version.source)
+                if read is not None:
+                    self._specialised[fingerprint_] = (version.event_type, read,
+                                                       self._appended.get(fingerprint_, []))
 
     @classmethod
     def from_package(cls) -> SchemaRegistry:
@@ -149,8 +159,31 @@ class SchemaRegistry:
     def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
         """Decode one message into (event type, record in the newest reader schema).
 
-        Raises `DecodeError` naming the problem; never returns a partial record.
+        Raises `DecodeError` naming the problem; never returns a partial record. Uses the writer
+        schema's generated reader when it has one and the bytes are plain; `decode_generic` otherwise,
+        so the result (or the error) is always the one fastavro gives.
         """
+        event_type, record, _plain = self.decode_checked(data)
+        return event_type, record
+
+    def decode_checked(self, data: bytes | None) -> tuple[str, dict[str, Any], bool]:
+        """`decode`, and whether the generated reader read it, which proves that no string of the
+        record holds a NUL character (the check validation would otherwise make)."""
+        if type(data) is bytes and data[:2] == MAGIC:
+            found = self._specialised.get(data[2:HEADER_LENGTH])
+            if found is not None:
+                event_type, read, appended = found
+                try:
+                    record = read(data, HEADER_LENGTH)
+                except Exception:  # anything unusual: fastavro decides, and names the problem
+                    return (*self.decode_generic(data), False)
+                for name, default in appended:
+                    record[name] = type(default)() if isinstance(default, list | dict) else default
+                return event_type, record, True
+        return (*self.decode_generic(data), False)
+
+    def decode_generic(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        """`decode` by fastavro's generic reader alone (the reference the generated readers match)."""
         if not data:
             raise DecodeError("empty", "the message has no value")
         if len(data) < HEADER_LENGTH or data[:2] != MAGIC:
