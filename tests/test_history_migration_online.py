@@ -21,6 +21,7 @@ from events_factory import TaskRun
 from psycopg import sql
 
 from assetlog.projections import migrate, shipped_migrations, to_event
+from assetlog.projections.base import copy_rows
 from assetlog.projections.lineage import HISTORY_COLUMNS, history_row
 from assetlog.projections.partitions import is_partitioned, list_partitions
 
@@ -66,7 +67,6 @@ class Load:
     def writer(self) -> None:
         """Writes as the lineage consumer of the version before the upgrade did: COPY into lineage_history
         (the consumers running during `db migrate` are the old ones; the new refuse to start until it is done)."""
-        columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
         try:
             with psycopg.connect(self.dsn) as conn:
                 while not self.stop.is_set():
@@ -74,9 +74,8 @@ class Load:
                                                                    for k in range(50)]).events()]
                     started = time.monotonic()
                     with conn.transaction(), conn.cursor() as cur:
-                        with cur.copy(sql.SQL("COPY lineage_history ({}) FROM STDIN").format(columns)) as copy:
-                            for event in events:
-                                copy.write_row(history_row(event))
+                        copy_rows(cur, sql.Identifier("lineage_history"), HISTORY_COLUMNS,
+                                  [history_row(event) for event in events])
                     self.writes.append((time.monotonic(), time.monotonic() - started))
                     self.written += [e.event_id for e in events]
         except Exception as exc:
