@@ -41,6 +41,7 @@ import psycopg
 from psycopg import sql
 
 from assetlog.projections import LineageProjection, PropertiesProjection, to_event
+from assetlog.projections.base import copy_rows
 from assetlog.projections.events import Event
 from assetlog.projections.lineage import HISTORY_COLUMNS, history_row, seed_from_history
 from assetlog.projections.properties import PropertiesEffects
@@ -175,16 +176,14 @@ def copy_load(dsn: str, keys: list[str], upstreams: list[list[int]], layers: int
     reduced = PropertiesEffects()
     count = 0
     started = time.monotonic()
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
     with psycopg.connect(dsn) as conn:
         conn.execute("SET maintenance_work_mem = '1GB'")
         with conn.transaction():
             rebuild = _drop_indexes(conn, ("lineage_history", "asset_edges"))
         for events in event_batches(keys, upstreams, layers, rng, chunk):
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY lineage_history ({}) FROM STDIN").format(columns)) as copy:
-                    for event in events:
-                        copy.write_row(history_row(event))
+                copy_rows(cur, sql.Identifier("lineage_history"), HISTORY_COLUMNS,
+                          [history_row(event) for event in events])
             properties.reduce(events, reduced)
             count += len(events)
             if progress:
