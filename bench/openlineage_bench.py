@@ -155,7 +155,7 @@ def through_receiver(settings: Settings, bodies: list[bytes], clients: int,
     log_path = outbox.parent / "receiver.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "assetlog", "ingest", "openlineage", "--listen",
-                                    "127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+                                    "127.0.0.1:0", "--no-auth"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         while not (match := re.search(r"http://127\.0\.0\.1:(\d+)/", log_path.read_text())):
             assert process.poll() is None, log_path.read_text()

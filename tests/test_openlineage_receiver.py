@@ -200,6 +200,9 @@ def test_a_201_means_durable_even_if_kafka_is_down_and_the_receiver_is_killed(is
 @pytest.mark.parametrize("args", [
     ["ingest", "openlineage", "--listen", "127.0.0.1:0", "--api-key-env", "OL_KEY_NOT_SET"],
     ["ingest", "openlineage", "--listen", "127.0.0.1:0", "--max-event-bytes", "10"],
+    ["ingest", "openlineage", "--listen", "127.0.0.1:0"],  # neither tokens nor an explicit --no-auth
+    ["ingest", "openlineage", "--listen", "127.0.0.1:0", "--no-auth", "--require-token"],
+    ["ingest", "openlineage", "--from-kafka", "t", "--no-auth"],
     ["export", "openlineage", "--to", "ftp://x"],
 ])
 def test_operator_errors_are_one_line_and_non_zero(isolated, args):

@@ -30,6 +30,9 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
                         help="--listen: every request needs 'Authorization: Bearer <token>' with an access token "
                              "of `assetlog tokens create NAME` (the web view's tokens, checked in the projection "
                              "database)")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="--listen: accept requests without a token, as `assetlog serve --no-auth` does "
+                             "(loopback addresses only; for a proxy that authenticates in front of it)")
     parser.add_argument("--api-key-env", metavar="VAR",
                         help="deprecated, use --require-token: also accept 'Authorization: Bearer <key>' with the "
                              "key in environment variable VAR")
@@ -58,8 +61,11 @@ def _ingest(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise AssetlogError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
-    if (args.require_token or api_key) and not args.listen:
-        raise AssetlogError("--require-token and --api-key-env guard the HTTP receiver: use them with --listen")
+    if (args.require_token or api_key or args.no_auth) and not args.listen:
+        raise AssetlogError("--require-token, --no-auth and --api-key-env are about the HTTP receiver: "
+                            "use them with --listen")
+    if args.no_auth and (args.require_token or api_key):
+        raise AssetlogError("--no-auth cannot be combined with --require-token or --api-key-env")
     limit = DEFAULT_MAX_EVENT_BYTES if args.max_event_bytes is None else args.max_event_bytes
     if limit < 1024:
         raise AssetlogError(f"--max-event-bytes must be at least 1024, got {limit}")
@@ -85,10 +91,14 @@ def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str,
     from assetlog.web.cli import _is_loopback, _listen, serve_app
 
     host, port = args.listen
-    if not (args.require_token or api_key) and not _is_loopback(host):
-        raise AssetlogError(f"--listen {host}:{port} is not a loopback address: require access tokens with "
-                            "--require-token (clients send one as their `api_key`; the deprecated --api-key-env "
-                            "VAR works too), or listen on 127.0.0.1 behind a proxy")
+    if not (args.require_token or api_key):  # the web view's rule: a token, or --no-auth on loopback only
+        if not args.no_auth:
+            raise AssetlogError("the receiver requires access tokens: start it with --require-token (clients send "
+                                "one as their `api_key`; `assetlog tokens create NAME`), or with --no-auth on a "
+                                "loopback address")
+        if not _is_loopback(host):
+            raise AssetlogError(f"--no-auth is allowed only on a loopback address, not {host}: require access "
+                                "tokens with --require-token, or listen on 127.0.0.1 behind a proxy")
     store = _token_store() if args.require_token else None
     if api_key:
         print("assetlog: --api-key-env is deprecated and will be removed: give each client an access token "
