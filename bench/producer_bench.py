@@ -51,7 +51,7 @@ from assetlog.producer import (
 )
 from assetlog.producer.delivery import PRODUCER_DEFAULTS, PRODUCER_REQUIRED
 from assetlog.producer.encoding import encoder_for
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     EXPLICIT,
     INFERRED,
     SUCCEEDED,

@@ -35,7 +35,7 @@ from assetlog.producer.context import (
     leave_flow_run,
     leave_task_run,
 )
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     EXPLICIT,
     FAILED,
     INFERRED,
