@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import uuid
 from datetime import UTC, datetime
 
 import psycopg
 from projection_bench import generate
-from psycopg import conninfo, sql
+from support import scratch
 
-from assetlog.config import Settings
-from assetlog.projections import LineageProjection, migrate, to_event
+from assetlog.projections import LineageProjection, to_event
 
 POPULATE = """
 INSERT INTO lineage_history (event_id, event_type, event_time, asset_key, status, materialization_event_id,
@@ -44,15 +42,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=10)
     args = parser.parse_args()
-    admin = Settings.from_env().require_postgres()
-    database = f"assetlog_bench_ids_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    params = conninfo.conninfo_to_dict(admin)
-    params["dbname"] = database
-    dsn = conninfo.make_conninfo(**params)
-    try:
-        migrate(dsn)
+    with scratch("history-ids") as work:
+        dsn = work.dsn
         projection = LineageProjection()
         with psycopg.connect(dsn) as conn:
             projection.partitions.ensure(conn, {datetime(2025, m, 2, tzinfo=UTC) for m in range(1, 13)})
@@ -83,9 +74,6 @@ def main() -> None:
               f"{args.batches} (the machine may be shared):")
         print(f"  ids looked up in every partition: {lookup * 1000:7.1f} ms")
         print(f"  whole apply with the id registry: {apply * 1000:7.1f} ms   (lookup / apply = {lookup / apply:.2f}x)")
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
 
 
 if __name__ == "__main__":

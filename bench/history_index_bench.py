@@ -28,7 +28,6 @@ import json
 import random
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,9 +36,10 @@ from typing import Any
 import psycopg
 from cpu_probe import backend_pid, pid_cpu_seconds
 from projection_bench import generate
-from psycopg import conninfo, sql
+from psycopg import sql
+from support import scratch
 
-from assetlog.projections import migrate, to_event
+from assetlog.projections import to_event
 from assetlog.projections.base import copy_rows
 from assetlog.projections.lineage import HISTORY_COLUMNS, LineageProjection, history_row
 from assetlog.projections.properties import PropertiesProjection
@@ -125,16 +125,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="COPY measurements per configuration (best kept)")
     args = parser.parse_args()
 
-    from assetlog.config import Settings
-    admin_dsn = Settings.from_env().require_postgres()
-    database = f"assetlog_bench_index_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = database
-    dsn = conninfo.make_conninfo(**params)
-    try:
-        migrate(dsn)
+    with scratch("history-index") as work:
+        dsn = work.dsn
         events = generate(args.events)
         rows = [history_row(to_event(t, r)) for t, r in events]
         with psycopg.connect(dsn) as conn:
@@ -179,9 +171,6 @@ def main() -> None:
                     found = without[name] = time_queries(conn, queries, sample)
                 print(f"{'without ' + name:<40}" + "".join(
                     f"{found[q]:>27.2f} ({found[q] / with_all[q]:>5.1f}x)" for q in queries), flush=True)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "history_index_bench.json"

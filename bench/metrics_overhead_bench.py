@@ -32,31 +32,13 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 from projection_bench import generate, publish
-from psycopg import conninfo, sql
 from support import Scratch, child_env, scratch
 
 from assetlog.compose.processes import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("baseline", "metrics")
-
-
-def fresh_copy(work: Scratch, name: str) -> str:
-    """A new database copied from the run's migrated, empty one; its DSN."""
-    template = conninfo.conninfo_to_dict(work.dsn)["dbname"]
-    with psycopg.connect(work.admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                       sql.Identifier(template)))
-    params = conninfo.conninfo_to_dict(work.dsn)
-    params["dbname"] = name
-    return conninfo.make_conninfo(**params)
-
-
-def drop(work: Scratch, name: str) -> None:
-    with psycopg.connect(work.admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def scrape_every_second(port: int, stop: threading.Event, scrapes: list[int]) -> None:
@@ -70,9 +52,7 @@ def scrape_every_second(port: int, stop: threading.Event, scrapes: list[int]) ->
 
 
 def consume_once(work: Scratch, variant: str, run: int, expected: int) -> dict:
-    name = f"{conninfo.conninfo_to_dict(work.dsn)['dbname']}_{run}"
     env = child_env(work.settings)
-    env["ASSETLOG_POSTGRES_DSN"] = fresh_copy(work, name)
     command = [sys.executable, "-m", "assetlog", "consume", "lineage", "--until-caught-up", "--quiet", "--json"]
     stop, scrapes = threading.Event(), [0]
     scraper = None
@@ -81,13 +61,13 @@ def consume_once(work: Scratch, variant: str, run: int, expected: int) -> dict:
         command += ["--metrics-port", str(port), "--lag-interval-seconds", "1"]
         scraper = threading.Thread(target=scrape_every_second, args=(port, stop, scrapes), daemon=True)
         scraper.start()
-    try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, check=False)
-    finally:
-        stop.set()
-        if scraper is not None:
-            scraper.join()
-        drop(work, name)
+    with work.database_copy(str(run)) as env["ASSETLOG_POSTGRES_DSN"]:
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, check=False)
+        finally:
+            stop.set()
+            if scraper is not None:
+                scraper.join()
     if done.returncode != 0:
         raise SystemExit(f"metrics_overhead_bench: the consumer failed:\n{done.stderr[-2000:]}")
     stats = json.loads(done.stdout)

@@ -31,14 +31,13 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
-from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_TOPIC_PREFIX, Settings
-from assetlog.topics import admin_client, all_topics, ensure_topics
+from support import child_env, scratch
+
+from assetlog.config import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ASSETLOG_EVENTS_PER_EVENT = 4
@@ -85,10 +84,7 @@ def end_offsets(settings: Settings, topics: list[str]) -> int:
 
 def raw_produce(settings: Settings, topic: str, bodies: list[bytes]) -> float:
     from confluent_kafka import Producer
-    from confluent_kafka.admin import NewTopic
 
-    admin = admin_client(settings)  # kept alive until the topic exists
-    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=-1)])[topic].result()
     producer = Producer(settings.kafka_client_config(defaults={"linger.ms": 5, "compression.type": "lz4"},
                                                      required={"enable.idempotence": True, "acks": "all"}))
     producer.produce(topic, b"warm-up")  # connections and metadata before the clock starts, as for the receiver
@@ -149,10 +145,9 @@ def post_all(port: int, path: str, bodies: list[bytes], clients: int, status: in
 
 
 def through_receiver(settings: Settings, bodies: list[bytes], clients: int,
-                     outbox: Path) -> tuple[float, float, float]:
-    env = {**os.environ, ENV_KAFKA_BOOTSTRAP: settings.require_kafka(), ENV_TOPIC_PREFIX: settings.topic_prefix,
-           ENV_OUTBOX_DIR: str(outbox)}
-    log_path = outbox.parent / "receiver.log"
+                     workdir: Path) -> tuple[float, float, float]:
+    env = child_env(settings)
+    log_path = workdir / "receiver.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "assetlog", "ingest", "openlineage", "--listen",
                                     "127.0.0.1:0", "--no-auth"], env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -178,19 +173,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
-    base = Settings.from_env()
-    settings = replace(base, topic_prefix=f"bench.ol.{uuid.uuid4().hex[:8]}")
-    ensure_topics(settings, partitions=PARTITIONS)
     bodies = [make_event(i) for i in range(args.events)]
-    raw_topic = f"{settings.topic_prefix}.raw"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            floor, acknowledged, in_topics = through_receiver(settings, bodies, args.clients, Path(tmp) / "outbox")
-        raw = raw_produce(settings, raw_topic, bodies)
-    finally:
-        admin = admin_client(settings)
-        for future in admin.delete_topics([*all_topics(settings.topics), raw_topic], operation_timeout=30).values():
-            future.exception()  # wait; a topic that was never created is fine
+    with scratch("openlineage", migrated=False) as work:  # the receiver needs Kafka only; the database stays empty
+        settings = work.event_topics(partitions=PARTITIONS)
+        floor, acknowledged, in_topics = through_receiver(settings, bodies, args.clients, work.workdir)
+        raw = raw_produce(settings, work.plain_topic("raw", PARTITIONS), bodies)
     result = {
         "events": args.events, "clients": args.clients, "bytes_per_event": sum(map(len, bodies)) // len(bodies),
         "receiver_events_per_s_in_topics": args.events / in_topics,

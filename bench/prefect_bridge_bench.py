@@ -27,11 +27,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from support import scratch
+
+from assetlog.config import ENV_OUTBOX_DIR, ENV_TOPIC_PREFIX
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,29 +49,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="flow runs per mode (on, off), alternating")
     args = parser.parse_args()
 
-    prefix = f"bench.prefect.{uuid.uuid4().hex[:8]}"
-    home = tempfile.mkdtemp(prefix="prefect-home-")
-    os.environ.update({"ASSETLOG_TOPIC_PREFIX": prefix, "ASSETLOG_OUTBOX_DIR": tempfile.mkdtemp(prefix="outbox-"),
-                       "PREFECT_HOME": home, "PREFECT_LOGGING_LEVEL": "WARNING",
-                       "PREFECT_PLUGINS_ENABLED": "false"})  # installed by hand below, to switch it off and on
-
-    from assetlog.config import Settings
-    from assetlog.topics import admin_client, all_topics, ensure_topics
-
-    settings = Settings.from_env()
-    if not settings.kafka_bootstrap:
-        print("ASSETLOG_KAFKA_BOOTSTRAP is not set: eval \"$(assetlog stack env)\" first", file=sys.stderr)
-        return 2
-    ensure_topics(settings, partitions=3)
-    try:
+    with scratch("prefect", migrated=False) as work:  # the bridge needs Kafka only; the database stays empty
+        settings = work.event_topics(partitions=3)
+        os.environ.update({ENV_TOPIC_PREFIX: settings.topic_prefix, ENV_OUTBOX_DIR: str(settings.outbox_dir),
+                           "PREFECT_HOME": str(work.workdir / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
+                           "PREFECT_PLUGINS_ENABLED": "false"})  # installed by hand below, to switch it off and on
         result = measure(args.tasks, args.rounds)
-    finally:
-        admin = admin_client(settings)
-        for future in admin.delete_topics(all_topics(settings.topics), operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception:  # best-effort clean-up
-                pass
     report(result)
     return 0
 

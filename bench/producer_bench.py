@@ -33,11 +33,10 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from dataclasses import replace
 from pathlib import Path
+
+from support import scratch
 
 from assetlog.config import Settings
 from assetlog.producer import (
@@ -52,7 +51,7 @@ from assetlog.producer import (
 )
 from assetlog.producer.delivery import PRODUCER_DEFAULTS, PRODUCER_REQUIRED
 from assetlog.producer.encoding import encoder_for
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     EXPLICIT,
     INFERRED,
     SUCCEEDED,
@@ -64,7 +63,6 @@ from assetlog.producer.events import (
     new_event_id,
 )
 from assetlog.producer.run_encoding import run_encoder
-from assetlog.topics import admin_client, all_topics, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENTS_PER_RUN = 4
@@ -269,20 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-tasks", type=int, default=20_000, help="tasks in the flow-cost run")
     parser.add_argument("--only-flow", action="store_true", help="only the flow cost and its baselines")
     args = parser.parse_args(argv)
-    base = Settings.from_env()
-    base.require_kafka()
-    settings = replace(base, topic_prefix=f"bench.{uuid.uuid4().hex[:10]}",
-                       outbox_dir=Path(tempfile.mkdtemp(prefix="assetlog-bench-")))
-    ensure_topics(settings, partitions=3)
-    if args.only_flow:
-        try:
+    with scratch("producer", migrated=False) as work:  # the producer needs Kafka only; the database stays empty
+        settings = work.event_topics(partitions=3)
+        if args.only_flow:
             flow_runs = [flow_cost(settings, args.flow_tasks) for _ in range(args.repeats)]
             raw = raw_cost_per_task(settings, args.flow_tasks)
-        finally:
-            admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30)
-        report_flow(flow_runs, raw)
-        return 0
-    try:
+            report_flow(flow_runs, raw)
+            return 0
         runs = finished_runs(max(1, args.events // EVENTS_PER_RUN))
         messages = pre_encoded(settings, runs)
         assetlog_rates, encode_rates, raw_rates = [], [], []
@@ -293,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         added = added_time(settings, args.tasks)
         flow_runs = [flow_cost(settings, args.flow_tasks) for _ in range(args.repeats)]
         raw_task = raw_cost_per_task(settings, args.flow_tasks)
-    finally:
-        admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30)
     ours, encoded, raw = (statistics.median(r) for r in (assetlog_rates, encode_rates, raw_rates))
     result = {
         "events": len(messages), "repeats": args.repeats, "events_per_task_run": EVENTS_PER_RUN,

@@ -30,19 +30,18 @@ import platform
 import random
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, Producer
 from cpu_probe import BackendSampler, backend_pid, pid_cpu_seconds
-from psycopg import conninfo, sql
+from psycopg import sql
+from support import scratch
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
 from assetlog.config import Settings
 from assetlog.consumers import run_until_caught_up, tune_garbage_collector
-from assetlog.projections import migrate, to_event
+from assetlog.projections import to_event
 from assetlog.projections.base import copy_rows
 from assetlog.projections.lineage import HISTORY_COLUMNS, history_row
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, encode
@@ -174,20 +173,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     args = parser.parse_args()
 
-    base = Settings.from_env()
-    base.require_kafka()
-    admin_dsn = base.require_postgres()
-    suffix = uuid.uuid4().hex[:8]
-    database = f"assetlog_bench_{suffix}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = database
-    settings = replace(base, topic_prefix=f"bench.{suffix}", postgres_dsn=conninfo.make_conninfo(**params))
-    dsn = settings.postgres_dsn or ""
-    try:
-        ensure_topics(settings, partitions=args.partitions)
-        migrate(dsn)
+    with scratch("projection") as work:
+        settings = work.event_topics(partitions=args.partitions)
+        dsn, admin_dsn, database = work.dsn, work.admin_dsn, work.database
         events = generate(args.events)
         started = time.monotonic()
         publish(settings, events)
@@ -216,14 +204,6 @@ def main() -> None:
             results[label] = {**measured, "events_per_second": n / measured["seconds"]}
         naive = row_by_row(dsn, events)
         results["row-by-row"] = {"events_per_second": naive}
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        for future in admin_client(settings).delete_topics(all_topics(settings.topics)).values():
-            try:
-                future.result()
-            except Exception:  # best-effort clean-up
-                pass
 
     copy_rate = results["copy"]["events_per_second"]
     consume_rate = results["consume-only"]["events_per_second"]

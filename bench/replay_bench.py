@@ -29,8 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,20 +36,12 @@ import psycopg
 from cpu_probe import BackendSampler
 from projection_bench import generate, publish
 from psycopg import conninfo, sql
+from support import child_env, scratch
 
-from assetlog.compose.topics import admin_client, all_topics, ensure_topics
-from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
-from assetlog.projections import migrate
+from assetlog.config import Settings
 from assetlog.projections.partitions import list_partitions
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETLOG_")}
-    env.update({ENV_KAFKA_BOOTSTRAP: settings.kafka_bootstrap or "", ENV_POSTGRES_DSN: settings.postgres_dsn or "",
-                ENV_TOPIC_PREFIX: settings.topic_prefix})
-    return env
 
 
 def run(settings: Settings, *args: str) -> tuple[dict, float, float, dict[str, float | None]]:
@@ -102,20 +92,9 @@ def main() -> None:
     args = parser.parse_args()
     replays = args.only or ["properties", "lineage", "all"]
 
-    base = Settings.from_env()
-    base.require_kafka()
-    admin_dsn = base.require_postgres()
-    suffix = uuid.uuid4().hex[:8]
-    database = f"assetlog_bench_{suffix}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = database
-    settings = replace(base, topic_prefix=f"bench.{suffix}", postgres_dsn=conninfo.make_conninfo(**params))
     results: dict[str, dict] = {}
-    try:
-        ensure_topics(settings, partitions=args.partitions)
-        migrate(settings.postgres_dsn or "")
+    with scratch("replay") as work:
+        settings = work.event_topics(partitions=args.partitions)
         events = generate(args.events)
         started = time.monotonic()
         publish(settings, events)
@@ -157,14 +136,6 @@ def main() -> None:
                 "wall_seconds": wall, "phases": report["phases"], "peak_rss_mib": rss,
                 "ratio_to_live": (n / read) / (n / live), **cpu,
             }
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        for future in admin_client(settings).delete_topics(all_topics(settings.topics)).values():
-            try:
-                future.result()
-            except Exception:  # best-effort clean-up
-                pass
 
     print(f"P3 replay: {n} events, {args.partitions} partitions per topic, published in {publish_s:.1f}s")
     print(f"{'measure':<34}{'seconds':>9}{'events/s':>11}{'vs live':>9}{'command s':>11}{'process CPU s/1M':>18}"

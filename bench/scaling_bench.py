@@ -23,18 +23,14 @@ import platform
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 from projection_bench import generate, publish
-from psycopg import conninfo, sql
+from support import scratch
 
 from assetlog.config import Settings
-from assetlog.projections import migrate
-from assetlog.topics import admin_client, all_topics, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -109,34 +105,16 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2,4", help="process counts, comma separated")
     args = parser.parse_args()
     counts = [int(part) for part in args.processes.split(",")]
-    base = Settings.from_env()
-    settings = replace(base, topic_prefix=f"bench.scaling.{uuid.uuid4().hex[:8]}")
-    admin_dsn = base.require_postgres()
-    ensure_topics(settings, partitions=args.partitions)
-    events = generate(args.events)
-    publish(settings, events)
-    total = len(events)
     results: list[dict] = []
-    try:
+    with scratch("scaling") as work:  # its migrated, empty database is the template of each group's own
+        settings = work.event_topics(partitions=args.partitions)
+        events = generate(args.events)
+        publish(settings, events)
+        total = len(events)
         for count in counts:
             for projection in ("properties", "lineage"):
-                database = f"assetlog_bench_scaling_{uuid.uuid4().hex[:8]}"
-                with psycopg.connect(admin_dsn, autocommit=True) as conn:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-                dsn = conninfo.make_conninfo(admin_dsn, dbname=database)
-                try:
-                    migrate(dsn)
+                with work.database_copy(f"{projection}_{count}") as dsn:
                     results.append({"projection": projection, **run_group(settings, dsn, projection, count, total)})
-                finally:
-                    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                            sql.Identifier(database)))
-    finally:
-        for future in admin_client(settings).delete_topics(all_topics(settings.topics)).values():
-            try:
-                future.result()
-            except Exception:  # best-effort clean-up
-                pass
     print(f"S1 scaling: {total} events, {args.partitions} partitions per topic, {os.cpu_count()} cores")
     print(f"{'projection':<12}{'processes':>10}{'events/s':>11}{'vs 1':>7}{'consumer CPU s':>16}"
           f"{'cores':>7}{'backends CPU s':>16}{'cores':>7}{'all PostgreSQL CPU s':>22}")

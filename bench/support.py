@@ -44,10 +44,28 @@ class Scratch:
     def dsn(self) -> str:
         return self.settings.postgres_dsn or ""
 
+    @property
+    def database(self) -> str:
+        return conninfo.conninfo_to_dict(self.dsn)["dbname"] or ""
+
+    @contextmanager
+    def database_copy(self, tail: str) -> Iterator[str]:
+        """A database `<this run's>_<tail>` copied from this run's (migrated, empty) one; its DSN; dropped after."""
+        name = f"{self.database}_{tail}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                           sql.Identifier(self.database)))
+        try:
+            yield conninfo.make_conninfo(self.dsn, dbname=name)
+        finally:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
     def event_topics(self, prefix_tail: str | None = None, partitions: int = 3) -> Settings:
         """Create the event topics under this run's prefix (or `<prefix>.<prefix_tail>`); their settings."""
         settings = self.settings if prefix_tail is None else replace(
             self.settings, topic_prefix=f"{self.settings.topic_prefix}.{prefix_tail}")
+        settings.require_kafka()
         self._topics.extend(all_topics(settings.topics))
         ensure_topics(settings, partitions=partitions)
         return settings
@@ -56,6 +74,7 @@ class Scratch:
         """A topic `<prefix>.<tail>` with the broker's default settings (for a baseline's own traffic)."""
         from confluent_kafka.admin import NewTopic
 
+        self.settings.require_kafka()
         name = f"{self.settings.topic_prefix}.{tail}"
         self._topics.append(name)
         admin = admin_client(self.settings)  # held: the futures fail if the client is destroyed first
@@ -66,7 +85,7 @@ class Scratch:
     def _clean_up(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(conninfo.conninfo_to_dict(self.dsn)["dbname"])))
+                sql.Identifier(self.database)))
         if self._topics:
             admin = admin_client(self.settings)  # held: the futures fail if the client is destroyed first
             for future in admin.delete_topics(self._topics, operation_timeout=30).values():
@@ -85,7 +104,6 @@ def scratch(tag: str, *, migrated: bool = True) -> Iterator[Scratch]:
     (and may make several prefixes); everything made through the Scratch is deleted at the end.
     """
     base = Settings.from_env()
-    base.require_kafka()
     admin_dsn = base.require_postgres()
     suffix = uuid.uuid4().hex[:8]
     database = f"assetlog_bench_{suffix}"

@@ -6,7 +6,7 @@ task graph, and the outbox + Kafka producer. It never reads Kafka or PostgreSQL.
 
 from assetlog.producer.assets import Asset, AssetProperties
 from assetlog.producer.context import current_flow_run, current_task_run
-from assetlog.producer.events import FinishedTaskRun, OutgoingEvent, events_for
+from assetlog.producer.event_builders import FinishedTaskRun, OutgoingEvent, events_for
 from assetlog.producer.flows import Flow, flow
 from assetlog.producer.futures import TaskFuture, TaskFutureList, UpstreamTaskError, unmapped, wait
 from assetlog.producer.materialize import MaterializingTask, materialize

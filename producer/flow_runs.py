@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from assetlog.producer.attempts import attempts, drive, drive_async, run_hooks
 from assetlog.producer.context import current_flow_run, enter_flow_run, leave_flow_run
-from assetlog.producer.events import new_event_id
+from assetlog.producer.event_builders import new_event_id
 from assetlog.producer.recording_errors import LineageNotRecorded
 from assetlog.producer.states import completed, failed, running
 from assetlog.producer.timeouts import FlowRunTimeoutError, await_with_timeout, call_with_timeout

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from assetlog.config import Settings
 from assetlog.kafka_access import AccessWatch
-from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity
+from assetlog.producer.event_builders import EventIdSource, FinishedTaskRun, ProducerIdentity
 from assetlog.producer.recording_errors import EventTooLarge, MissingTopics
 
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes

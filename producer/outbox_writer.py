@@ -24,7 +24,7 @@ from assetlog import metrics
 from assetlog.backoff import backoff_delay
 from assetlog.config import Settings, Topics
 from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
-from assetlog.producer.events import EventIdSource, FinishedTaskRun, ProducerIdentity
+from assetlog.producer.event_builders import EventIdSource, FinishedTaskRun, ProducerIdentity
 from assetlog.producer.limits import KafkaLimits, TopicCheck, missing_topics_error
 from assetlog.producer.outbox import Message, Outbox, outbox_path
 from assetlog.producer.outbox_gate import OutboxGate

@@ -35,7 +35,7 @@ from assetlog.errors import AssetlogError, ConfigError
 from assetlog.kafka_access import KafkaAccessError
 from assetlog.producer.delivery import PRODUCER_DEFAULTS
 from assetlog.producer.encoding import encoder_for
-from assetlog.producer.events import FinishedTaskRun, OutgoingEvent, ProducerIdentity, new_event_id
+from assetlog.producer.event_builders import FinishedTaskRun, OutgoingEvent, ProducerIdentity, new_event_id
 from assetlog.producer.limits import (
     KafkaLimits,
     check_metadata_size,

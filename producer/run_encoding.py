@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from assetlog.config import Topics
 from assetlog.producer.assets import Asset
 from assetlog.producer.encoding import _SMALL, encoder_for, write_long
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     FinishedTaskRun,
     FixedIds,
     ProducerIdentity,

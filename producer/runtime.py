@@ -6,9 +6,10 @@ are upstream of a task run is traced by `upstream_tracing`; what they pass on is
 here: materializing runs pass on only their own assets, plain runs pass on what
 they received plus their own `asset_deps`.
 
-Task runs and flow runs, sync and async, share one attempt loop (`_attempts`, a
+Task runs and flow runs, sync and async, share one attempt loop (`attempts`, a
 generator the sync and async drivers step through): retries, the retry
-condition, the final attempt's events, hooks. Options follow Prefect's semantics
+condition, the final attempt's events, hooks; a task run's cache steps wrap it
+(`_task_steps`), so `run_task_sync` and `run_task_async` differ only in how they wait. Options follow Prefect's semantics
 (checked against Prefect 3.9); what cannot be given here is refused at
 decoration (see docs/prefect.md).
 """
@@ -20,7 +21,7 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from assetlog.producer.assets import Asset
@@ -34,7 +35,7 @@ from assetlog.producer.context import (
     leave_flow_run,
     leave_task_run,
 )
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     EXPLICIT,
     FAILED,
     INFERRED,
@@ -221,6 +222,24 @@ def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: 
     return args, kwargs
 
 
+def _task_steps(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Generator[object, Any, Any]:
+    """A task run once its inputs are ready, sync or async: the cache, the attempts, the cache's store.
+
+    Yields as `attempts` does, so `drive` and `drive_async` step it with the body: the two
+    drivers below differ only in how they wait (for futures, the body, the time between attempts).
+    """
+    key = None
+    if task.caches:
+        key, hit = cache_lookup(task, run, args, kwargs)
+        if hit is not MISS:
+            return cache_hit(run, hit)
+    result = yield from attempts(run)
+    if key is not None:
+        run.flow_run.cache[key] = result  # type: ignore[union-attr]
+    return result
+
+
 def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   wait_for: object = None, run: TaskRun | None = None,
                   extra: Iterable[object] = ()) -> Any:
@@ -229,7 +248,7 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
     token = enter_task_run(run)
     try:
-        if task.single_attempt:  # `attempts` with nothing to retry, time or cache, without its cost
+        if task.single_attempt:  # `_task_steps` with one attempt and no cache or hook, without a generator's cost
             try:
                 result = task.fn(*args, **kwargs)
             except Exception as exc:
@@ -237,18 +256,10 @@ def run_task_sync(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 raise
             return run.succeeded(result)
         fn, timeout = task.fn, task.timeout_seconds
-        if task.caches:
-            key, hit = cache_lookup(task, run, args, kwargs)
-            if hit is not MISS:
-                return cache_hit(run, hit)
         if timeout is None:
-            result = drive(attempts(run), lambda: fn(*args, **kwargs))
-        else:
-            result = drive(attempts(run), lambda: call_with_timeout(
-                lambda: fn(*args, **kwargs), timeout, TaskRunTimeoutError))
-        if task.caches and key is not None:
-            run.flow_run.cache[key] = result  # type: ignore[union-attr]
-        return result
+            return drive(_task_steps(task, run, args, kwargs), lambda: fn(*args, **kwargs))
+        return drive(_task_steps(task, run, args, kwargs), lambda: call_with_timeout(
+            lambda: fn(*args, **kwargs), timeout, TaskRunTimeoutError))
     finally:
         leave_task_run(token)
 
@@ -264,26 +275,11 @@ async def run_task_async(task: Task[..., Any], args: tuple[Any, ...], kwargs: di
     args, kwargs = _prepare(task, run, args, kwargs, wait_for, extra)
     token = enter_task_run(run)
     try:
-        if task.single_attempt:  # as in run_task_sync
-            try:
-                result = await task.fn(*args, **kwargs)
-            except Exception as exc:
-                run.failed(exc)
-                raise
-            return run.succeeded(result)
         fn, timeout = task.fn, task.timeout_seconds
-        if task.caches:
-            key, hit = cache_lookup(task, run, args, kwargs)
-            if hit is not MISS:
-                return cache_hit(run, hit)
         if timeout is None:
-            result = await drive_async(attempts(run), lambda: fn(*args, **kwargs))
-        else:
-            result = await drive_async(attempts(run), lambda: await_with_timeout(
-                fn(*args, **kwargs), timeout, TaskRunTimeoutError))
-        if task.caches and key is not None:
-            run.flow_run.cache[key] = result  # type: ignore[union-attr]
-        return result
+            return await drive_async(_task_steps(task, run, args, kwargs), lambda: fn(*args, **kwargs))
+        return await drive_async(_task_steps(task, run, args, kwargs), lambda: await_with_timeout(
+            fn(*args, **kwargs), timeout, TaskRunTimeoutError))
     finally:
         leave_task_run(token)
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from assetlog.producer.assets import Asset, distinct_assets
 from assetlog.producer.cache_policies import BRIDGE, DEFAULT, NO_CACHE, check_cache_options, source_digest
-from assetlog.producer.events import EXPLICIT, Upstream
+from assetlog.producer.event_builders import EXPLICIT, Upstream
 from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
 from assetlog.producer.runtime import (
     current_flow_run,

@@ -15,7 +15,7 @@ from assetlog.config import Topics
 from assetlog.integrations.openlineage.ingest import RunState, translate
 from assetlog.integrations.openlineage.receiver import decode_body
 from assetlog.integrations.openlineage.spec import InvalidOpenLineage, validate_event
-from assetlog.producer.events import ProducerIdentity
+from assetlog.producer.event_builders import ProducerIdentity
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
 
 TOPICS = Topics("t")

@@ -13,7 +13,7 @@ import pytest
 from prefect_support import BIN, prefect_server_fixture, stored_asset_events  # noqa: F401 (a fixture)
 from producer_support import read_published
 
-from assetlog.producer.events import derived_event_id
+from assetlog.producer.event_builders import derived_event_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -24,7 +24,7 @@ from producer_support import read_published
 from assetlog.consumers import run_until_caught_up
 from assetlog.errors import AssetlogError
 from assetlog.integrations.prefect.follower import Checkpoint, FollowerGap, check_retention, run_from_event
-from assetlog.producer.events import derived_event_id
+from assetlog.producer.event_builders import derived_event_id
 from assetlog.projections import migrate
 
 RUN = [{"prefect.resource.id": "prefect.flow-run.0edf149b-0fcf-44e4-8d99-64daacf72da9",

@@ -8,7 +8,7 @@ from prefect.assets import Asset as PrefectAsset
 from prefect.assets import AssetProperties as PrefectProperties
 
 from assetlog.integrations.prefect.mapping import error_of, finished_run, status_of
-from assetlog.producer.events import derived_event_id
+from assetlog.producer.event_builders import derived_event_id
 
 
 @pytest.mark.parametrize(("state", "status"), [

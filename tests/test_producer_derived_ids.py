@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from test_producer_encoding import counter_ids, identities, runs
 
 from assetlog.config import Topics
-from assetlog.producer.events import derived_event_id, derived_event_ids, events_for
+from assetlog.producer.event_builders import derived_event_id, derived_event_ids, events_for
 from assetlog.producer.run_encoding import encode_run_generic, encode_run_pinned
 from assetlog.schemas import decode
 
@@ -45,7 +45,7 @@ def test_derived_ids_are_what_both_encoders_write(run, identity, seed, with_meta
 def test_a_derived_id_is_the_uuid5_of_seed_and_part(seed, part):
     import uuid
 
-    from assetlog.producer.events import DERIVED_ID_NAMESPACE
+    from assetlog.producer.event_builders import DERIVED_ID_NAMESPACE
 
     name = f"{seed}/{part}" if part else seed
     assert derived_event_id(seed, part) == str(uuid.uuid5(DERIVED_ID_NAMESPACE, name))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from assetlog.config import Topics
 from assetlog.producer.assets import Asset, AssetProperties
 from assetlog.producer.encoding import compile_encoder, encoder_for, is_compiled, micros, write_long
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     EXPLICIT,
     FAILED,
     INFERRED,

@@ -6,7 +6,7 @@ import os
 import random
 import uuid
 
-from assetlog.producer.events import EventIdSource, new_event_id
+from assetlog.producer.event_builders import EventIdSource, new_event_id
 
 
 def test_ids_are_version_4_uuids() -> None:

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from assetlog.config import ConfigError, Settings, Topics
 from assetlog.producer.assets import Asset
-from assetlog.producer.events import SUCCEEDED, EventIdSource, FinishedTaskRun, ProducerIdentity, Upstream
+from assetlog.producer.event_builders import (
+    SUCCEEDED,
+    EventIdSource,
+    FinishedTaskRun,
+    ProducerIdentity,
+    Upstream,
+)
 from assetlog.producer.limits import RECORD_OVERHEAD, KafkaLimits, check_metadata_size, check_run_size
 from assetlog.producer.metadata import encode_metadata, merged_metadata_json
 from assetlog.producer.outbox import Outbox, outbox_path, unpack_messages

@@ -17,7 +17,7 @@ from replay_support import replay
 from assetlog.config import Topics
 from assetlog.consumers import run_until_caught_up
 from assetlog.producer.assets import Asset
-from assetlog.producer.events import FinishedTaskRun, ProducerIdentity
+from assetlog.producer.event_builders import FinishedTaskRun, ProducerIdentity
 from assetlog.producer.run_encoding import encode_run_generic, encode_run_pinned, run_encoder
 from assetlog.projections import migrate
 from assetlog.schemas import MATERIALIZATION, decode, registry

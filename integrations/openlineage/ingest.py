@@ -40,7 +40,7 @@ from assetlog.config import Topics
 from assetlog.integrations.openlineage.naming import NamingError, asset_key_for
 from assetlog.integrations.openlineage.spec import InvalidOpenLineage
 from assetlog.producer.assets import MAX_DESCRIPTION_LENGTH, Asset, AssetProperties
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     EXPLICIT,
     FAILED,
     SUCCEEDED,

@@ -31,7 +31,7 @@ import orjson
 from assetlog.integrations.openlineage.ingest import Translation, translate, uuid_text
 from assetlog.integrations.openlineage.runs import RunStore
 from assetlog.integrations.openlineage.spec import InvalidOpenLineage, validate_event
-from assetlog.producer.events import ProducerIdentity
+from assetlog.producer.event_builders import ProducerIdentity
 from assetlog.producer.publisher import Publisher
 from assetlog.producer.recording_errors import EventTooLarge, LineageNotRecorded
 from assetlog.schemas import METADATA

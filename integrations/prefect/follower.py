@@ -34,7 +34,7 @@ from typing import Any
 
 from assetlog.errors import AssetlogError
 from assetlog.integrations.prefect.mapping import finished_run
-from assetlog.producer.events import FAILED, SUCCEEDED, FinishedTaskRun
+from assetlog.producer.event_builders import FAILED, SUCCEEDED, FinishedTaskRun
 
 log = logging.getLogger("assetlog.integrations.prefect")
 

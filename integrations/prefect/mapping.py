@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from assetlog.producer.assets import Asset, AssetProperties
-from assetlog.producer.events import (
+from assetlog.producer.event_builders import (
     EXPLICIT,
     FAILED,
     INFERRED,

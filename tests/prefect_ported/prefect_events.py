@@ -21,7 +21,7 @@ from producer_support import Published, read_published
 
 from assetlog.config import Settings
 from assetlog.producer import Asset, Publisher
-from assetlog.producer.events import properties_record
+from assetlog.producer.event_builders import properties_record
 
 
 class Resource(dict[str, str]):
