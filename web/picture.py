@@ -7,7 +7,8 @@ nothing else (no script, no event handler, no foreign link). Each node is
 wrapped in a link to its asset's page, made here from the key, and gets
 classes for its health (ok, failed, unknown) that the stylesheet colours.
 
-Pictures are kept (`CACHED_PICTURES`, least recently used go first) keyed on
+Pictures are kept (`CACHED_PICTURES` by default, `assetlog serve --pictures N`;
+least recently used go first) keyed on
 everything they are drawn from: the DOT, the root, each node's health and the
 form. A popular page, a hub's above all, is laid out once, not at every view:
 Graphviz on a hub's 150 assets takes 40-60 ms, half the page (bench/README.md
@@ -57,8 +58,10 @@ def health(last_status: str | None) -> str:
 class GraphDrawer:
     """Runs Graphviz's `program` (None: there is none) on lineage graphs; `href(key)` links each node."""
 
-    def __init__(self, href: Callable[[str], str], program: str | None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, href: Callable[[str], str], program: str | None, timeout: float = DEFAULT_TIMEOUT,
+                 cached: int = CACHED_PICTURES) -> None:
         self.href = href
+        self.cached = cached  # pictures kept; 0 lays out every one
         self.program = program
         self.timeout = timeout
         self.layouts = 0  # Graphviz runs so far (the pictures not found in the cache)
@@ -66,9 +69,10 @@ class GraphDrawer:
         self._lock = threading.Lock()  # pages are drawn on the server's worker threads
 
     @classmethod
-    def find(cls, href: Callable[[str], str], timeout: float = DEFAULT_TIMEOUT) -> GraphDrawer:
+    def find(cls, href: Callable[[str], str], timeout: float = DEFAULT_TIMEOUT,
+             cached: int = CACHED_PICTURES) -> GraphDrawer:
         """A drawer with the `dot` found on PATH, if any."""
-        return cls(href, shutil.which("dot"), timeout)
+        return cls(href, shutil.which("dot"), timeout, cached)
 
     def draw(self, graph: LineageGraph, *, standalone: bool = False) -> Picture:
         """The graph as SVG markup: to inline in HTML, or a file of its own when `standalone`."""
@@ -98,7 +102,7 @@ class GraphDrawer:
         svg = self._rebuild(done.stdout, graph, standalone)
         with self._lock:  # only pictures: a timeout or a failure is tried again next time
             self._cache[drawn_from] = svg
-            while len(self._cache) > CACHED_PICTURES:
+            while len(self._cache) > self.cached:
                 self._cache.popitem(last=False)
         return Picture(svg)
 
