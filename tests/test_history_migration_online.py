@@ -109,7 +109,7 @@ def run_drill(dsn: str, rows: int) -> dict[str, float]:
     try:
         time.sleep(1.0)  # readers and writers going before the migration starts
         started = time.monotonic()
-        result = migrate(dsn)
+        result = migrate(dsn, [m for m in shipped_migrations() if m.version <= 5])  # 0005 alone, as measured
         ended = time.monotonic()
         seconds = ended - started
         time.sleep(0.5)  # and after it

@@ -79,3 +79,11 @@ def test_no_dsn_is_a_configuration_error(isolated: Isolated) -> None:
 def test_bad_arguments_are_usage_errors() -> None:
     done = serve({}, "--port", "70000")
     assert done.returncode == 2 and "a port is from 0 to 65535" in done.stderr
+
+
+def test_pictures_kept_is_a_bounded_option_whose_help_names_the_drawers_default() -> None:
+    from assetlog.web.picture import CACHED_PICTURES
+
+    done = serve({}, "--help")
+    assert done.returncode == 0 and f"(default {CACHED_PICTURES};" in " ".join(done.stdout.split())
+    one_line_error(serve({}, "--pictures", "-1"), 2, "assetlog serve: error: argument --pictures:")

@@ -25,6 +25,7 @@ from web_support import (  # noqa: F401 - fixtures `world`, `store`
     web_world_fixture,
 )
 
+from assetlog.query.render import dot
 from assetlog.query.store import LineageStore
 from assetlog.web import GraphDrawer, create_app
 from assetlog.web.urls import asset_url, web_link
@@ -161,6 +162,26 @@ def test_lineage_picture_is_laid_out_by_graphviz_with_a_link_per_node(client: Te
     assert nodes[LOOKUP].get("class") == "node unknown"
     edges = [g for g in svg.iter("g") if g.get("class") == "edge"]
     assert len(edges) == len(store.lineage(SILVER, depth=2).edges)
+
+
+def test_a_picture_is_laid_out_once_until_what_it_shows_changes(store: LineageStore) -> None:
+    """Graphviz runs once per picture: a hub's page does not pay 40-60 ms of layout at every view.
+    The key is everything drawn: a node's health shows as a class the DOT does not carry."""
+    [program] = ensure_programs(["dot"], ["graphviz"])
+    drawer = GraphDrawer(asset_url, program)
+    graph = store.lineage(SILVER, depth=2)
+    first = drawer.draw(graph)
+    assert drawer.draw(graph) == first and drawer.layouts == 1
+    succeeded = graph.model_copy(update={"nodes": [
+        node.model_copy(update={"last_status": "SUCCEEDED"}) if node.key == LOOKUP else node for node in graph.nodes]})
+    assert dot(succeeded) == dot(graph)  # the DOT alone would not tell them apart
+    again = drawer.draw(succeeded)
+    assert drawer.layouts == 2 and again.svg is not None and first.svg is not None
+    looks = {svg: {g.get("data-key"): g.get("class") for g in ET.fromstring(svg).iter("g") if g.get("data-key")}
+             for svg in (first.svg, again.svg)}
+    assert looks[first.svg][LOOKUP] == "node unknown" and looks[again.svg][LOOKUP] == "node ok"
+    assert drawer.draw(graph, standalone=True).svg != first.svg and drawer.layouts == 3
+    assert drawer.draw(store.lineage(SILVER, depth=1)).svg != first.svg and drawer.layouts == 4
 
 
 def test_depth_and_direction_choose_the_picture(client: TestClient) -> None:

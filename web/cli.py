@@ -21,6 +21,7 @@ from assetlog.errors import AssetlogError
 from assetlog.metrics import add_metrics_flags, start_from_args
 
 MAX_CONNECTIONS = 100  # PostgreSQL's default max_connections
+MAX_PICTURES = 10_000  # a hub's picture is about 100 kB
 
 DEFAULT_PORT = 8000
 
@@ -37,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--connections", type=whole_number(1, MAX_CONNECTIONS), default=8, metavar="N",
                        help="database connections shared by concurrent requests (default 8)")
+    # The default is CACHED_PICTURES of assetlog.web.picture, not imported here: it would load the whole
+    # web stack for every command line (tests/test_web_cli.py checks that the help says the same number).
+    serve.add_argument("--pictures", type=whole_number(0, MAX_PICTURES), metavar="N",
+                       help="lineage pictures kept once laid out, the least recently shown dropped first "
+                            "(default 64; 0 runs Graphviz for every picture)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
     add_metrics_flags(serve)
     serve.add_argument("--no-auth", action="store_true",
@@ -141,6 +147,8 @@ def _serve(args: argparse.Namespace) -> int:
     from assetlog.config import Settings
     from assetlog.query.store import LineageStore
     from assetlog.web.app import create_app
+    from assetlog.web.picture import GraphDrawer
+    from assetlog.web.urls import asset_url
 
     _check_auth_flags(args)
     settings = Settings.from_env()
@@ -160,7 +168,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"assetlog: serving the web view on http://{shown}:{port}/ (read-only; Ctrl-C stops it)",
               file=sys.stderr, flush=True)
         metrics = start_from_args(args)
-        serve_app(create_app(store, auth_policy=policy), sock, args.access_log)
+        drawer = GraphDrawer.find(asset_url, **({} if args.pictures is None else {"cached": args.pictures}))
+        serve_app(create_app(store, drawer=drawer, auth_policy=policy), sock, args.access_log)
     finally:
         if metrics is not None:
             metrics.close()

@@ -6,13 +6,23 @@ attributes, so whatever a name or key contains ends up as escaped text and
 nothing else (no script, no event handler, no foreign link). Each node is
 wrapped in a link to its asset's page, made here from the key, and gets
 classes for its health (ok, failed, unknown) that the stylesheet colours.
+
+Pictures are kept (`CACHED_PICTURES` by default, `assetlog serve --pictures N`;
+least recently used go first) keyed on
+everything they are drawn from: the DOT, the root, each node's health and the
+form. A popular page, a hub's above all, is laid out once, not at every view:
+Graphviz on a hub's 150 assets takes 40-60 ms, half the page (bench/README.md
+"Graph at 10M edges"). A graph that changed has another DOT or another health,
+so it is drawn afresh.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +31,7 @@ from assetlog.query.render import dot
 
 SVG_NS = "http://www.w3.org/2000/svg"
 DEFAULT_TIMEOUT = 20.0  # seconds for one layout
+CACHED_PICTURES = 64  # drawn pictures kept per drawer (a hub's is about 100 kB)
 
 # What Graphviz draws with; anything else in its output is dropped.
 _ELEMENTS = {"svg", "g", "title", "polygon", "polyline", "path", "ellipse", "text"}
@@ -47,15 +58,21 @@ def health(last_status: str | None) -> str:
 class GraphDrawer:
     """Runs Graphviz's `program` (None: there is none) on lineage graphs; `href(key)` links each node."""
 
-    def __init__(self, href: Callable[[str], str], program: str | None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, href: Callable[[str], str], program: str | None, timeout: float = DEFAULT_TIMEOUT,
+                 cached: int = CACHED_PICTURES) -> None:
         self.href = href
+        self.cached = cached  # pictures kept; 0 lays out every one
         self.program = program
         self.timeout = timeout
+        self.layouts = 0  # Graphviz runs so far (the pictures not found in the cache)
+        self._cache: OrderedDict[tuple[object, ...], str] = OrderedDict()
+        self._lock = threading.Lock()  # pages are drawn on the server's worker threads
 
     @classmethod
-    def find(cls, href: Callable[[str], str], timeout: float = DEFAULT_TIMEOUT) -> GraphDrawer:
+    def find(cls, href: Callable[[str], str], timeout: float = DEFAULT_TIMEOUT,
+             cached: int = CACHED_PICTURES) -> GraphDrawer:
         """A drawer with the `dot` found on PATH, if any."""
-        return cls(href, shutil.which("dot"), timeout)
+        return cls(href, shutil.which("dot"), timeout, cached)
 
     def draw(self, graph: LineageGraph, *, standalone: bool = False) -> Picture:
         """The graph as SVG markup: to inline in HTML, or a file of its own when `standalone`."""
@@ -63,8 +80,16 @@ class GraphDrawer:
             return Picture(None, "The lineage picture needs Graphviz's dot program, which is not installed "
                                  "here (Debian/Ubuntu: apt-get install graphviz). The lists of upstream and "
                                  "downstream assets below do not need it.")
+        source = dot(graph)
+        drawn_from = (source, graph.root, tuple(health(node.last_status) for node in graph.nodes), standalone)
+        with self._lock:
+            svg = self._cache.get(drawn_from)
+            if svg is not None:
+                self._cache.move_to_end(drawn_from)
+                return Picture(svg)
+            self.layouts += 1
         try:
-            done = subprocess.run([self.program, "-Tsvg"], input=dot(graph).encode("utf-8"),
+            done = subprocess.run([self.program, "-Tsvg"], input=source.encode("utf-8"),
                                   capture_output=True, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
             return Picture(None, f"Graphviz took longer than {self.timeout:g}s to lay out {len(graph.nodes)} "
@@ -74,7 +99,12 @@ class GraphDrawer:
         if done.returncode != 0:
             first = done.stderr.decode("utf-8", "replace").strip().splitlines()[:1]
             return Picture(None, f"Graphviz could not draw this graph ({first[0] if first else 'no message'}).")
-        return Picture(self._rebuild(done.stdout, graph, standalone))
+        svg = self._rebuild(done.stdout, graph, standalone)
+        with self._lock:  # only pictures: a timeout or a failure is tried again next time
+            self._cache[drawn_from] = svg
+            while len(self._cache) > self.cached:
+                self._cache.popitem(last=False)
+        return Picture(svg)
 
     def _rebuild(self, svg_bytes: bytes, graph: LineageGraph, standalone: bool) -> str:
         source = ET.fromstring(svg_bytes)
