@@ -81,3 +81,33 @@ def test_lineage_history_refuses_update_delete_and_truncate(isolated):
         assert conn.execute("SELECT count(*) FROM lineage_history").fetchone()[0] == 2
         assert conn.execute(
             "SELECT count(*) FROM lineage_history WHERE asset_key = 's3://bucket/forged.csv'").fetchone()[0] == 0
+
+
+def test_migration_0006_builds_its_index_without_blocking_new_edge_writes(isolated):
+    """A plain CREATE INDEX would hold a SHARE lock on asset_edges for the whole build, and every
+    lineage batch's edge upsert would queue behind it; 0006 builds concurrently (edges_migration.py).
+
+    A writer's open transaction keeps the build waiting; meanwhile another writer must still get in."""
+    import threading
+
+    migrate(isolated.dsn, [m for m in shipped_migrations() if m.version <= 5])
+    with psycopg.connect(isolated.dsn) as slow_writer, psycopg.connect(isolated.dsn, autocommit=True) as writer:
+        insert = ("INSERT INTO asset_edges (upstream_key, downstream_key, declared, first_seen, last_seen, "
+                  "last_event_id) VALUES (%s, %s, 'explicit', now(), now(), gen_random_uuid())")
+        slow_writer.execute(insert, ("s3://a", "s3://b"))  # uncommitted: the build waits for it
+        done: list[object] = []
+        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn)))
+        migrator.start()
+        with psycopg.connect(isolated.dsn, autocommit=True) as watcher:
+            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND datname = current_database())").fetchone()[0]:
+                assert migrator.is_alive(), done
+        writer.execute("SET lock_timeout = '2s'")
+        writer.execute(insert, ("s3://c", "s3://d"))  # a plain CREATE INDEX makes this time out
+        slow_writer.commit()
+        migrator.join(timeout=60)
+    assert done and done[0].applied == [6]
+    with psycopg.connect(isolated.dsn) as conn:
+        definition = conn.execute("SELECT pg_get_indexdef('asset_edges_upstream'::regclass)").fetchone()[0]
+        assert 'COLLATE "C"' in definition
+        assert conn.execute("SELECT to_regclass('asset_edges_upstream_code_points')").fetchone()[0] is None

@@ -6,10 +6,10 @@
 -- downstream hop) is served by it as before, still index-only. Neighbour pages in the database's
 -- collation keep using the primary key (upstream_key, downstream_key).
 --
--- Rebuilding the index blocks writes to asset_edges while it runs (about a minute per 10M edges);
--- reads go on.
+-- Online: the new index is built first with CREATE INDEX CONCURRENTLY (projections/edges_migration.py,
+-- outside any transaction: writes to asset_edges go on); this file only swaps it in under the old name.
 DROP INDEX asset_edges_upstream;
-CREATE INDEX asset_edges_upstream ON asset_edges (upstream_key, downstream_key COLLATE "C") INCLUDE (declared);
+ALTER INDEX asset_edges_upstream_code_points RENAME TO asset_edges_upstream;
 COMMENT ON INDEX asset_edges_upstream IS
     'Dependants of an asset in code-point order: the lineage walk''s first candidates of a hub''s hop '
     'come off it without a sort (migration 0006).';
