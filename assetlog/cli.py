@@ -11,9 +11,17 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from assetlog import __version__
+from assetlog import __version__, demo, status_cli, tokens_cli
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
+from assetlog.compose import cli as compose_cli
+from assetlog.consumers import cli as consumers_cli
+from assetlog.consumers import replay_cli
 from assetlog.errors import AssetlogError
+from assetlog.integrations import cli as integrations_cli
+from assetlog.producer import cli as producer_cli
+from assetlog.projections import cli as projections_cli
+from assetlog.query import cli as query_cli
+from assetlog.web import cli as web_cli
 
 # Stage CLIs import these from `assetlog.cli_support`; re-exported here for code that
 # imported them from the top-level command before they moved.
@@ -29,16 +37,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from assetlog import demo, status_cli, tokens_cli
-    from assetlog.compose import cli as compose_cli
-    from assetlog.consumers import cli as consumers_cli
-    from assetlog.consumers import replay_cli
-    from assetlog.integrations import cli as integrations_cli
-    from assetlog.producer import cli as producer_cli
-    from assetlog.projections import cli as projections_cli
-    from assetlog.query import cli as query_cli
-    from assetlog.web import cli as web_cli
-
     parser = _OneLineParser(
         prog="assetlog",
         description="Lineage for data workflows: events on Kafka, projections in PostgreSQL.",

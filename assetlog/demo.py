@@ -15,8 +15,15 @@ import time
 from typing import Any
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
+from assetlog.compose.stack import LocalStack
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, Settings
-from assetlog.topics import MAX_PARTITIONS
+from assetlog.consumers import run_until_caught_up
+from assetlog.errors import AssetlogError
+from assetlog.examples import run_all
+from assetlog.producer import Publisher, publishing
+from assetlog.projections import migrate
+from assetlog.query.store import LineageStore
+from assetlog.topics import MAX_PARTITIONS, ensure_topics
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +45,6 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
     if os.environ.get(ENV_KAFKA_BOOTSTRAP) and os.environ.get(ENV_POSTGRES_DSN):
         _say(args, "using the configured Kafka and PostgreSQL")
         return Settings.from_env(), {"configured": True}
-    from assetlog.compose.stack import LocalStack
 
     _say(args, "starting the local stack (Kafka + PostgreSQL)...")
     stack = LocalStack.default()
@@ -48,13 +54,6 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from assetlog.consumers import run_until_caught_up
-    from assetlog.examples import run_all
-    from assetlog.producer import Publisher, publishing
-    from assetlog.projections import migrate
-    from assetlog.query.store import LineageStore
-    from assetlog.topics import ensure_topics
-
     began = time.monotonic()
     settings, stack = _settings(args)
     ensure_topics(settings, partitions=args.partitions)
@@ -68,8 +67,6 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         delivery = publisher.close()
     if not delivery.complete:
-        from assetlog.errors import AssetlogError
-
         raise AssetlogError(f"{delivery.waiting} events could not be delivered yet; they wait in the outbox "
                             f"({settings.outbox_dir}); run `assetlog outbox flush` once Kafka is reachable")
 

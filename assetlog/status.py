@@ -16,6 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from assetlog.config import Settings
+from assetlog.consumers.positions import end_offsets, event_partitions
+from assetlog.errors import AssetlogError
+from assetlog.producer.cli import read_status
+from assetlog.projections.migrate import schema_version, shipped_migrations
+from assetlog.topics import TopicError, list_topic_names, verify_topic_settings
 
 PROJECTIONS = ("properties", "lineage")
 
@@ -36,10 +41,6 @@ def _first_line(exc: BaseException) -> str:
 
 def kafka_status(settings: Settings) -> dict[str, Any]:
     """Reachability, the event topics with their partitions and settings, and where each partition ends."""
-    from assetlog.consumers.positions import end_offsets, event_partitions
-    from assetlog.errors import AssetlogError
-    from assetlog.topics import TopicError, list_topic_names, verify_topic_settings
-
     report: dict[str, Any] = {"bootstrap": settings.kafka_bootstrap, "reachable": False, "topics": {}, "ends": {}}
     try:
         admin, names = list_topic_names(settings, timeout=10)
@@ -66,8 +67,6 @@ def kafka_status(settings: Settings) -> dict[str, Any]:
 def postgres_status(settings: Settings) -> dict[str, Any]:
     """Reachability, schema version, each projection's offsets, last commit, generation and dead letters."""
     import psycopg
-
-    from assetlog.projections.migrate import schema_version, shipped_migrations
 
     report: dict[str, Any] = {"reachable": False, "projections": {}}
     try:
@@ -99,8 +98,6 @@ def postgres_status(settings: Settings) -> dict[str, Any]:
 
 
 def outbox_status() -> dict[str, Any]:
-    from assetlog.producer.cli import read_status
-
     try:
         return read_status()
     except Exception as exc:  # a damaged outbox is a finding, not a crash of the status command

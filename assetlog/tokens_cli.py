@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from assetlog.cli_support import add_json_flag, print_result
+from assetlog.config import Settings
+from assetlog.tokens import create_token, list_tokens, revoke_token
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,14 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _connect():
     import psycopg
 
-    from assetlog.config import Settings
-
     return psycopg.connect(Settings.from_env().require_postgres(), connect_timeout=10)
 
 
 def _create(args: argparse.Namespace) -> int:
-    from assetlog.tokens import create_token
-
     with _connect() as conn:
         token, info = create_token(conn, args.name)
     result = {"token": token, **info.as_dict()}
@@ -46,8 +44,6 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from assetlog.tokens import list_tokens
-
     with _connect() as conn:
         rows = [info.as_dict() for info in list_tokens(conn)]
     print_result(args, {"tokens": rows}, lambda: "\n".join(
@@ -57,8 +53,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from assetlog.tokens import revoke_token
-
     with _connect() as conn:
         info = revoke_token(conn, args.name)
     print_result(args, info.as_dict(), f"revoked token {info.token_id} ({info.name})")

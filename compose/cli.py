@@ -8,7 +8,9 @@ import re
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.compose.stack import READONLY_ROLE, LocalStack, shell_exports
-from assetlog.topics import MAX_PARTITIONS
+from assetlog.config import Settings
+from assetlog.projections.migrate import migrate
+from assetlog.topics import MAX_PARTITIONS, ensure_topics
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,17 +59,12 @@ def _add_secure_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
-    from assetlog.topics import ensure_topics
-
     stack = LocalStack.default(secure=args.secure)
     result = stack.up(standby=args.standby)
     env = stack.env()
     settings = Settings.from_env({**os.environ, **env})
     result["topics"] = ensure_topics(settings, partitions=args.partitions)
     if not result["postgres"].get("external"):
-        from assetlog.projections.migrate import migrate
-
         result["migrations"] = migrate(settings.require_postgres()).as_dict()
         if stack.secure:
             stack.postgres.set_password(READONLY_ROLE)
@@ -134,9 +131,6 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
-    from assetlog.topics import ensure_topics
-
     result = ensure_topics(Settings.from_env(), partitions=args.partitions)
     print_result(args, result, lambda: "\n".join(
         f"{topic:40} {state}" for topic, state in result.items()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from assetlog.compose.kafka import KafkaBroker, kafka_available
 from assetlog.compose.postgres import PostgresCluster
+from assetlog.compose.processes import StackError
 from assetlog.compose.security import SecurityMaterial
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_POSTGRES_DSN, ENV_POSTGRES_READONLY_DSN, state_home
 
@@ -100,8 +101,6 @@ class LocalStack:
                 self.kafka.stop()
             raise
         if standby:
-            from assetlog.compose.processes import StackError
-
             if self.secure or self.external_postgres():
                 raise StackError("--standby replicates the local PostgreSQL of the plain stack only")
             result["standby"] = self.standby.start()
@@ -159,8 +158,6 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """The variables for the running stack (or the configured servers); a secure stack adds
         its SASL_SSL settings, and its DSNs carry passwords and `sslmode=verify-full`."""
-        from assetlog.compose.processes import StackError
-
         bootstrap = self.external_kafka() or (self.kafka.bootstrap() if self.kafka.running_pid() else None)
         dsn = self.external_postgres() or (self.postgres.dsn() if self.postgres.running_pid() else None)
         if not bootstrap or not dsn:

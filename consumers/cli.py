@@ -9,18 +9,23 @@ import sys
 from dataclasses import replace
 
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
+from assetlog.config import Settings, parse_consumer_slot
 from assetlog.consumers.membership import is_fenced
-from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT
-from assetlog.errors import AssetlogError
+from assetlog.consumers.runner import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_TIMEOUT,
+    ProjectionRunner,
+    tune_garbage_collector,
+)
+from assetlog.errors import AssetlogError, ConfigError
 from assetlog.metrics import add_metrics_flags, start_from_args
+from assetlog.projections import PROJECTIONS
 
 MAX_BATCH_SIZE = 1_000_000  # librdkafka's most messages per consume() call
 MAX_BATCH_TIMEOUT_MS = 3_600_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from assetlog.projections import PROJECTIONS
-
     consume = subparsers.add_parser(
         "consume", help="project the event topics into PostgreSQL (one consumer group per projection)",
         description="Run a projection's consumer: group <prefix>.<projection>, offsets stored in PostgreSQL "
@@ -50,9 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _slot(text: str) -> int | str:
-    from assetlog.config import parse_consumer_slot
-    from assetlog.errors import ConfigError
-
     try:
         return parse_consumer_slot(text, "--slot")
     except ConfigError as exc:
@@ -60,9 +62,6 @@ def _slot(text: str) -> int | str:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
-    from assetlog.consumers.runner import ProjectionRunner, tune_garbage_collector
-
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

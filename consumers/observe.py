@@ -12,6 +12,7 @@ import time
 from collections import Counter
 
 from assetlog.consumers.batch import Batch
+from assetlog.consumers.kafka_consumer import metadata_consumer
 from assetlog.metrics import (
     BATCH_DURATION,
     BATCH_SIZE,
@@ -73,8 +74,6 @@ class LagWatcher:
 
     def __init__(self, projection: str, settings, interval: float = 5.0) -> None:
         import threading
-
-        from assetlog.consumers.kafka_consumer import metadata_consumer
 
         self.projection = projection
         # A handle of its own: the consuming one is busy in consume() and may not be shared.

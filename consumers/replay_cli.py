@@ -9,16 +9,18 @@ import sys
 from typing import Any
 
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
+from assetlog.config import Settings
 from assetlog.consumers.cli import MAX_BATCH_SIZE
-from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
+from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, tune_garbage_collector
+from assetlog.errors import AssetlogError
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
+from assetlog.projections import PROJECTIONS
+from assetlog.query.timeparse import parse_time
 
 MAX_WORKERS = 64  # processes; each holds a Kafka consumer and a PostgreSQL connection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from assetlog.projections import PROJECTIONS
-
     replay = subparsers.add_parser(
         "replay", help="rebuild projection tables from the topics (zero downtime), or audit them with --check",
         description="Rebuild the tables of a projection from the event topics into shadow tables while the live "
@@ -52,13 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
     from assetlog.consumers.behind import summary
     from assetlog.consumers.progress import Progress
     from assetlog.consumers.replay import Replay
-    from assetlog.consumers.runner import tune_garbage_collector
-    from assetlog.errors import AssetlogError
-    from assetlog.query.timeparse import parse_time
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,

@@ -12,6 +12,7 @@ import importlib
 import warnings
 from typing import Any
 
+from assetlog.errors import AssetlogError
 from assetlog.projections.base import Projection, table
 from assetlog.projections.events import Event, InvalidEvent, Position, payload_json, to_event
 from assetlog.projections.lineage import LineageEffects, LineageProjection
@@ -45,8 +46,6 @@ def projection_by_name(name: str, schema: str | None = None) -> PropertiesProjec
     try:
         return PROJECTIONS[name](schema)
     except KeyError:
-        from assetlog.errors import AssetlogError
-
         raise AssetlogError(f"no projection named {name!r}; choose one of: {', '.join(PROJECTIONS)}") from None
 
 

@@ -6,6 +6,16 @@ import argparse
 from datetime import UTC, datetime
 
 from assetlog.cli_support import add_json_flag, print_result
+from assetlog.config import Settings
+from assetlog.projections.migrate import migrate, require_migrated
+from assetlog.projections.partitions import (
+    ARCHIVE_SCHEMA,
+    create_range,
+    detach_before,
+    list_partitions,
+    month_of,
+)
+from assetlog.projections.shadow import live_schema
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,9 +61,6 @@ def month_argument(text: str) -> datetime:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
-    from assetlog.projections.migrate import migrate
-
     result = migrate(Settings.from_env().require_postgres()).as_dict()
 
     def human() -> str:
@@ -69,9 +76,6 @@ def _migrate(args: argparse.Namespace) -> int:
 def _connect():
     import psycopg
 
-    from assetlog.config import Settings
-    from assetlog.projections.migrate import require_migrated
-
     conn = psycopg.connect(Settings.from_env().require_postgres(), autocommit=True,
                            application_name="assetlog.partitions")
     try:
@@ -83,9 +87,6 @@ def _connect():
 
 
 def _list(args: argparse.Namespace) -> int:
-    from assetlog.projections.partitions import list_partitions
-    from assetlog.projections.shadow import live_schema
-
     with _connect() as conn:
         found = [p.as_dict() for p in list_partitions(conn, live_schema(conn))]
 
@@ -100,9 +101,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from assetlog.projections.partitions import create_range, month_of
-    from assetlog.projections.shadow import live_schema
-
     first = args.first or month_of(datetime.now(UTC))
     with _connect() as conn:
         created = create_range(conn, live_schema(conn), first, args.through)
@@ -112,9 +110,6 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _detach(args: argparse.Namespace) -> int:
-    from assetlog.projections.partitions import ARCHIVE_SCHEMA, detach_before
-    from assetlog.projections.shadow import live_schema
-
     with _connect() as conn:
         done = detach_before(conn, live_schema(conn), args.before, dry_run=args.dry_run)
     names = [p.name for p in done]

@@ -28,6 +28,8 @@ from importlib import resources
 import psycopg
 
 from assetlog.errors import AssetlogError
+from assetlog.projections.edges_migration import build_code_point_edge_index
+from assetlog.projections.history_migration import partition_history
 
 MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # Arbitrary constant shared by every Assetlog migrator: pg_advisory_xact_lock(key).
@@ -92,9 +94,6 @@ def shipped_migrations() -> list[Migration]:
 
 def online_steps() -> dict[int, Callable[[psycopg.Connection], object]]:
     """Migration versions whose file is preceded by an online step (run in autocommit mode)."""
-    from assetlog.projections.edges_migration import build_code_point_edge_index
-    from assetlog.projections.history_migration import partition_history
-
     return {5: partition_history, 6: build_code_point_edge_index}
 
 

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.query.catalog import parse_cursor
+from assetlog.query.render import assets_table, details_text, history_table, lineage_text
+from assetlog.query.store import LineageStore
 from assetlog.query.timeparse import parse_time
-
-if TYPE_CHECKING:
-    from assetlog.query.store import LineageStore
-
 
 # Bounds of the number options: far above any real answer, well inside PostgreSQL's bigint.
 MAX_ROWS = 1_000_000
@@ -89,15 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _store() -> LineageStore:
-    """Imported lazily so `assetlog --help` stays fast."""
-    from assetlog.query.store import LineageStore
-
+    """The store from the environment's settings."""
     return LineageStore.from_settings()
 
 
 def _assets(args: argparse.Namespace) -> int:
-    from assetlog.query.render import assets_table
-
     with _store() as store:
         page = store.search(args.search, owner=args.owner, limit=args.limit, after=args.after)
     print_result(args, page.to_json(), lambda: assets_table(page))
@@ -105,8 +98,6 @@ def _assets(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from assetlog.query.render import details_text
-
     with _store() as store:
         details = store.asset(args.key, as_of=args.as_of)
     print_result(args, details.to_json(), lambda: details_text(details))
@@ -114,8 +105,6 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    from assetlog.query.render import lineage_text
-
     with _store() as store:
         graph = store.lineage(args.key, direction=args.direction, depth=args.depth, limit=args.limit,
                               as_of=args.as_of)
@@ -124,8 +113,6 @@ def _lineage(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from assetlog.query.render import history_table
-
     offset = (args.page - 1) * args.limit if args.page else 0
     with _store() as store:
         page = store.history(args.key, limit=args.limit, before=args.before, offset=offset)

@@ -17,8 +17,15 @@ import socket
 import sys
 
 from assetlog.cli_support import whole_number
+from assetlog.config import Settings
 from assetlog.errors import AssetlogError
 from assetlog.metrics import add_metrics_flags, start_from_args
+from assetlog.query.store import LineageStore
+from assetlog.tokens import TokenChecker, stored_digest
+from assetlog.web.app import create_app
+from assetlog.web.auth import AuthPolicy
+from assetlog.web.picture import GraphDrawer
+from assetlog.web.urls import asset_url
 
 MAX_CONNECTIONS = 100  # PostgreSQL's default max_connections
 MAX_PICTURES = 10_000  # a hub's picture is about 100 kB
@@ -77,9 +84,6 @@ def _check_auth_flags(args: argparse.Namespace) -> None:
 
 def _auth_policy(args: argparse.Namespace, store):
     """The sign-in rule `serve` enforces (tokens, plus a proxy's header if asked), None for --no-auth."""
-    from assetlog.tokens import TokenChecker, stored_digest
-    from assetlog.web.auth import AuthPolicy
-
     if args.no_auth:
         return None
     checker = TokenChecker(lambda token_id: store.read(lambda conn: stored_digest(conn, token_id)))
@@ -144,11 +148,6 @@ def _require_token_table(store) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
 
-    from assetlog.config import Settings
-    from assetlog.query.store import LineageStore
-    from assetlog.web.app import create_app
-    from assetlog.web.picture import GraphDrawer
-    from assetlog.web.urls import asset_url
 
     _check_auth_flags(args)
     settings = Settings.from_env()

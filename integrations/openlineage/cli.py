@@ -9,8 +9,14 @@ import sys
 import threading
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
+from assetlog.config import Settings
 from assetlog.errors import AssetlogError
+from assetlog.integrations.openlineage import export_cli
 from assetlog.metrics import add_metrics_flags, start_from_args
+from assetlog.producer.publisher import Publisher
+from assetlog.query.store import LineageStore
+from assetlog.tokens import TokenChecker, stored_digest
+from assetlog.web.cli import _is_loopback, _listen, _require_token_table, serve_app
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -43,16 +49,12 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
     add_metrics_flags(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=_ingest)
-    from assetlog.integrations.openlineage import export_cli
-
     export_cli.register(export)
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
     from assetlog.integrations.openlineage.receiver import DEFAULT_MAX_EVENT_BYTES, Ingestor
     from assetlog.integrations.openlineage.runs import RunStore
-    from assetlog.producer.publisher import Publisher
 
     settings = Settings.from_env()
     settings.require_kafka()
@@ -88,7 +90,6 @@ def _ingest(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str, int]:
 
     from assetlog.integrations.openlineage.http import LINEAGE_PATH, create_app
-    from assetlog.web.cli import _is_loopback, _listen, serve_app
 
     host, port = args.listen
     if not (args.require_token or api_key):  # the web view's rule: a token, or --no-auth on loopback only
@@ -129,10 +130,6 @@ def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str,
 
 def _token_store():
     """The projection database's read connection, where access tokens are checked (as the web view does)."""
-    from assetlog.config import Settings
-    from assetlog.query.store import LineageStore
-    from assetlog.web.cli import _require_token_table
-
     store = LineageStore.from_settings(Settings.from_env(), pool_size=2, application_name="assetlog.openlineage")
     try:
         _require_token_table(store)
@@ -143,8 +140,6 @@ def _token_store():
 
 
 def _token_checker(store, api_key: str | None):
-    from assetlog.tokens import TokenChecker, stored_digest
-
     lookup = (lambda token_id: store.read(lambda conn: stored_digest(conn, token_id))) if store else None
     return TokenChecker(lookup, legacy_key=api_key)
 

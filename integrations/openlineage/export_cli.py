@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from assetlog.cli_support import add_json_flag, print_result
+from assetlog.config import Settings
 from assetlog.errors import AssetlogError
 
 
@@ -28,7 +29,6 @@ def register(export: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings
     from assetlog.integrations.openlineage.exporter import (
         Exporter,
         FileTarget,

@@ -23,6 +23,7 @@ from assetlog.consumers.kafka_consumer import GROUP_DEFAULTS, event_consumer
 from assetlog.consumers.retry import Backoff
 from assetlog.integrations.openlineage.receiver import Ingestor
 from assetlog.projections.events import Position
+from assetlog.topics import admin_client
 
 log = logging.getLogger("assetlog.integrations.openlineage")
 DEAD_LETTER_REASON = "invalid-openlineage"
@@ -68,8 +69,6 @@ class KafkaIngest:
 
     def ensure_dead_letter_topic(self) -> None:
         from confluent_kafka.admin import NewTopic
-
-        from assetlog.topics import admin_client
 
         admin = admin_client(self.settings)
         dlq = Topics.dead_letter(self.topic)

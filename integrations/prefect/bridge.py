@@ -24,6 +24,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from assetlog.integrations.prefect.mapping import error_of, finished_run, status_of
+from assetlog.producer.publisher_context import current_publisher  # its atexit runs after ours
 
 log = logging.getLogger("prefect.assetlog")
 
@@ -52,8 +53,6 @@ def install() -> bool:
     """Start bridging in this process (idempotent); False if it already was."""
     import prefect.events
     from prefect.context import AssetContext
-
-    import assetlog.producer.publisher_context  # noqa: F401  (registers its close-at-exit before ours below)
 
     with _install_lock:
         if installed():
@@ -118,8 +117,6 @@ def publish_safely(asset_context: Any, state: Any, captured: list[Any]) -> None:
 
 def publish(asset_context: Any, state: Any, status: str, captured: list[Any]) -> None:
     from prefect.context import FlowRunContext, TaskRunContext
-
-    from assetlog.producer.publisher_context import current_publisher
 
     task_ctx = TaskRunContext.get()
     flow_ctx = FlowRunContext.get()

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from assetlog.cli_support import add_json_flag, print_result, seconds
+from assetlog.config import Settings, state_home
 from assetlog.errors import AssetlogError
+from assetlog.producer.publisher import Publisher
 
 DEFAULT_INTERVAL = 5.0
 DEFAULT_SETTLE = 10.0
@@ -40,9 +42,7 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
 
 
 def _follow(args: argparse.Namespace) -> int:
-    from assetlog.config import Settings, state_home
     from assetlog.integrations.prefect.follower import Checkpoint, Follower, PrefectEvents, check_retention
-    from assetlog.producer.publisher import Publisher
 
     api_url = args.api_url or os.environ.get("PREFECT_API_URL")
     if not api_url:
