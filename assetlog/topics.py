@@ -113,7 +113,8 @@ def _describe_with_retry(admin, resource, future, timeout: float) -> dict:
 
     from confluent_kafka import KafkaError, KafkaException
 
-    from assetlog.consumers.retry import Backoff  # the one backoff policy (psycopg loads only here)
+    # deferred: assetlog.consumers loads psycopg, fastavro, prometheus_client; a producer needs none
+    from assetlog.consumers.retry import Backoff  # the one backoff policy
 
     deadline = time.monotonic() + min(timeout, 10.0)
     backoff = Backoff(initial=0.1, maximum=1.0)

@@ -29,6 +29,7 @@ SCRAM_MECHANISM = "SCRAM-SHA-512"
 def _crypto():
     """`cryptography` is needed only to make the secure stack's certificates."""
     try:
+        # deferred: cryptography, an optional extra (`assetlog[stack]`) only `--secure` needs
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec

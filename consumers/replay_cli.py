@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    # deferred: the replay machinery (~20 ms of modules), only `assetlog replay` runs it
     from assetlog.consumers.behind import summary
     from assetlog.consumers.progress import Progress
     from assetlog.consumers.replay import Replay

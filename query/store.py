@@ -145,6 +145,7 @@ class LineageStore:
         self.recovery_conflicts = 0  # questions a hot standby cancelled and that were asked again
         self._connections: _Connections
         if pool_size > 1:
+            # deferred: psycopg_pool, only a pooled store needs it
             from psycopg_pool import ConnectionPool
 
             self._connections = ConnectionPool(dsn, min_size=1, max_size=pool_size, configure=self._configure,

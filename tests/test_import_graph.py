@@ -144,3 +144,57 @@ def test_the_producer_defers_no_import_of_its_own_modules() -> None:
 def test_cli_support_is_a_leaf() -> None:
     """Stage CLIs import their helpers from here, so it must import no stage (nor the top-level CLI)."""
     assert import_graph()["assetlog.cli_support"] <= {"assetlog.visible"}
+
+
+# Third-party packages worth deferring: optional extras, or a server only one subcommand runs; none is loaded
+# by `assetlog --help`. (confluent_kafka, psycopg, fastavro, pydantic, starlette, prometheus_client and orjson
+# are: the stage CLIs load them at start-up, so a function-level import of one of them defers nothing there.)
+HEAVY = frozenset({"prefect", "openlineage", "jsonschema", "jsonschema_rs", "cryptography", "uvicorn",
+                   "psycopg_pool"})
+
+
+def unexplained_deferrals(name: str, path: Path, heavy: frozenset[str] = HEAVY) -> list[str]:
+    """Function-level imports of `assetlog.*` modules or of `heavy` packages that carry no `# deferred: <why>`
+    comment, on their own line(s) or on the line above their run of import statements."""
+    text = path.read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text, str(path))
+    everywhere = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+    import_lines = {line for n in everywhere for line in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
+    found = []
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                targets = ["assetlog"] if node.level else [node.module or ""]
+            else:
+                continue
+            if not any(t.split(".")[0] == "assetlog" or t.split(".")[0] in heavy for t in targets):
+                continue
+            own = lines[node.lineno - 1:node.end_lineno]
+            above = node.lineno - 1
+            while above in import_lines:
+                above -= 1
+            if not any("# deferred:" in line for line in own) and not (
+                    above >= 1 and lines[above - 1].strip().startswith("# deferred:")):
+                found.append(f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return found
+
+
+def test_every_function_level_import_says_what_it_defers() -> None:
+    """Function-level imports only defer a heavy dependency (issue 12), and each says which: `# deferred: ...`
+    on its line or on the line above its imports. Anything cheap and cycle-free is imported at module level."""
+    missing = [entry for name, path in sorted(modules().items()) for entry in unexplained_deferrals(name, path)]
+    assert not missing, "function-level imports without a `# deferred: <what>` comment:\n" + "\n".join(missing)
+
+
+def test_the_deferral_check_sees_a_bare_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    import os\n    from assetlog.config import Settings\n\n"
+                      "def g():\n    # deferred: prefect, only g needs it\n    import os\n    import prefect\n"
+                      "    import uvicorn  # deferred: uvicorn\n\ndef h():\n    import psycopg_pool\n")
+    assert unexplained_deferrals("m", module) == ["m:3: from assetlog.config import Settings",
+                                                  "m:12: import psycopg_pool"]

@@ -125,6 +125,7 @@ def serve_app(app, sock: socket.socket, access_log: bool) -> None:
     uvicorn stops gracefully on those signals, then re-raises the signal into the handler that was
     there before it: make that one a no-op, so the caller's clean-up runs and the exit status is 0.
     """
+    # deferred: uvicorn, only a running server needs it (not `--help`)
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="off", server_header=False)

@@ -53,6 +53,7 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    # deferred: the OpenLineage receiver modules (~13 ms), only this subcommand needs them
     from assetlog.integrations.openlineage.receiver import DEFAULT_MAX_EVENT_BYTES, Ingestor
     from assetlog.integrations.openlineage.runs import RunStore
 
@@ -89,6 +90,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str, int]:
 
+    # deferred: the OpenLineage HTTP receiver (~15 ms of modules), only the listener needs it
     from assetlog.integrations.openlineage.http import LINEAGE_PATH, create_app
 
     host, port = args.listen
@@ -147,6 +149,7 @@ def _token_checker(store, api_key: str | None):
 def _read_kafka(args: argparse.Namespace, settings, ingestor) -> dict[str, int]:
     from dataclasses import asdict
 
+    # deferred: the OpenLineage Kafka reader (~15 ms of modules), only when reading a topic
     from assetlog.integrations.openlineage.kafka_ingest import KafkaIngest
 
     stop = threading.Event()

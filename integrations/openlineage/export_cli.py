@@ -29,6 +29,7 @@ def register(export: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    # deferred: the OpenLineage exporter (~15 ms of modules), only this subcommand needs it
     from assetlog.integrations.openlineage.exporter import (
         Exporter,
         FileTarget,

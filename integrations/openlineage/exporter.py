@@ -47,6 +47,7 @@ class HttpTarget:
     """The official client's HTTP transport (Marquez's `POST /api/v1/lineage`, DataHub, OpenMetadata...)."""
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
+        # deferred: openlineage-python, the optional `openlineage` extra (HTTP target only)
         from openlineage.client.transport.http import HttpConfig, HttpTransport
 
         base, endpoint = (url, "") if url.rstrip("/").endswith("/lineage") else (url, "api/v1/lineage")

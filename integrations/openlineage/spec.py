@@ -56,6 +56,7 @@ def _registry() -> Any:
 
 @cache
 def _validator(ref: str) -> Any:
+    # deferred: jsonschema, the optional `openlineage` extra
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator({"$ref": ref}, registry=_registry())
@@ -63,6 +64,7 @@ def _validator(ref: str) -> Any:
 
 @cache
 def _fast_registry() -> Any:
+    # deferred: jsonschema_rs, the optional `openlineage` extra
     import jsonschema_rs
 
     return jsonschema_rs.Registry([(uri, contents) for uri, contents in _schemas().items() if uri != SPEC_1])
@@ -75,6 +77,7 @@ def _fast_validator(ref: str) -> Any:
     if ref.split("#", 1)[0] == SPEC_1:
         return None
     try:
+        # deferred: jsonschema_rs, the optional `openlineage` extra
         import jsonschema_rs
     except ImportError:
         return None
@@ -122,6 +125,7 @@ def validate_event(event: Any) -> str:
 
 
 def _check(ref: str, instance: Any, where: str) -> None:
+    # deferred: jsonschema, the optional `openlineage` extra
     from jsonschema.exceptions import best_match
     from referencing.exceptions import Unresolvable
 

@@ -44,6 +44,7 @@ _used_publishers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def installed() -> bool:
+    # deferred: prefect, the optional `prefect` extra
     from prefect.context import AssetContext
 
     return getattr(AssetContext.emit_events, _BRIDGE_MARK, False)
@@ -51,6 +52,7 @@ def installed() -> bool:
 
 def install() -> bool:
     """Start bridging in this process (idempotent); False if it already was."""
+    # deferred: prefect, the optional `prefect` extra
     import prefect.events
     from prefect.context import AssetContext
 
@@ -90,6 +92,7 @@ def install() -> bool:
 
 def uninstall() -> None:
     """Put Prefect's own functions back (tests and benchmarks)."""
+    # deferred: prefect, the optional `prefect` extra
     import prefect.events
     from prefect.context import AssetContext
 
@@ -116,6 +119,7 @@ def publish_safely(asset_context: Any, state: Any, captured: list[Any]) -> None:
 
 
 def publish(asset_context: Any, state: Any, status: str, captured: list[Any]) -> None:
+    # deferred: prefect, the optional `prefect` extra
     from prefect.context import FlowRunContext, TaskRunContext
 
     task_ctx = TaskRunContext.get()

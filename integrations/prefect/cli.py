@@ -42,6 +42,7 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
 
 
 def _follow(args: argparse.Namespace) -> int:
+    # deferred: the Prefect follower (~7 ms of modules), only `assetlog ingest prefect` needs it
     from assetlog.integrations.prefect.follower import Checkpoint, Follower, PrefectEvents, check_retention
 
     api_url = args.api_url or os.environ.get("PREFECT_API_URL")

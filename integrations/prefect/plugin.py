@@ -19,6 +19,7 @@ PREFECT_PLUGIN_API_REQUIRES = ">=0.1,<1"
 
 @register_hook
 def setup_environment(*, ctx: Any) -> None:
+    # deferred: the bridge loads confluent_kafka and fastavro; Prefect imports this plugin at `import prefect`
     from assetlog.integrations.prefect.bridge import install
 
     logger = ctx.logger_factory("assetlog")
