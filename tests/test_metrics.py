@@ -23,7 +23,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from conftest import Isolated
 from events_factory import guide_pipelines, publish
 from fault_support import topic_ends
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_support import scrape, total
 from query_world import reader_dsn
 
 from assetlog.compose.processes import free_port
@@ -32,20 +32,6 @@ from assetlog.projections import migrate
 from assetlog.topics import admin_client
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    found: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return found
-
-
-def total(metrics: dict, name: str, **labels: str) -> float:
-    return sum(value for found, value in metrics.get(name, []) if all(found.get(k) == v for k, v in labels.items()))
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -8,13 +8,12 @@ depth falls to 0 and the delivered events and publish latencies are counted.
 from __future__ import annotations
 
 import time
-import urllib.request
 from dataclasses import replace
 
 import pytest
 from conftest import Isolated
+from metrics_support import scrape, total
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from assetlog import metrics
 from assetlog.compose.processes import free_port
@@ -23,20 +22,6 @@ from assetlog.producer import Publisher, add_asset_metadata, flow, materialize, 
 pytestmark = pytest.mark.timeout(120)
 
 KEY = "s3://metrics/out.parquet"
-
-
-def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    found: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return found
-
-
-def total(scraped: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
-    return sum(value for found, value in scraped.get(name, []) if all(found.get(k) == v for k, v in labels.items()))
 
 
 @materialize(KEY, asset_deps=["s3://metrics/in.csv"])
