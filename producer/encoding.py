@@ -35,8 +35,11 @@ class UnsupportedSchema(Exception):
 def write_long(n: int) -> bytes:
     """Avro long: zigzag, then a little-endian base-128 varint."""
     n = (n << 1) ^ (n >> 63)
-    if n < 128:
-        return _ONE_BYTE[n]
+    return _ONE_BYTE[n] if n < 128 else varint(n)
+
+
+def varint(n: int) -> bytes:
+    """An unsigned little-endian base-128 varint (Avro's long after zigzag)."""
     out = bytearray()
     while n > 127:
         out.append((n & 0x7F) | 0x80)

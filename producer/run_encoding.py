@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from assetlog.config import Topics
 from assetlog.producer.assets import Asset
-from assetlog.producer.encoding import _SMALL, encoder_for, write_long
+from assetlog.producer.encoding import _SMALL, encoder_for, varint, write_long
 from assetlog.producer.event_builders import (
     FinishedTaskRun,
     FixedIds,
@@ -165,17 +165,8 @@ def _time_long(micros: int) -> bytes:
     if high is None:
         if len(_TIME_HIGH) >= _MAX_CACHED_PIECES:
             _TIME_HIGH.clear()
-        high = _TIME_HIGH[n >> 21] = _varint(n >> 21)
+        high = _TIME_HIGH[n >> 21] = varint(n >> 21)
     return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, ((n >> 14) & 0x7F) | 0x80)) + high
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 127:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _run_id(task_run_id: str) -> bytes:
