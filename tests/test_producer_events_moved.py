@@ -8,28 +8,14 @@ reaches the one real module).
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from moved_support import assert_old_path_warns_and_is_the_new_module, run_fresh_python
 
 
 def test_the_old_event_builders_path_warns_and_is_the_new_module() -> None:
-    code = (
-        "import warnings\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        "    warnings.simplefilter('always')\n"
-        "    from assetlog.producer.events import DERIVED_ID_NAMESPACE, derived_event_id\n"
-        "import assetlog.producer.events as old, assetlog.producer.event_builders as new\n"
-        "assert old is new and derived_event_id is new.derived_event_id, (old, new)\n"
-        "assert DERIVED_ID_NAMESPACE is new.DERIVED_ID_NAMESPACE\n"
-        "messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]\n"
-        "assert any('assetlog.producer.event_builders' in m for m in messages), messages\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
+    assert_old_path_warns_and_is_the_new_module(
+        "assetlog.producer.events", "assetlog.producer.event_builders", ["DERIVED_ID_NAMESPACE", "derived_event_id"])
 
 
 def test_the_producer_itself_does_not_use_the_old_path() -> None:
-    code = ("import sys, assetlog.producer, assetlog.integrations.prefect.mapping\n"
-            "assert 'assetlog.producer.events' not in sys.modules\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
+    run_fresh_python("import sys, assetlog.producer, assetlog.integrations.prefect.mapping\n"
+                     "assert 'assetlog.producer.events' not in sys.modules\n")
