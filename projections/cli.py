@@ -104,8 +104,15 @@ def _create(args: argparse.Namespace) -> int:
     first = args.first or month_of(datetime.now(UTC))
     with _connect() as conn:
         created = create_range(conn, live_schema(conn), first, args.through)
-    print_result(args, {"created": created},
-                 lambda: f"created {', '.join(created)}" if created else "nothing to do: every month exists")
+    moved = {name: rows for name, rows in created.items() if rows}
+
+    def human() -> str:
+        if not created:
+            return "nothing to do: every month exists"
+        return f"created {', '.join(created)}" + "".join(
+            f"; moved {rows:,} rows of {name} out of the default partition" for name, rows in moved.items())
+
+    print_result(args, {"created": list(created), "moved_from_default": moved}, human)
     return 0
 
 

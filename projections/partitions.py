@@ -9,9 +9,11 @@ that none is ever lost and no consumer ever stops on a missing partition:
   and in the last `AHEAD_DAYS` days of a month the writers create the next
   month ahead (so the month's first events do not wait for a table lock);
 - any other time (a clock far off, year 1970 or 2999) lands in the DEFAULT
-  partition, which is append-only like every other one. A partition is never
-  created over rows already in the DEFAULT partition (PostgreSQL refuses it):
-  such a month keeps its rows in DEFAULT, and `partitions list` shows them.
+  partition, which is append-only like every other one. A writer never creates
+  a partition over rows already in the DEFAULT partition (PostgreSQL refuses
+  it, and moving them takes the table's lock): such a month keeps its rows in
+  DEFAULT, and `partitions list` shows them, until an operator creates that
+  month with `assetlog db partitions create`, which moves them (`move_out_of_default`).
 
 Every partition refuses UPDATE and DELETE through the parent's row triggers
 (PostgreSQL clones them to every partition, also to those created later), and
@@ -256,29 +258,72 @@ class MonthlyPartitions:
 
 
 def create_range(conn: psycopg.Connection, schema: str | None, first: datetime, last: datetime,
-                 parent: str = HISTORY) -> list[str]:
-    """Create every missing month from `first` to `last` inclusive (each in its own transaction)."""
+                 parent: str = HISTORY) -> dict[str, int]:
+    """Create every missing month from `first` to `last` inclusive (each in its own transaction).
+
+    Returns each created partition's name with the number of rows it took over
+    from the DEFAULT partition (0 for most): a month whose events arrived while
+    it had no partition gets them moved into it (`move_out_of_default`).
+    """
     if not is_partitioned(conn, schema, parent):
         raise PartitionError(f"{parent} is not partitioned: run `assetlog db migrate` first")
     existing = {p.lower for p in list_partitions(conn, schema, parent)}
-    created: list[str] = []
+    created: dict[str, int] = {}
     month = month_of(first)
     while month <= month_of(last):
         if month not in existing:
+            name = partition_name(month, parent)
             try:
                 with conn.transaction():
                     conn.execute("SELECT set_config('lock_timeout', '5s', true)")
                     create_month(conn, schema, month, parent)
-            except psycopg.errors.CheckViolation as exc:
-                raise PartitionError(
-                    f"cannot create {partition_name(month, parent)}: the default partition holds rows of that "
-                    f"month ({str(exc).splitlines()[0]}); they stay there") from None
+                created[name] = 0
+            except psycopg.errors.CheckViolation:
+                created[name] = move_out_of_default(conn, schema, month, parent)
             except psycopg.errors.LockNotAvailable:
-                raise PartitionError(f"cannot create {partition_name(month, parent)}: {parent} stayed locked for "
-                                     "5 s (a long query?); try again") from None
-            created.append(partition_name(month, parent))
+                raise PartitionError(f"cannot create {name}: {parent} stayed locked for 5 s (a long query?); "
+                                     "try again") from None
         month = add_months(month, 1)
     return created
+
+
+def move_out_of_default(conn: psycopg.Connection, schema: str | None, month: datetime,
+                        parent: str = HISTORY) -> int:
+    """Create `month`'s partition over rows the DEFAULT partition holds for it, moving them; returns how many.
+
+    PostgreSQL refuses a new partition while DEFAULT holds rows of its range,
+    so in one transaction: detach DEFAULT (PostgreSQL 14 and later drop the
+    row triggers it had cloned from the parent, so its append-only rule does
+    not apply while it stands alone), create the month, copy the month's rows
+    into it through the parent, delete them from the detached DEFAULT, attach
+    DEFAULT again (its triggers are cloned again; its TRUNCATE trigger is its
+    own and stays). No row is rewritten: each moves to the partition its time
+    always called for. The parent stays locked for the whole transaction, so
+    readers and writers wait for as long as the copy takes (milliseconds for
+    the few rows an odd clock leaves there); hence never done by a writer.
+    """
+    default = table(schema, f"{parent}_{DEFAULT_SUFFIX}")
+    bounds = (month, add_months(month, 1))
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', '5s', true)")
+            conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(table(schema, parent), default))
+            create_month(conn, schema, month, parent)
+            in_month = sql.SQL("event_time >= %s AND event_time < %s")
+            moved = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {} WHERE {}").format(
+                table(schema, parent), default, in_month), bounds).rowcount
+            deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(default, in_month), bounds).rowcount
+            if deleted != moved:
+                raise PartitionError(f"moving {partition_name(month, parent)} out of the default partition copied "
+                                     f"{moved} rows but would delete {deleted}; nothing changed")
+            conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} DEFAULT").format(table(schema, parent),
+                                                                                       default))
+    except psycopg.errors.LockNotAvailable:
+        raise PartitionError(f"cannot create {partition_name(month, parent)}: {parent} stayed locked for 5 s "
+                             "(a long query?); try again") from None
+    log.info("created %s and moved %d rows of it out of the default partition", partition_name(month, parent),
+             moved)
+    return moved
 
 
 def detach_before(conn: psycopg.Connection, schema: str, before: datetime, *, archive: str = ARCHIVE_SCHEMA,

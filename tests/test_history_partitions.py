@@ -75,7 +75,7 @@ def test_every_partition_refuses_update_delete_and_truncate_also_those_created_l
     result = _cli(world, "db", "partitions", "create", "--from", "2024-01", "--through", "2024-03", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"created": ["lineage_history_2024_01", "lineage_history_2024_02",
-                                                     "lineage_history_2024_03"]}
+                                                     "lineage_history_2024_03"], "moved_from_default": {}}
     with psycopg.connect(world.dsn) as conn:
         for when in (datetime(2024, 2, 2, tzinfo=UTC), EPOCH, datetime(1980, 1, 1, tzinfo=UTC)):
             apply_directly(conn, "lineage", TaskRun([f"s3://b/{when.year}.csv"], time=when).events())
@@ -92,6 +92,37 @@ def test_every_partition_refuses_update_delete_and_truncate_also_those_created_l
         assert conn.execute("SELECT count(*) FROM lineage_history").fetchone()[0] == 3
         with_rows = conn.execute("SELECT count(DISTINCT tableoid) FROM lineage_history").fetchone()[0]
         assert with_rows == 3  # 2024_02 (created by the command), 2025_01 (on demand) and DEFAULT (1980)
+
+
+def test_creating_a_month_moves_its_rows_out_of_default_and_every_partition_stays_append_only(world):
+    odd = [TaskRun([f"s3://b/odd{i}.csv"], upstreams=["s3://b/src.csv"], time=datetime(1990, 5, 3 + i, tzinfo=UTC))
+           for i in range(3)]
+    runs = [*odd, TaskRun(["s3://b/1991.csv"], time=datetime(1991, 1, 9, tzinfo=UTC))]
+    with psycopg.connect(world.dsn) as conn:
+        for run in runs:
+            apply_directly(conn, "lineage", run.events())
+        before = conn.execute("SELECT event_id, event_time, asset_key FROM lineage_history ORDER BY 1").fetchall()
+        assert set(_where(conn).values()) == {"lineage_history_default"}
+
+    result = _cli(world, "db", "partitions", "create", "--from", "1990-04", "--through", "1990-05", "--json")
+    assert result.returncode == 0, result.stderr
+    moved = len([e for run in odd for e in run.events()])
+    assert json.loads(result.stdout) == {"created": ["lineage_history_1990_04", "lineage_history_1990_05"],
+                                         "moved_from_default": {"lineage_history_1990_05": moved}}
+    with psycopg.connect(world.dsn) as conn:
+        after = conn.execute("SELECT event_id, event_time, asset_key FROM lineage_history ORDER BY 1").fetchall()
+        where = _where(conn)
+        partitions = list_partitions(conn, "public")
+        for name in ("lineage_history_1990_05", "lineage_history_default"):  # the triggers came back on DEFAULT
+            for statement in ("UPDATE {} SET asset_key = 's3://b/forged.csv'", "DELETE FROM {}", "TRUNCATE {}"):
+                with pytest.raises(psycopg.errors.RestrictViolation, match="lineage_history is append-only"):
+                    with conn.transaction():
+                        conn.execute(psycopg.sql.SQL(statement).format(psycopg.sql.Identifier(name)))
+    assert after == before  # every row kept, none rewritten
+    assert where == {**{f"s3://b/odd{i}.csv": "lineage_history_1990_05" for i in range(3)},
+                     "s3://b/1991.csv": "lineage_history_default"}
+    assert [p.name for p in partitions][-1] == "lineage_history_default" and all(p.refuses_truncate
+                                                                                for p in partitions)
 
 
 def test_an_event_id_met_again_with_another_time_is_dead_lettered_and_the_first_stays(world):
