@@ -18,7 +18,44 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
+from assetlog.config import (
+    ENV_KAFKA_BOOTSTRAP,
+    ENV_OUTBOX_DIR,
+    ENV_POSTGRES_DSN,
+    ENV_TOPIC_PREFIX,
+    Settings,
+    state_home,
+)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers `--numprocesses=auto` (the default in pyproject) starts.
+
+    The suite mostly waits on the servers (polls, timeouts, process start-ups), so two workers
+    halve it even on a 2-core machine; more than four would mostly add private drill stacks and
+    Prefect servers competing for one broker and one PostgreSQL. `ASSETLOG_TEST_WORKERS` overrides
+    (`-n 0` runs in one process, as `-p no:xdist` does).
+    """
+    wanted = os.environ.get("ASSETLOG_TEST_WORKERS")
+    if wanted:
+        return int(wanted)
+    return min(4, max(2, os.cpu_count() or 1))
+
+
+# Modules that start servers of their own (Prefect, a private broker and PostgreSQL) and run for
+# 30-120 s each. Workers take whole modules (`--dist=loadfile`) in collection order, so these go
+# first: if one came last, one worker would run it alone while the other sat idle.
+LONGEST_MODULES = ("test_prefect_bridge", "test_prefect_parity", "test_fault_", "test_consumer_faults",
+                   "test_secure_stack", "test_standby", "test_stack_lifecycle", "test_openlineage_export",
+                   "test_replay_swap", "test_replay_check", "test_replay_cli")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the longest modules first (a stable sort: the order inside a module is kept)."""
+    def longest_first(item: pytest.Item) -> int:
+        return 0 if item.path.stem.startswith(LONGEST_MODULES) else 1
+
+    items.sort(key=longest_first)
 
 
 @dataclass(frozen=True)
@@ -67,6 +104,8 @@ class Isolated:
             ENV_POSTGRES_DSN: self.dsn,
             ENV_TOPIC_PREFIX: self.settings.topic_prefix,
             ENV_OUTBOX_DIR: str(self.settings.outbox_dir),
+            # consumer slot locks (and any other state) under the test's own folder, not the user's
+            "XDG_STATE_HOME": str(self.settings.consumer_lock_dir.parent.parent),
         })
         env.update(extra)
         return env
@@ -85,6 +124,8 @@ def create_isolated(stack: StackEndpoints, outbox_dir: Path, partitions: int = 3
         postgres_dsn=dsn_for_database(stack.admin_dsn, database),
         topic_prefix=f"test.{suffix}",
         outbox_dir=outbox_dir,
+        consumer_lock_dir=state_home({"XDG_STATE_HOME": str(outbox_dir.with_name(f"{outbox_dir.name}-state"))})
+        / "consumers",
     )
     ensure_topics(settings, partitions=partitions)
     return Isolated(settings=settings, database=database)
