@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -128,8 +129,6 @@ def _human(data: dict[str, Any]) -> str:
 
 
 def _example(kind: str, example: Any) -> str:
-    import json
-
     if kind == "different":
         columns = "; ".join(f"{c}: live {json.dumps(v['live'], default=str)[:80]} != rebuilt "
                             f"{json.dumps(v['rebuilt'], default=str)[:80]}" for c, v in example["columns"].items())

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import asdict
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.config import Settings
@@ -147,8 +148,6 @@ def _token_checker(store, api_key: str | None):
 
 
 def _read_kafka(args: argparse.Namespace, settings, ingestor) -> dict[str, int]:
-    from dataclasses import asdict
-
     # deferred: the OpenLineage Kafka reader (~15 ms of modules), only when reading a topic
     from assetlog.integrations.openlineage.kafka_ingest import KafkaIngest
 
