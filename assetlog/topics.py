@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from assetlog.config import Settings, Topics
+from assetlog.consumers.retry import Backoff
 from assetlog.errors import AssetlogError
 from assetlog.kafka_access import AccessWatch
 
@@ -106,9 +107,6 @@ def verify_topic_settings(admin, topics: Iterable[str], timeout: float = 30.0) -
 
 def _describe_with_retry(admin, resource, future, timeout: float) -> dict:
     """A topic created a moment ago may not be known to every broker yet: retry briefly."""
-
-    # deferred: assetlog.consumers loads psycopg, fastavro, prometheus_client; a producer needs none
-    from assetlog.consumers.retry import Backoff  # the one backoff policy
 
     deadline = time.monotonic() + min(timeout, 10.0)
     backoff = Backoff(initial=0.1, maximum=1.0)

@@ -11,7 +11,10 @@ from typing import Any
 
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.config import Settings
+from assetlog.consumers.behind import summary
 from assetlog.consumers.cli import MAX_BATCH_SIZE
+from assetlog.consumers.progress import Progress
+from assetlog.consumers.replay import Replay
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, tune_garbage_collector
 from assetlog.errors import AssetlogError
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
@@ -55,11 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    # deferred: the replay machinery (~20 ms of modules), only `assetlog replay` runs it
-    from assetlog.consumers.behind import summary
-    from assetlog.consumers.progress import Progress
-    from assetlog.consumers.replay import Replay
-
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import re
 import subprocess
 import sys
 import tomllib
@@ -192,8 +193,10 @@ def deferrable() -> frozenset[str]:
 
 def unexplained_deferrals(name: str, path: Path, allowed: frozenset[str] | None = None) -> list[str]:
     """Function-level imports that defer nothing worth deferring. Each needs a `# deferred: <why>` comment
-    (on its own line(s) or on the line above its run of import statements), and a third-party import
-    must be of an `allowed` package (default: `deferrable()`).
+    (on its own line(s) or opening the comment lines above its run of import statements); a third-party import must be
+    of an `allowed` package (default: `deferrable()`), and the comment starts with the `allowed` package
+    it keeps out (`# deferred: prefect, ...`); for an import of an Assetlog module, the package that module
+    would bring in, or that imports it (deferring a few ms of our own modules is not reason enough: issue 12).
 
     The standard library is not excepted: a function-level `import json` saves nothing measurable (most
     of it is loaded at start-up anyway), so it has no reason to be there and no comment could give one."""
@@ -222,9 +225,18 @@ def unexplained_deferrals(name: str, path: Path, allowed: frozenset[str] | None 
             above = node.lineno - 1
             while above in import_lines:
                 above -= 1
-            if not any("# deferred:" in line for line in own) and not (
-                    above >= 1 and lines[above - 1].strip().startswith("# deferred:")):
+            comments = [line.partition("# deferred:")[2] for line in own if "# deferred:" in line]
+            block = []  # the comment lines right above the run of imports
+            while above >= 1 and lines[above - 1].strip().startswith("#"):
+                block.insert(0, lines[above - 1].strip())
+                above -= 1
+            if block and block[0].startswith("# deferred:"):
+                comments.append(" ".join(block).partition("# deferred:")[2])
+            if not comments:
                 found.append(f"{where} (no `# deferred: <why>` comment)")
+            elif not any((first := re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)", c)) and first[1] in allowed
+                         for c in comments):
+                found.append(f"{where} (its comment does not start with the optional package it keeps out)")
     return found
 
 
@@ -257,9 +269,13 @@ def test_the_deferral_check_sees_a_bare_import(tmp_path: Path) -> None:
     module.write_text("def f():\n    from assetlog.config import Settings\n    import os\n\n"
                       "def g():\n    # deferred: prefect, only g needs it\n    import prefect\n"
                       "    import uvicorn  # deferred: uvicorn\n\ndef h():\n    import prefect\n"
-                      "    import psycopg  # deferred: psycopg\n")
+                      "    import psycopg  # deferred: psycopg\n\ndef i():\n"
+                      "    from assetlog import replay  # deferred: replay (~20 ms of modules)\n"
+                      "    from assetlog import bridge  # deferred: prefect, the bridge imports it\n")
     assert unexplained_deferrals("m", module, frozenset({"prefect", "uvicorn"})) == [
         "m:2: from assetlog.config import Settings (no `# deferred: <why>` comment)",
         "m:3: import os (not an optional package: import it at module level)",
         "m:11: import prefect (no `# deferred: <why>` comment)",
-        "m:12: import psycopg  # deferred: psycopg (not an optional package: import it at module level)"]
+        "m:12: import psycopg  # deferred: psycopg (not an optional package: import it at module level)",
+        "m:15: from assetlog import replay  # deferred: replay (~20 ms of modules) (its comment does not start "
+        "with the optional package it keeps out)"]
