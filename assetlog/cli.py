@@ -11,6 +11,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import psycopg
+from confluent_kafka import KafkaException
+
 from assetlog import __version__, demo, status_cli, tokens_cli
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.compose import cli as compose_cli
@@ -51,19 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_facing(exc: BaseException) -> str | None:
     """One-line text for infrastructure errors a user can fix, else None (a bug)."""
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        psycopg = None  # type: ignore[assignment]
-    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, psycopg.OperationalError):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"cannot reach PostgreSQL ({first}); is ASSETLOG_POSTGRES_DSN right and the server up?"
-    if psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege):
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return f"PostgreSQL refused: {str(exc).strip().splitlines()[0]}"
-    if psycopg is not None and isinstance(exc, psycopg.errors.UndefinedTable):
+    if isinstance(exc, psycopg.errors.UndefinedTable):
         return "the Assetlog tables do not exist in this database: run `assetlog db migrate` first"
-    from confluent_kafka import KafkaException
-
     if isinstance(exc, KafkaException):
         return f"Kafka error: {exc.args[0] if exc.args else exc}"
     return None

@@ -15,6 +15,7 @@ no sign-in, and it listens on 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -166,7 +167,6 @@ def add_metrics_flags(parser) -> None:
 
 def start_from_args(args, ready: Callable[[], bool] = lambda: True) -> MetricsServer | None:
     """The metrics port a command asked for with --metrics-port, announced on stderr; None if not asked."""
-    import sys
 
     if getattr(args, "metrics_port", None) is None:
         return None

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+
 from assetlog.config import Settings
 from assetlog.consumers.positions import end_offsets, event_partitions
 from assetlog.errors import AssetlogError
@@ -66,7 +68,6 @@ def kafka_status(settings: Settings) -> dict[str, Any]:
 
 def postgres_status(settings: Settings) -> dict[str, Any]:
     """Reachability, schema version, each projection's offsets, last commit, generation and dead letters."""
-    import psycopg
 
     report: dict[str, Any] = {"reachable": False, "projections": {}}
     try:

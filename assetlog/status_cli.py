@@ -8,6 +8,7 @@ from typing import Any
 
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.config import Settings
+from assetlog.status import Thresholds, gather
 
 EXIT_ATTENTION = 1
 
@@ -60,9 +61,6 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    # deferred: the status probes (~7 ms of modules), only `assetlog status` runs them
-    from assetlog.status import Thresholds, gather
-
     limits = Thresholds(max_lag=args.max_lag, stale_seconds=args.stale_seconds,
                         outbox_age_seconds=args.outbox_age_seconds)
     report = gather(Settings.from_env(), limits)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import psycopg
+
 from assetlog.cli_support import add_json_flag, print_result
 from assetlog.config import Settings
 from assetlog.tokens import create_token, list_tokens, revoke_token
@@ -29,8 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _connect():
-    import psycopg
-
     return psycopg.connect(Settings.from_env().require_postgres(), connect_timeout=10)
 
 

@@ -7,9 +7,14 @@ existing topic with settings that would lose events is refused, naming them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
 from assetlog.config import Settings, Topics
+from assetlog.consumers.retry import Backoff
 from assetlog.errors import AssetlogError
 from assetlog.kafka_access import AccessWatch
 
@@ -32,8 +37,6 @@ def all_topics(topics: Topics) -> list[str]:
 
 
 def admin_client(settings: Settings, watch: AccessWatch | None = None):
-    from confluent_kafka.admin import AdminClient
-
     return AdminClient(settings.kafka_client_config(
         defaults={"log_level": 3}, required=watch.client_settings() if watch else None))
 
@@ -47,8 +50,6 @@ def list_topic_names(settings: Settings, timeout: float = 30.0) -> tuple[object,
 
 def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0) -> dict[str, str]:
     """Create missing topics and verify existing ones; returns topic -> 'created' | 'exists'."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import NewTopic
 
     if partitions < 1:
         raise TopicError(f"--partitions must be at least 1, got {partitions}")
@@ -78,14 +79,11 @@ def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0
 
 
 def _topic_exists_code() -> int:
-    from confluent_kafka import KafkaError
-
     return KafkaError.TOPIC_ALREADY_EXISTS
 
 
 def verify_topic_settings(admin, topics: Iterable[str], timeout: float = 30.0) -> None:
     """Raise TopicError naming the first setting of an existing topic that would lose events."""
-    from confluent_kafka.admin import ConfigResource, ResourceType
 
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
     if not resources:
@@ -109,12 +107,6 @@ def verify_topic_settings(admin, topics: Iterable[str], timeout: float = 30.0) -
 
 def _describe_with_retry(admin, resource, future, timeout: float) -> dict:
     """A topic created a moment ago may not be known to every broker yet: retry briefly."""
-    import time
-
-    from confluent_kafka import KafkaError, KafkaException
-
-    # deferred: assetlog.consumers loads psycopg, fastavro, prometheus_client; a producer needs none
-    from assetlog.consumers.retry import Backoff  # the one backoff policy
 
     deadline = time.monotonic() + min(timeout, 10.0)
     backoff = Backoff(initial=0.1, maximum=1.0)

@@ -7,6 +7,7 @@ needs no network. Only processes this module started are ever stopped.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
 
 from assetlog.compose.processes import (
     StackError,
@@ -295,7 +298,6 @@ def wait_until_kafka_ready(bootstrap: str, process: subprocess.Popen | None = No
                            timeout: float = READY_TIMEOUT_SECONDS,
                            client_config: dict[str, str] | None = None) -> float:
     """Poll a metadata request until the broker answers; returns seconds waited."""
-    from confluent_kafka.admin import AdminClient
 
     started = time.monotonic()
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _silent_logger(),
@@ -314,8 +316,6 @@ def wait_until_kafka_ready(bootstrap: str, process: subprocess.Popen | None = No
 
 
 def _silent_logger():
-    import logging
-
     logger = logging.getLogger("assetlog.compose.kafka.librdkafka")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False

@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from assetlog.compose.processes import StackError, free_port, port_is_free, tail
 from assetlog.compose.security import SecurityMaterial
 
@@ -141,8 +144,6 @@ class PostgresCluster:
 
     def set_password(self, role: str) -> None:
         """Give a role (the read-only one, once `db migrate` made it) its secure-stack password."""
-        import psycopg
-        from psycopg import sql
 
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
@@ -239,7 +240,6 @@ class PostgresCluster:
     def replication(self) -> dict[str, object]:
         """A standby's distance behind its primary: WAL bytes not yet replayed, and the primary's own
         measure of the replay lag (what `stack status` shows)."""
-        import psycopg
 
         assert self.primary is not None
         with psycopg.connect(self.primary.dsn("postgres"), connect_timeout=5, autocommit=True) as primary:
@@ -254,9 +254,6 @@ class PostgresCluster:
                 "replay_lag_seconds": None if replay_lag is None else round(float(replay_lag), 3)}
 
     def _create_database(self, port: int) -> None:
-        import psycopg
-        from psycopg import sql
-
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:

@@ -12,6 +12,7 @@ own CA and users.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
 import secrets
@@ -79,7 +80,6 @@ def make_certificate_authority(folder: Path, name: str = "Assetlog local stack C
 
 def make_server_certificate(folder: Path, ca_file: Path, ca_key_file: Path) -> tuple[Path, Path]:
     """A server certificate for 127.0.0.1 and localhost signed by the CA (server.pem, server.key)."""
-    import ipaddress
 
     x509, _, serialization, _, _ = _crypto()
     ca = x509.load_pem_x509_certificate(ca_file.read_bytes())

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from assetlog.compose.kafka import KafkaBroker, kafka_available
 from assetlog.compose.postgres import PostgresCluster
 from assetlog.compose.processes import StackError
@@ -174,8 +176,6 @@ class LocalStack:
 
 
 def _postgres_reachable(dsn: str) -> bool:
-    import psycopg
-
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             conn.execute("SELECT 1")

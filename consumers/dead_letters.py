@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from confluent_kafka import KafkaError, KafkaException, Producer
+
 from assetlog.config import Settings
 from assetlog.consumers.batch import DeadLetter
 
@@ -47,8 +49,6 @@ class DeadLetterPublisher:
 
     def _get(self):
         if self._producer is None:
-            from confluent_kafka import Producer
-
             self._producer = Producer(self.settings.kafka_client_config(
                 defaults={"linger.ms": 5, "log_level": 3},
                 required={"enable.idempotence": True, "acks": "all"},
@@ -79,8 +79,6 @@ class DeadLetterPublisher:
 
     def _send(self, producer, letters: Sequence[DeadLetter], errors: list[str], too_large: list[DeadLetter],
               whole: bool) -> None:
-        from confluent_kafka import KafkaError, KafkaException
-
         def on_delivery(letter: DeadLetter):
             def callback(error, _message) -> None:
                 if error is None:

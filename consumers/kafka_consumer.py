@@ -14,6 +14,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from confluent_kafka import Consumer
+
 from assetlog.config import Settings, Topics
 from assetlog.consumers.membership import Slot, static_membership
 from assetlog.errors import AssetlogError
@@ -55,7 +57,6 @@ def event_consumer(settings: Settings, group_id: str, *, auto_offset_reset: str 
     With `watch`, the client's errors go to it (and librdkafka's log lines stay off stderr), so a
     refused password or certificate can be told in one line (`watch.list_topics`).
     """
-    from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
 
     return Consumer(settings.kafka_client_config(
         defaults={"log_level": 3, **(defaults or {})},
@@ -91,7 +92,6 @@ def group_consumer(settings: Settings, group_id: str, projection: str) -> tuple[
 
 def metadata_consumer(settings: Settings, purpose: str) -> tuple[Any, AccessWatch]:
     """A consumer for metadata and watermarks only (it never subscribes or commits)."""
-    from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
 
     watch = AccessWatch.for_settings(settings)
     return Consumer(settings.kafka_client_config(
@@ -104,7 +104,6 @@ def commit_only_consumer(settings: Settings, group_id: str, on_commit: Any) -> A
     """A consumer that only commits offsets for `group_id`: it never subscribes, so it is never one of
     the group's members (a "simple" commit, which the broker accepts while the group has no members).
     `on_commit(error, partitions)` is called from its `poll()`."""
-    from confluent_kafka import Consumer  # deferred: librdkafka loads only for commands that read Kafka
 
     watch = AccessWatch.for_settings(settings)
     return Consumer(settings.kafka_client_config(

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from confluent_kafka import KafkaError, KafkaException
+
 from assetlog.config import ENV_CONSUMER_SLOT, MAX_CONSUMER_SLOT, NO_CONSUMER_SLOT, Settings
 from assetlog.errors import ConfigError
 
@@ -166,7 +168,6 @@ def leave_group(consumer: Any) -> None:
 
 def is_fenced(exc: BaseException) -> bool:
     """True for the fatal error of a static member that another process replaced."""
-    from confluent_kafka import KafkaError, KafkaException
 
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
         return False

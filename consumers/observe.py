@@ -8,8 +8,11 @@ the lag tools operators already run, is `offset_mirror.py`'s.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
+
+from confluent_kafka import KafkaException, TopicPartition
 
 from assetlog.consumers.batch import Batch
 from assetlog.consumers.kafka_consumer import metadata_consumer
@@ -42,7 +45,6 @@ def record_commit(projection: str, batch: Batch, commit_seconds: float) -> None:
 def mirror_offsets(projection: str, consumer, offsets: dict[tuple[str, int], int]) -> None:
     """Set the lag of the offsets PostgreSQL committed from the watermarks the consumer already knows.
     On the consumer's own thread: a confluent-kafka consumer is not shared between threads."""
-    from confluent_kafka import KafkaException, TopicPartition
 
     if not offsets:
         return
@@ -73,8 +75,6 @@ class LagWatcher:
     """
 
     def __init__(self, projection: str, settings, interval: float = 5.0) -> None:
-        import threading
-
         self.projection = projection
         # A handle of its own: the consuming one is busy in consume() and may not be shared.
         self._consumer, _ = metadata_consumer(settings, f"{projection}.watermarks")
@@ -105,8 +105,6 @@ class LagWatcher:
         self._consumer.close()
 
     def _run(self) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
         while not self._stop.wait(self._interval):
             with self._lock:
                 positions = dict(self._positions)

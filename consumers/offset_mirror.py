@@ -29,6 +29,8 @@ import logging
 import threading
 from typing import Any
 
+from confluent_kafka import KafkaException, TopicPartition
+
 from assetlog.config import Settings
 from assetlog.consumers.kafka_consumer import commit_only_consumer
 from assetlog.metrics import OFFSET_MIRROR_FAILURES
@@ -81,8 +83,6 @@ class OffsetMirror:
             self._commit()
 
     def _commit(self) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
         with self._lock:
             offsets, self._pending = self._pending, {}
         if not offsets:

@@ -7,6 +7,8 @@ in PostgreSQL with their rows (`consumer_offsets`), the only ones that count.
 
 from __future__ import annotations
 
+from confluent_kafka import TopicPartition
+
 from assetlog.config import Settings
 from assetlog.consumers.kafka_consumer import TopicsMissing, metadata_consumer, require_topics
 
@@ -29,7 +31,6 @@ def event_partitions(settings: Settings, timeout: float = 30.0) -> list[Partitio
 
 def end_offsets(settings: Settings, partitions: list[Partition], timeout: float = 30.0) -> Offsets:
     """The next offset Kafka will write in each partition, read fresh from the broker."""
-    from confluent_kafka import TopicPartition
 
     consumer, _ = metadata_consumer(settings, "metadata")
     try:

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from confluent_kafka import TopicPartition
 from psycopg import sql
 
 from assetlog.config import Settings
@@ -199,7 +200,6 @@ class Replay:
 
     def _since_offsets(self, partitions: list[Partition]) -> Offsets:
         """Per partition, the first offset whose Kafka timestamp is at or after --since (else its end)."""
-        from confluent_kafka import TopicPartition
 
         assert self.since is not None
         millis = int(self.since.timestamp() * 1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -10,7 +11,10 @@ from typing import Any
 
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
 from assetlog.config import Settings
+from assetlog.consumers.behind import summary
 from assetlog.consumers.cli import MAX_BATCH_SIZE
+from assetlog.consumers.progress import Progress
+from assetlog.consumers.replay import Replay
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, tune_garbage_collector
 from assetlog.errors import AssetlogError
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
@@ -54,11 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    # deferred: the replay machinery (~20 ms of modules), only `assetlog replay` runs it
-    from assetlog.consumers.behind import summary
-    from assetlog.consumers.progress import Progress
-    from assetlog.consumers.replay import Replay
-
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -128,8 +127,6 @@ def _human(data: dict[str, Any]) -> str:
 
 
 def _example(kind: str, example: Any) -> str:
-    import json
-
     if kind == "different":
         columns = "; ".join(f"{c}: live {json.dumps(v['live'], default=str)[:80]} != rebuilt "
                             f"{json.dumps(v['rebuilt'], default=str)[:80]}" for c, v in example["columns"].items())

@@ -17,6 +17,7 @@ committed; the runner then seeks to the offsets the replay stored.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -24,6 +25,7 @@ import time
 from typing import Any
 
 import psycopg
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from psycopg import conninfo
 
 from assetlog.config import Settings, Topics
@@ -178,7 +180,6 @@ class ProjectionRunner:
 
     def _step(self, consumer) -> bool:
         """Consume one batch and hand it to the committer; True once caught up (`until_caught_up`)."""
-        from confluent_kafka import KafkaError, KafkaException
 
         self._committer.raise_if_failed()
         self._mirror_committed(consumer)
@@ -235,7 +236,6 @@ class ProjectionRunner:
     def _resync(self, consumer, fenced: Fenced) -> None:
         """A replay swapped the tables: drop the batches in flight, seek every assigned partition to
         the offsets stored with the swapped tables, and carry on under the new generation."""
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         log.info("%s", fenced)
         self.stats.resyncs += 1
@@ -272,7 +272,6 @@ class ProjectionRunner:
 
     def _on_assign(self, consumer, partitions) -> None:
         """Seek every assigned partition to the offset stored with the projection's rows."""
-        from confluent_kafka import OFFSET_BEGINNING
 
         self._settle()  # the connection is free, and offsets of earlier batches are stored
         wanted = [(p.topic, p.partition) for p in partitions]
@@ -381,7 +380,6 @@ def tune_garbage_collector() -> None:
     tenth of the throughput. Process-wide, so only the process's owner (the
     CLI, a benchmark) calls it, never the library on its own.
     """
-    import gc
 
     gc.set_threshold(50_000, 20, 20)
 

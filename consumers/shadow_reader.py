@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from assetlog.config import Settings
 from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, events_of, reduce_isolating
@@ -208,7 +209,6 @@ class ShadowReader:
     def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False) -> None:
         """Apply every message below `targets[projection][partition]` and store the targets as the
         shadow's offsets; returns once every writer committed."""
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         names = [w.projection.name for w in self.writers]
         wanted: set[Partition] = set()

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from assetlog.examples import (
+    accumulating_metadata,
+    analytics_pipeline,
+    explicit_dependencies,
+    external_database,
+    mixed_dependencies,
+    properties_overwrite,
+)
+
 
 def example_flows() -> list[Any]:
     """Every example flow, in the order the guide presents them."""
-    # deferred: the example flows import the producer (pydantic, confluent_kafka, fastavro)
-    from assetlog.examples import (
-        accumulating_metadata,
-        analytics_pipeline,
-        explicit_dependencies,
-        external_database,
-        mixed_dependencies,
-        properties_overwrite,
-    )
 
     return [
         analytics_pipeline.analytics_pipeline,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
+import psycopg
+
 from assetlog.cli_support import add_json_flag, print_result
 from assetlog.config import Settings
 from assetlog.projections.migrate import migrate, require_migrated
@@ -74,8 +76,6 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _connect():
-    import psycopg
-
     conn = psycopg.connect(Settings.from_env().require_postgres(), autocommit=True,
                            application_name="assetlog.partitions")
     try:

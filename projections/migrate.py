@@ -29,6 +29,7 @@ import psycopg
 
 from assetlog.errors import AssetlogError
 from assetlog.projections.edges_migration import build_code_point_edge_index
+from assetlog.projections.history_migration import partition_history
 
 MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # Arbitrary constant shared by every Assetlog migrator: pg_advisory_xact_lock(key).
@@ -93,8 +94,6 @@ def shipped_migrations() -> list[Migration]:
 
 def online_steps() -> dict[int, Callable[[psycopg.Connection], object]]:
     """Migration versions whose file is preceded by an online step (run in autocommit mode)."""
-    # deferred: the history partitioning step (~5 ms of modules), only migrating needs it
-    from assetlog.projections.history_migration import partition_history
 
     return {5: partition_history, 6: build_code_point_edge_index}
 

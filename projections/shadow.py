@@ -18,6 +18,7 @@ the size of the tables, atomic for readers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,7 +186,6 @@ class ShadowTables:
         (CREATE INDEX only share-locks its table, so builds on the same table
         do not wait for each other), biggest tables first.
         """
-        from concurrent.futures import ThreadPoolExecutor
 
         pending = list(self.deferred)
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from psycopg import IsolationLevel, conninfo
 from psycopg.errors import QueryCanceled
+from psycopg_pool import ConnectionPool
 
 from assetlog.config import ENV_POSTGRES_DSN, ENV_POSTGRES_READONLY_DSN, Settings
 from assetlog.errors import ConfigError
@@ -145,9 +146,6 @@ class LineageStore:
         self.recovery_conflicts = 0  # questions a hot standby cancelled and that were asked again
         self._connections: _Connections
         if pool_size > 1:
-            # deferred: psycopg_pool, only a pooled store needs it
-            from psycopg_pool import ConnectionPool
-
             self._connections = ConnectionPool(dsn, min_size=1, max_size=pool_size, configure=self._configure,
                                                name="assetlog.query", open=True)
         else:

@@ -10,9 +10,18 @@ counts as an import of `pkg.name` when that is a module, else of `pkg`.
 from __future__ import annotations
 
 import ast
+import contextlib
+import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
+from functools import cache
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +110,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+@cache
 def import_graph(deferred: bool = False) -> dict[str, set[str]]:
+    """Module -> the modules it imports (cached: read-only for the tests)."""
     known = modules()
     return {name: imports_of(name, path, known, deferred) for name, path in known.items()}
 
@@ -146,16 +157,50 @@ def test_cli_support_is_a_leaf() -> None:
     assert import_graph()["assetlog.cli_support"] <= {"assetlog.visible"}
 
 
-# Third-party packages worth deferring: optional extras, or a server only one subcommand runs; none is loaded
-# by `assetlog --help`. (confluent_kafka, psycopg, fastavro, pydantic, starlette, prometheus_client and orjson
-# are: the stage CLIs load them at start-up, so a function-level import of one of them defers nothing there.)
-HEAVY = frozenset({"prefect", "openlineage", "jsonschema", "jsonschema_rs", "cryptography", "uvicorn",
-                   "psycopg_pool"})
+# A required dependency that may still be deferred: a server only `assetlog serve` and the OpenLineage
+# listener run, which costs about 100 ms (click, h11, its loop set-up) on every other command, `--help`
+# included. `test_required_but_heavy_packages_stay_out_of_cli_start_up` checks it still defers something.
+REQUIRED_BUT_HEAVY = frozenset({"uvicorn"})
 
 
-def unexplained_deferrals(name: str, path: Path, heavy: frozenset[str] = HEAVY) -> list[str]:
-    """Function-level imports of `assetlog.*` modules or of `heavy` packages that carry no `# deferred: <why>`
-    comment, on their own line(s) or on the line above their run of import statements."""
+def _closure(requirements: list[str]) -> set[str]:
+    """The distributions `requirements` install, with everything they require (installed ones only)."""
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or name == "assetlog" or (
+                requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            todo += [Requirement(r) for r in metadata.requires(name) or []]
+    return seen
+
+
+@cache
+def deferrable() -> frozenset[str]:
+    """Top-level import names a function-level import may defer: what only an optional extra of
+    `pyproject.toml` installs (prefect, openlineage, jsonschema, cryptography, ... and what they bring),
+    and `REQUIRED_BUT_HEAVY`."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    optional = _closure(extras) - _closure(project["dependencies"])
+    return REQUIRED_BUT_HEAVY | {module for module, distributions in metadata.packages_distributions().items()
+                                 if any(canonicalize_name(d) in optional for d in distributions)}
+
+
+def unexplained_deferrals(name: str, path: Path, allowed: frozenset[str] | None = None) -> list[str]:
+    """Function-level imports that defer nothing worth deferring. Each needs a `# deferred: <why>` comment
+    (on its own line(s) or opening the comment lines above its run of import statements); a third-party import must be
+    of an `allowed` package (default: `deferrable()`), and the comment starts with the `allowed` package
+    it keeps out (`# deferred: prefect, ...`); for an import of an Assetlog module, the package that module
+    would bring in, or that imports it (deferring a few ms of our own modules is not reason enough: issue 12).
+
+    The standard library is not excepted: a function-level `import json` saves nothing measurable (most
+    of it is loaded at start-up anyway), so it has no reason to be there and no comment could give one."""
+    allowed = deferrable() if allowed is None else allowed
     text = path.read_text()
     lines = text.splitlines()
     tree = ast.parse(text, str(path))
@@ -167,34 +212,70 @@ def unexplained_deferrals(name: str, path: Path, heavy: frozenset[str] = HEAVY) 
             continue
         for node in ast.walk(function):
             if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
+                targets = [alias.name.split(".")[0] for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                targets = ["assetlog"] if node.level else [node.module or ""]
+                targets = ["assetlog"] if node.level else [(node.module or "").split(".")[0]]
             else:
                 continue
-            if not any(t.split(".")[0] == "assetlog" or t.split(".")[0] in heavy for t in targets):
+            where = f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}"
+            if any(t != "assetlog" and t not in allowed for t in targets):
+                found.append(f"{where} (not an optional package: import it at module level)")
                 continue
             own = lines[node.lineno - 1:node.end_lineno]
             above = node.lineno - 1
             while above in import_lines:
                 above -= 1
-            if not any("# deferred:" in line for line in own) and not (
-                    above >= 1 and lines[above - 1].strip().startswith("# deferred:")):
-                found.append(f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+            comments = [line.partition("# deferred:")[2] for line in own if "# deferred:" in line]
+            block = []  # the comment lines right above the run of imports
+            while above >= 1 and lines[above - 1].strip().startswith("#"):
+                block.insert(0, lines[above - 1].strip())
+                above -= 1
+            if block and block[0].startswith("# deferred:"):
+                comments.append(" ".join(block).partition("# deferred:")[2])
+            if not comments:
+                found.append(f"{where} (no `# deferred: <why>` comment)")
+            elif not any((first := re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)", c)) and first[1] in allowed
+                         for c in comments):
+                found.append(f"{where} (its comment does not start with the optional package it keeps out)")
     return found
 
 
 def test_every_function_level_import_says_what_it_defers() -> None:
-    """Function-level imports only defer a heavy dependency (issue 12), and each says which: `# deferred: ...`
-    on its line or on the line above its imports. Anything cheap and cycle-free is imported at module level."""
+    """Function-level imports only defer a heavy optional dependency (issue 12), and each says which:
+    `# deferred: ...` on its line or on the line above its imports. Everything else, third-party
+    packages the CLI loads anyway (confluent_kafka, psycopg, ...) and the standard library included,
+    is imported at module level."""
     missing = [entry for name, path in sorted(modules().items()) for entry in unexplained_deferrals(name, path)]
-    assert not missing, "function-level imports without a `# deferred: <what>` comment:\n" + "\n".join(missing)
+    assert not missing, "function-level imports that defer nothing heavy:\n" + "\n".join(missing)
+
+
+def test_deferrable_packages_are_the_optional_extras() -> None:
+    allowed = deferrable()
+    assert {"prefect", "openlineage", "jsonschema", "jsonschema_rs", "referencing", "cryptography",
+            "uvicorn"} <= allowed
+    assert not {"confluent_kafka", "psycopg", "psycopg_pool", "fastavro", "pydantic", "starlette", "orjson",
+                "prometheus_client", "jinja2", "json", "assetlog"} & allowed
+
+
+def test_required_but_heavy_packages_stay_out_of_cli_start_up() -> None:
+    """A required package is deferred only while `assetlog`'s start-up does not load it anyway."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, assetlog.cli; print(*sys.modules)"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert not REQUIRED_BUT_HEAVY & {module.split(".")[0] for module in loaded}
 
 
 def test_the_deferral_check_sees_a_bare_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    import os\n    from assetlog.config import Settings\n\n"
-                      "def g():\n    # deferred: prefect, only g needs it\n    import os\n    import prefect\n"
-                      "    import uvicorn  # deferred: uvicorn\n\ndef h():\n    import psycopg_pool\n")
-    assert unexplained_deferrals("m", module) == ["m:3: from assetlog.config import Settings",
-                                                  "m:12: import psycopg_pool"]
+    module.write_text("def f():\n    from assetlog.config import Settings\n    import os\n\n"
+                      "def g():\n    # deferred: prefect, only g needs it\n    import prefect\n"
+                      "    import uvicorn  # deferred: uvicorn\n\ndef h():\n    import prefect\n"
+                      "    import psycopg  # deferred: psycopg\n\ndef i():\n"
+                      "    from assetlog import replay  # deferred: replay (~20 ms of modules)\n"
+                      "    from assetlog import bridge  # deferred: prefect, the bridge imports it\n")
+    assert unexplained_deferrals("m", module, frozenset({"prefect", "uvicorn"})) == [
+        "m:2: from assetlog.config import Settings (no `# deferred: <why>` comment)",
+        "m:3: import os (not an optional package: import it at module level)",
+        "m:11: import prefect (no `# deferred: <why>` comment)",
+        "m:12: import psycopg  # deferred: psycopg (not an optional package: import it at module level)",
+        "m:15: from assetlog import replay  # deferred: replay (~20 ms of modules) (its comment does not start "
+        "with the optional package it keeps out)"]

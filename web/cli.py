@@ -16,6 +16,8 @@ import signal
 import socket
 import sys
 
+import psycopg
+
 from assetlog.cli_support import whole_number
 from assetlog.config import Settings
 from assetlog.errors import AssetlogError
@@ -138,8 +140,6 @@ def serve_app(app, sock: socket.socket, access_log: bool) -> None:
 
 
 def _require_token_table(store) -> None:
-    import psycopg
-
     try:
         store.read(lambda conn: conn.execute("SELECT 1 FROM access_tokens LIMIT 1").fetchall())
     except psycopg.errors.UndefinedTable:

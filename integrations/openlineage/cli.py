@@ -7,11 +7,16 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import asdict
 
 from assetlog.cli_support import add_json_flag, print_result, whole_number
 from assetlog.config import Settings
 from assetlog.errors import AssetlogError
 from assetlog.integrations.openlineage import export_cli
+from assetlog.integrations.openlineage.http import LINEAGE_PATH, create_app
+from assetlog.integrations.openlineage.kafka_ingest import KafkaIngest
+from assetlog.integrations.openlineage.receiver import DEFAULT_MAX_EVENT_BYTES, Ingestor
+from assetlog.integrations.openlineage.runs import RunStore
 from assetlog.metrics import add_metrics_flags, start_from_args
 from assetlog.producer.publisher import Publisher
 from assetlog.query.store import LineageStore
@@ -53,10 +58,6 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    # deferred: the OpenLineage receiver modules (~13 ms), only this subcommand needs them
-    from assetlog.integrations.openlineage.receiver import DEFAULT_MAX_EVENT_BYTES, Ingestor
-    from assetlog.integrations.openlineage.runs import RunStore
-
     settings = Settings.from_env()
     settings.require_kafka()
     api_key = None
@@ -89,10 +90,6 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, ingestor, api_key: str | None) -> dict[str, int]:
-
-    # deferred: the OpenLineage HTTP receiver (~15 ms of modules), only the listener needs it
-    from assetlog.integrations.openlineage.http import LINEAGE_PATH, create_app
-
     host, port = args.listen
     if not (args.require_token or api_key):  # the web view's rule: a token, or --no-auth on loopback only
         if not args.no_auth:
@@ -147,11 +144,6 @@ def _token_checker(store, api_key: str | None):
 
 
 def _read_kafka(args: argparse.Namespace, settings, ingestor) -> dict[str, int]:
-    from dataclasses import asdict
-
-    # deferred: the OpenLineage Kafka reader (~15 ms of modules), only when reading a topic
-    from assetlog.integrations.openlineage.kafka_ingest import KafkaIngest
-
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     reader = KafkaIngest(settings, ingestor, args.from_kafka, args.group)

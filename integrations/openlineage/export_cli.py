@@ -13,6 +13,13 @@ from pathlib import Path
 from assetlog.cli_support import add_json_flag, print_result
 from assetlog.config import Settings
 from assetlog.errors import AssetlogError
+from assetlog.integrations.openlineage.exporter import (
+    Exporter,
+    FileTarget,
+    HttpTarget,
+    KafkaTarget,
+    TargetError,
+)
 
 
 def register(export: argparse._SubParsersAction) -> None:
@@ -29,15 +36,6 @@ def register(export: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    # deferred: the OpenLineage exporter (~15 ms of modules), only this subcommand needs it
-    from assetlog.integrations.openlineage.exporter import (
-        Exporter,
-        FileTarget,
-        HttpTarget,
-        KafkaTarget,
-        TargetError,
-    )
-
     settings = Settings.from_env()
     settings.require_kafka()
     api_key = None

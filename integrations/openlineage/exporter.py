@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from assetlog.config import Settings
 from assetlog.consumers.kafka_consumer import GROUP_DEFAULTS, event_consumer
@@ -72,8 +73,6 @@ class KafkaTarget:
     """JSON values on a topic (what the client's Kafka transport writes), keyed by run id, acks=all."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        from confluent_kafka import Producer
-
         self.topic = topic
         self.producer = Producer(settings.kafka_client_config(
             defaults={"linger.ms": 5, "log_level": 3, "message.timeout.ms": 30000},
@@ -178,8 +177,6 @@ class Exporter:
         return self.stats
 
     def _read(self, messages: list[Any]) -> None:
-        from confluent_kafka import KafkaError
-
         now = time.monotonic()
         for message in messages:
             where = (message.topic(), message.partition())
@@ -233,8 +230,6 @@ class Exporter:
         return True
 
     def _commit(self, consumer: Any) -> None:
-        from confluent_kafka import TopicPartition
-
         oldest: dict[tuple[str, int], int] = {}
         for group in self._pending.values():
             for position in group.positions:

@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic
+
 from assetlog.config import Settings, Topics
 from assetlog.consumers.batch import DeadLetter
 from assetlog.consumers.dead_letters import DeadLetterError, DeadLetterPublisher
@@ -43,7 +46,6 @@ class NotDurable(Exception):
 
 def next_offsets(messages: list[Any]) -> list[Any]:
     """Per partition, the offset after the last message of the batch (what a commit stores)."""
-    from confluent_kafka import TopicPartition
 
     after: dict[tuple[str, int], int] = {}
     for message in messages:
@@ -68,8 +70,6 @@ class KafkaIngest:
         return consumer
 
     def ensure_dead_letter_topic(self) -> None:
-        from confluent_kafka.admin import NewTopic
-
         admin = admin_client(self.settings)
         dlq = Topics.dead_letter(self.topic)
         if dlq not in admin.list_topics(timeout=30).topics:

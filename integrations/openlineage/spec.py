@@ -45,6 +45,7 @@ def _schemas() -> dict[str, Any]:
 
 @cache
 def _registry() -> Any:
+    # deferred: referencing, which jsonschema brings (the optional `openlineage` extra)
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from assetlog.cli_support import add_json_flag, print_result, seconds
 from assetlog.config import Settings, state_home
 from assetlog.errors import AssetlogError
+from assetlog.integrations.prefect.follower import Checkpoint, Follower, PrefectEvents, check_retention
 from assetlog.producer.publisher import Publisher
 
 DEFAULT_INTERVAL = 5.0
@@ -42,9 +43,6 @@ def register(ingest: argparse._SubParsersAction, export: argparse._SubParsersAct
 
 
 def _follow(args: argparse.Namespace) -> int:
-    # deferred: the Prefect follower (~7 ms of modules), only `assetlog ingest prefect` needs it
-    from assetlog.integrations.prefect.follower import Checkpoint, Follower, PrefectEvents, check_retention
-
     api_url = args.api_url or os.environ.get("PREFECT_API_URL")
     if not api_url:
         raise AssetlogError("no Prefect API: pass --api-url or set PREFECT_API_URL")

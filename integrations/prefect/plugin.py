@@ -19,7 +19,8 @@ PREFECT_PLUGIN_API_REQUIRES = ">=0.1,<1"
 
 @register_hook
 def setup_environment(*, ctx: Any) -> None:
-    # deferred: the bridge loads confluent_kafka and fastavro; Prefect imports this plugin at `import prefect`
+    # deferred: prefect (the optional extra) imports this module inside `import prefect`; the bridge's
+    # producer modules (confluent_kafka, fastavro) load only when this hook installs it, not in safe mode
     from assetlog.integrations.prefect.bridge import install
 
     logger = ctx.logger_factory("assetlog")
