@@ -19,6 +19,7 @@ import pytest
 from psycopg import conninfo, sql
 
 from assetlog.config import ENV_KAFKA_BOOTSTRAP, ENV_OUTBOX_DIR, ENV_POSTGRES_DSN, ENV_TOPIC_PREFIX, Settings
+from assetlog.projections import migrate
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,11 @@ def isolated(stack: StackEndpoints, tmp_path: Path) -> Iterator[Isolated]:
         yield world
     finally:
         drop_isolated(stack, world)
+
+
+@pytest.fixture
+def migrated_connection(isolated: Isolated) -> Iterator[psycopg.Connection]:
+    """A connection to the isolated database, migrated (for projection tests without Kafka)."""
+    migrate(isolated.dsn)
+    with psycopg.connect(isolated.dsn) as connection:
+        yield connection

@@ -11,14 +11,13 @@ batching with redeliveries, on the real PostgreSQL:
 
 from __future__ import annotations
 
-import psycopg
-import pytest
 from events_factory import Asset, TaskRun, Upstream, apply_directly, at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
+from test_projection_permutations import delivered
 
-from assetlog.projections import LineageProjection, migrate, to_event
+from assetlog.projections import LineageProjection, to_event
 from assetlog.projections.edge_merge import edges_of_history
 from assetlog.query.edges import edges_near
 
@@ -32,10 +31,7 @@ def batches(draw) -> list[list[tuple]]:
               for event in TaskRun([Asset(draw(st.sampled_from(KEYS[1:])))],
                                    [Upstream(KEYS[0], draw(st.sampled_from(["INFERRED", "EXPLICIT"])))],
                                    time=at(draw(st.sampled_from([1, 2])))).events()]
-    order = draw(st.permutations(events)) + draw(st.lists(st.sampled_from(events), max_size=3))
-    cuts = sorted(draw(st.lists(st.integers(0, len(order)), max_size=4)))
-    bounds = [0, *cuts, len(order)]
-    return [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return delivered(draw, events)
 
 
 def normalised(rows) -> list[tuple]:
@@ -43,20 +39,14 @@ def normalised(rows) -> list[tuple]:
     return sorted((*row[:5], str(row[5]).lower()) if len(row) > 5 else tuple(row) for row in rows)
 
 
-@pytest.fixture
-def conn(isolated):
-    migrate(isolated.dsn)
-    with psycopg.connect(isolated.dsn) as connection:
-        yield connection
-
-
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches())
-def test_reduce_upsert_seed_and_as_of_agree(conn, delivered):
-    events = [to_event(t, record) for batch in delivered for t, record in batch]
+def test_reduce_upsert_seed_and_as_of_agree(migrated_connection, batched):
+    conn = migrated_connection
+    events = [to_event(t, record) for batch in batched for t, record in batch]
     in_python = normalised(e.as_tuple() for e in LineageProjection().reduce(events).edges.values())
     with conn.transaction(force_rollback=True):
-        for batch in delivered:
+        for batch in batched:
             apply_directly(conn, "lineage", batch)
         live = normalised(conn.execute("SELECT * FROM asset_edges").fetchall())
         seeded = normalised(conn.execute(edges_of_history(sql.Identifier("lineage_history"))).fetchall())
@@ -68,7 +58,8 @@ def test_reduce_upsert_seed_and_as_of_agree(conn, delivered):
     assert as_of == [row[:5] for row in in_python]
 
 
-def test_the_forms_differ_where_the_rule_does(conn):
+def test_the_forms_differ_where_the_rule_does(migrated_connection):
+    conn = migrated_connection
     """Not vacuous: an edge declared explicitly once, then inferred later, stays explicit (live and seeded),
     with its first time and its newest event."""
     first = TaskRun([Asset("s3://b/b")], [Upstream("s3://b/a", "EXPLICIT")], time=at(1)).events()
