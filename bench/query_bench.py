@@ -44,11 +44,10 @@ from typing import Any
 
 import psycopg
 from graph_load import START, build_dag, copy_load, load_through_projections
-from psycopg import conninfo, sql
+from psycopg import sql
+from support import kept_database
 from walk_strategies import NAIVE_CTE, unbounded_walk
 
-from assetlog.config import Settings
-from assetlog.projections import migrate
 from assetlog.query.graph import walk
 from assetlog.query.models import Direction
 from assetlog.query.store import LineageStore
@@ -182,32 +181,18 @@ def main() -> None:
                              "through their apply, as the consumers do (same rows; see graph_load.py)")
     args = parser.parse_args()
 
-    admin_dsn = Settings.from_env().require_postgres()
-    params = conninfo.conninfo_to_dict(admin_dsn)
-    params["dbname"] = args.database
-    dsn = conninfo.make_conninfo(**params)
     shape = {"assets": args.assets, "layers": args.layers, "seed": args.seed, "v": 3}
     signature = json.dumps({**shape, "edges": args.edges} if args.edges else shape)
     rng = random.Random(args.seed)
     keys, upstreams = build_dag(args.assets, args.layers, rng, args.edges)
-    loaded = None
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                           (args.database,)).fetchone()
-        if not (args.reuse and row and row[0] == signature):
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.database)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args.database)))
-            migrate(dsn)
-            loader = copy_load if args.loader == "copy" else load_through_projections
-            print(f"loading {args.assets:,} assets with the {args.loader} loader", flush=True)
-            events, seconds = loader(dsn, keys, upstreams, args.layers, rng, progress=True)
-            with psycopg.connect(dsn, autocommit=True) as db:
-                db.execute("VACUUM ANALYZE")
-            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(args.database), sql.Literal(signature)))
-            loaded = {"events": events, "seconds": seconds, "events_per_second": events / seconds}
-        else:
-            migrate(dsn)  # a kept database gets the migrations shipped since it was loaded
+
+    def load(dsn: str) -> dict[str, float]:
+        loader = copy_load if args.loader == "copy" else load_through_projections
+        print(f"loading {args.assets:,} assets with the {args.loader} loader", flush=True)
+        events, seconds = loader(dsn, keys, upstreams, args.layers, rng, progress=True)
+        return {"events": events, "seconds": seconds, "events_per_second": events / seconds}
+
+    dsn, loaded = kept_database(args.database, signature, load, reuse=args.reuse)
     with psycopg.connect(dsn) as db:
         sizes = {t: db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
                  for t in ("assets", "asset_edges", "lineage_history")}

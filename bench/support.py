@@ -3,7 +3,9 @@
 A benchmark runs against the stack the environment names (`eval "$(assetlog
 stack env)"`) beside whatever else uses it, so it works in a database and under
 a topic prefix made for this run only (`bench.<random>`), with an outbox folder
-of its own, and drops all of them when it ends, however it ends.
+of its own, and drops all of them when it ends, however it ends (`scratch`).
+The graph benchmarks load a big graph once and keep it for the next run, in a
+database they name (`kept_database`, `kept_database_dsn`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
+from confluent_kafka.admin import NewTopic
 from psycopg import conninfo, sql
 
 from assetlog.config import (
@@ -72,8 +76,6 @@ class Scratch:
 
     def plain_topic(self, tail: str, partitions: int = 3) -> str:
         """A topic `<prefix>.<tail>` with the broker's default settings (for a baseline's own traffic)."""
-        from confluent_kafka.admin import NewTopic
-
         self.settings.require_kafka()
         name = f"{self.settings.topic_prefix}.{tail}"
         self._topics.append(name)
@@ -120,6 +122,47 @@ def scratch(tag: str, *, migrated: bool = True) -> Iterator[Scratch]:
         yield run
     finally:
         run._clean_up()
+
+
+Loaded = TypeVar("Loaded")
+
+
+def kept_database_dsn(name: str, user: str | None = None) -> str:
+    """The DSN of database `name` on the server the environment names (as `user`, without the
+    environment's password, when given: e.g. the read-only role)."""
+    params = conninfo.conninfo_to_dict(Settings.from_env().require_postgres())
+    params["dbname"] = name
+    if user is not None:
+        params.update(user=user)
+        params.pop("password", None)
+    return conninfo.make_conninfo(**params)
+
+
+def kept_database(name: str, signature: str, load: Callable[[str], Loaded], *,
+                  reuse: bool) -> tuple[str, Loaded | None]:
+    """A database `name` kept between runs, so a big graph is loaded once; its DSN, and what `load`
+    returned (None when reused).
+
+    With `reuse`, a database whose comment is `signature` (what was loaded into it) is kept as it
+    is, with the migrations shipped since applied; otherwise it is made afresh: dropped if it
+    exists, created, migrated, filled by `load(dsn)`, VACUUM ANALYZEd (what autovacuum would have
+    done on a live database) and labelled `signature`. Nothing here drops it afterwards.
+    """
+    dsn = kept_database_dsn(name)
+    with psycopg.connect(Settings.from_env().require_postgres(), autocommit=True) as conn:
+        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           (name,)).fetchone()
+        if reuse and row and row[0] == signature:
+            migrate(dsn)
+            return dsn, None
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        migrate(dsn)
+        loaded = load(dsn)
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("VACUUM ANALYZE")
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(signature)))
+    return dsn, loaded
 
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
+from support import kept_database_dsn
 
-from assetlog.config import ENV_POSTGRES_DSN, ENV_POSTGRES_READONLY_DSN, Settings
+from assetlog.config import ENV_POSTGRES_DSN, ENV_POSTGRES_READONLY_DSN
 from assetlog.query.render import dot
 from assetlog.query.store import LineageStore
 from assetlog.web.pages import HISTORY_PAGE, NEIGHBOUR_PAGE, PICTURE_DEPTH, PICTURE_LIMIT
@@ -157,10 +157,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    params = conninfo.conninfo_to_dict(Settings.from_env().require_postgres())
-    params.update(dbname=args.database, user="assetlog_reader")
-    params.pop("password", None)
-    dsn = conninfo.make_conninfo(**params)
+    dsn = kept_database_dsn(args.database, user="assetlog_reader")
     try:
         with psycopg.connect(dsn) as db:
             all_keys = [row[0] for row in db.execute("SELECT key FROM assets ORDER BY key")]

@@ -9,22 +9,27 @@ Each batch first COPYs its ids there; only when that meets a stored id are the
 batch's ids looked up (one index, not one per partition): the same time is a
 redelivery, skipped; another event_time (or two in one batch) is refused
 (`RefusedEvent`, reason `conflicting-event-time`) and dead-lettered by the
-writer; the first one stays. Edges merge order-independently: first/last seen
-are min/max event_time, `declared` is explicit if any event declared the edge
-explicitly, and `last_event_id` is the newest dependency event by (event_time,
-event_id).
+writer; the first one stays. Edges merge order-independently by the rule in
+`edge_merge.py` (explicit if any event said so, first/last seen as min/max
+event_time, the newest dependency event by (event_time, event_id)).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import psycopg
 from psycopg import sql
 
 from assetlog.projections.base import RefusedEvent, copy_rows, copy_to_temp, table
+from assetlog.projections.edge_merge import (
+    EDGES_COLUMNS,
+    EdgeRow,
+    edges_of_history,
+    merge_dependency,
+    upsert_edges,
+)
 from assetlog.projections.events import Event, event_payload
 from assetlog.projections.partitions import MonthlyPartitions
 from assetlog.schemas import DEPENDENCY
@@ -35,30 +40,12 @@ HISTORY_COLUMNS = (
     ("flow_name", "text"), ("task_run_id", "uuid"), ("task_name", "text"), ("payload", "jsonb"),
     ("kafka_topic", "text"), ("kafka_partition", "integer"), ("kafka_offset", "bigint"),
 )
-EDGES_COLUMNS = (
-    ("upstream_key", "text"), ("downstream_key", "text"), ("declared", "text"),
-    ("first_seen", "timestamptz"), ("last_seen", "timestamptz"), ("last_event_id", "uuid"),
-)
 
 _TIME = 2  # event_time's place in a history row
 _REGISTRY_COLUMNS = (("event_id", "uuid"), ("event_time", "timestamptz"))
 
 # Sorts a missing position (events applied without Kafka) after any real one.
 _NO_POSITION = ("\uffff", 0, 0)
-
-
-@dataclass(slots=True)
-class EdgeRow:
-    upstream_key: str
-    downstream_key: str
-    explicit: bool
-    first_seen: datetime
-    last_seen: datetime
-    last_event_id: str
-
-    def as_tuple(self) -> tuple[object, ...]:
-        return (self.upstream_key, self.downstream_key, "explicit" if self.explicit else "inferred",
-                self.first_seen, self.last_seen, self.last_event_id)
 
 
 @dataclass(slots=True)
@@ -117,16 +104,8 @@ class LineageProjection:
             if event.event_type != DEPENDENCY:
                 continue
             record = event.record
-            pair = (record["upstream_key"], event.asset_key)
-            explicit = record["declared"] == "EXPLICIT"
-            edge = effects.edges.get(pair)
-            if edge is None:
-                effects.edges[pair] = EdgeRow(*pair, explicit, event.event_time, event.event_time, event.event_id)
-                continue
-            edge.explicit = edge.explicit or explicit
-            edge.first_seen = min(edge.first_seen, event.event_time)
-            if event.sort_key > (edge.last_seen, edge.last_event_id):
-                edge.last_seen, edge.last_event_id = event.sort_key
+            merge_dependency(effects.edges, (record["upstream_key"], event.asset_key),
+                             record["declared"] == "EXPLICIT", event.sort_key)
         return effects
 
     def apply(self, conn: psycopg.Connection, effects: LineageEffects) -> None:
@@ -141,7 +120,7 @@ class LineageProjection:
             if effects.edges:
                 copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS,
                              (edge.as_tuple() for edge in effects.edges.values()))
-                conn.execute(self._upsert_edges())
+                conn.execute(upsert_edges(table(self.schema, "asset_edges"), sql.Identifier("assetlog_batch_edges")))
 
     def _append_history(self, conn: psycopg.Connection,
                         history: dict[str, tuple[tuple[str, int, int], tuple[object, ...]]]) -> None:
@@ -193,21 +172,6 @@ class LineageProjection:
             "ON CONFLICT DO NOTHING"
         ).format(target=table(self.schema, "lineage_history"), columns=columns)
 
-    def _upsert_edges(self) -> sql.Composed:
-        columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS)
-        newer = sql.SQL("(EXCLUDED.last_seen, EXCLUDED.last_event_id) > (t.last_seen, t.last_event_id)")
-        return sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_edges "
-            "ORDER BY upstream_key, downstream_key "
-            "ON CONFLICT (upstream_key, downstream_key) DO UPDATE SET "
-            "declared = CASE WHEN EXCLUDED.declared = 'explicit' THEN 'explicit' ELSE t.declared END, "
-            "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), "
-            "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), "
-            "last_event_id = CASE WHEN {newer} THEN EXCLUDED.last_event_id ELSE t.last_event_id END "
-            "WHERE (EXCLUDED.declared = 'explicit' AND t.declared <> 'explicit') "
-            "OR EXCLUDED.first_seen < t.first_seen OR {newer}"
-        ).format(target=table(self.schema, "asset_edges"), columns=columns, newer=newer)
-
 
 def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schema: str,
                       before: dict[tuple[str, int], int]) -> int:
@@ -216,10 +180,8 @@ def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schem
     `replay lineage --since` re-reads only the tail of the topics: the history
     rows of earlier messages (below `before[(topic, partition)]`, or read
     without Kafka) are copied from `source_schema`, and the edges are derived
-    from them with the projection's own merge rules (explicit if any event
-    said so, first/last seen as min/max event_time, the newest event by
-    (event_time, event_id)); the tail then merges in as usual. Returns the
-    number of history rows copied.
+    from them with the projection's own merge rule (`edge_merge.edges_of_history`);
+    the tail then merges in as usual. Returns the number of history rows copied.
     """
     items = sorted(before.items())
     topics, partitions, offsets = [t for (t, _), _o in items], [p for (_, p), _o in items], [o for _, o in items]
@@ -229,13 +191,10 @@ def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schem
         "WHERE h.kafka_topic = s.topic AND h.kafka_partition = s.part AND h.kafka_offset >= s.next_offset)"
     ).format(target=table(target_schema, "lineage_history"), source=table(source_schema, "lineage_history")),
         (topics, partitions, offsets)).rowcount
-    conn.execute(sql.SQL(
-        "INSERT INTO {edges} (upstream_key, downstream_key, declared, first_seen, last_seen, last_event_id) "
-        "SELECT upstream_key, asset_key, CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' "
-        "ELSE 'inferred' END, min(event_time), max(event_time), "
-        "(array_agg(event_id ORDER BY event_time DESC, event_id DESC))[1] "
-        "FROM {history} WHERE event_type = 'dependency' GROUP BY upstream_key, asset_key"
-    ).format(edges=table(target_schema, "asset_edges"), history=table(target_schema, "lineage_history")))
+    conn.execute(sql.SQL("INSERT INTO {edges} ({columns}) {select}").format(
+        edges=table(target_schema, "asset_edges"),
+        columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS),
+        select=edges_of_history(table(target_schema, "lineage_history"))))
     conn.execute(sql.SQL("INSERT INTO {} (event_id, event_time) SELECT event_id, event_time FROM {}").format(
         table(target_schema, "lineage_event_ids"), table(target_schema, "lineage_history")))
     return copied

@@ -4,8 +4,9 @@ An edge (upstream -> downstream) exists from its first dependency event on;
 it is `explicit` if any of its events declared it so, else `inferred`; it
 was first / last seen at the min / max event_time of its events. "Now" these
 are the `asset_edges` rows the lineage projection maintains with that rule;
-"as of T" they are derived here, with the same rule, from the dependency
-events in `lineage_history` with event_time <= %(as_of)s. Both the asset
+"as of T" they are derived here, with the same rule (whose one home is
+`assetlog.projections.edge_merge`), from the dependency events in
+`lineage_history` with event_time <= %(as_of)s. Both the asset
 details (`catalog`: direct neighbours) and the walks (`graph`) select from
 `edges_near`, so the two answers cannot drift apart.
 """
@@ -16,11 +17,9 @@ from typing import Literal
 
 from psycopg import sql
 
-Side = Literal["upstream", "downstream"]
+from assetlog.projections.edge_merge import OF_EVENTS
 
-# The merge rule for `declared` over an edge's dependency events (payload is the event as JSON).
-DECLARED_AS_OF = sql.SQL(
-    "CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' ELSE 'inferred' END")
+Side = Literal["upstream", "downstream"]
 
 # (near column, far column) for a side, in asset_edges and in lineage_history's dependency rows.
 _NOW_COLUMNS = {"upstream": ("downstream_key", "upstream_key"), "downstream": ("upstream_key", "downstream_key")}
@@ -43,8 +42,9 @@ def edges_near(side: Side, near_matches: sql.Composable, as_of: bool) -> sql.Com
                                              matches=near_matches)
     near, far = _HISTORY_COLUMNS[side]
     return sql.SQL(
-        "SELECT {near} AS near, {far} AS far, {declared} AS declared, min(event_time) AS first_seen, "
-        "max(event_time) AS last_seen FROM lineage_history "
+        "SELECT {near} AS near, {far} AS far, {declared} AS declared, {first_seen} AS first_seen, "
+        "{last_seen} AS last_seen FROM lineage_history "
         "WHERE {near} {matches} AND event_type = 'dependency' AND event_time <= %(as_of)s "
         "GROUP BY {near}, {far}").format(near=sql.Identifier(near), far=sql.Identifier(far),
-                                         declared=DECLARED_AS_OF, matches=near_matches)
+                                         matches=near_matches, declared=OF_EVENTS["declared"],
+                                         first_seen=OF_EVENTS["first_seen"], last_seen=OF_EVENTS["last_seen"])

@@ -26,6 +26,7 @@ from assetlog.config import (
     Settings,
     state_home,
 )
+from assetlog.projections import migrate
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -152,3 +153,11 @@ def isolated(stack: StackEndpoints, tmp_path: Path) -> Iterator[Isolated]:
         yield world
     finally:
         drop_isolated(stack, world)
+
+
+@pytest.fixture
+def migrated_connection(isolated: Isolated) -> Iterator[psycopg.Connection]:
+    """A connection to the isolated database, migrated (for projection tests without Kafka)."""
+    migrate(isolated.dsn)
+    with psycopg.connect(isolated.dsn) as connection:
+        yield connection

@@ -13,14 +13,12 @@ from __future__ import annotations
 import uuid
 import zlib
 
-import psycopg
-import pytest
 from events_factory import PROJECTED_TABLES, Asset, TaskRun, Upstream, apply_directly, at, props
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from assetlog.projections import Position, migrate
+from assetlog.projections import Position
 
 KEYS = ["s3://b/a.csv", "s3://b/b.csv", "pg://db/c", "s3://b/d.csv"]
 TIMES = [at(t) for t in (1, 2, 3)]
@@ -53,15 +51,17 @@ def deliveries(draw):
         key = record.get("downstream_key") or record["asset_key"]
         events.append((t, record, Position(f"topic.{t}", zlib.crc32(key.encode()) % 3, len(events))))
 
-    def one_delivery():
-        order = draw(st.permutations(events))
-        repeats = draw(st.lists(st.sampled_from(events), max_size=4))  # the same message delivered again
-        order = order + repeats
-        cuts = sorted(draw(st.lists(st.integers(0, len(order)), max_size=4)))
-        bounds = [0, *cuts, len(order)]
-        return [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return delivered(draw, events), delivered(draw, events)
 
-    return one_delivery(), one_delivery()
+
+def delivered(draw, events: list) -> list[list]:
+    """`events` in any order, some delivered again, cut into batches (`draw` of a composite strategy)."""
+    order = draw(st.permutations(events))
+    repeats = draw(st.lists(st.sampled_from(events), max_size=4))  # the same message delivered again
+    order = order + repeats
+    cuts = sorted(draw(st.lists(st.integers(0, len(order)), max_size=4)))
+    bounds = [0, *cuts, len(order)]
+    return [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def dump(conn) -> dict[str, list[tuple]]:
@@ -69,16 +69,10 @@ def dump(conn) -> dict[str, list[tuple]]:
         sql.Identifier(name), sql.SQL(order))).fetchall() for name, order in PROJECTED_TABLES.items()}  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def conn(isolated):
-    migrate(isolated.dsn)
-    with psycopg.connect(isolated.dsn) as connection:
-        yield connection
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(deliveries())
-def test_any_order_batching_and_redelivery_yields_identical_tables(conn, delivery_pair):
+def test_any_order_batching_and_redelivery_yields_identical_tables(migrated_connection, delivery_pair):
+    conn = migrated_connection
     results = []
     for batches in delivery_pair:
         with conn.transaction(force_rollback=True):
