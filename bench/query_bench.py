@@ -238,6 +238,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (e.g. main: git worktree add --detach DIR main) whose walk is "
                              "measured on the same roots, interleaved with this one's; answers must be equal")
+    parser.add_argument("--no-migrate", action="store_true",
+                        help="with --reuse: leave the kept database's schema as it is (one whose migrations "
+                             "were marked by hand, or one an older checkout measures too)")
     parser.add_argument("--no-hub", action="store_true", help="skip the biggest hub's walks")
     parser.add_argument("--loader", choices=("copy", "projections"), default="copy",
                         help="copy: the projections' rows in bulk (default); projections: batch by batch "
@@ -268,7 +271,7 @@ def main() -> None:
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(args.database), sql.Literal(signature)))
             loaded = {"events": events, "seconds": seconds, "events_per_second": events / seconds}
-        else:
+        elif not args.no_migrate:
             migrate(dsn)  # a kept database gets the migrations shipped since it was loaded
     with psycopg.connect(dsn) as db:
         sizes = {t: db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
