@@ -49,7 +49,7 @@ from typing import Any
 import psycopg
 from graph_load import START, build_dag, copy_load, load_through_projections
 from psycopg import conninfo, sql
-from walk_strategies import NAIVE_CTE, unbounded_walk
+from walk_strategies import NAIVE_CTE, one_statement_walk, unbounded_walk
 
 from assetlog.config import Settings
 from assetlog.projections import migrate
@@ -162,16 +162,22 @@ def slowest(ms: dict[str, list[float]], roots: list[str], nodes: list[int], cut:
 
 def compare_strategies(raw: psycopg.Connection, roots: list[str], direction: Direction, depth: int,
                        limit: int) -> dict[str, dict]:
-    """The same roots walked by the shipped bounded walk, the previous unbounded one and the naive CTE."""
+    """The same roots walked by the shipped bounded walk, the previous unbounded one, the walk in one
+    statement (answers checked equal to the shipped walk's) and the naive CTE."""
     out: dict[str, dict] = {}
-    for label, walker in (("bounded hops", walk), ("unbounded hops", unbounded_walk)):
+    walkers = (("bounded hops", walk), ("unbounded hops", unbounded_walk), ("one statement", one_statement_walk))
+    answers: dict[str, list] = {}
+    for label, walker in walkers:
         latencies, nodes, cut = [], [], []
         for key in roots:
             ms, graph = timed(walker, raw, key, direction, depth, limit, None, *((5.0,) if walker is walk else ()))
             latencies.append(ms)
             nodes.append(len(graph.nodes))
             cut.append(graph.truncated)
+            answers.setdefault(label, []).append(graph)
         out[f"{direction} {label}"] = summarize(latencies, nodes, cut, [])
+    if answers["one statement"] != answers["bounded hops"]:
+        raise SystemExit(f"the one-statement walk's answers differ from the shipped walk's ({direction})")
     naive_ms, naive_nodes, timeouts = [], [], 0
     for key in roots:
         try:
