@@ -165,7 +165,9 @@ def _drop_indexes(conn: psycopg.Connection, tables: tuple[str, ...]) -> list[sql
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
             "AND tablename = ANY(%s)", (list(tables),)).fetchall():
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        rebuild.append(sql.SQL(definition))
+        # A partitioned table's index is defined "ON ONLY" the parent (its partitions' indexes are
+        # attached one by one); rebuilt that way it stays invalid and the partitions get none.
+        rebuild.append(sql.SQL(definition.replace(" ON ONLY ", " ON ", 1)))
     return rebuild
 
 

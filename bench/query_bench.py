@@ -32,22 +32,28 @@ by default) is kept so `--reuse` skips the load next time.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
 from graph_load import START, build_dag, copy_load, load_through_projections
 from psycopg import sql
 from support import kept_database
-from walk_strategies import NAIVE_CTE, unbounded_walk
+from walk_strategies import NAIVE_CTE, one_statement_walk, unbounded_walk
 
+from assetlog.query import graph as graph_module
+from assetlog.query.catalog import require_asset
 from assetlog.query.graph import walk
 from assetlog.query.models import Direction
 from assetlog.query.store import LineageStore
@@ -70,24 +76,68 @@ FLOOR = ("SELECT k.key, p.name, a.last_status, a.last_materialized_at FROM unnes
          "LEFT JOIN assets a ON a.key = k.key LEFT JOIN asset_properties p ON p.key = k.key")
 
 
+def load_baseline(checkout: Path) -> ModuleType:
+    """`query/graph.py` of another checkout (e.g. main, exported with `git worktree add --detach`), as
+    a module of its own: its walk, with this checkout's catalog, edge rule and models (so compare
+    checkouts whose other query modules are alike)."""
+    spec = importlib.util.spec_from_file_location("baseline_graph", checkout / "query" / "graph.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no query/graph.py under {checkout}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def store_walk(store: LineageStore, module: ModuleType, key: str, direction: Direction, depth: int,
+               as_of: datetime | None) -> Any:
+    """What `LineageStore.lineage` does (one read-only snapshot, the root checked, the walk), with the
+    walk of `module`: the shipped one or a baseline's."""
+    def question(conn: psycopg.Connection) -> Any:
+        require_asset(conn, key, as_of)
+        return module.walk(conn, key, direction, depth, store.node_limit, as_of,
+                           budget_seconds=store.statement_timeout)
+    return store.read(question)
+
+
 def measure(dsn: str, keys: list[str], queries: int, depth: int, limit: int, as_of: datetime,
-            rng: random.Random, naive_sample: int) -> dict[str, dict]:
+            rng: random.Random, naive_sample: int, baseline: ModuleType | None) -> dict[str, dict]:
+    """Per root, interleaved: the walk (shipped and, with a baseline, the baseline's, in alternating
+    order so neither always finds the pages the other read), the floor; then all of them again at
+    once ("warm": the pages the first pass read are cached), so a slow first walk that is fast when
+    warm was waiting for reads, and one slow both times was waiting for a CPU."""
     results: dict[str, dict] = {}
+    walks = {"shipped": graph_module} | ({"baseline": baseline} if baseline else {})
     with LineageStore(dsn, node_limit=limit) as store, psycopg.connect(dsn, autocommit=True) as raw:
         raw.execute("SET statement_timeout = '5s'")
         for key in rng.sample(keys, 20):  # warm the connection and the caches a little
             store.upstream(key, depth=depth)
         for direction in ("upstream", "downstream"):
             for label, moment in ((direction, None), (f"{direction} as-of", as_of)):
-                latencies, nodes, floors, cut = [], [], [], []
-                for key in rng.sample(keys, queries):
-                    ms, graph = timed(store.lineage, key, direction=direction, depth=depth, as_of=moment)
-                    latencies.append(ms)
-                    nodes.append(len(graph.nodes))  # type: ignore[attr-defined]
-                    cut.append(graph.truncated)  # type: ignore[attr-defined]
-                    answer = [n.key for n in graph.nodes]  # type: ignore[attr-defined]
-                    floors.append(timed(lambda a=answer: raw.execute(FLOOR, (a,)).fetchall())[0])
-                results[label] = summarize(latencies, nodes, cut, floors)
+                load = os.getloadavg()[0]
+                ms: dict[str, list[float]] = {f"{name} {run}": [] for name in (*walks, "floor") for run in ("", "warm")}
+                nodes, cut, roots = [], [], []
+                for i, key in enumerate(rng.sample(keys, queries)):
+                    answers = {}
+                    for run in ("", "warm"):
+                        order = list(walks) if i % 2 == 0 else list(reversed(walks))
+                        for name in order:
+                            took, answers[name] = timed(store_walk, store, walks[name], key, direction, depth, moment)
+                            ms[f"{name} {run}"].append(took)
+                        answer = [n.key for n in answers["shipped"].nodes]
+                        ms[f"floor {run}"].append(timed(lambda a=answer: raw.execute(FLOOR, (a,)).fetchall())[0])
+                    if baseline and answers["baseline"] != answers["shipped"]:
+                        raise SystemExit(f"the baseline's answer differs from the shipped walk's for {key}")
+                    nodes.append(len(answers["shipped"].nodes))
+                    cut.append(answers["shipped"].truncated)
+                    roots.append(key)
+                floors = ms["floor "]
+                results[label] = {**summarize(ms["shipped "], nodes, cut, floors), "load": [load, os.getloadavg()[0]],
+                                  "floor_p99_ms": percentile(floors, 0.99),
+                                  "slowest": slowest(ms, roots, nodes, cut)}
+                for name in ("shipped warm", *(("baseline ", "baseline warm") if baseline else ()), "floor warm"):
+                    results[f"{label}: {name.strip()}"] = summarize(ms[name], nodes, cut, ms["floor warm"]
+                                                                    if "warm" in name else floors)
             results.update(compare_strategies(raw, rng.sample(keys, naive_sample), direction, depth, limit))
         for label, moment in (("show", None), ("show as-of", as_of)):
             latencies = []
@@ -101,18 +151,32 @@ def measure(dsn: str, keys: list[str], queries: int, depth: int, limit: int, as_
     return results
 
 
+def slowest(ms: dict[str, list[float]], roots: list[str], nodes: list[int], cut: list[bool]) -> list[dict]:
+    """The 1% slowest first walks (at least 3): each with its warm time and the floor's, its size."""
+    first = ms["shipped "]
+    picked = sorted(range(len(first)), key=lambda i: -first[i])[:max(3, len(first) // 100)]
+    return [{"root": roots[i], "ms": round(first[i], 1), "warm_ms": round(ms["shipped warm"][i], 1),
+             "floor_ms": round(ms["floor "][i], 1), "nodes": nodes[i], "cut": cut[i]} for i in picked]
+
+
 def compare_strategies(raw: psycopg.Connection, roots: list[str], direction: Direction, depth: int,
                        limit: int) -> dict[str, dict]:
-    """The same roots walked by the shipped bounded walk, the previous unbounded one and the naive CTE."""
+    """The same roots walked by the shipped bounded walk, the previous unbounded one, the walk in one
+    statement (answers checked equal to the shipped walk's) and the naive CTE."""
     out: dict[str, dict] = {}
-    for label, walker in (("bounded hops", walk), ("unbounded hops", unbounded_walk)):
-        latencies, nodes, cut = [], [], []
-        for key in roots:
+    walkers = [("bounded hops", walk), ("unbounded hops", unbounded_walk), ("one statement", one_statement_walk)]
+    answers: dict[str, list] = {label: [] for label, _ in walkers}
+    latencies: dict[str, list[float]] = {label: [] for label, _ in walkers}
+    for i, key in enumerate(roots):  # per root, each first in turn: the first one reads the cold pages
+        for label, walker in walkers[i % 3:] + walkers[:i % 3]:
             ms, graph = timed(walker, raw, key, direction, depth, limit, None, *((5.0,) if walker is walk else ()))
-            latencies.append(ms)
-            nodes.append(len(graph.nodes))
-            cut.append(graph.truncated)
-        out[f"{direction} {label}"] = summarize(latencies, nodes, cut, [])
+            latencies[label].append(ms)
+            answers[label].append(graph)
+    for label, _ in walkers:
+        out[f"{direction} {label}"] = summarize(latencies[label], [len(g.nodes) for g in answers[label]],
+                                                [g.truncated for g in answers[label]], [])
+    if answers["one statement"] != answers["bounded hops"]:
+        raise SystemExit(f"the one-statement walk's answers differ from the shipped walk's ({direction})")
     naive_ms, naive_nodes, timeouts = [], [], 0
     for key in roots:
         try:
@@ -176,6 +240,13 @@ def main() -> None:
     parser.add_argument("--database", default="assetlog_bench_query")
     parser.add_argument("--reuse", action="store_true", help="keep the database if it holds the same graph")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (e.g. main: git worktree add --detach DIR main) whose walk is "
+                             "measured on the same roots, interleaved with this one's; answers must be equal")
+    parser.add_argument("--no-migrate", action="store_true",
+                        help="with --reuse: leave the kept database's schema as it is (one whose migrations "
+                             "were marked by hand, or one an older checkout measures too)")
+    parser.add_argument("--no-hub", action="store_true", help="skip the biggest hub's walks")
     parser.add_argument("--loader", choices=("copy", "projections"), default="copy",
                         help="copy: the projections' rows in bulk (default); projections: batch by batch "
                              "through their apply, as the consumers do (same rows; see graph_load.py)")
@@ -192,16 +263,18 @@ def main() -> None:
         events, seconds = loader(dsn, keys, upstreams, args.layers, rng, progress=True)
         return {"events": events, "seconds": seconds, "events_per_second": events / seconds}
 
-    dsn, loaded = kept_database(args.database, signature, load, reuse=args.reuse)
+    dsn, loaded = kept_database(args.database, signature, load, reuse=args.reuse, migrate_kept=not args.no_migrate)
     with psycopg.connect(dsn) as db:
         sizes = {t: db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
                  for t in ("assets", "asset_edges", "lineage_history")}
         hub, top_hub = db.execute("SELECT upstream_key, count(*) FROM asset_edges GROUP BY upstream_key "
                                   "ORDER BY 2 DESC LIMIT 1").fetchone()  # type: ignore[misc]
     as_of = START + timedelta(hours=12)  # after the first runs, before the second ones
+    baseline = load_baseline(args.baseline) if args.baseline else None
     results = measure(dsn, keys, args.queries, args.depth, args.limit, as_of, random.Random(args.seed + 1),
-                      args.naive)
-    results.update(measure_hub(dsn, hub, args.hub_repeats, args.limit))
+                      args.naive, baseline)
+    if not args.no_hub:
+        results.update(measure_hub(dsn, hub, args.hub_repeats, args.limit))
 
     load_text = (f"loaded ({args.loader}): {loaded['events']:,} events in {loaded['seconds']:.0f}s "
                  f"({loaded['events_per_second']:,.0f}/s)" if loaded else "reused")
@@ -210,6 +283,7 @@ def main() -> None:
     print(f"{args.depth}-hop walks, limit {args.limit} nodes, as-of {as_of.isoformat()}")
     header = (f"{'query':<34}{'n':>5}{'nodes p50/p99/max':>20}{'cut':>5}{'p50 ms':>9}{'p99 ms':>9}"
               f"{'full p50':>10}{'full p99':>10}{'>=500 p50':>10}{'floor p50':>11}{'vs floor':>9}")
+    print(f"load average at the end: {os.getloadavg()}")
     print(header)
     for name, r in results.items():
         nodes = (f"{r['nodes_p50']:.0f}/{r['nodes_p99']:.0f}/{r['nodes_max']}" if "nodes_p50" in r else "-")
@@ -220,7 +294,14 @@ def main() -> None:
               f"{r.get('floor_p50_ms', float('nan')):>11.2f}{r.get('ratio_to_floor', float('nan')):>8.1f}x")
     print("cut = answers truncated at the limit (naive CTE: statement timeouts at 5 s); full = answers not cut "
           "off; >=500 = answers of 500 nodes or more (cut ones included); floor = one query fetching the "
-          "answer's rows by key")
+          "answer's rows by key; warm = the same roots again right after (pages cached); baseline = the "
+          "--baseline checkout's walk, interleaved")
+    for name, r in results.items():
+        if "load" in r:
+            print(f"{name}: load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}; floor p99 {r['floor_p99_ms']:.1f} ms; "
+                  "slowest first walks (ms first / warm / floor, nodes, cut): " + ", ".join(
+                      f"{w['ms']:.0f}/{w['warm_ms']:.0f}/{w['floor_ms']:.0f} {w['nodes']}{' cut' if w['cut'] else ''}"
+                      for w in r["slowest"]))
     reach = results["downstream naive CTE"].get("nodes_mean", 0)
     closure = {"mean_10_hop_reach": reach, "rows_lower_bound": reach * sizes["assets"]}
     print(f"closure table estimate: a {args.depth}-hop downstream walk without node limit reaches {reach:,.0f} "

@@ -139,12 +139,13 @@ def kept_database_dsn(name: str, user: str | None = None) -> str:
 
 
 def kept_database(name: str, signature: str, load: Callable[[str], Loaded], *,
-                  reuse: bool) -> tuple[str, Loaded | None]:
+                  reuse: bool, migrate_kept: bool = True) -> tuple[str, Loaded | None]:
     """A database `name` kept between runs, so a big graph is loaded once; its DSN, and what `load`
     returned (None when reused).
 
     With `reuse`, a database whose comment is `signature` (what was loaded into it) is kept as it
-    is, with the migrations shipped since applied; otherwise it is made afresh: dropped if it
+    is, with the migrations shipped since applied (unless not `migrate_kept`: a database whose
+    schema was set up by hand); otherwise it is made afresh: dropped if it
     exists, created, migrated, filled by `load(dsn)`, VACUUM ANALYZEd (what autovacuum would have
     done on a live database) and labelled `signature`. Nothing here drops it afterwards.
     """
@@ -153,7 +154,8 @@ def kept_database(name: str, signature: str, load: Callable[[str], Loaded], *,
         row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
                            (name,)).fetchone()
         if reuse and row and row[0] == signature:
-            migrate(dsn)
+            if migrate_kept:
+                migrate(dsn)
             return dsn, None
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

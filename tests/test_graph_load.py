@@ -42,8 +42,17 @@ def test_copy_loader_writes_the_rows_the_projections_write(stack: StackEndpoints
         with psycopg.connect(worlds[0].dsn) as conn:  # the indexes and keys are back
             indexes = {row[0] for row in conn.execute(
                 "SELECT indexname FROM pg_indexes WHERE tablename IN ('lineage_history', 'asset_edges')")}
+            # ... and usable: valid, and on every partition of the partitioned history (rebuilt "ON ONLY"
+            # the parent, they were neither, and "as of" walks scanned the history sequentially).
+            invalid = conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid").fetchall()
+            unindexed = conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'lineage_history'::regclass AND (SELECT count(*) FROM pg_index x "
+                "WHERE x.indrelid = c.oid) < (SELECT count(*) FROM pg_index x WHERE x.indrelid = i.inhparent)"
+            ).fetchall()
         assert {"lineage_history_pkey", "asset_edges_pkey", "asset_edges_upstream",
                 "lineage_history_properties"} <= indexes
+        assert invalid == [] and unindexed == []
     finally:
         for world in worlds:
             drop_isolated(stack, world)

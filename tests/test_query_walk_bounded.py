@@ -3,7 +3,8 @@
 Before the 10M-edge work each hop fetched every edge of the frontier (a hub's 100k dependants
 crossed the wire to keep 150); now a hop returns only the edges into admitted assets and into the
 first `room + 1` candidates by key. The reference is the previous walk, verbatim in its
-queries (`unbounded_walk`); hypothesis draws small random graphs (cycles, diamonds, hubs, repeated and explicit
+queries, its bookkeeping and its answer building (`unbounded_walk`, which shares no code with
+`assetlog.query.graph`, so any change to the shipped walk is compared with it); hypothesis draws small random graphs (cycles, diamonds, hubs, repeated and explicit
 dependency events at several times) and compares both walks for every direction, depth, node
 limit, and now / as of a time.
 """
