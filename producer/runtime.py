@@ -54,7 +54,7 @@ from assetlog.producer.timeouts import (
     await_with_timeout,
     call_with_timeout,
 )
-from assetlog.producer.upstream_tracing import Hidden, is_plain, resolve_futures
+from assetlog.producer.upstream_tracing import PassedOn, is_plain, resolve_futures
 
 if TYPE_CHECKING:
     from assetlog.producer.flow_runs import FlowRun
@@ -82,7 +82,8 @@ class TaskRun:
         self.metadata: dict[str, dict[str, str]] = {}
         self.publisher: Publisher | None = None
 
-    def start(self, upstream_runs: list[TaskRun | Hidden]) -> None:
+    def start(self, upstream_runs: list[TaskRun | PassedOn]) -> None:
+        """Decide what the run passes on and depends on, from its upstream runs (or what they pass on)."""
         if not upstream_runs:  # the common cases, from what the task computed once
             task = self.task
             if not task.asset_deps:
@@ -94,7 +95,7 @@ class TaskRun:
             return
         received: dict[str, tuple[Asset, bool]] = {}
         for run in upstream_runs:
-            for asset, from_deps in run.passed_on:
+            for asset, from_deps in (run if isinstance(run, tuple) else run.passed_on):
                 known = received.get(asset.key)
                 if known is None or (from_deps and not known[1]):
                     received[asset.key] = (asset, from_deps)
