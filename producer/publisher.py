@@ -95,6 +95,7 @@ class Publisher(OutboxWriter):
                  producer_config: Mapping[str, object] | None = None, verify_topics: bool = True) -> None:
         self.settings = settings
         self.topics = settings.topics
+        self._metadata_topic = self.topics.metadata  # (a property that formats the name: read once)
         self.flush_timeout = flush_timeout_from_env() if flush_timeout is None else flush_timeout
         self.owner = f"{os.getpid()}-{new_event_id()}"
         self.pid = os.getpid()
@@ -154,7 +155,7 @@ class Publisher(OutboxWriter):
 
     def check_metadata(self, key: str, values: Mapping[str, str]) -> None:
         """Raise EventTooLarge if `key`'s metadata (encoded values) makes its event too large."""
-        check_metadata_size(key, values, self.limits, self.topics.metadata)
+        check_metadata_size(key, values, self.limits, self._metadata_topic)
 
     def publish(self, run: FinishedTaskRun) -> None:
         """Queue one finished task run's events; returns at once while the outbox is healthy.

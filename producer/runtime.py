@@ -113,7 +113,10 @@ class TaskRun:
     def add_metadata(self, key: str, metadata: object) -> None:
         if key not in self.asset_keys:
             raise ValueError("Can only add metadata to assets that are arguments to @materialize")
-        values = {**self.metadata.get(key, {}), **encode_metadata(metadata)}
+        values = encode_metadata(metadata)
+        earlier = self.metadata.get(key)
+        if earlier:
+            values = {**earlier, **values}
         if self.publisher is not None:
             self.publisher.check_metadata(key, values)  # too large for Kafka: fails here, naming the asset
         self.metadata[key] = values
