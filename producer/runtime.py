@@ -192,8 +192,8 @@ class TaskRun:
             raise
         except Exception:
             log.exception("task run %s (%s): its lineage events could not be queued", self.id, self.task.name)
-        # The flow run holds this run (the producer of its result) until the flow ends: keep only what
-        # downstream runs read (`passed_on`), not the material of the events already built.
+        # A submitted run's future may hold this run until the flow ends: keep only what downstream
+        # runs read (`passed_on`), not the material of the events already built.
         self.metadata, self.upstream = {}, ()
 
 
