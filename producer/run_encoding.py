@@ -116,7 +116,8 @@ def _asset_pieces(asset: Asset) -> tuple[Asset, bytes, bytes, bytes]:
 # bytes each run has of its own (event ids, time, task run id, metadata). Keyed by the identity of
 # the assets and upstream tuples (a task computes them once for all its runs; the entry holds them,
 # so their ids cannot be reused) and the texts; kept for the last few shapes only. The encoder runs
-# on one writer thread, once per finished task run.
+# on the writer thread, once per finished task run (and on a task's thread to measure a run near
+# the size limit): entries are never changed once stored, so a lookup racing a store is harmless.
 _MAX_CACHED_SHAPES = 256
 _SHAPES: dict[tuple[object, ...], tuple[object, object, object, tuple[Any, ...]]] = {}
 _TIME_HIGH: dict[int, bytes] = {}
