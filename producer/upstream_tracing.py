@@ -84,8 +84,9 @@ class Lineage:
     def _link_one(self, value: object, passed_on: PassedOn) -> None:
         if not untrackable(value):
             key = id(value)
-            self._values[key] = value
+            # In this order: a task run on another thread that finds the value finds its entry too.
             self._passed_on[key] = passed_on
+            self._values[key] = value
 
     def hide(self, value: object) -> None:
         """`value` (and its direct items) came back from a subflow: in Prefect a subflow's
