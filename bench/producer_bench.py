@@ -35,6 +35,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from support import scratch
 
@@ -233,6 +234,59 @@ def flow_cost(settings: Settings, tasks: int) -> dict[str, float]:
             "flow_task_p99_us": percentile(samples, 0.99) / 1000}
 
 
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each of this process's threads, by kind (Linux /proc; empty elsewhere)."""
+    kinds: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ():
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        kind = "task thread" if tid == str(os.getpid()) else "librdkafka" if name.startswith("rdk:") else "other"
+        kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return kinds
+
+
+def flow_with_body_cost(settings: Settings, tasks: int, body_us: float) -> dict[str, float]:
+    """What a materializing task adds to a body that takes `body_us` of CPU: the realistic case,
+    where the writer keeps up and commits (and librdkafka sends) small batches. Per task, added CPU
+    of all threads over the same bodies called plainly in the same run, and by thread kind."""
+    key = "s3://bench/flow-body/out.parquet"
+
+    def body(i: int) -> int:
+        end = time.thread_time() + body_us / 1e6
+        while time.thread_time() < end:
+            pass
+        return i
+
+    @materialize(key, asset_deps=["s3://bench/flow-body/in.csv"])
+    def build(i: int) -> int:
+        add_asset_metadata(key, {"rows": i})
+        return body(i)
+
+    @flow
+    def body_flow(n: int, fn: Any) -> None:
+        for i in range(n):
+            fn(i)
+
+    with Publisher(settings, flush_timeout=60) as publisher, publishing(publisher):
+        body_flow(200, build)  # warm up
+        cpu0 = os.times()
+        body_flow(tasks, body)
+        cpu1, threads1 = os.times(), thread_cpu_seconds()
+        body_flow(tasks, build)
+        cpu2, threads2 = os.times(), thread_cpu_seconds()
+    plain = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / tasks * 1e6
+    materializing = (cpu2.user + cpu2.system - cpu1.user - cpu1.system) / tasks * 1e6
+    by_kind = {f"body_flow_{kind.replace(' ', '_')}_cpu_us_per_task": (threads2[kind] - threads1.get(kind, 0.0)) / tasks * 1e6
+               for kind in threads2}
+    return {"body_us": body_us, "body_flow_plain_cpu_us_per_task": plain,
+            "body_flow_added_cpu_us_per_task": materializing - plain, **by_kind}
+
+
 def raw_cost_per_task(settings: Settings, tasks: int) -> dict[str, float]:
     """The physical baseline of `flow_cost`: produce() of 3 messages per task, wall and CPU per task."""
     from confluent_kafka import Producer
@@ -266,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per side; the median is kept")
     parser.add_argument("--flow-tasks", type=int, default=20_000, help="tasks in the flow-cost run")
     parser.add_argument("--only-flow", action="store_true", help="only the flow cost and its baselines")
+    parser.add_argument("--flow-body-us", type=float, default=0.0,
+                        help="with --only-flow: also a flow whose task bodies take this much CPU (us), per task")
     args = parser.parse_args(argv)
     with scratch("producer", migrated=False) as work:  # the producer needs Kafka only; the database stays empty
         settings = work.event_topics(partitions=3)
@@ -273,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             flow_runs = [flow_cost(settings, args.flow_tasks) for _ in range(args.repeats)]
             raw = raw_cost_per_task(settings, args.flow_tasks)
             report_flow(flow_runs, raw)
+            if args.flow_body_us > 0:
+                for name, value in flow_with_body_cost(settings, args.flow_tasks // 4, args.flow_body_us).items():
+                    print(f"  {name:46} {value:>10.1f}")
             return 0
         runs = finished_runs(max(1, args.events // EVENTS_PER_RUN))
         messages = pre_encoded(settings, runs)

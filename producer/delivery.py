@@ -44,6 +44,8 @@ UNSENT, IN_FLIGHT, FAILED = "unsent", "in-flight", "failed"
 # Events handed to librdkafka before waiting for the barrier: bounds memory and how long
 # delivered rows wait to be deleted, at the price of a short pause per epoch.
 MAX_EPOCH_EVENTS = 20_000
+# Messages per produce_batch call (see KafkaSender.send).
+PRODUCE_SLICE = 256
 
 
 def _permanent_codes() -> frozenset[int]:
@@ -161,12 +163,19 @@ class KafkaSender:
         return self.epoch_events < self.max_epoch_events
 
     def send(self, row: Row) -> None:
-        """Hand a row's messages to librdkafka (a full local queue is waited out briefly)."""
-        assert row.messages is not None
-        batch = [{"key": key, "value": value} for key, value in row.messages]
+        """Hand a row's messages to librdkafka, a slice at a time (a full local queue is waited out
+        briefly). `produce_batch` takes a dict per message: built for a whole row (thousands of
+        messages) they all live at once, outlast the collector's young generation and drive full
+        collections of the process's heap; a slice's dicts die young."""
+        messages = row.messages
+        assert messages is not None
         row.state, row.failed, row.error, row.undeliverable = IN_FLIGHT, [], None, []
         self.epoch.append(row)
         self.epoch_events += row.events
+        for start in range(0, len(messages), PRODUCE_SLICE):
+            self._produce(row, [{"key": key, "value": value} for key, value in messages[start:start + PRODUCE_SLICE]])
+
+    def _produce(self, row: Row, batch: list[dict[str, Any]]) -> None:
         for _ in range(200):
             try:
                 queued = self.producer.produce_batch(row.topic, batch, on_delivery=row.on_delivery)

@@ -158,10 +158,25 @@ def check_metadata_size(key: str, values: Mapping[str, str], limits: KafkaLimits
 
 def _size_bound(run: FinishedTaskRun) -> int:
     """Characters of every string of the run that any one event can carry; times 4 bounds its UTF-8
-    bytes. Written as plain loops: it runs at the end of every task run."""
-    chars = 0
+    bytes. It runs at the end of every task run: what the runs of one task share (assets, upstream
+    and texts, the same objects run after run) is counted once and kept for the next run."""
+    global _LAST_SHARED
+    last = _LAST_SHARED  # one tuple, read and replaced whole: task runs on other threads may replace it
+    if (last[0] is run.assets and last[1] is run.upstream and last[2] is run.task_name
+            and last[3] is run.flow_name and last[4] is run.by and last[5] is run.task_version):
+        chars = last[6]
+    else:
+        chars = _shared_chars(run)
+        _LAST_SHARED = (run.assets, run.upstream, run.task_name, run.flow_name, run.by, run.task_version, chars)
     for value in run.metadata.values():
         chars += len(value)
+    if run.error is not None:
+        chars += len(run.error[0]) + len(run.error[1])
+    return chars
+
+
+def _shared_chars(run: FinishedTaskRun) -> int:
+    chars = 0
     for asset in run.assets:
         chars += len(asset.key)
         if asset.properties is not None:
@@ -170,12 +185,13 @@ def _size_bound(run: FinishedTaskRun) -> int:
         chars += 2 * len(up.asset.key)
         if up.asset.properties is not None:
             chars += _properties_chars(up.asset)
-    if run.error is not None:
-        chars += len(run.error[0]) + len(run.error[1])
     for text in (run.by, run.task_name, run.flow_name, run.task_version):
         if text:
             chars += len(text)
     return chars
+
+
+_LAST_SHARED: tuple[Any, ...] = (None,) * 6 + (0,)
 
 
 def _properties_chars(asset: Any) -> int:

@@ -23,7 +23,7 @@ from assetlog.producer.context import add_metadata_for_key
 
 def encode_metadata(metadata: object) -> dict[str, str]:
     """Top-level key -> JSON text of its value; raises TypeError naming the offending key."""
-    if not isinstance(metadata, Mapping):
+    if type(metadata) is not dict and not isinstance(metadata, Mapping):  # (an ABC check is slow: dicts first)
         raise TypeError(f"metadata must be a dict of JSON-serialisable values, got {type(metadata).__name__}")
     encoded: dict[str, str] = {}
     for key, value in metadata.items():

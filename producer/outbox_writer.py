@@ -57,7 +57,8 @@ class OutboxWriter:
     _cond: threading.Condition
     _wakeup: threading.Event
     _started: threading.Event
-    _queue: deque[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]]
+    _queue: deque[FinishedTaskRun | tuple[EncodedEvent, ...]]
+    _taken_seq: int
     _producer_overrides: dict[str, object]
     _verify_topics: bool
     _missing_topics: list[str]
@@ -212,14 +213,14 @@ class OutboxWriter:
 
     def _commit_queued(self) -> bool:
         assert self._outbox is not None
-        items: list[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]] = []
+        items: list[FinishedTaskRun | tuple[EncodedEvent, ...]] = []
         taken_at = time.monotonic()
         while self._queue:
             items.append(self._queue.popleft())
         if not items:
             return False
         per_topic: dict[str, list[Message]] = {}
-        for _seq, item in items:
+        for item in items:
             try:
                 encoded = (self._encode_run(item, self.topics, self._identity, self._ids)
                            if isinstance(item, FinishedTaskRun) else item)  # prepared events: encoded already
@@ -247,7 +248,7 @@ class OutboxWriter:
             self._wakeup.wait(OUTBOX_RETRY_SECONDS)
             return False
         self._gate.report(None)
-        seq = items[-1][0]
+        seq = self._taken_seq = self._taken_seq + len(items)  # the last item's number (see Publisher._queue)
         # Rows waiting for their turn keep their messages in memory only up to a bound; beyond it
         # (tasks faster than Kafka acknowledges) they are read back from the outbox when sent.
         held = sum(row.events for row in self._unsent if row.messages is not None)

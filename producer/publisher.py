@@ -95,6 +95,7 @@ class Publisher(OutboxWriter):
                  producer_config: Mapping[str, object] | None = None, verify_topics: bool = True) -> None:
         self.settings = settings
         self.topics = settings.topics
+        self._metadata_topic = self.topics.metadata  # (a property that formats the name: read once)
         self.flush_timeout = flush_timeout_from_env() if flush_timeout is None else flush_timeout
         self.owner = f"{os.getpid()}-{new_event_id()}"
         self.pid = os.getpid()
@@ -110,8 +111,12 @@ class Publisher(OutboxWriter):
         self._gate = OutboxGate(settings.outbox_full, settings.outbox_full_wait, self._cond)
         self._missing_topics: list[str] = []
         self._wakeup = threading.Event()
-        self._queue: deque[tuple[int, FinishedTaskRun | tuple[EncodedEvent, ...]]] = deque()
+        # Queued runs in publish() order: the n-th one ever queued has sequence number n, so the
+        # writer knows a run's number by counting what it took (no (number, run) pair per run to
+        # allocate, and for the collector to carry through its generations while the writer is busy).
+        self._queue: deque[FinishedTaskRun | tuple[EncodedEvent, ...]] = deque()
         self._seq = 0
+        self._taken_seq = 0  # (writer thread) how many queued items it took into the outbox
         # Writer-thread state; snapshots below are read by flush() under _cond.
         self._committed_seq = 0
         self._durable_seq = 0  # set as soon as a commit returns, for wait_committed()
@@ -154,7 +159,7 @@ class Publisher(OutboxWriter):
 
     def check_metadata(self, key: str, values: Mapping[str, str]) -> None:
         """Raise EventTooLarge if `key`'s metadata (encoded values) makes its event too large."""
-        check_metadata_size(key, values, self.limits, self.topics.metadata)
+        check_metadata_size(key, values, self.limits, self._metadata_topic)
 
     def publish(self, run: FinishedTaskRun) -> None:
         """Queue one finished task run's events; returns at once while the outbox is healthy.
@@ -168,7 +173,7 @@ class Publisher(OutboxWriter):
         if self.other_process:
             raise RuntimeError(f"this Assetlog publisher belongs to process {self.pid}; create one per process")
         check_run_size(run, self.limits, self._encode_run, self.topics, self._identity)
-        self._enqueue(run, f"the lineage events of task run {run.task_run_id} ({run.task_name})")
+        self._enqueue(run)
 
     def publish_events(self, events: Sequence[OutgoingEvent]) -> None:
         """Queue events built elsewhere (`events.events_for` with ids of the caller's choosing, as
@@ -184,14 +189,15 @@ class Publisher(OutboxWriter):
         memo: dict[int, bytes] = {}
         encoded = tuple((e.topic, e.key.encode(), encoder_for(e.event_type)(e.record, memo)) for e in events)
         if encoded:
-            self._enqueue(encoded, f"{len(encoded)} prepared lineage events")
+            self._enqueue(encoded)
 
-    def _enqueue(self, item: FinishedTaskRun | tuple[EncodedEvent, ...], what: str) -> None:
-        if self._gate.problem is not None:
-            self._gate.admit(what)
+    def _enqueue(self, item: FinishedTaskRun | tuple[EncodedEvent, ...]) -> None:
+        if self._gate.problem is not None:  # (what is held up is only described then: not per task run)
+            self._gate.admit(f"the lineage events of task run {item.task_run_id} ({item.task_name})"
+                             if isinstance(item, FinishedTaskRun) else f"{len(item)} prepared lineage events")
         with self._lock:
             self._seq += 1
-            self._queue.append((self._seq, item))
+            self._queue.append(item)
         if not self._wakeup.is_set():
             self._wakeup.set()
         if len(self._queue) >= MAX_QUEUED_RUNS:

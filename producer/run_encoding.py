@@ -26,7 +26,6 @@ from assetlog.producer.event_builders import (
     FinishedTaskRun,
     FixedIds,
     ProducerIdentity,
-    Upstream,
     error_record,
     events_for,
     properties_record,
@@ -92,15 +91,8 @@ def _error(error: tuple[str, str] | None) -> bytes:
     return b"\x02" + _string(record["type"]) + _string(record["message"])
 
 
-_LAST_PRODUCER: list[tuple[ProducerIdentity, bytes]] = []  # a publisher keeps one identity
-
-
 def _producer_bytes(identity: ProducerIdentity) -> bytes:
-    if _LAST_PRODUCER and _LAST_PRODUCER[0][0] is identity:
-        return _LAST_PRODUCER[0][1]
-    encoded = _string(identity.host) + write_long(identity.pid) + _string(identity.version)
-    _LAST_PRODUCER[:] = [(identity, encoded)]
-    return encoded
+    return _string(identity.host) + write_long(identity.pid) + _string(identity.version)
 
 
 # id(asset) -> (asset, key as bytes, key as an Avro string, properties union). Holding the
@@ -119,40 +111,58 @@ def _asset_pieces(asset: Asset) -> tuple[Asset, bytes, bytes, bytes]:
     return entry
 
 
-# The pieces a run shares with the runs before it, each keyed by what it is made of (a task's
-# runs share their name, tool, version and upstream; a flow run's share its id and name), kept for
-# the last few keys only: the encoder runs on one writer thread, once per finished task run.
-_MAX_CACHED_PIECES = 256
-_UPSTREAM_PIECES: dict[tuple[int, ...], tuple[tuple[Upstream, ...], list[tuple[bytes, bytes]], bytes]] = {}
-_RUN_TEXTS: dict[tuple[str | None, ...], tuple[bytes, ...]] = {}
+# A run's shape: what its events share with the other runs of its task in its flow run (assets,
+# upstream, names, status, producer, topics), encoded once as the constant stretches between the
+# bytes each run has of its own (event ids, time, task run id, metadata). Keyed by the identity of
+# the assets and upstream tuples (a task computes them once for all its runs; the entry holds them,
+# so their ids cannot be reused) and the texts; kept for the last few shapes only. The encoder runs
+# on the writer thread, once per finished task run (and on a task's thread to measure a run near
+# the size limit): entries are never changed once stored, so a lookup racing a store is harmless.
+_MAX_CACHED_SHAPES = 256
+_SHAPES: dict[tuple[object, ...], tuple[object, object, object, tuple[Any, ...]]] = {}
 _TIME_HIGH: dict[int, bytes] = {}
 
 
-def _upstream_pieces(upstream: tuple[Upstream, ...]) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """(key as an Avro string, declared + properties) per upstream, and the upstream_keys array."""
-    ident = tuple(map(id, upstream))
-    entry = _UPSTREAM_PIECES.get(ident)
-    if entry is None or entry[0] != upstream:
-        pieces: list[tuple[bytes, bytes]] = []
-        for u in upstream:
-            _, _, key_s, properties_b = _asset_pieces(u.asset)
-            pieces.append((key_s, _DECLARED[u.declared] + (properties_b if u.with_properties else b"\x00")))
-        keys_b = (write_long(len(pieces)) + b"".join(k for k, _ in pieces) + b"\x00") if pieces else b"\x00"
-        if len(_UPSTREAM_PIECES) >= _MAX_CACHED_PIECES:
-            _UPSTREAM_PIECES.clear()
-        entry = _UPSTREAM_PIECES[ident] = (upstream, pieces, keys_b)
-    return entry[1], entry[2]
+def _shape(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity) -> tuple[Any, ...]:
+    """(per asset: its key as bytes, its key, the materialization's stretches before and after the
+    run id, each dependency's stretch between the time and the materialization id, its key as an
+    Avro string), the three headers and topics, and the stretches dependencies and metadata share
+    before and after the run id."""
+    h_mat, h_dep, h_meta, t_mat, t_dep, t_meta = _fixed(topics.prefix)
+    status_b = _STATUS[run.status]
+    flow_b = _optional_string(run.flow_run_id) + _optional_string(run.flow_name)
+    after_run = _string(run.task_name) + _producer_bytes(identity)
+    upstream: list[tuple[bytes, bytes]] = []
+    for u in run.upstream:
+        _, _, key_s, properties_b = _asset_pieces(u.asset)
+        upstream.append((key_s, _DECLARED[u.declared] + (properties_b if u.with_properties else b"\x00")))
+    keys_b = (write_long(len(upstream)) + b"".join(k for k, _ in upstream) + b"\x00") if upstream else b"\x00"
+    error_b = b"\x00" if run.error is None else _error(run.error)
+    per_asset = []
+    for asset in run.assets:
+        _, key, key_s, properties_b = _asset_pieces(asset)
+        per_asset.append((
+            key, asset.key,
+            b"".join((key_s, status_b, properties_b, _optional_string(run.by), keys_b, error_b, flow_b)),
+            after_run + _optional_string(run.task_version),
+            tuple(upstream_key + key_s + declared_and_properties for upstream_key, declared_and_properties in upstream),
+            key_s,
+        ))
+    return tuple(per_asset), h_mat, h_dep, h_meta, t_mat, t_dep, t_meta, status_b + flow_b, after_run
 
 
-def _run_texts(key: tuple[str | None, str | None, str, str | None, str | None]) -> tuple[bytes, ...]:
-    """(flow run id + flow name, task name, tool, task version) encoded, for the runs of one task in
-    one flow run (cached: they share them)."""
-    flow_run_id, flow_name, task_name, by, task_version = key
-    if len(_RUN_TEXTS) >= _MAX_CACHED_PIECES:
-        _RUN_TEXTS.clear()
-    texts = _RUN_TEXTS[key] = (_optional_string(flow_run_id) + _optional_string(flow_name), _string(task_name),
-                               _optional_string(by), _optional_string(task_version))
-    return texts
+def _shape_of(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity) -> tuple[Any, ...]:
+    if run.error is not None:  # a failed run's message is its own: not worth keeping
+        return _shape(run, topics, identity)
+    assets, upstream = run.assets, run.upstream
+    key = (id(assets), id(upstream), id(identity), topics.prefix, run.status, run.task_name, run.flow_run_id,
+           run.flow_name, run.by, run.task_version)
+    entry = _SHAPES.get(key)
+    if entry is None or entry[0] is not assets or entry[1] is not upstream or entry[2] is not identity:
+        if len(_SHAPES) >= _MAX_CACHED_SHAPES:
+            _SHAPES.clear()
+        entry = _SHAPES[key] = (assets, upstream, identity, _shape(run, topics, identity))
+    return entry[3]
 
 
 def _time_long(micros: int) -> bytes:
@@ -163,7 +173,7 @@ def _time_long(micros: int) -> bytes:
     n = micros << 1  # zigzag of a non-negative number
     high = _TIME_HIGH.get(n >> 21)
     if high is None:
-        if len(_TIME_HIGH) >= _MAX_CACHED_PIECES:
+        if len(_TIME_HIGH) >= _MAX_CACHED_SHAPES:
             _TIME_HIGH.clear()
         high = _TIME_HIGH[n >> 21] = varint(n >> 21)
     return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, ((n >> 14) & 0x7F) | 0x80)) + high
@@ -178,37 +188,24 @@ def encode_run_pinned(run: FinishedTaskRun, topics: Topics, identity: ProducerId
     """The same messages as encoding `events_for(run, ...)`, in the same order, ids drawn alike."""
     if run.event_ids is not None:
         ids = FixedIds(run.event_ids)
-    h_mat, h_dep, h_meta, t_mat, t_dep, t_meta = _fixed(topics.prefix)
+    per_asset, h_mat, h_dep, h_meta, t_mat, t_dep, t_meta, between_run, after_run = _shape_of(run, topics, identity)
     time_b = _time_long(run.event_time)
-    status_b = _STATUS[run.status]
-    texts_key = (run.flow_run_id, run.flow_name, run.task_name, run.by, run.task_version)
-    texts = _RUN_TEXTS.get(texts_key)
-    if texts is None:
-        texts = _run_texts(texts_key)
-    flow_b, name_b, by_b, version_b = texts
-    run_b = b"".join((flow_b, _run_id(run.task_run_id), name_b))
-    producer_b = _producer_bytes(identity)
-    tail = status_b + run_b + producer_b  # status, run, producer: how dependencies and metadata end
-    upstream, keys_b = _upstream_pieces(run.upstream) if run.upstream else ((), b"\x00")
-    error_b = b"\x00" if run.error is None else _error(run.error)
-    mat_tail = b"".join((by_b, keys_b, error_b, run_b, producer_b, version_b))
+    run_b = _run_id(run.task_run_id)
     metadata = run.metadata
     new_id = ids.encoded
     out: list[EncodedEvent] = []
     append = out.append
-    for asset in run.assets:
-        _, key, key_s, properties_b = _asset_pieces(asset)
+    for key, asset_key, mat_before_run, mat_after_run, dependencies, key_s in per_asset:
         materialization_id = new_id()
-        append((t_mat, key, b"".join((
-            h_mat, materialization_id, time_b, key_s, status_b, properties_b, mat_tail))))
-        for upstream_key, declared_and_properties in upstream:
+        append((t_mat, key, b"".join((h_mat, materialization_id, time_b, mat_before_run, run_b, mat_after_run))))
+        for dependency in dependencies:
             append((t_dep, key, b"".join((
-                h_dep, new_id(), time_b, upstream_key, key_s, declared_and_properties,
-                materialization_id, tail))))
-        asset_metadata = metadata.get(asset.key)
+                h_dep, new_id(), time_b, dependency, materialization_id, between_run, run_b, after_run))))
+        asset_metadata = metadata.get(asset_key)
         if asset_metadata is not None:
             append((t_meta, key, b"".join((
-                h_meta, new_id(), time_b, key_s, _string(asset_metadata), materialization_id, tail))))
+                h_meta, new_id(), time_b, key_s, _string(asset_metadata), materialization_id, between_run, run_b,
+                after_run))))
     return out
 
 

@@ -54,7 +54,7 @@ from assetlog.producer.timeouts import (
     await_with_timeout,
     call_with_timeout,
 )
-from assetlog.producer.upstream_tracing import Hidden, is_plain, resolve_futures
+from assetlog.producer.upstream_tracing import PassedOn, is_plain, resolve_futures
 
 if TYPE_CHECKING:
     from assetlog.producer.flow_runs import FlowRun
@@ -82,7 +82,8 @@ class TaskRun:
         self.metadata: dict[str, dict[str, str]] = {}
         self.publisher: Publisher | None = None
 
-    def start(self, upstream_runs: list[TaskRun | Hidden]) -> None:
+    def start(self, upstream_runs: list[TaskRun | PassedOn]) -> None:
+        """Decide what the run passes on and depends on, from its upstream runs (or what they pass on)."""
         if not upstream_runs:  # the common cases, from what the task computed once
             task = self.task
             if not task.asset_deps:
@@ -94,7 +95,7 @@ class TaskRun:
             return
         received: dict[str, tuple[Asset, bool]] = {}
         for run in upstream_runs:
-            for asset, from_deps in run.passed_on:
+            for asset, from_deps in (run if isinstance(run, tuple) else run.passed_on):
                 known = received.get(asset.key)
                 if known is None or (from_deps and not known[1]):
                     received[asset.key] = (asset, from_deps)
@@ -112,7 +113,10 @@ class TaskRun:
     def add_metadata(self, key: str, metadata: object) -> None:
         if key not in self.asset_keys:
             raise ValueError("Can only add metadata to assets that are arguments to @materialize")
-        values = {**self.metadata.get(key, {}), **encode_metadata(metadata)}
+        values = encode_metadata(metadata)
+        earlier = self.metadata.get(key)
+        if earlier:
+            values = {**earlier, **values}
         if self.publisher is not None:
             self.publisher.check_metadata(key, values)  # too large for Kafka: fails here, naming the asset
         self.metadata[key] = values
@@ -188,8 +192,8 @@ class TaskRun:
             raise
         except Exception:
             log.exception("task run %s (%s): its lineage events could not be queued", self.id, self.task.name)
-        # The flow run holds this run (the producer of its result) until the flow ends: keep only what
-        # downstream runs read (`passed_on`), not the material of the events already built.
+        # A submitted run's future may hold this run until the flow ends: keep only what downstream
+        # runs read (`passed_on`), not the material of the events already built.
         self.metadata, self.upstream = {}, ()
 
 

@@ -1,11 +1,19 @@
 """Which task runs produced a task's inputs: tracing values by identity, as Prefect does.
 
 Every value a task run returns is remembered, with its direct items, together
-with that run; a later task's upstream runs are those whose values, futures or
-`wait_for` entries appear anywhere in its arguments (nested in lists, tuples,
-sets, dicts, dataclasses and pydantic models, the collections Prefect visits).
+with what that run passes on; a later task's upstream runs are those whose values,
+futures or `wait_for` entries appear anywhere in its arguments (nested in lists,
+tuples, sets, dicts, dataclasses and pydantic models, the collections Prefect visits).
 Values are held while the flow run lasts, so an id can never be reused by
 another object and mistaken for a result.
+
+The task runs themselves are not held: a flow of many tasks would otherwise keep
+every run (and a tuple per result) alive until it ends, and the garbage collector's
+full passes over that growing heap cost a materializing task several microseconds.
+What a run passes on is final once its body started (and usually a tuple its task
+computed once), so two plain dicts keyed by the value's id hold all that is needed,
+and a result that is not a container (a number, a string, a path) adds no object the
+collector must visit.
 """
 
 from __future__ import annotations
@@ -19,8 +27,12 @@ from pydantic import BaseModel
 from assetlog.producer.futures import TaskFuture, TaskFutureList, unmapped
 
 if TYPE_CHECKING:
+    from assetlog.producer.assets import Asset
     from assetlog.producer.flow_runs import FlowRun
     from assetlog.producer.runtime import TaskRun
+
+# What a task run passes on to the runs it feeds: (asset, came from some asset_deps).
+PassedOn = tuple[tuple["Asset", bool], ...]
 
 _CONTAINERS = (list, tuple, set, frozenset)
 _WALK = (TaskFuture, unmapped, list, tuple, set, frozenset, dict, BaseModel)
@@ -55,48 +67,58 @@ def untrackable(value: object) -> bool:
 
 
 class Lineage:
-    """The results of one flow run's task runs, by identity."""
+    """The results of one flow run's task runs, by identity, with what their runs pass on."""
 
     def __init__(self) -> None:
-        self._results: dict[int, tuple[object, TaskRun | Hidden]] = {}
+        self._values: dict[int, object] = {}  # holding the value keeps its id unique
+        self._passed_on: dict[int, PassedOn] = {}
 
     def link(self, value: object, run: TaskRun) -> None:
         """Remember that `run` produced `value` and its direct items (one level deep)."""
-        self._link_one(value, run)
+        self._link_one(value, run.passed_on)
         if type(value) in _SCALARS:
             return
         for item in _items(value) or ():
-            self._link_one(item, run)
+            self._link_one(item, run.passed_on)
 
-    def _link_one(self, value: object, run: TaskRun | Hidden) -> None:
+    def _link_one(self, value: object, passed_on: PassedOn) -> None:
         if not untrackable(value):
-            self._results[id(value)] = (value, run)  # holding the value keeps its id unique
+            key = id(value)
+            # In this order: a task run on another thread that finds the value finds its entry too.
+            self._passed_on[key] = passed_on
+            self._values[key] = value
 
     def hide(self, value: object) -> None:
         """`value` (and its direct items) came back from a subflow: in Prefect a subflow's
         return value links to the subflow run, which passes on no assets."""
-        self._link_one(value, HIDDEN)
+        self._link_one(value, ())
         if type(value) not in _SCALARS:
             for item in _items(value) or ():
-                self._link_one(item, HIDDEN)
+                self._link_one(item, ())
 
-    def producer_of(self, value: object) -> TaskRun | Hidden | None:
-        entry = self._results.get(id(value))
-        return entry[1] if entry is not None and entry[0] is value else None
+    def passed_on_with(self, value: object) -> PassedOn | None:
+        """What the run that produced `value` passes on (None: no task run of this flow run did)."""
+        key = id(value)
+        return self._passed_on[key] if self._values.get(key, _ABSENT) is value else None
 
-    def direct_producers(self, values: Iterable[object]) -> list[TaskRun | Hidden]:
-        """The fast path for arguments that are neither collections nor futures."""
-        results = self._results
-        found: list[TaskRun | Hidden] = []
+    def direct_producers(self, values: Iterable[object]) -> list[PassedOn]:
+        """The fast path for arguments that are neither collections nor futures: what their
+        producers pass on (each distinct tuple once; empty ones, which add nothing, left out)."""
+        known, passed = self._values, self._passed_on
+        found: list[PassedOn] = []
         for value in values:
-            entry = results.get(id(value))
-            if entry is not None and entry[0] is value and entry[1] not in found:
-                found.append(entry[1])
+            key = id(value)
+            if key in known and known[key] is value:
+                passed_on = passed[key]
+                if passed_on and not any(p is passed_on for p in found):
+                    found.append(passed_on)
         return found
 
-    def upstream_runs(self, values: Iterable[object], flow_run: FlowRun) -> list[TaskRun | Hidden]:
-        """Runs of `flow_run` whose results or futures appear anywhere in `values`, in order."""
-        found: dict[int, TaskRun | Hidden] = {}
+    def upstream_runs(self, values: Iterable[object], flow_run: FlowRun) -> list[TaskRun | PassedOn]:
+        """Runs of `flow_run` whose results or futures appear anywhere in `values`, in order: a
+        future's run itself (it may not have started yet: read what it passes on once it is
+        waited for), else what the producing run passes on."""
+        found: dict[int, TaskRun | PassedOn] = {}
         seen: set[int] = set()
         stack = list(values)
         stack.reverse()
@@ -109,9 +131,9 @@ class Lineage:
             if isinstance(value, unmapped):
                 stack.append(value.value)
                 continue
-            producer = self.producer_of(value)
-            if producer is not None:
-                found.setdefault(id(producer), producer)
+            passed_on = self.passed_on_with(value)
+            if passed_on:
+                found.setdefault(id(passed_on), passed_on)
             if type(value) in _SCALARS or id(value) in seen:
                 continue
             items = _items(value)
@@ -122,13 +144,7 @@ class Lineage:
         return list(found.values())
 
 
-class Hidden:
-    """Stands for a subflow run as the producer of its return value: it passes on nothing."""
-
-    passed_on: tuple[()] = ()
-
-
-HIDDEN = Hidden()
+_ABSENT = object()
 
 
 def is_plain(values: Iterable[object]) -> bool:

@@ -104,12 +104,16 @@ def test_a_task_loop_faster_than_the_writer_waits_for_it_and_every_event_still_a
     assert len({m.record["event_id"] for m in arrived}) == len(arrived) == 8000
 
 
-def test_a_finished_task_run_held_by_its_flow_keeps_no_event_material(isolated):
-    """A flow holds each task run (as the producer of its result) until it ends; the run's metadata
-    and upstream list, already turned into events, are let go."""
+def test_a_flow_holds_no_finished_task_run_only_what_it_passes_on(isolated):
+    """A flow remembers each result with what its producing run passes on (for the runs it feeds),
+    not the task run: the run, its metadata and upstream list (already turned into events) are let
+    go when the task returns, so a long flow does not grow the heap the garbage collector scans."""
+    import gc
+
     from producer_support import run_and_read
 
     from assetlog.producer import add_asset_metadata, current_flow_run, flow, materialize
+    from assetlog.producer.runtime import TaskRun
 
     held = []
 
@@ -121,11 +125,13 @@ def test_a_finished_task_run_held_by_its_flow_keeps_no_event_material(isolated):
     @flow
     def one() -> None:
         result = build()
-        held.append(current_flow_run().lineage.producer_of(result))
+        held.append(current_flow_run().lineage.passed_on_with(result))
+        held.append([o for o in gc.get_objects() if isinstance(o, TaskRun)])  # alive after its task returned
 
     outcome = run_and_read(isolated.settings, one)
-    [run] = held
-    assert (run.metadata, run.upstream) == ({}, ())
+    passed_on, task_runs_alive = held
+    assert [(asset.key, from_deps) for asset, from_deps in passed_on] == [("s3://held/out", False)]
+    assert task_runs_alive == []
     assert [m["metadata_json"] for m in outcome.metadata] == ['{"rows":1}']
     assert [d["upstream_key"] for d in outcome.dependencies] == ["s3://held/in"]
 

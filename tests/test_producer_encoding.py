@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from datetime import UTC, datetime
@@ -83,6 +84,29 @@ def test_the_run_encoder_writes_the_same_messages_as_records_plus_encoders(run, 
     topics = Topics("p.q")
     assert encode_run_pinned(run, topics, identity, counter_ids()) == encode_run_generic(run, topics, identity,
                                                                                     counter_ids())
+
+
+@settings(max_examples=60, deadline=None)
+@given(run=runs, identity=identities, data=st.data())
+def test_runs_of_one_shape_share_its_bytes_and_keep_their_own(run, identity, data):
+    """The run encoder keeps what a task's runs share (assets, upstream, names, producer) once per
+    shape: later runs with the same assets and upstream tuples, their own id, time and metadata,
+    and some of the texts changed, still write exactly what records plus encoders write."""
+    topics = Topics("p.q")
+    for _ in range(4):
+        later = dataclasses.replace(
+            run, task_run_id=data.draw(st.sampled_from([run.task_run_id, str(uuid.uuid4())])),
+            event_time=data.draw(st.integers(min_value=-(2**62), max_value=2**62)),
+            metadata={asset.key: data.draw(st.sampled_from(['{"a":1}', '{"ü":[1,2]}', "{}"]))
+                      for asset in run.assets if data.draw(st.booleans())},
+            task_name=data.draw(st.sampled_from([run.task_name, "other"])),
+            flow_run_id=data.draw(st.sampled_from([run.flow_run_id, None, "f"])),
+            flow_name=data.draw(st.sampled_from([run.flow_name, None, "g"])),
+            by=data.draw(st.sampled_from([run.by, None, "dbt"])),
+            task_version=data.draw(st.sampled_from([None, "1.0"])),
+            status=data.draw(st.sampled_from([SUCCEEDED, FAILED])))
+        assert encode_run_pinned(later, topics, identity, counter_ids()) == encode_run_generic(
+            later, topics, identity, counter_ids())
 
 
 def test_the_fast_paths_are_in_use_for_the_current_schemas():
