@@ -274,7 +274,7 @@ class Replay:
     def _swap(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader | ParallelReader,
               partitions: list[Partition]) -> None:
         parallel = max(2, self.result.workers)
-        self._timed("indexes", lambda: (shadow.create_deferred_indexes(self.dsn, parallel), shadow.analyze(control)))
+        self._timed("indexes", lambda: shadow.create_deferred_indexes(self.dsn, parallel, analyze=True))
         while self.result.rounds < CATCH_UP_ROUNDS:  # unlocked rounds until little is left
             ends = self._high_watermarks(partitions)
             targets = {n: ends for n in self.names}

@@ -84,7 +84,8 @@ class ShadowTables:
     live: str
     tables: Sequence[str]
     schema: str = SHADOW_SCHEMA
-    deferred: list[tuple[str, str, str | None]] = field(default_factory=list)  # (table, CREATE INDEX, comment)
+    # (table, index, CREATE INDEX, comment) of the indexes built after the load
+    deferred: list[tuple[str, str, str, str | None]] = field(default_factory=list)
 
     def create(self, conn: psycopg.Connection, defer_indexes: bool = True) -> None:
         """Drop any leftover shadow schema and mirror the live tables into a fresh one (one transaction)."""
@@ -135,7 +136,7 @@ class ShadowTables:
                 "ORDER BY c.relname", (oid,)).fetchall():
             statement = _retarget(definition, source, target)
             if defer_indexes:
-                self.deferred.append((index_name, statement, index_comment))
+                self.deferred.append((name, index_name, statement, index_comment))
             else:
                 self._create_index(conn, index_name, statement, index_comment)
         for trigger, definition, trigger_comment in conn.execute(
@@ -178,37 +179,48 @@ class ShadowTables:
             conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
                 sql.Identifier(self.schema, name), sql.Literal(comment)))
 
-    def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB") -> None:
-        """Build the indexes left out during the bulk load, each once, from the loaded rows.
+    def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB",
+                                analyze: bool = False) -> None:
+        """Build the indexes left out during the bulk load, each once, from the loaded rows; with
+        `analyze`, also gather each table's planner statistics (`ANALYZE`) in the same pool.
 
-        With `parallel` > 1 they are built on that many connections at once
+        With `parallel` > 1 the work runs on that many connections at once
         (CREATE INDEX only share-locks its table, so builds on the same table
-        do not wait for each other), biggest tables first.
+        do not wait for each other). Biggest tables first, each table's
+        ANALYZE right after its builds: ANALYZE waits for the builds on its
+        own table (its lock conflicts with theirs) but overlaps those of the
+        others; run after all the builds instead, it added a third to this
+        phase (bench/README.md, P3).
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        pending = list(self.deferred)
+        tasks: list[tuple[str, str, str | None] | str] = []  # an index to build, or a table to analyze
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            sizes = {name: _size(conn, self.schema, name) for name in self.tables}
+        for name in sorted(self.tables, key=lambda t: (-sizes[t], t)):
+            tasks += [(index, statement, comment) for table, index, statement, comment in self.deferred
+                      if table == name]
+            if analyze:
+                tasks.append(name)
 
-        def build(worker: int) -> None:
+        def work(worker: int) -> None:
             with psycopg.connect(dsn, application_name="assetlog.replay.indexes", autocommit=True) as conn:
                 conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (work_mem,))
                 while True:
                     try:
-                        name, statement, comment = pending.pop(0)
+                        task = tasks.pop(0)
                     except IndexError:
                         return
+                    if isinstance(task, str):
+                        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.schema, task)))
+                        continue
                     with conn.transaction():
-                        self._create_index(conn, name, statement, comment)
+                        self._create_index(conn, *task)
 
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="assetlog-index") as pool:
-            for future in [pool.submit(build, i) for i in range(max(1, min(parallel, len(pending))))]:
+            for future in [pool.submit(work, i) for i in range(max(1, min(parallel, len(tasks))))]:
                 future.result()
         self.deferred.clear()
-
-    def analyze(self, conn: psycopg.Connection) -> None:
-        """Fresh planner statistics, so queries are planned well from the first one after the swap."""
-        for name in self.tables:
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.schema, name)))
 
     def mismatches(self, conn: psycopg.Connection) -> list[str]:
         """Tables whose shadow definition differs from the live one (e.g. a migration ran meanwhile)."""
@@ -229,6 +241,13 @@ class ShadowTables:
                 add_missing_months(conn, self.live, self.schema, name)
             move_with_partitions(conn, self.live, name, retired)
             move_with_partitions(conn, self.schema, name, self.live)
+
+
+def _size(conn: psycopg.Connection, schema: str, name: str) -> int:
+    """Bytes of a table's heap, its partitions' included."""
+    row = conn.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
+                       (_qualified_text(conn, schema, name),)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def drop_retired(conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> None:
