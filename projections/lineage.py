@@ -136,7 +136,7 @@ class LineageProjection:
                                                          "different event times")
         with conn.transaction():
             if effects.history:
-                self.partitions.ensure(conn, {row[_TIME] for _position, row in effects.history.values()})
+                self.partitions.ensure(conn, (row[_TIME] for _position, row in effects.history.values()))
                 self._append_history(conn, effects.history)
             if effects.edges:
                 copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS,
