@@ -10,7 +10,8 @@ and swaps them in over the previous replay's.
 
 Beside each run: the phases (read, deferred indexes, swap), CPU seconds per
 1M events of the command (worker processes included) and of its PostgreSQL
-backends, and the load average at its start; then the median of each side and
+backends (also by backend: control, `.lineage` and `.properties` writers,
+`.indexes` builds), and the load average at its start; then the median of each side and
 new/old ratios of the pairs.
 
     eval "$(assetlog stack env)" && python bench/replay_ab.py --old ../base/.venv/bin/python \\
@@ -45,6 +46,8 @@ def one(settings, python: str, n: int, extra: list[str]) -> dict:
             "workers": report.get("workers"), "peak_rss_mib": rss,
             "cpu_per_million": (cpu["cpu_seconds"] or 0) * per_m,
             "postgres_cpu_per_million": (cpu["postgres_cpu_seconds"] or 0) * per_m,
+            "postgres_cpu_per_million_by_application": {name: seconds * per_m for name, seconds
+                                                        in cpu["postgres_cpu_by_application"].items()},
             "command_per_million": report["seconds"] * per_m}
 
 
@@ -73,9 +76,11 @@ def main() -> None:
                 result = one(settings, python, n, extra)
                 runs[side].append(result)
                 phases = ", ".join(f"{k} {v:.1f}" for k, v in result["phases"].items())
+                backends = ", ".join(f"{name.removeprefix('assetlog.replay') or 'control'} {seconds:.1f}" for name, seconds
+                                     in sorted(result["postgres_cpu_per_million_by_application"].items()))
                 print(f"round {index + 1} {side}: load {result['load']:.1f}, {result['command_per_million']:.0f} s per "
                       f"1M end to end ({phases} s), CPU s/1M {result['cpu_per_million']:.1f} + "
-                      f"{result['postgres_cpu_per_million']:.1f}", flush=True)
+                      f"{result['postgres_cpu_per_million']:.1f} ({backends})", flush=True)
 
     def median(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])

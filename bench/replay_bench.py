@@ -64,7 +64,7 @@ def run(settings: Settings, *args: str, python: str = sys.executable) -> tuple[d
             raise SystemExit(f"assetlog {' '.join(args)} failed ({child.returncode}): {err.read().strip()[-500:]}")
         report = json.loads(out.read())
     cpu = {"cpu_seconds": usage.ru_utime + usage.ru_stime,  # its reaped worker processes included
-           "postgres_cpu_seconds": backends.seconds}
+           "postgres_cpu_seconds": backends.seconds, "postgres_cpu_by_application": backends.by_application}
     return report, wall, usage.ru_maxrss / 1024, cpu
 
 
