@@ -117,7 +117,10 @@ class Replay:
             if not self.check and (found := dependents(control, live, tables)):
                 raise ShadowError(f"{', '.join(found)} depend on the tables a replay swaps; drop them before the "
                                   "replay and create them again after it")
-            shadow = ShadowTables(live, tables)
+            # Keys built after the load only when the replay swaps (a check compares by the live keys).
+            keys_after_load = () if self.check else [t for name in self.names
+                                                     for t in getattr(PROJECTIONS[name], "keys_after_load", ())]
+            shadow = ShadowTables(live, tables, keys_after_load=keys_after_load)
             shadow.create(control)  # secondary indexes only once loaded, and only to swap them in
             partitions = self._partitions()
             start = {tp: 0 for tp in partitions}

@@ -100,6 +100,9 @@ class LineageProjection:
     name = "lineage"
     tables = ("lineage_history", "asset_edges")
     support_tables = ("lineage_event_ids",)
+    # Tables whose primary key a bulk load (a replay's shadow) may build after the rows: the history is
+    # written by plain COPY, never upserted, and lineage_event_ids keeps its event ids unique meanwhile.
+    keys_after_load = ("lineage_history",)
 
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
