@@ -42,8 +42,9 @@ class BackendSampler:
     """
 
     def __init__(self, dsn: str, database: str, application: str, interval: float = 0.02) -> None:
-        self._dsn, self._database, self._application, self._interval = dsn, database, application, interval
+        self._dsn, self._database, self._application_prefix, self._interval = dsn, database, application, interval
         self._last: dict[int, float] = {}
+        self._application: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backend-cpu", daemon=True)
 
@@ -59,6 +60,15 @@ class BackendSampler:
     def seconds(self) -> float | None:
         return sum(self._last.values()) if self._last else None
 
+    @property
+    def by_application(self) -> dict[str, float]:
+        """The same seconds by application_name (e.g. a replay's writers, index builds, control)."""
+        totals: dict[str, float] = {}
+        for pid, seconds in self._last.items():
+            name = self._application.get(pid, "?")
+            totals[name] = totals.get(name, 0.0) + seconds
+        return totals
+
     def _run(self) -> None:
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             pids: list[int] = []
@@ -66,9 +76,11 @@ class BackendSampler:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now >= next_lookup:  # new backends appear rarely: look them up every 0.2 s
-                    pids = [row[0] for row in conn.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
-                        (self._database, self._application + "%"))]
+                    found = conn.execute(
+                        "SELECT pid, application_name FROM pg_stat_activity WHERE datname = %s "
+                        "AND application_name LIKE %s", (self._database, self._application_prefix + "%")).fetchall()
+                    pids = [pid for pid, _name in found]
+                    self._application.update(found)
                     next_lookup = now + 0.2
                 for pid in pids:
                     seconds = pid_cpu_seconds(pid)

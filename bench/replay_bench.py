@@ -44,15 +44,16 @@ from assetlog.projections.partitions import list_partitions
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run(settings: Settings, *args: str) -> tuple[dict, float, float, dict[str, float | None]]:
-    """Run `assetlog ARGS --json` as a child process: (its JSON, wall seconds, its peak RSS in MiB, CPU
-    seconds of the process with its worker processes and of the PostgreSQL backends it used)."""
+def run(settings: Settings, *args: str, python: str = sys.executable) -> tuple[dict, float, float, dict[str, float | None]]:
+    """Run `assetlog ARGS --json` as a child process (of `python`'s installation): (its JSON, wall seconds,
+    its peak RSS in MiB, CPU seconds of the process with its worker processes and of the PostgreSQL
+    backends it used)."""
     started = time.monotonic()
     params = conninfo.conninfo_to_dict(settings.postgres_dsn or "")
     application = "assetlog.consume." if args[0] == "consume" else "assetlog.replay"
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
             BackendSampler(settings.postgres_dsn or "", str(params.get("dbname")), application) as backends:
-        child = subprocess.Popen([sys.executable, "-m", "assetlog", *args, "--json"], env=child_env(settings),
+        child = subprocess.Popen([python, "-m", "assetlog", *args, "--json"], env=child_env(settings),
                                  stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -63,7 +64,7 @@ def run(settings: Settings, *args: str) -> tuple[dict, float, float, dict[str, f
             raise SystemExit(f"assetlog {' '.join(args)} failed ({child.returncode}): {err.read().strip()[-500:]}")
         report = json.loads(out.read())
     cpu = {"cpu_seconds": usage.ru_utime + usage.ru_stime,  # its reaped worker processes included
-           "postgres_cpu_seconds": backends.seconds}
+           "postgres_cpu_seconds": backends.seconds, "postgres_cpu_by_application": backends.by_application}
     return report, wall, usage.ru_maxrss / 1024, cpu
 
 

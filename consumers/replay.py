@@ -118,7 +118,10 @@ class Replay:
             if not self.check and (found := dependents(control, live, tables)):
                 raise ShadowError(f"{', '.join(found)} depend on the tables a replay swaps; drop them before the "
                                   "replay and create them again after it")
-            shadow = ShadowTables(live, tables)
+            # Keys built after the load only when the replay swaps (a check compares by the live keys).
+            keys_after_load = () if self.check else [t for name in self.names
+                                                     for t in getattr(PROJECTIONS[name], "keys_after_load", ())]
+            shadow = ShadowTables(live, tables, keys_after_load=keys_after_load)
             shadow.create(control)  # secondary indexes only once loaded, and only to swap them in
             partitions = self._partitions()
             start = {tp: 0 for tp in partitions}
@@ -274,7 +277,7 @@ class Replay:
     def _swap(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader | ParallelReader,
               partitions: list[Partition]) -> None:
         parallel = max(2, self.result.workers)
-        self._timed("indexes", lambda: (shadow.create_deferred_indexes(self.dsn, parallel), shadow.analyze(control)))
+        self._timed("indexes", lambda: shadow.create_deferred_indexes(self.dsn, parallel, analyze=True))
         while self.result.rounds < CATCH_UP_ROUNDS:  # unlocked rounds until little is left
             ends = self._high_watermarks(partitions)
             targets = {n: ends for n in self.names}

@@ -51,8 +51,11 @@ class WriterStats:
 
 
 # Events folded into one shadow transaction per projection: current properties collapse to a row per
-# key (fewer, bigger upserts), while the history's rows are all kept (memory: an Event each).
-COALESCE_EVENTS = {"properties": 50_000, "lineage": 10_000}
+# key (fewer, bigger upserts: folds of 200,000 halved the properties writers' PostgreSQL CPU against
+# 50,000 in a 1M-event replay), while the history's rows are all kept, so a bigger fold saves it nothing
+# (folds of 50,000 cost PostgreSQL as much as 10,000). Measured in bench/README.md (P3, second pass).
+# A fold keeps its messages until it commits (about 0.4 kB each).
+COALESCE_EVENTS = {"properties": 200_000, "lineage": 10_000}
 # Batches waiting per writer: the reader keeps decoding while a writer folds or flushes a big batch.
 QUEUE_DEPTH = 4
 

@@ -87,6 +87,9 @@ class LineageProjection:
     name = "lineage"
     tables = ("lineage_history", "asset_edges")
     support_tables = ("lineage_event_ids",)
+    # Tables whose primary key a bulk load (a replay's shadow) may build after the rows: the history is
+    # written by plain COPY, never upserted, and lineage_event_ids keeps its event ids unique meanwhile.
+    keys_after_load = ("lineage_history",)
 
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
@@ -115,7 +118,7 @@ class LineageProjection:
                                                          "different event times")
         with conn.transaction():
             if effects.history:
-                self.partitions.ensure(conn, {row[_TIME] for _position, row in effects.history.values()})
+                self.partitions.ensure(conn, (row[_TIME] for _position, row in effects.history.values()))
                 self._append_history(conn, effects.history)
             if effects.edges:
                 copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS,

@@ -26,6 +26,7 @@ truth, a detached month is an ordinary table in `ARCHIVE_SCHEMA` to dump and dro
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +59,17 @@ def month_of(moment: datetime) -> datetime:
     """The first instant (UTC) of the calendar month holding `moment`."""
     utc = moment.astimezone(UTC)
     return datetime(utc.year, utc.month, 1, tzinfo=UTC)
+
+
+def months_of(times: Iterable[datetime]) -> set[datetime]:
+    """`month_of` of each time, as a set: one call per batch of rows (the writers' hot path), which
+    skips the conversion for times already in UTC (decoded ones are)."""
+    months: set[tuple[int, int]] = set()
+    for moment in times:
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
+        months.add((moment.year, moment.month))
+    return {datetime(year, month, 1, tzinfo=UTC) for year, month in months}
 
 
 def add_months(month: datetime, count: int) -> datetime:
@@ -213,10 +225,11 @@ class MonthlyPartitions:
         self.known.clear()
         self.partitioned = None
 
-    def ensure(self, conn: psycopg.Connection, times: set[datetime], now: datetime | None = None) -> list[datetime]:
+    def ensure(self, conn: psycopg.Connection, times: Iterable[datetime],
+               now: datetime | None = None) -> list[datetime]:
         """Create the missing partitions for `times` (and the next month in the last days of this one);
         returns those created."""
-        wanted = {month_of(t) for t in times} | set(ahead(now))
+        wanted = months_of(times) | set(ahead(now))
         missing = {m for m in wanted if m not in self.known and on_demand(m, now)}
         if not missing:
             return []

@@ -85,7 +85,10 @@ class ShadowTables:
     live: str
     tables: Sequence[str]
     schema: str = SHADOW_SCHEMA
-    deferred: list[tuple[str, str, str | None]] = field(default_factory=list)  # (table, CREATE INDEX, comment)
+    # Tables whose primary key is built after the load too (their rows are only COPYed, never upserted).
+    keys_after_load: Sequence[str] = ()
+    # What is built after the load: (table, is a primary key, statement, the comments that go with it)
+    deferred: list[tuple[str, bool, sql.Composable, list[sql.Composable]]] = field(default_factory=list)
 
     def create(self, conn: psycopg.Connection, defer_indexes: bool = True) -> None:
         """Drop any leftover shadow schema and mirror the live tables into a fresh one (one transaction)."""
@@ -128,17 +131,18 @@ class ShadowTables:
             key, _, value = option.partition("=")
             conn.execute(sql.SQL("ALTER TABLE {} SET ({} = {})").format(
                 shadow, sql.Identifier(key), sql.Literal(value)))
-        self._mirror_constraint_indexes(conn, oid, shadow)
+        self._mirror_constraint_indexes(conn, name, oid, shadow, defer_key=defer_indexes and name in self.keys_after_load)
         for index_name, definition, index_comment in conn.execute(
                 "SELECT c.relname, pg_get_indexdef(i.indexrelid), obj_description(i.indexrelid, 'pg_class') "
                 "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s AND NOT EXISTS "
                 "(SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid) "
                 "ORDER BY c.relname", (oid,)).fetchall():
-            statement = _retarget(definition, source, target)
+            statement = sql.SQL(_retarget(definition, source, target))  # PostgreSQL's own text, retargeted
+            comments = self._index_comment(index_name, index_comment)
             if defer_indexes:
-                self.deferred.append((index_name, statement, index_comment))
+                self.deferred.append((name, False, statement, comments))
             else:
-                self._create_index(conn, index_name, statement, index_comment)
+                self._build(conn, statement, comments)
         for trigger, definition, trigger_comment in conn.execute(
                 "SELECT tgname, pg_get_triggerdef(oid), obj_description(oid, 'pg_trigger') FROM pg_trigger "
                 "WHERE tgrelid = %s AND NOT tgisinternal ORDER BY tgname", (oid,)).fetchall():
@@ -158,57 +162,80 @@ class ShadowTables:
                 sql.SQL(privilege), shadow, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
                 sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL("")))
 
-    def _mirror_constraint_indexes(self, conn: psycopg.Connection, oid: int, shadow: sql.Identifier) -> None:
-        """Primary keys and unique/exclusion constraints (the upserts' conflict targets) at once."""
-        for name, definition, comment, index_comment in conn.execute(
-                "SELECT conname, pg_get_constraintdef(oid), obj_description(oid, 'pg_constraint'), "
+    def _mirror_constraint_indexes(self, conn: psycopg.Connection, table_name: str, oid: int, shadow: sql.Identifier,
+                                   defer_key: bool = False) -> None:
+        """Primary keys and unique/exclusion constraints (the upserts' conflict targets) at once; with
+        `defer_key`, the primary key after the load (see `keys_after_load`)."""
+        for name, kind, definition, comment, index_comment in conn.execute(
+                "SELECT conname, contype, pg_get_constraintdef(oid), obj_description(oid, 'pg_constraint'), "
                 "obj_description(conindid, 'pg_class') FROM pg_constraint "
                 "WHERE conrelid = %s AND contype IN ('p', 'u', 'x') ORDER BY conname", (oid,)).fetchall():
-            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(shadow, sql.Identifier(name))
+            statement = (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(shadow, sql.Identifier(name))
                          + sql.SQL(definition))  # PostgreSQL's own text: PRIMARY KEY (key), ...
+            comments = self._index_comment(name, index_comment)
             if comment is not None:
-                conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                comments.insert(0, sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
                     sql.Identifier(name), shadow, sql.Literal(comment)))
-            if index_comment is not None:
-                conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
-                    sql.Identifier(self.schema, name), sql.Literal(index_comment)))
+            if defer_key and kind == "p":
+                self.deferred.append((table_name, True, statement, comments))
+            else:
+                self._build(conn, statement, comments)
 
-    def _create_index(self, conn: psycopg.Connection, name: str, statement: str, comment: str | None) -> None:
-        conn.execute(sql.SQL(statement))  # PostgreSQL's own CREATE INDEX text, retargeted
-        if comment is not None:
-            conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
-                sql.Identifier(self.schema, name), sql.Literal(comment)))
+    def _index_comment(self, name: str, comment: str | None) -> list[sql.Composable]:
+        return [] if comment is None else [sql.SQL("COMMENT ON INDEX {} IS {}").format(
+            sql.Identifier(self.schema, name), sql.Literal(comment))]
 
-    def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB") -> None:
-        """Build the indexes left out during the bulk load, each once, from the loaded rows.
+    @staticmethod
+    def _build(conn: psycopg.Connection, statement: sql.Composable, comments: list[sql.Composable]) -> None:
+        conn.execute(statement)
+        for comment in comments:
+            conn.execute(comment)
 
-        With `parallel` > 1 they are built on that many connections at once
+    def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB",
+                                analyze: bool = False) -> None:
+        """Build the indexes left out during the bulk load, each once, from the loaded rows; with
+        `analyze`, also gather each table's planner statistics (`ANALYZE`) in the same pool.
+
+        With `parallel` > 1 the work runs on that many connections at once
         (CREATE INDEX only share-locks its table, so builds on the same table
-        do not wait for each other), biggest tables first.
+        do not wait for each other). The deferred primary keys go first: adding
+        one locks its table exclusively, so the other connections build the
+        small tables' indexes meanwhile; then table by table, smallest first,
+        each table's ANALYZE right after its builds: ANALYZE waits for the
+        builds on its own table (its lock conflicts with theirs) but overlaps
+        the others'; run after all the builds instead, it added a third to
+        this phase (bench/README.md, P3).
         """
 
-        pending = list(self.deferred)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            sizes = {name: _size(conn, self.schema, name) for name in self.tables}
+        # a statement with its comments, or the name of a table to analyze
+        tasks: list[tuple[sql.Composable, list[sql.Composable]] | str] = [
+            (statement, comments) for _table, key, statement, comments in self.deferred if key]
+        for name in sorted(self.tables, key=lambda t: (sizes[t], t)):
+            tasks += [(statement, comments) for table, key, statement, comments in self.deferred
+                      if table == name and not key]
+            if analyze:
+                tasks.append(name)
 
-        def build(worker: int) -> None:
+        def work(worker: int) -> None:
             with psycopg.connect(dsn, application_name="assetlog.replay.indexes", autocommit=True) as conn:
                 conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (work_mem,))
                 while True:
                     try:
-                        name, statement, comment = pending.pop(0)
+                        task = tasks.pop(0)
                     except IndexError:
                         return
+                    if isinstance(task, str):
+                        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.schema, task)))
+                        continue
                     with conn.transaction():
-                        self._create_index(conn, name, statement, comment)
+                        self._build(conn, *task)
 
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="assetlog-index") as pool:
-            for future in [pool.submit(build, i) for i in range(max(1, min(parallel, len(pending))))]:
+            for future in [pool.submit(work, i) for i in range(max(1, min(parallel, len(tasks))))]:
                 future.result()
         self.deferred.clear()
-
-    def analyze(self, conn: psycopg.Connection) -> None:
-        """Fresh planner statistics, so queries are planned well from the first one after the swap."""
-        for name in self.tables:
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.schema, name)))
 
     def mismatches(self, conn: psycopg.Connection) -> list[str]:
         """Tables whose shadow definition differs from the live one (e.g. a migration ran meanwhile)."""
@@ -229,6 +256,13 @@ class ShadowTables:
                 add_missing_months(conn, self.live, self.schema, name)
             move_with_partitions(conn, self.live, name, retired)
             move_with_partitions(conn, self.schema, name, self.live)
+
+
+def _size(conn: psycopg.Connection, schema: str, name: str) -> int:
+    """Bytes of a table's heap, its partitions' included."""
+    row = conn.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
+                       (_qualified_text(conn, schema, name),)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def drop_retired(conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> None:
