@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -57,6 +58,7 @@ class OffsetMirror:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._failing = False
+        self._unanswered = 0  # commits sent whose callback has not run yet
         self._thread = threading.Thread(target=self._run, name="assetlog-offset-mirror", daemon=True)
         self._thread.start()
 
@@ -66,13 +68,20 @@ class OffsetMirror:
             self._pending.update(offsets)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Commit what is pending once more and wait briefly for the answer (a broker away does not hold
-        up the exit: the copy is only for monitoring), then stop."""
+        """Commit what is pending once more and wait for the answers, at most `timeout` (a broker away
+        does not hold up the exit: the copy is only for monitoring), then stop.
+
+        `poll()` returns early for messages only, never for a commit's callback, so it is called in
+        short slices until every commit sent has been answered: a bare `poll(timeout)` made every
+        consumer's exit take the whole `timeout`.
+        """
         self._stop.set()
         self._thread.join(timeout=self._interval + 5)
         try:
             self._commit()
-            self._consumer.poll(timeout)  # serves the last commit's callback
+            deadline = time.monotonic() + timeout
+            while self._unanswered and time.monotonic() < deadline:
+                self._consumer.poll(0.02)  # serves the commits' callbacks
             self._consumer.close()
         except RuntimeError:  # closed already
             pass
@@ -90,10 +99,12 @@ class OffsetMirror:
         partitions = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
         try:
             self._consumer.commit(offsets=partitions, asynchronous=True)
+            self._unanswered += 1
         except KafkaException as exc:
             self._failed(partitions, str(exc.args[0]))
 
     def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        self._unanswered -= 1  # callbacks run inside poll(), on the thread that commits: no lock needed
         failed = [tp for tp in partitions if tp.error is not None]
         if error is not None or failed:
             self._failed(failed or partitions, str(error or failed[0].error))

@@ -20,7 +20,7 @@ class RunStats:
     batches: int = 0
     retries: int = 0
     seconds: float = 0.0
-    busy_seconds: float = 0.0  # from the first message received to the end (excludes joining the group)
+    busy_seconds: float = 0.0  # from the first message received to the last commit (no group join, no exit)
     stopped_by: str = ""
     resyncs: int = 0  # times a replay's swap made the runner drop its in-flight batches and re-seek
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)
