@@ -229,8 +229,7 @@ class ShadowTables:
                     if isinstance(task, str):
                         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.schema, task)))
                         continue
-                    with conn.transaction():
-                        self._build(conn, *task)
+                    build_naming_partitions(conn, *task)
 
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="assetlog-index") as pool:
             for future in [pool.submit(work, i) for i in range(max(1, min(parallel, len(tasks))))]:
@@ -263,6 +262,33 @@ def _size(conn: psycopg.Connection, schema: str, name: str) -> int:
     row = conn.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
                        (_qualified_text(conn, schema, name),)).fetchone()
     return int(row[0]) if row else 0
+
+
+# PostgreSQL's unique index on relation names: what two index builds hit when they chose the same name.
+_RELATION_NAME_KEY = "pg_class_relname_nsp_index"
+
+
+def build_naming_partitions(conn: psycopg.Connection, statement: sql.Composable, comments: list[sql.Composable],
+                            attempts: int = 5) -> None:
+    """Run one index build (with its comments) in its own transaction, again if its name for a partition's
+    index was taken meanwhile.
+
+    An index on a partitioned table gives each partition an index named after the partition and the
+    columns (`lineage_history_2026_12_asset_key_event_time_event_id_idx`), choosing a free name as it
+    goes. Two builds over the same columns (the history has two, one partial) on two connections
+    that choose at the same moment can both find the name free (seen once in a suite run); the
+    second one's insert into the catalog then fails on the first's. The first's name is visible by
+    then, so the same statement run again picks the next free one. Any other error, or the same one
+    `attempts` times, is raised.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with conn.transaction():
+                ShadowTables._build(conn, statement, comments)
+            return
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != _RELATION_NAME_KEY or attempt == attempts:
+                raise
 
 
 def drop_retired(conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> None:

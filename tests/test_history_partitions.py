@@ -125,6 +125,52 @@ def test_creating_a_month_moves_its_rows_out_of_default_and_every_partition_stay
                                                                                 for p in partitions)
 
 
+def test_an_index_build_whose_partition_index_name_was_taken_meanwhile_runs_again():
+    # A replay builds the history's deferred indexes on two connections, and two of them have the
+    # same columns: once in a suite run, both builds chose the same name for a partition's index and
+    # the second failed on pg_class's unique name key. PostgreSQL gives that race only by chance (it
+    # sees names another build inserted, even uncommitted; both must choose within microseconds), so
+    # a stand-in connection gives the error here; the build's own SQL runs in the replay tests.
+    from contextlib import nullcontext
+
+    from psycopg import sql
+
+    from assetlog.projections.shadow import build_naming_partitions
+
+    class NameTaken(psycopg.errors.UniqueViolation):
+        def __init__(self, key: str) -> None:
+            super().__init__(f"duplicate key value violates unique constraint {key}")
+            self.key = key
+
+        @property
+        def diag(self):  # what psycopg reads from the server's error fields
+            return type("Diag", (), {"constraint_name": self.key})()
+
+    class Connection:
+        def __init__(self, failures: list[BaseException]) -> None:
+            self.failures, self.statements = failures, []
+
+        def transaction(self):
+            return nullcontext()
+
+        def execute(self, statement):
+            self.statements.append(statement)
+            if self.failures:
+                raise self.failures.pop(0)
+
+    build = sql.SQL("CREATE INDEX x ON lineage_history (asset_key, event_time)")
+    taken = Connection([NameTaken("pg_class_relname_nsp_index")])
+    build_naming_partitions(taken, build, [])  # type: ignore[arg-type]
+    assert taken.statements == [build, build]
+    for other in (NameTaken("lineage_history_pkey"), psycopg.errors.DuplicateTable("relation x exists")):
+        with pytest.raises(type(other)):
+            build_naming_partitions(Connection([other]), build, [])  # type: ignore[arg-type]
+    always = Connection([NameTaken("pg_class_relname_nsp_index") for _ in range(5)])
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        build_naming_partitions(always, build, [], attempts=5)  # type: ignore[arg-type]
+    assert len(always.statements) == 5
+
+
 def test_an_event_id_met_again_with_another_time_is_dead_lettered_and_the_first_stays(world):
     settings = world.settings
     run = TaskRun(["s3://b/twice.csv"], time=EPOCH)
