@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Producer
 from assetlog.topics import (
     REQUIRED_TOPIC_CONFIG,
     TopicError,
+    _describe_with_retry,
     admin_client,
     ensure_topics,
     verify_topic_settings,
@@ -56,7 +57,9 @@ def test_event_topics_keep_every_event(isolated):
     topic = isolated.settings.topics.dependencies
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    configs = next(iter(admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values())).result()
+    # Just created: the broker may not know the topic for a moment yet; the product's own check retries too.
+    resource, future = next(iter(admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).items()))
+    configs = _describe_with_retry(admin, resource, future, timeout=10.0)
     for setting, value in REQUIRED_TOPIC_CONFIG.items():
         assert configs[setting].value == value
     assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 3
