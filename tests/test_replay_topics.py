@@ -22,9 +22,12 @@ def topics_create(isolated, prefix: str, *args: str) -> subprocess.CompletedProc
 
 def delete_all(isolated, prefix: str) -> None:
     settings = replace(isolated.settings, topic_prefix=prefix)
-    for future in admin_client(settings).delete_topics(all_topics(settings.topics), operation_timeout=30).values():
+    # The client is kept until its futures are answered: freed while a deletion is in flight, it never
+    # answers, and result() waited forever (a suite run hung here).
+    admin = admin_client(settings)
+    for future in admin.delete_topics(all_topics(settings.topics), operation_timeout=30).values():
         try:
-            future.result()
+            future.result(timeout=60)
         except Exception:  # some were never created
             pass
 
