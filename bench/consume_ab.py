@@ -19,28 +19,9 @@ import os
 import subprocess
 import sys
 
-import psycopg
 from cpu_probe import BackendSampler
 from projection_bench import generate, publish
-from psycopg import sql
-from support import child_env, scratch
-
-from assetlog.projections.partitions import list_partitions
-
-
-def empty_tables(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM consumer_offsets")
-        conn.execute("TRUNCATE assets, asset_properties, asset_edges, lineage_event_ids")
-        protected = ["lineage_history", *(p.name for p in list_partitions(conn, "public"))]
-        with conn.transaction():  # the history refuses TRUNCATE: lifted for the reset only
-            for name in protected:
-                conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER lineage_history_no_truncate").format(
-                    sql.Identifier(name)))
-            conn.execute("TRUNCATE lineage_history")
-            for name in protected:
-                conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER lineage_history_no_truncate").format(
-                    sql.Identifier(name)))
+from support import child_env, empty_projection_tables, scratch
 
 
 def main() -> None:
@@ -62,7 +43,7 @@ def main() -> None:
             sides = [("new", args.new), ("old", args.old)]
             for side, python in sides if index % 2 == 0 else sides[::-1]:
                 for size in args.batch_sizes.split(","):
-                    empty_tables(work.dsn)
+                    empty_projection_tables(work.dsn)
                     load = os.getloadavg()[0]
                     with BackendSampler(work.dsn, work.database, f"assetlog.consume.{args.name}") as backends:
                         child = subprocess.Popen(

@@ -32,14 +32,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 from cpu_probe import BackendSampler
 from projection_bench import generate, publish
-from psycopg import conninfo, sql
-from support import child_env, scratch
+from psycopg import conninfo
+from support import child_env, empty_projection_tables, scratch
 
 from assetlog.config import Settings
-from assetlog.projections.partitions import list_partitions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -111,19 +109,7 @@ def main() -> None:
             results[f"live {name}"] = {"seconds": report["busy_seconds"], "wall_seconds": wall,
                                        "events_per_second": n / report["busy_seconds"], "peak_rss_mib": rss, **cpu}
         results["live both, one after the other"] = {"seconds": live_total, "events_per_second": n / live_total}
-        with psycopg.connect(settings.postgres_dsn or "", autocommit=True) as conn:  # a second deployment's worth
-            conn.execute("DELETE FROM consumer_offsets")
-            conn.execute("TRUNCATE assets, asset_properties, asset_edges")
-            # The history and each of its partitions refuse TRUNCATE: lift that for the reset only.
-            protected = ["lineage_history", *(p.name for p in list_partitions(conn, "public"))]
-            with conn.transaction():
-                for name in protected:
-                    conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER lineage_history_no_truncate").format(
-                        sql.Identifier(name)))
-                conn.execute("TRUNCATE lineage_history")
-                for name in protected:
-                    conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER lineage_history_no_truncate").format(
-                        sql.Identifier(name)))
+        empty_projection_tables(settings.postgres_dsn or "")  # a second deployment's worth
         pair = run_pair(settings)
         results["live both at once (2 processes)"] = {"seconds": pair, "events_per_second": n / pair}
         for name in replays:

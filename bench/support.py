@@ -32,6 +32,7 @@ from assetlog.config import (
     Settings,
 )
 from assetlog.projections import migrate
+from assetlog.projections.partitions import list_partitions
 from assetlog.topics import admin_client, all_topics, ensure_topics
 
 
@@ -173,3 +174,21 @@ def child_env(settings: Settings) -> dict[str, str]:
     env.update({ENV_KAFKA_BOOTSTRAP: settings.kafka_bootstrap or "", ENV_POSTGRES_DSN: settings.postgres_dsn or "",
                 ENV_TOPIC_PREFIX: settings.topic_prefix, ENV_OUTBOX_DIR: str(settings.outbox_dir)})
     return env
+
+
+def empty_projection_tables(dsn: str) -> None:
+    """Empty every projection table and the consumers' offsets, so the same events project again as into a
+    new deployment. The history and each of its partitions refuse TRUNCATE: that is lifted for this reset
+    only. The event-id registry is emptied too, or every event would be skipped as a redelivery."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM consumer_offsets")
+        conn.execute("TRUNCATE assets, asset_properties, asset_edges, lineage_event_ids")
+        protected = ["lineage_history", *(p.name for p in list_partitions(conn, "public"))]
+        with conn.transaction():
+            for name in protected:
+                conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER lineage_history_no_truncate").format(
+                    sql.Identifier(name)))
+            conn.execute("TRUNCATE lineage_history")
+            for name in protected:
+                conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER lineage_history_no_truncate").format(
+                    sql.Identifier(name)))
