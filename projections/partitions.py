@@ -323,8 +323,12 @@ def move_out_of_default(conn: psycopg.Connection, schema: str | None, month: dat
             conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(table(schema, parent), default))
             create_month(conn, schema, month, parent)
             in_month = sql.SQL("event_time >= %s AND event_time < %s")
-            moved = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {} WHERE {}").format(
-                table(schema, parent), default, in_month), bounds).rowcount
+            # By name: a DEFAULT partition attached from an older table may order its columns otherwise.
+            columns = sql.SQL(", ").join(sql.Identifier(name) for (name,) in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum", (_regclass_text(schema, parent),)).fetchall())
+            moved = conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {}").format(
+                table(schema, parent), columns, columns, default, in_month), bounds).rowcount
             deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(default, in_month), bounds).rowcount
             if deleted != moved:
                 raise PartitionError(f"moving {partition_name(month, parent)} out of the default partition copied "
