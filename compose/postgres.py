@@ -23,6 +23,22 @@ from assetlog.compose.security import SecurityMaterial
 
 DATABASE = "assetlog"
 SUPERUSER = "postgres"
+ENV_SHARED_BUFFERS = "ASSETLOG_STACK_POSTGRES_SHARED_BUFFERS"
+
+
+def memory_options(total_bytes: int, shared_buffers: str | None = None) -> list[str]:
+    """Server settings sized to the machine, as PostgreSQL's own tuning advice goes: a quarter of the
+    memory for shared_buffers (at least 128 MB, at most 8 GB) and half of it as effective_cache_size.
+    The 256 MB this stack used before held a tenth of a 10M-edge graph's read path, so a walk's pages
+    fell back on the OS cache, which other work on the machine evicts (bench/README.md, "Graph at 10M
+    edges"). `ASSETLOG_STACK_POSTGRES_SHARED_BUFFERS` (PostgreSQL's units, e.g. 2GB) overrides."""
+    mib = total_bytes // 2**20
+    buffers = shared_buffers or f"{min(max(mib // 4, 128), 8192)}MB"
+    return [f"-c shared_buffers={buffers}", f"-c effective_cache_size={max(mib // 2, 256)}MB"]
+
+
+def _machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _bindir() -> Path | None:
@@ -205,8 +221,9 @@ class PostgresCluster:
         if stale.exists():
             stale.unlink()  # the process it names is gone (checked above)
         options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                   "-c max_connections=200 -c shared_buffers=256MB -c fsync=on")
-        options = " ".join([options, *self._secure_files()])
+                   "-c max_connections=200 -c fsync=on")
+        options = " ".join([options, *memory_options(_machine_memory(), os.environ.get(ENV_SHARED_BUFFERS) or None),
+                            *self._preload(bindir), *self._secure_files()])
         result = subprocess.run(
             _as_owner([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
                        "-o", options, "-w", "-t", "60", "start"]),
@@ -219,6 +236,19 @@ class PostgresCluster:
             self._create_database(port)
         return {"dsn": self.dsn(), "pid": self.running_pid(), "reused": False,
                 "seconds": round(time.monotonic() - started, 2)}
+
+    @staticmethod
+    def _preload(bindir: Path) -> list[str]:
+        """pg_prewarm's worker, when the server has it: it records what shared buffers hold and loads it
+        again after a restart, so a restart does not leave every walk reading from disk (`assetlog db
+        warm` loads the read path on demand)."""
+        library = subprocess.run([str(bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True,
+                                 check=False).stdout.strip() if (bindir / "pg_config").exists() else ""
+        candidates = [Path(library)] if library else []
+        candidates.append(bindir.parent / "lib")
+        if any((folder / "pg_prewarm.so").exists() for folder in candidates):
+            return ["-c shared_preload_libraries=pg_prewarm"]
+        return []
 
     def _clone_primary(self, bindir: Path) -> None:
         """A base backup of the primary that starts as a streaming hot standby (`-R` writes

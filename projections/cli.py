@@ -1,4 +1,5 @@
-"""`assetlog db migrate` (create or upgrade the projection tables) and `assetlog db partitions` (history months)."""
+"""`assetlog db migrate` (create or upgrade the projection tables), `assetlog db partitions` (history months)
+and `assetlog db warm` (the read path's pages into PostgreSQL's cache)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from assetlog.projections.partitions import (
     month_of,
 )
 from assetlog.projections.shadow import live_schema
+from assetlog.projections.warm import warm_read_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     detach.add_argument("--dry-run", action="store_true", help="name the months it would detach, change nothing")
     add_json_flag(detach)
     detach.set_defaults(handler=_detach)
+
+    warm = actions.add_parser(
+        "warm", help="load the pages lineage walks and asset lookups read into shared buffers (pg_prewarm), "
+                     "e.g. after a restart or a replay; needs the pg_prewarm extension")
+    add_json_flag(warm)
+    warm.set_defaults(handler=_warm)
 
 
 def month_argument(text: str) -> datetime:
@@ -130,6 +138,22 @@ def _detach(args: argparse.Namespace) -> int:
             return f"would detach {', '.join(names)} into {ARCHIVE_SCHEMA}"
         return (f"detached {', '.join(names)} into {ARCHIVE_SCHEMA}: dump them (pg_dump -t '{ARCHIVE_SCHEMA}.*') "
                 "and drop them when you no longer need them")
+
+    print_result(args, result, human)
+    return 0
+
+
+def _warm(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        warmed, buffers_mib = warm_read_path(conn)
+    loaded = [w for w in warmed if w.loaded]
+    result = {"relations": [w.as_dict() for w in warmed], "shared_buffers_mib": buffers_mib,
+              "loaded_mib": round(sum(w.mib for w in loaded), 1)}
+
+    def human() -> str:
+        lines = [f"{w.relation:<24} {w.mib:>10.1f} MiB  {'loaded' if w.loaded else 'SKIPPED: past shared_buffers'}"
+                 f"  ({w.reads})" for w in warmed]
+        return "\n".join([*lines, f"loaded {result['loaded_mib']:,} MiB into {buffers_mib:,.0f} MiB of shared_buffers"])
 
     print_result(args, result, human)
     return 0

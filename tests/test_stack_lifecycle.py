@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 
 
@@ -45,6 +46,7 @@ def private_stack():
     home.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETLOG_")}
     env["ASSETLOG_STACK_DIR"] = str(home)
+    env["ASSETLOG_STACK_POSTGRES_SHARED_BUFFERS"] = "160MB"  # not a quarter of the machine for a private stack
     yield home, env
     _run(env, "down", "--purge")
     shutil.rmtree(home, ignore_errors=True)
@@ -57,6 +59,9 @@ def test_up_twice_leaves_one_of_each_and_down_leaves_none(private_stack):
     started = json.loads(first.stdout)
     assert started["kafka"]["reused"] is False and started["postgres"]["reused"] is False
     processes = _our_processes(home)
+    with psycopg.connect(started["postgres"]["dsn"], autocommit=True) as conn:
+        assert conn.execute("SHOW shared_buffers").fetchone() == ("160MB",)
+        assert "pg_prewarm" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]
     second = _run(env, "up", "--json")
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout)
