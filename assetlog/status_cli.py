@@ -52,6 +52,8 @@ def render(report: dict[str, Any]) -> str:
     age = outbox.get("oldest_age_seconds")
     lines.append(f"outbox     {waiting} events waiting" + (f", oldest {age:.0f}s" if age else "")
                  + (f"  {outbox['path']}" if outbox.get("path") else ""))
+    lines.append("decoding   " + ("compiled Avro readers" if report["avro_reader"] == "compiled" else
+                                  "generated Python Avro readers (the C extension was not built)"))
     if report["attention"]:
         lines.append("ATTENTION")
         lines += [f"  - {finding}" for finding in report["attention"]]

@@ -22,7 +22,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from assetlog.schemas.compatibility import appended_defaults
-from assetlog.schemas.specialised import Reader, compile_reader
+from assetlog.schemas.compiled import best_reader
+from assetlog.schemas.specialised import Reader
 
 MAGIC = b"\xc3\x01"
 HEADER_LENGTH = len(MAGIC) + 8
@@ -120,12 +121,13 @@ class SchemaRegistry:
                 added = appended_defaults(reader.schema, version.schema)
                 if added is not None:
                     self._appended[fingerprint_] = added
-        # The hot path: a reader generated once per writer schema that needs no resolution (see
-        # `specialised.py`); fastavro stays the reference and decodes whatever the generated code refuses.
+        # The hot path: a reader built once per writer schema that needs no resolution (compiled C when the
+        # extension was built, else generated Python: `compiled.py`); fastavro stays the reference and
+        # decodes whatever the specialised reader refuses.
         self._specialised: dict[bytes, tuple[str, Reader, list[tuple[str, Any]]]] = {}
         for fingerprint_, version in self.by_fingerprint.items():
             if version is self.latest[version.event_type] or fingerprint_ in self._appended:
-                read = compile_reader(version.schema, version.source)
+                read = best_reader(version.schema, version.source)
                 if read is not None:
                     self._specialised[fingerprint_] = (version.event_type, read,
                                                        self._appended.get(fingerprint_, []))

@@ -23,6 +23,11 @@ Supported: records, string, int, long (and timestamp-micros), enum, arrays,
 and unions of null with one other type: what the shipped schemas use. A schema
 with anything else gets no specialised reader (`compile_reader` returns None)
 and is decoded by fastavro alone.
+
+The schema is first turned into a reading program (`program`: plain tuples);
+the Python source is written from it, and the compiled C reader
+(`_avro_reader.c`, chosen by `compiled.py` when it was built) interprets the
+same program with the same rules, so this module stays the readable reference.
 """
 
 from __future__ import annotations
@@ -64,6 +69,45 @@ def _varint_tail(data: bytes, pos: int, first: int) -> tuple[int, int]:
     return value, pos
 
 
+Program = tuple[Any, ...]
+
+
+def program(schema: Any) -> Program:
+    """The reading program of `schema` (fastavro's parsed form): a tree of plain tuples, one per value,
+    whose first item names the operation: `("record", names, fields)`, `("enum", symbols)`,
+    `("array", item)`, `("union", null_index, other)`, `("string",)`, `("int",)`, `("long",)`,
+    `("timestamp-micros",)`, `("null",)`. Raises `Unsupported` for anything else.
+
+    It is the one place that decides what a specialised reader supports and how each type reads; both
+    readers are built from it: `compile_reader` writes Python source, and the C extension
+    (`_avro_reader.Reader`, via `compiled.py`) interprets it."""
+    if isinstance(schema, list):
+        if len(schema) != 2 or "null" not in schema:
+            raise Unsupported("unions other than null and one type")
+        null_index = schema.index("null")
+        return ("union", null_index, program(schema[1 - null_index]))
+    if isinstance(schema, dict):
+        kind = schema["type"]
+        if kind == "record":
+            fields = schema["fields"]
+            return ("record", tuple(f["name"] for f in fields), tuple(program(f["type"]) for f in fields))
+        if kind == "enum":
+            return ("enum", tuple(schema["symbols"]))
+        if kind == "array":
+            return ("array", program(schema["items"]))
+        if kind == "long" and schema.get("logicalType") == "timestamp-micros":
+            return ("timestamp-micros",)
+        if kind in _PRIMITIVES and set(schema) <= {"type", "__fastavro_parsed", "__named_schemas"}:
+            return program(kind)
+        raise Unsupported(f"type {kind!r}")
+    if schema in _PRIMITIVES:
+        return (schema,)
+    raise Unsupported(f"type {schema!r}")
+
+
+_PRIMITIVES = ("string", "int", "long", "null")
+
+
 class _Writer:
     """Emits the body of one reader function: one local per value, `pos` the read position."""
 
@@ -85,67 +129,56 @@ class _Writer:
         self.emit(indent, "if b & 0x80: b, pos = _varint_tail(data, pos, b)")
         self.emit(indent, f"{target} = (b >> 1) ^ -(b & 1)")
 
-    def value(self, schema: Any, indent: int, target: str) -> None:
-        """Code that reads one value of `schema` into the local `target`."""
-        if isinstance(schema, list):
-            self._union(schema, indent, target)
-            return
-        if isinstance(schema, dict):
-            kind = schema["type"]
-            if kind == "record":
-                self._record(schema, indent, target)
-            elif kind == "enum":
-                symbols = self.name("symbols")
-                self.constants[symbols] = tuple(schema["symbols"])
-                self.long(indent, "i")
-                self.emit(indent, "if i < 0: raise NotPlain('enum index')")
-                self.emit(indent, f"{target} = {symbols}[i]")
-            elif kind == "array":
-                self._array(schema, indent, target)
-            elif kind == "long" and schema.get("logicalType") == "timestamp-micros":
-                self.long(indent, "v")
-                self.emit(indent, f"{target} = _EPOCH + _timedelta(microseconds=v)")
-            elif kind in ("string", "int", "long", "null") and set(schema) <= {"type", "__fastavro_parsed",
-                                                                               "__named_schemas"}:
-                self.value(kind, indent, target)
-            else:
-                raise Unsupported(f"type {kind!r}")
-            return
-        if schema == "string":
+    def value(self, step: Program, indent: int, target: str) -> None:
+        """Code that reads one value of the program `step` into the local `target`."""
+        op = step[0]
+        if op == "record":
+            self._record(step[1], step[2], indent, target)
+        elif op == "enum":
+            symbols = self.name("symbols")
+            self.constants[symbols] = step[1]
+            self.long(indent, "i")
+            self.emit(indent, "if i < 0: raise NotPlain('enum index')")
+            self.emit(indent, f"{target} = {symbols}[i]")
+        elif op == "array":
+            self._array(step[1], indent, target)
+        elif op == "union":
+            self._union(step[1], step[2], indent, target)
+        elif op == "timestamp-micros":
+            self.long(indent, "v")
+            self.emit(indent, f"{target} = _EPOCH + _timedelta(microseconds=v)")
+        elif op == "string":
             self.long(indent, "n")
             self.emit(indent, "end = pos + n")
             self.emit(indent, "if n < 0 or end > size: raise NotPlain('string length')")
             self.emit(indent, f"{target} = data[pos:end].decode(); pos = end")
             self.emit(indent, f"if '\\x00' in {target}: raise NotPlain('NUL')")
-        elif schema == "long":
+        elif op == "long":
             self.long(indent, target)
-        elif schema == "int":
+        elif op == "int":
             self.long(indent, target)
             self.emit(indent, f"if not _INT_MIN <= {target} <= _INT_MAX: raise NotPlain('int range')")
-        elif schema == "null":
+        elif op == "null":
             self.emit(indent, f"{target} = None")
         else:
-            raise Unsupported(f"type {schema!r}")
+            raise Unsupported(f"operation {op!r}")
 
-    def _record(self, schema: dict, indent: int, target: str) -> None:
-        names = []
-        for field in schema["fields"]:
+    def _record(self, names: tuple[str, ...], fields: tuple[Program, ...], indent: int, target: str) -> None:
+        items = []
+        for name, field in zip(names, fields, strict=True):
             local = self.name("f")
-            self.value(field["type"], indent, local)
-            names.append(f"{field['name']!r}: {local}")
-        self.emit(indent, f"{target} = {{{', '.join(names)}}}")
+            self.value(field, indent, local)
+            items.append(f"{name!r}: {local}")
+        self.emit(indent, f"{target} = {{{', '.join(items)}}}")
 
-    def _union(self, branches: list, indent: int, target: str) -> None:
-        if len(branches) != 2 or "null" not in branches:
-            raise Unsupported("unions other than null and one type")
-        null_index = branches.index("null")
+    def _union(self, null_index: int, other: Program, indent: int, target: str) -> None:
         self.long(indent, "i")
         self.emit(indent, f"if i == {null_index}: {target} = None")
         self.emit(indent, f"elif i == {1 - null_index}:")
-        self.value(branches[1 - null_index], indent + 1, target)
+        self.value(other, indent + 1, target)
         self.emit(indent, "else: raise NotPlain('union index')")
 
-    def _array(self, schema: dict, indent: int, target: str) -> None:
+    def _array(self, item_step: Program, indent: int, target: str) -> None:
         items = self.name("items")
         self.emit(indent, f"{items} = []")
         count = self.name("count")
@@ -155,7 +188,7 @@ class _Writer:
         self.emit(indent + 1, f"if {count} < 0: raise NotPlain('array block with a size')")
         self.emit(indent + 1, f"for _ in range({count}):")
         item = self.name("item")
-        self.value(schema["items"], indent + 2, item)
+        self.value(item_step, indent + 2, item)
         self.emit(indent + 2, f"{items}.append({item})")
         self.emit(indent, f"{target} = {items}")
 
@@ -164,7 +197,7 @@ def reader_source(schema: Any, function: str = "read") -> tuple[str, dict[str, A
     """The Python source of a reader for `schema` (fastavro's parsed form), and the constants it uses."""
     writer = _Writer()
     writer.emit(1, "size = len(data)")
-    writer.value(schema, 1, "record")
+    writer.value(program(schema), 1, "record")
     writer.emit(1, "if pos != size: raise NotPlain('trailing bytes')")
     writer.emit(1, "return record")
     source = f"def {function}(data, pos):\n" + "\n".join(writer.lines) + "\n"

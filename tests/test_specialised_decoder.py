@@ -163,3 +163,27 @@ def test_metadata_parsed_by_orjson_as_json_parses_it(value, garble):
     text = json.dumps(value, allow_nan=True)
     text = text[:-1] + garble + text[-1:] if garble else text
     assert metadata_outcome(events._metadata, text) == metadata_outcome(metadata_by_json_alone, text)
+
+
+TRICKY = st.sampled_from(["\x00", "a\x00", "\ud800", "b\udfff", "\\", "\u00e9", "\U0001f600"])
+
+
+@FAST
+@given(value=st.dictionaries(st.text(max_size=5) | TRICKY, JSON | TRICKY | st.lists(TRICKY, max_size=2), max_size=4),
+       ascii_only=st.booleans(), garble=st.sampled_from(["", "x", "]", "NaN", "1e999", "[" * 201]))
+def test_metadata_text_known_clean_is_judged_as_unknown_text_is(value, ascii_only, garble):
+    """A metadata text the decoder proved free of NUL and lone surrogates (`text_checked`) skips the
+    per-string checks unless it holds escapes: same values, same reasons as the full walk."""
+    text = json.dumps(value, allow_nan=True, ensure_ascii=ascii_only)
+    text = text[:-1] + garble + text[-1:] if garble else text
+    if "\x00" in text or not is_utf8(text):
+        return  # not what a strict decoder lets through
+    assert metadata_outcome(lambda t: events._metadata(t, True), text) == metadata_outcome(events._metadata, text)
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

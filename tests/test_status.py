@@ -20,7 +20,9 @@ from events_factory import Publisher, guide_pipelines, publish
 
 from assetlog.consumers import run_until_caught_up
 from assetlog.projections import migrate
+from assetlog.schemas.compiled import READER_KIND
 from assetlog.status import Thresholds, attention
+from assetlog.status_cli import render
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -64,6 +66,13 @@ def test_a_small_lag_that_is_moving_needs_no_attention() -> None:
     assert attention(report, Thresholds(), NOW) == []
 
 
+@pytest.mark.parametrize(("kind", "says"), [("compiled", "decoding   compiled Avro readers"),
+                                             ("python", "generated Python Avro readers (the C extension was not built)")])
+def test_the_screen_says_which_avro_reader_this_installation_uses(kind: str, says: str) -> None:
+    screen = render({**healthy(), "attention": [], "avro_reader": kind})
+    assert says in screen.splitlines()[-2], screen
+
+
 def status(world: Isolated, **env: str) -> tuple[int, dict]:
     done = subprocess.run([sys.executable, "-m", "assetlog", "status", "--json"], env=world.env(**env),
                           capture_output=True, text=True, timeout=120, check=False)
@@ -80,6 +89,7 @@ def test_lag_rises_while_consumers_are_stopped_and_falls_to_zero_when_they_catch
     published = publish(isolated.settings, [e for run in guide_pipelines() for e in run.events()])
     code, report = status(isolated)
     assert report["kafka"]["reachable"] and report["postgres"]["reachable"]
+    assert report["avro_reader"] == READER_KIND  # what this installation decodes with, for operators
     for name in ("properties", "lineage"):
         assert total_lag(report, name) == len(published)
     # Behind by less than --max-lag, but no consumer ever committed: that needs a person.
