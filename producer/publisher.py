@@ -2,7 +2,8 @@
 
 A task body never waits on the network: `publish()` appends to an in-memory
 queue. The writer thread turns what it finds into events, commits them to the
-outbox in one transaction (group commit), hands them to an idempotent
+outbox in one transaction (group commit; it lets runs gather for up to the
+commit window first, unless a flush or a long queue asks for them now), hands them to an idempotent
 confluent-kafka producer (see `delivery`) and deletes each row once Kafka
 acknowledged all its messages. A delivery error never deletes a row: it is
 retried later, or by the next publisher that starts on the same outbox. Only
