@@ -245,8 +245,8 @@ def thread_cpu_seconds() -> dict[str, float]:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         name = stat[stat.index("(") + 1:stat.rindex(")")]
-        kind = ("task thread" if tid == str(os.getpid()) else "librdkafka" if name.startswith("rdk:")
-                else "writer" if name.startswith("assetlog-publis") else "other")  # (names cut at 15 characters)
+        # Python 3.11 does not name its threads for the OS: "other" is the publisher's writer thread.
+        kind = "task thread" if tid == str(os.getpid()) else "librdkafka" if name.startswith("rdk:") else "other"
         kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return kinds
 
