@@ -220,12 +220,10 @@ class OutboxWriter:
         return busy
 
     def _commit_due(self) -> bool:
-        """Commit the queue now, or hold it until the commit window (`ASSETLOG_OUTBOX_COMMIT_WINDOW_MS`,
-        counted from the oldest queued run) ends? When tasks take longer than the writer, it would
-        otherwise commit a few runs at a time, and every commit costs about the same however few
-        events it holds (SQLite writes whole pages to its log, each row goes to Kafka in a request
-        of its own, each round takes the interpreter lock from the task thread). A flush, a caller
-        waiting for durability, closing, a long queue or an outbox problem end the window at once."""
+        """Commit the queue now, or hold it until the commit window (from the oldest queued run) ends?
+        Tasks slower than the writer would otherwise be committed a few at a time, and a commit costs
+        about the same however few events it holds (whole SQLite pages, a Kafka request per row, the
+        interpreter lock taken from the task thread). Whoever needs durability ends the window."""
         window = self.settings.outbox_commit_window
         if window <= 0 or self._closing or self._gate.problem is not None or len(self._queue) >= COMMIT_WINDOW_MAX_RUNS:
             return True
