@@ -23,6 +23,7 @@ ENV_KAFKA_CONFIG_FILE = "ASSETLOG_KAFKA_CONFIG_FILE"
 ENV_CONSUMER_SLOT = "ASSETLOG_CONSUMER_SLOT"
 ENV_OUTBOX_FULL = "ASSETLOG_OUTBOX_FULL"
 ENV_OUTBOX_FULL_WAIT = "ASSETLOG_OUTBOX_FULL_WAIT_SECONDS"
+ENV_OUTBOX_COMMIT_WINDOW = "ASSETLOG_OUTBOX_COMMIT_WINDOW_MS"
 KAFKA_SETTING_PREFIX = "ASSETLOG_KAFKA_"
 # Variables under ASSETLOG_KAFKA_ that are Assetlog's own, not librdkafka settings.
 _OWN_KAFKA_VARIABLES = {ENV_KAFKA_BOOTSTRAP, ENV_KAFKA_CONFIG_FILE}
@@ -37,6 +38,12 @@ MAX_CONSUMER_SLOT = 9999
 OUTBOX_FULL_MODES = ("block", "fail")
 DEFAULT_OUTBOX_FULL = "block"
 DEFAULT_OUTBOX_FULL_WAIT = 300.0
+# How long the outbox writer may hold finished task runs in memory to commit them together
+# (milliseconds; 0 commits as soon as the writer gets to them). A flow's end, a flush, a
+# caller waiting for durability and a long queue all cut it short; so only a process killed
+# outright (SIGKILL, power cut) can lose what it held. See docs/producer.md, "The outbox".
+DEFAULT_OUTBOX_COMMIT_WINDOW_MS = 20.0
+MAX_OUTBOX_COMMIT_WINDOW_MS = 1000.0
 
 
 def _outbox_full_policy(environ: Mapping[str, str]) -> tuple[str, float]:
@@ -54,6 +61,21 @@ def _outbox_full_policy(environ: Mapping[str, str]) -> tuple[str, float]:
     if not 0 <= wait < float("inf"):
         raise ConfigError(f"{ENV_OUTBOX_FULL_WAIT}={raw!r}: expected a number of seconds (0 or more)")
     return mode, wait
+
+
+def _outbox_commit_window(environ: Mapping[str, str]) -> float:
+    """ASSETLOG_OUTBOX_COMMIT_WINDOW_MS, in seconds."""
+    raw = environ.get(ENV_OUTBOX_COMMIT_WINDOW)
+    if not raw:
+        return DEFAULT_OUTBOX_COMMIT_WINDOW_MS / 1000
+    try:
+        window = float(raw)
+    except ValueError:
+        window = -1.0
+    if not 0 <= window <= MAX_OUTBOX_COMMIT_WINDOW_MS:
+        raise ConfigError(f"{ENV_OUTBOX_COMMIT_WINDOW}={raw!r}: expected milliseconds from 0 to "
+                          f"{MAX_OUTBOX_COMMIT_WINDOW_MS:g}")
+    return window / 1000
 
 
 def state_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -144,6 +166,7 @@ class Settings:
     consumer_lock_dir: Path = field(default_factory=lambda: state_home() / "consumers")
     outbox_full: str = DEFAULT_OUTBOX_FULL
     outbox_full_wait: float = DEFAULT_OUTBOX_FULL_WAIT
+    outbox_commit_window: float = DEFAULT_OUTBOX_COMMIT_WINDOW_MS / 1000  # seconds
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -175,6 +198,7 @@ class Settings:
             consumer_lock_dir=state_home(environ) / "consumers",
             outbox_full=outbox_full,
             outbox_full_wait=outbox_full_wait,
+            outbox_commit_window=_outbox_commit_window(environ),
         )
 
     @property

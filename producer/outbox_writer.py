@@ -42,6 +42,9 @@ HEARTBEAT_SECONDS = 2.0
 ADOPT_SECONDS = 10.0
 MAX_RETRY_DELAY = 60.0
 OUTBOX_RETRY_SECONDS = 0.5  # how often a writer retries an outbox it could not write
+# Queued runs that end the commit window at once: holding more buys nothing (the per-commit costs are
+# already shared by that many) and the queue's back-pressure starts at 5,000 (Publisher).
+COMMIT_WINDOW_MAX_RUNS = 1000
 # How long a starting publisher waits for the brokers to say whether its topics exist.
 TOPIC_CHECK_SECONDS = 5.0
 
@@ -58,6 +61,8 @@ class OutboxWriter:
     _wakeup: threading.Event
     _started: threading.Event
     _queue: deque[FinishedTaskRun | tuple[EncodedEvent, ...]]
+    _first_queued_at: float
+    _commit_soon: threading.Event
     _taken_seq: int
     _producer_overrides: dict[str, object]
     _verify_topics: bool
@@ -132,6 +137,9 @@ class OutboxWriter:
                 if not busy and not self._queue:
                     in_flight = self._sender is not None and self._sender.epoch
                     self._wakeup.wait(0.002 if in_flight else 0.5)
+                elif not busy and self._outbox is not None:  # runs held for the rest of the commit window
+                    self._commit_soon.wait(self._first_queued_at + self.settings.outbox_commit_window
+                                           - time.monotonic())
         except BaseException as exc:
             log.exception("the Assetlog publisher stopped; undelivered events stay in the outbox")
             self._crash = exc
@@ -211,8 +219,23 @@ class OutboxWriter:
         self._publish_snapshot()
         return busy
 
+    def _commit_due(self) -> bool:
+        """Commit the queue now, or hold it until the commit window (from the oldest queued run) ends?
+        Tasks slower than the writer would otherwise be committed a few at a time, and a commit costs
+        about the same however few events it holds (whole SQLite pages, a Kafka request per row, the
+        interpreter lock taken from the task thread). Whoever needs durability ends the window."""
+        window = self.settings.outbox_commit_window
+        if window <= 0 or self._closing or self._gate.problem is not None or len(self._queue) >= COMMIT_WINDOW_MAX_RUNS:
+            return True
+        if self._commit_soon.is_set():
+            self._commit_soon.clear()  # before the queue is taken: a later request sees its runs taken or sets it again
+            return True
+        return time.monotonic() >= self._first_queued_at + window
+
     def _commit_queued(self) -> bool:
         assert self._outbox is not None
+        if not self._queue or not self._commit_due():
+            return False
         items: list[FinishedTaskRun | tuple[EncodedEvent, ...]] = []
         taken_at = time.monotonic()
         while self._queue:

@@ -2,7 +2,8 @@
 
 A task body never waits on the network: `publish()` appends to an in-memory
 queue. The writer thread turns what it finds into events, commits them to the
-outbox in one transaction (group commit), hands them to an idempotent
+outbox in one transaction (group commit; it lets runs gather for up to the
+commit window first, unless a flush or a long queue asks for them now), hands them to an idempotent
 confluent-kafka producer (see `delivery`) and deletes each row once Kafka
 acknowledged all its messages. A delivery error never deletes a row: it is
 retried later, or by the next publisher that starts on the same outbox. Only
@@ -44,7 +45,7 @@ from assetlog.producer.limits import (
     producer_max_bytes,
 )
 from assetlog.producer.outbox_gate import OutboxGate
-from assetlog.producer.outbox_writer import OutboxWriter
+from assetlog.producer.outbox_writer import COMMIT_WINDOW_MAX_RUNS, OutboxWriter
 from assetlog.producer.recording_errors import FULL, LineageNotRecorded, OutboxUnavailable
 from assetlog.producer.run_encoding import EncodedEvent, run_encoder
 
@@ -115,6 +116,10 @@ class Publisher(OutboxWriter):
         # writer knows a run's number by counting what it took (no (number, run) pair per run to
         # allocate, and for the collector to carry through its generations while the writer is busy).
         self._queue: deque[FinishedTaskRun | tuple[EncodedEvent, ...]] = deque()
+        self._first_queued_at = 0.0  # time.monotonic() when a run went into an empty queue (commit window)
+        # Set by whoever needs the queue committed now rather than at the end of the commit window:
+        # flush(), wait_committed(), close(), and a queue of COMMIT_WINDOW_MAX_RUNS.
+        self._commit_soon = threading.Event()
         self._seq = 0
         self._taken_seq = 0  # (writer thread) how many queued items it took into the outbox
         # Writer-thread state; snapshots below are read by flush() under _cond.
@@ -197,11 +202,17 @@ class Publisher(OutboxWriter):
                              if isinstance(item, FinishedTaskRun) else f"{len(item)} prepared lineage events")
         with self._lock:
             self._seq += 1
+            if not self._queue:
+                self._first_queued_at = time.monotonic()
             self._queue.append(item)
         if not self._wakeup.is_set():
             self._wakeup.set()
-        if len(self._queue) >= MAX_QUEUED_RUNS:
-            self._wait_for_room()
+        queued = len(self._queue)
+        if queued >= COMMIT_WINDOW_MAX_RUNS:
+            if not self._commit_soon.is_set():
+                self._commit_soon.set()  # enough runs to share a commit: the writer need not wait longer
+            if queued >= MAX_QUEUED_RUNS:
+                self._wait_for_room()
 
     def wait_committed(self, timeout: float = 30.0) -> str | None:
         """Wait until what was published before is committed to the outbox (durable: a crash no longer
@@ -212,6 +223,7 @@ class Publisher(OutboxWriter):
         """
         with self._lock:
             target = self._seq
+        self._commit_soon.set()
         self._wakeup.set()
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -247,6 +259,7 @@ class Publisher(OutboxWriter):
             target = self._seq
         with self._cond:
             self._flush_waiters += 1
+            self._commit_soon.set()
             self._wakeup.set()
             try:
                 while True:
@@ -302,6 +315,7 @@ class Publisher(OutboxWriter):
     def _stop_writer(self) -> None:
         with self._cond:
             self._closing = True
+        self._commit_soon.set()
         self._wakeup.set()
         self._thread.join(timeout=30)
         self._closed = True

@@ -39,3 +39,12 @@ def test_bad_prefix_and_missing_servers_are_named():
         Settings.from_env({"ASSETLOG_TOPIC_PREFIX": "no spaces"})
     with pytest.raises(ConfigError, match="ASSETLOG_POSTGRES_DSN is not set"):
         Settings.from_env({}).require_postgres()
+
+
+def test_the_outbox_commit_window_is_read_in_milliseconds():
+    assert Settings.from_env({}).outbox_commit_window == 0.02
+    assert Settings.from_env({"ASSETLOG_OUTBOX_COMMIT_WINDOW_MS": "0"}).outbox_commit_window == 0.0
+    assert Settings.from_env({"ASSETLOG_OUTBOX_COMMIT_WINDOW_MS": "2.5"}).outbox_commit_window == 0.0025
+    for bad in ("-1", "soon", "nan", "1001"):
+        with pytest.raises(ConfigError, match=r"ASSETLOG_OUTBOX_COMMIT_WINDOW_MS=.*milliseconds from 0 to 1000"):
+            Settings.from_env({"ASSETLOG_OUTBOX_COMMIT_WINDOW_MS": bad})
