@@ -106,7 +106,14 @@ def test_random_valid_events_of_every_version_decode_as_fastavro_decodes_them(da
 def test_mutated_bytes_of_valid_events_get_the_same_dead_letter_reason(data):
     version = data.draw(st.sampled_from(VERSIONS))
     encoded = bytearray(registry().encode(version.event_type, data.draw(values(raw(version))), version.version))
-    how = data.draw(st.sampled_from(["truncate", "flip", "append", "splice"]))
+    same_as_generic(mutated(data, encoded))
+
+
+def mutated(data: st.DataObject, encoded: bytearray) -> bytes:
+    """A valid event's bytes with one hostile change after its 10-byte header: cut short, a bit flipped,
+    bytes appended or spliced in, or bytes that make long varints, surrogates and overlong UTF-8 likelier
+    than random ones written over it (shared with tests/test_compiled_reader.py)."""
+    how = data.draw(st.sampled_from(["truncate", "flip", "append", "splice", "overwrite"]))
     at = data.draw(st.integers(10, len(encoded)))
     if how == "truncate":
         del encoded[at:]
@@ -114,9 +121,13 @@ def test_mutated_bytes_of_valid_events_get_the_same_dead_letter_reason(data):
         encoded[min(at, len(encoded) - 1)] ^= data.draw(st.integers(1, 255))
     elif how == "append":
         encoded += data.draw(st.binary(min_size=1, max_size=8))
-    else:
+    elif how == "splice":
         encoded[at:at] = data.draw(st.binary(min_size=1, max_size=12))
-    same_as_generic(bytes(encoded))
+    else:
+        chunk = data.draw(st.lists(st.sampled_from([0x00, 0x01, 0x02, 0x7F, 0x80, 0xFF, 0xED, 0xA0, 0xC0, 0xF4]),
+                                   min_size=1, max_size=12))
+        encoded[at:at + len(chunk)] = bytes(chunk)
+    return bytes(encoded)
 
 
 @FAST
