@@ -231,6 +231,20 @@ def test_invalid_events_are_refused_with_a_reason(event_type, change, reason):
     assert caught.value.reason == reason
 
 
+@pytest.mark.parametrize("text_checked", [False, True])
+def test_bad_text_deep_in_metadata_is_named_by_its_path(text_checked):
+    """The dead letter says where: also when the decoder vouched for the raw text (an escape in the JSON
+    can still make a NUL or a lone surrogate)."""
+    run = TaskRun([KEY], metadata={KEY: {"a": 1}})
+    record = next(dict(r) for t, r in run.events() if t == METADATA)
+    for text, path in (('{"a": {"b": [1, "x\\u0000"]}}', "metadata_json.a.b[1]"),
+                       ('{"a": [{"c\\ud800": 2}]}', "metadata_json.a[0]")):
+        record["metadata_json"] = text
+        with pytest.raises(InvalidEvent) as caught:
+            to_event(METADATA, record, text_checked=text_checked)
+        assert caught.value.reason == "invalid-text" and caught.value.detail.startswith(f"{path} "), caught.value.detail
+
+
 def test_text_that_merely_spells_an_escape_is_valid():
     run = TaskRun([Asset(KEY, props("literally \\u0000 here"))], metadata={KEY: {"big": 2**80}})
     for event_type, record in run.events():
