@@ -208,11 +208,11 @@ class Publisher(OutboxWriter):
         if not self._wakeup.is_set():
             self._wakeup.set()
         queued = len(self._queue)
-        if queued >= COMMIT_WINDOW_MAX_RUNS:
-            if not self._commit_soon.is_set():
-                self._commit_soon.set()  # enough runs to share a commit: the writer need not wait longer
-            if queued >= MAX_QUEUED_RUNS:
-                self._wait_for_room()
+        if queued >= COMMIT_WINDOW_MAX_RUNS and not self._commit_soon.is_set():
+            self._commit_soon.set()  # enough runs to share a commit: the writer need not wait longer
+        if queued >= MAX_QUEUED_RUNS:  # a bound of its own: not only above the window's run count
+            self._commit_soon.set()  # the writer must take the queue now, whatever the window
+            self._wait_for_room()
 
     def wait_committed(self, timeout: float = 30.0) -> str | None:
         """Wait until what was published before is committed to the outbox (durable: a crash no longer
