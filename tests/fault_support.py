@@ -255,17 +255,18 @@ def wait_until_projected(world: Isolated, timeout: float = 180.0, projections: S
     try:
         wait_for(caught_up, f"projections at {sum(ends.values())} messages", timeout, poll=0.25)
     except AssertionError as exc:
-        logs = "\n".join(process_log(p)[-2000:] for p in processes)
+        logs = "\n".join(process_log(p)[-4000:] for p in processes)
         raise AssertionError(f"{exc}\nconsumer logs:\n{logs}") from None
 
 
 # --- consumers as processes ------------------------------------------------------------------------------
 
 def consume_process(world: Isolated, projection: str, *extra: str, **env: str) -> subprocess.Popen[str]:
-    """`assetlog consume PROJECTION` as a real process (its log goes to a file, never a full pipe)."""
+    """`assetlog consume PROJECTION` as a real process (its log goes to a file, never a full pipe). Not
+    `--quiet`: when a drill fails, its assignments and rebalances (INFO) say where the consumer stood."""
     log = tempfile.NamedTemporaryFile(prefix=f"drill-{projection}-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [sys.executable, "-m", "assetlog", "consume", projection, "--json", "--quiet", *extra],
+        [sys.executable, "-m", "assetlog", "consume", projection, "--json", *extra],
         env=world.env(**env), stdout=subprocess.PIPE, stderr=log, text=True)
     process.log_path = log.name  # type: ignore[attr-defined]
     log.close()
