@@ -93,23 +93,18 @@ def warm_read_path(conn: psycopg.Connection, share: float = 0.9) -> tuple[list[W
                        "WHERE name = 'shared_buffers'").fetchone()
     assert row is not None
     buffers, block_size = int(row[0]), int(row[1])
-    sizes = []
-    for relation, reads in READ_PATH:
-        found = conn.execute("SELECT pg_relation_size(c.oid) FROM pg_class c "
-                             "WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace",
-                             (relation,)).fetchone()
-        if found is None:
-            raise WarmError(f"{relation} is missing from this database: run `assetlog db migrate` first")
-        sizes.append((relation, reads, int(found[0]) // block_size))
+    # One query for every relation: its oid (what pg_prewarm takes, no name to quote) and its size.
+    found = {name: (oid, size) for name, oid, size in conn.execute(
+        "SELECT c.relname, c.oid, pg_relation_size(c.oid) FROM pg_class c "
+        "WHERE c.relname = ANY(%s) AND c.relnamespace = current_schema()::regnamespace",
+        ([relation for relation, _ in READ_PATH],)).fetchall()}
+    missing = [relation for relation, _ in READ_PATH if relation not in found]
+    if missing:
+        raise WarmError(f"{missing[0]} is missing from this database: run `assetlog db migrate` first")
+    sizes = [(relation, reads, int(found[relation][1]) // block_size) for relation, reads in READ_PATH]
     warmed = []
     for relation, reads, blocks, load in plan(sizes, int(buffers * share)):
         if load:
-            conn.execute("SELECT pg_prewarm(%s::regclass, 'buffer')", (_quoted(conn, relation),))
+            conn.execute("SELECT pg_prewarm(%s::oid::regclass, 'buffer')", (found[relation][0],))
         warmed.append(Warmed(relation, reads, blocks, round(blocks * block_size / 2**20, 1), load))
     return warmed, round(buffers * block_size / 2**20, 1)
-
-
-def _quoted(conn: psycopg.Connection, relation: str) -> str:
-    row = conn.execute("SELECT quote_ident(current_schema()) || '.' || quote_ident(%s)", (relation,)).fetchone()
-    assert row is not None
-    return str(row[0])
