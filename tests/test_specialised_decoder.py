@@ -94,9 +94,7 @@ def test_every_shipped_schema_has_a_generated_reader():
 @FAST
 @given(data=st.data())
 def test_random_valid_events_of_every_version_decode_as_fastavro_decodes_them(data):
-    version = data.draw(st.sampled_from(VERSIONS))
-    record = data.draw(values(raw(version)))
-    encoded = registry().encode(version.event_type, record, version.version)
+    _version, _record, encoded = drawn_event(data)
     assert outcome(registry().decode, encoded)[0] == "ok"
     same_as_generic(encoded)
 
@@ -104,9 +102,16 @@ def test_random_valid_events_of_every_version_decode_as_fastavro_decodes_them(da
 @FAST
 @given(data=st.data())
 def test_mutated_bytes_of_valid_events_get_the_same_dead_letter_reason(data):
+    _version, _record, encoded = drawn_event(data)
+    same_as_generic(mutated(data, bytearray(encoded)))
+
+
+def drawn_event(data: st.DataObject) -> tuple[Any, dict[str, Any], bytes]:
+    """A random valid event of a random shipped schema version: (version, record, its encoded bytes)
+    (shared with tests/test_compiled_reader.py)."""
     version = data.draw(st.sampled_from(VERSIONS))
-    encoded = bytearray(registry().encode(version.event_type, data.draw(values(raw(version))), version.version))
-    same_as_generic(mutated(data, encoded))
+    record = data.draw(values(raw(version)))
+    return version, record, registry().encode(version.event_type, record, version.version)
 
 
 def mutated(data: st.DataObject, encoded: bytearray) -> bytes:
