@@ -105,21 +105,30 @@ class _Walk:
     truncated: bool = False
 
     def admit_hop(self, side: str, hop: int, rows: list[tuple[Any, ...]]) -> list[str]:
-        """Record one hop's rows; returns the next frontier (this side's new nodes, by key)."""
+        """Record one hop's rows; returns the next frontier (this side's new nodes, by key).
+
+        Admitted in key order within the hop, so a one-sided walk's admission order is already the
+        answer's (depth, key) order (`_graph` relies on it)."""
         seen = self.depths[side]
-        new = sorted({row[1] for row in rows if row[1] not in seen})
-        costly = [key for key in new if key not in self.admitted]
-        room = self.limit - len(self.admitted)
+        admitted = self.admitted
+        new = sorted({row[1] for row in rows} - seen.keys())
+        costly = [key for key in new if key not in admitted]
+        room = self.limit - len(admitted)
         if len(costly) > room:
             self.truncated = True
             dropped = set(costly[room:])
             new = [key for key in new if key not in dropped]
-        for key in new:
-            seen[key] = hop
-            self.admitted.setdefault(key)
-        for near, far, declared in rows:
-            if far in self.admitted:
-                self.edges[(far, near) if side == "upstream" else (near, far)] = declared
+        seen.update(dict.fromkeys(new, hop))
+        admitted.update(dict.fromkeys(new))  # an asset the other side admitted keeps its place
+        edges = self.edges
+        if side == "upstream":
+            for near, far, declared in rows:
+                if far in admitted:
+                    edges[far, near] = declared
+        else:
+            for near, far, declared in rows:
+                if far in admitted:
+                    edges[near, far] = declared
         return new
 
 
@@ -173,18 +182,21 @@ def _hop(conn: psycopg.Connection, state: _Walk, side: str, frontier: list[str],
 def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: int | None,
            as_of: datetime | None) -> LineageGraph:
     params = {"keys": "\n".join(state.admitted), "as_of": as_of}
-    headline = {row[0]: row[1:] for row in conn.execute(_NODES_AS_OF if as_of else _NODES_NOW, params)}  # type: ignore[call-overload]
+    rows = conn.execute(_NODES_AS_OF if as_of else _NODES_NOW, params).fetchall()  # type: ignore[call-overload]
+    headline = {row[0]: row[1:] for row in rows}
     up_depths = state.depths.get("upstream", {})
     down_depths = state.depths.get("downstream", {})
-
-    def order(key: str) -> tuple[int, str]:
-        return (min(up_depths.get(key, len(state.admitted)), down_depths.get(key, len(state.admitted))), key)
+    if len(state.depths) == 1:
+        ordered = list(state.admitted)  # already by (depth, key): see _Walk.admit_hop
+    else:
+        far = len(state.admitted)
+        ordered = sorted(state.admitted, key=lambda key: (min(up_depths.get(key, far), down_depths.get(key, far)), key))
 
     # One model_validate of plain dicts: pydantic-core builds the thousands of nested models in one
     # call, faster than constructing them one by one (or even model_construct, which is Python).
     # (strict=True measured no faster, interleaved, and would refuse a depth of True or 3.0.)
     nodes = []
-    for key in sorted(state.admitted, key=order):
+    for key in ordered:
         name, status, materialized_at = headline.get(key, (None, None, None))
         nodes.append({"key": key, "upstream_depth": up_depths.get(key), "downstream_depth": down_depths.get(key),
                       "name": name, "last_status": status, "last_materialized_at": materialized_at})

@@ -137,3 +137,15 @@ def test_a_hubs_first_dependants_come_off_the_index_without_a_sort(database: psy
             sql.SQL("EXPLAIN ") + graph._NEIGHBOURS[("first", "downstream", False)],
             {"frontier": hub, "per_key": 6, "as_of": None}))
     assert "Index Only Scan" in plan and "Sort" not in plan, plan
+
+
+def test_a_walk_both_ways_lists_a_hops_assets_by_key_across_both_sides(database: psycopg.Connection) -> None:
+    """A hop admits its upstream side first, then its downstream side, so only a one-sided walk's
+    admission order is the answer's (depth, key) order: a walk both ways is sorted. (Hypothesis's
+    small graphs rarely draw this case; this test fails when `_graph` skips the sort for it.)"""
+    root = "s3://g/m"
+    load(database, [("s3://g/z", root, 1, False), (root, "s3://g/a", 1, False),
+                    ("s3://g/y", "s3://g/z", 1, False), ("s3://g/a", "s3://g/b", 1, False)])
+    got = graph.walk(database, root, "both", None, 10, None, budget_seconds=10)
+    assert [n.key for n in got.nodes] == [root, "s3://g/a", "s3://g/z", "s3://g/b", "s3://g/y"]
+    assert got == unbounded_walk(database, root, "both", None, 10, None)
