@@ -30,11 +30,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from pydantic import TypeAdapter
 
 from assetlog.errors import AssetlogError
 from assetlog.query.catalog import PROPERTIES_AS_OF
 from assetlog.query.edges import edges_near
-from assetlog.query.models import Direction, LineageGraph
+from assetlog.query.models import Direction, LineageEdge, LineageGraph
 
 
 class QueryTimeout(AssetlogError):
@@ -91,6 +92,8 @@ LEFT JOIN LATERAL (
      ORDER BY h.event_time DESC, h.event_id DESC LIMIT 1
 ) m ON true
 """).format(properties=PROPERTIES_AS_OF)
+
+_EDGES = TypeAdapter(list[LineageEdge])
 
 
 @dataclass
@@ -182,8 +185,15 @@ def _hop(conn: psycopg.Connection, state: _Walk, side: str, frontier: list[str],
 def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: int | None,
            as_of: datetime | None) -> LineageGraph:
     params = {"keys": "\n".join(state.admitted), "as_of": as_of}
-    rows = conn.execute(_NODES_AS_OF if as_of else _NODES_NOW, params).fetchall()  # type: ignore[call-overload]
-    headline = {row[0]: row[1:] for row in rows}
+    # Pipeline mode sends the headline query at once and waits only at fetchall(): meanwhile this
+    # thread builds and validates the edges (about a third of a 1,000-node answer's Python time),
+    # which do not depend on it.
+    with conn.pipeline():
+        cursor = conn.execute(_NODES_AS_OF if as_of else _NODES_NOW, params)  # type: ignore[call-overload]
+        # Sorting the (upstream, downstream) keys alone, not (key, declared) items: the keys are unique.
+        edges = _EDGES.validate_python([{"upstream": up, "downstream": down, "declared": state.edges[up, down]}
+                                        for up, down in sorted(state.edges)])
+        headline = {row[0]: row[1:] for row in cursor.fetchall()}
     up_depths = state.depths.get("upstream", {})
     down_depths = state.depths.get("downstream", {})
     if len(state.depths) == 1:
@@ -192,16 +202,15 @@ def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: 
         far = len(state.admitted)
         ordered = sorted(state.admitted, key=lambda key: (min(up_depths.get(key, far), down_depths.get(key, far)), key))
 
-    # One model_validate of plain dicts: pydantic-core builds the thousands of nested models in one
-    # call, faster than constructing them one by one (or even model_construct, which is Python).
+    # Validating plain dicts in one call: pydantic-core builds the thousands of nested models faster
+    # than constructing them one by one (or even model_construct, which is Python). The edges are
+    # models already, which pydantic keeps as they are.
     # (strict=True measured no faster, interleaved, and would refuse a depth of True or 3.0.)
     nodes = []
     for key in ordered:
         name, status, materialized_at = headline.get(key, (None, None, None))
         nodes.append({"key": key, "upstream_depth": up_depths.get(key), "downstream_depth": down_depths.get(key),
                       "name": name, "last_status": status, "last_materialized_at": materialized_at})
-    # Sorting the (upstream, downstream) keys alone, not (key, declared) items: the keys are unique.
-    edges = [{"upstream": up, "downstream": down, "declared": state.edges[up, down]} for up, down in sorted(state.edges)]
     return LineageGraph.model_validate({
         "root": state.root, "direction": direction, "depth": depth, "as_of": as_of, "limit": state.limit,
         "truncated": state.truncated, "nodes": nodes, "edges": edges})
