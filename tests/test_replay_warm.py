@@ -15,7 +15,7 @@ from replay_support import assetlog, realistic_runs
 
 from assetlog.consumers.replay import Replay
 from assetlog.projections import migrate
-from assetlog.projections.warm import READ_PATH, warm_or_say_why
+from assetlog.projections.warm import READ_PATH, warm_or_say_why, warm_read_path
 
 EDGE_INDEXES = ["asset_edges_upstream", "asset_edges_downstream"]
 PROPERTIES_PATH = ["assets_pkey", "asset_properties_pkey", "assets", "asset_properties"]
@@ -121,3 +121,25 @@ def test_a_warm_blocked_by_a_lock_stops_at_its_timeout_and_says_why(isolated: Is
     assert report == {"warmed": False, "not_warmed": EDGE_INDEXES, "reason": (
         "loading a relation took longer than 0.5s (a lock held on it, or a slow disk?)")}
     assert warm_or_say_why(isolated.dsn, ["asset_edges"], timeout=5)["warmed"] is True
+
+
+def test_a_warm_of_some_tables_leaves_the_budget_to_the_relations_before_them(isolated: Isolated) -> None:
+    """`warm_read_path(tables=...)` loads only those tables' relations, but the others keep their place
+    in the budget: with room for the edge indexes only, a warm of `assets` loads nothing."""
+    migrate(isolated.dsn)
+    with psycopg.connect(isolated.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO assets (key, first_seen, last_seen) SELECT 's3://w/' || i, now(), now() "
+                     "FROM generate_series(1, 2000) i")
+        conn.execute("INSERT INTO asset_edges (upstream_key, downstream_key, declared, first_seen, last_seen, "
+                     "last_event_id) SELECT 's3://w/' || i, 's3://w/' || (i + 1), 'explicit', now(), now(), "
+                     "gen_random_uuid() FROM generate_series(1, 2000) i")
+        sizes = {name: blocks for name, (_, blocks) in in_shared_buffers(isolated.dsn).items()}
+        buffers = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'").fetchone()[0]
+        edges_only = (sizes["asset_edges_upstream"] + sizes["asset_edges_downstream"] + 0.5) / buffers
+
+        warmed, _ = warm_read_path(conn, share=edges_only, tables=["assets"])
+        assert [(w.relation, w.loaded) for w in warmed] == [("assets_pkey", False), ("assets", False)]
+        warmed, _ = warm_read_path(conn, share=edges_only, tables=["asset_edges"])
+        assert [(w.relation, w.loaded) for w in warmed] == [(name, True) for name in EDGE_INDEXES]
+        warmed, _ = warm_read_path(conn, tables=["assets", "lineage_history"])
+        assert [(w.relation, w.loaded) for w in warmed] == [("assets_pkey", True), ("assets", True)]
