@@ -115,7 +115,7 @@ def _human(data: dict[str, Any]) -> str:
         generations = ", ".join(f"{k} {v}" for k, v in sorted(data["generations"].items()))
         return (f"replay {data['projection']}: {rate}; swapped in (generation {generations}) after "
                 f"{data['catch_up_rounds']} catch-up round(s) and {data['swap_attempts']} swap attempt(s)"
-                + _warmed(data["warm"]))
+                + _warmed(data.get("warm")))
     lines = [f"{'table':<28}{'live rows':>12}{'rebuilt':>12}{'missing':>10}{'extra':>10}{'different':>11}"]
     for table in data["tables"]:
         lines.append(f"{table['table']:<28}{table['live_rows']:>12,}{table['rebuilt_rows']:>12,}"
@@ -133,9 +133,9 @@ def _human(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _warmed(warm: dict[str, Any]) -> str:
+def _warmed(warm: dict[str, Any] | None) -> str:
     """The swap line's tail: what was loaded into shared buffers (a warm that did not run is said on stderr)."""
-    if not warm["warmed"]:
+    if not warm or not warm["warmed"]:
         return ""
     loaded = [r["relation"] for r in warm["relations"] if r["loaded"]]
     skipped = f"; past shared_buffers, not loaded: {', '.join(warm['skipped'])}" if warm["skipped"] else ""
