@@ -162,7 +162,8 @@ class Replay:
 
     def _warm(self) -> dict[str, Any]:
         """Load what the swap brought in into shared buffers: its tables are new relations, and their
-        indexes were built past the buffers, so the first walks would read every page from disk.
+        deferred indexes were built past the buffers, so the first walks would read those pages from
+        outside them (the device, unless the OS cache still holds them).
 
         Only once the swap has committed, the old tables are dropped (freeing their buffers) and the
         replay's lock is released: no lock of the swap is held meanwhile, and readers already query
