@@ -120,6 +120,13 @@ def task_run_events(key: str, ups: list[str], when: datetime, rng: random.Random
 def event_batches(keys: list[str], upstreams: list[list[int]], layers: int, rng: random.Random,
                   chunk: int) -> Iterator[list[Event]]:
     """Validated events of every asset's task runs, `chunk` assets per batch (deterministic for a seed)."""
+    for raw in raw_event_batches(keys, upstreams, layers, rng, chunk):
+        yield [to_event(event_type, record) for event_type, record in raw]
+
+
+def raw_event_batches(keys: list[str], upstreams: list[list[int]], layers: int, rng: random.Random,
+                      chunk: int) -> Iterator[list[tuple[str, dict]]]:
+    """The records of every asset's task runs as a producer sends them, `chunk` assets per batch."""
     n = len(keys)
     second_runs = set(rng.sample(range(n), n // 10))
     for lo in range(0, n, chunk):
@@ -132,7 +139,7 @@ def event_batches(keys: list[str], upstreams: list[list[int]], layers: int, rng:
             if i in second_runs:
                 raw += task_run_events(keys[i], ups, when + timedelta(days=1), rng, i,
                                        with_properties and i % 2 == 0, 2)
-        yield [to_event(event_type, record) for event_type, record in raw]
+        yield raw
 
 
 def load_through_projections(dsn: str, keys: list[str], upstreams: list[list[int]], layers: int,

@@ -13,6 +13,7 @@ keep serving reads and the live consumers keep running. Then:
   live consumers' offsets, and advance the generation. Readers wait a moment
   and then see the new tables, never an empty or partial one; live consumers
   drop what they had in flight and continue exactly where the rebuild ended.
+  After the commit, the tables' read path is warmed (`projections/warm.py`).
 - **check**: pause the live consumers, bring the shadow to exactly their
   offsets, and compare the tables row for row in that frozen state; drift is
   rows missing, extra or different. Their offsets are also compared with the
@@ -50,6 +51,7 @@ from assetlog.projections.compare import compare_table
 from assetlog.projections.lineage import seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
 from assetlog.projections.shadow import ShadowError, ShadowTables, dependents, drop_retired, live_schema
+from assetlog.projections.warm import not_warmed, warm_or_say_why
 
 log = logging.getLogger("assetlog.replay")
 
@@ -66,6 +68,9 @@ PARALLEL_FROM = 100_000
 CATCH_UP_ROUNDS = 5
 # Every table readers may query: the swap locks them all, so no reader transaction spans it.
 READER_TABLES = (*(t for tables in SWAPPED_TABLES.values() for t in tables), "schema_migrations")
+# After a swap, loading one relation into shared buffers may take this long (a lock held on it, a slow
+# disk); past it the warm stops and the replay says how to finish it.
+WARM_TIMEOUT = 120.0
 
 
 class Replay:
@@ -74,7 +79,7 @@ class Replay:
     def __init__(self, settings: Settings, projection: str, *, check: bool = False, since: datetime | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None,
                  lock_timeout: float = LOCK_TIMEOUT, examples: int = 3, workers: int | None = None,
-                 grace: float = 5.0) -> None:
+                 grace: float = 5.0, warm: bool = True, warm_timeout: float = WARM_TIMEOUT) -> None:
         if projection != "all" and projection not in PROJECTIONS:
             raise AssetlogError(f"no projection named {projection!r}; choose all or one of: {', '.join(PROJECTIONS)}")
         self.names = list(PROJECTIONS) if projection == "all" else [projection]
@@ -94,6 +99,8 @@ class Replay:
         self.examples = examples
         self.workers = workers  # None: by the amount to read and the CPUs
         self.grace = grace  # check: how long live consumers may take to reach the end seen at the start
+        self.warm = warm  # swap: load the swapped-in read path into shared buffers afterwards
+        self.warm_timeout = warm_timeout
         self.result = ReplayResult(projection, self.names, "check" if check else "swap",
                                    since.isoformat() if since else None)
         self._stop = threading.Event()
@@ -149,7 +156,27 @@ class Replay:
                 reader.close()
             self._clean_up(control, shadow)
         self.result.seconds = time.monotonic() - started
+        if not self.check:
+            self.result.warm = self._warm()
         return self.result
+
+    def _warm(self) -> dict[str, Any]:
+        """Load what the swap brought in into shared buffers: its tables are new relations, and their
+        deferred indexes were built past the buffers, so the first walks would read those pages from
+        outside them (the device, unless the OS cache still holds them).
+
+        Only once the swap has committed, the old tables are dropped (freeing their buffers) and the
+        replay's lock is released: no lock of the swap is held meanwhile, and readers already query
+        the new tables while they warm. Before the command prints its result, which reports it. The
+        replay has succeeded by then, so nothing here may fail it: a warm that cannot run returns why.
+        """
+        tables = [t for name in self.names for t in SWAPPED_TABLES[name]]
+        if not self.warm:
+            return not_warmed("turned off (--no-warm)", tables)
+        try:
+            return warm_or_say_why(self.dsn, tables, self.warm_timeout)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM during the warm: the swap stands
+            return not_warmed("interrupted", tables)
 
     def _timed(self, phase: str, work) -> Any:
         self.progress.set_phase(phase)

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "for 100k+ messages; else 1)")
     replay.add_argument("--examples", type=whole_number(1, 10_000), default=3,
                         help="with --check: rows shown per kind of drift and table (default 3)")
+    replay.add_argument("--no-warm", action="store_true",
+                        help="after the swap, do not load the swapped-in tables' read path into shared buffers "
+                             "(by default the replay does, as `assetlog db warm` would)")
     add_metrics_flags(replay)
     replay.add_argument("--grace", type=seconds(0, 3600), default=5.0,
                         help="with --check: seconds live consumers get to reach the end of the topics seen at the "
@@ -69,7 +72,7 @@ def _replay(args: argparse.Namespace) -> int:
     label = f"replay{' --check' if args.check else ''} {args.projection}"
     replay = Replay(Settings.from_env(), args.projection, check=args.check, since=since,
                     batch_size=args.batch_size, progress=Progress.auto(label, quiet=args.json),
-                    examples=args.examples, workers=args.workers, grace=args.grace)
+                    examples=args.examples, workers=args.workers, grace=args.grace, warm=not args.no_warm)
 
     def interrupt(signum, _frame) -> None:
         raise KeyboardInterrupt  # unwinds like Ctrl-C: the swap transaction rolls back, shadow dropped
@@ -95,6 +98,9 @@ def _replay(args: argparse.Namespace) -> int:
               + f"{args.projection}` replaces them", file=sys.stderr)
     if result.behind:
         print(f"assetlog: {summary(result.behind)}", file=sys.stderr)
+    if result.warm is not None and not result.warm["warmed"] and not args.no_warm:
+        print(f"assetlog: replayed, but {', '.join(result.warm['not_warmed'])} not warmed into shared buffers "
+              f"({result.warm['reason']}); `assetlog db warm` loads them", file=sys.stderr)
     return 1 if drifted or result.behind else 0
 
 
@@ -108,7 +114,8 @@ def _human(data: dict[str, Any]) -> str:
     if data["mode"] == "swap":
         generations = ", ".join(f"{k} {v}" for k, v in sorted(data["generations"].items()))
         return (f"replay {data['projection']}: {rate}; swapped in (generation {generations}) after "
-                f"{data['catch_up_rounds']} catch-up round(s) and {data['swap_attempts']} swap attempt(s)")
+                f"{data['catch_up_rounds']} catch-up round(s) and {data['swap_attempts']} swap attempt(s)"
+                + _warmed(data.get("warm")))
     lines = [f"{'table':<28}{'live rows':>12}{'rebuilt':>12}{'missing':>10}{'extra':>10}{'different':>11}"]
     for table in data["tables"]:
         lines.append(f"{table['table']:<28}{table['live_rows']:>12,}{table['rebuilt_rows']:>12,}"
@@ -124,6 +131,16 @@ def _human(data: dict[str, Any]) -> str:
     lag = f"; {len(data['behind'])} partition(s) behind the end" if data["behind"] else "; at the end of the topics"
     lines.append(f"replay --check {data['projection']}: {verdict} at the live offsets{lag}; {rate}")
     return "\n".join(lines)
+
+
+def _warmed(warm: dict[str, Any] | None) -> str:
+    """The swap line's tail: what was loaded into shared buffers (a warm that did not run is said on stderr)."""
+    if not warm or not warm["warmed"]:
+        return ""
+    loaded = [r["relation"] for r in warm["relations"] if r["loaded"]]
+    skipped = f"; past shared_buffers, not loaded: {', '.join(warm['skipped'])}" if warm["skipped"] else ""
+    return (f"; warmed {warm['loaded_mib']:,} MiB ({', '.join(loaded) or 'nothing'}) into shared buffers in "
+            f"{warm['seconds']:.1f}s{skipped}")
 
 
 def _example(kind: str, example: Any) -> str:

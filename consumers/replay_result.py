@@ -30,6 +30,7 @@ class ReplayResult:
     seeded_history_rows: int = 0
     tables: list[TableDrift] = field(default_factory=list)
     behind: list[Behind] = field(default_factory=list)
+    warm: dict[str, Any] | None = None  # swap: what was loaded into shared buffers after it, or why not
 
     @property
     def drifted(self) -> list[TableDrift]:
@@ -49,7 +50,7 @@ class ReplayResult:
             "written": self.written, "offsets": self.offsets,
         }
         if self.mode == "swap":
-            data.update(swap_attempts=self.swap_attempts, generations=self.generations)
+            data.update(swap_attempts=self.swap_attempts, generations=self.generations, warm=self.warm)
         else:
             data.update(drift=bool(self.drifted), tables=[t.as_dict() for t in self.tables],
                         behind=[b.as_dict() for b in self.behind])

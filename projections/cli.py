@@ -19,7 +19,7 @@ from assetlog.projections.partitions import (
     month_of,
 )
 from assetlog.projections.shadow import live_schema
-from assetlog.projections.warm import warm_read_path
+from assetlog.projections.warm import summary, warm_read_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -146,9 +146,7 @@ def _detach(args: argparse.Namespace) -> int:
 def _warm(args: argparse.Namespace) -> int:
     with _connect() as conn:
         warmed, buffers_mib = warm_read_path(conn)
-    loaded = [w for w in warmed if w.loaded]
-    result = {"relations": [w.as_dict() for w in warmed], "shared_buffers_mib": buffers_mib,
-              "loaded_mib": round(sum(w.mib for w in loaded), 1)}
+    result = summary(warmed, buffers_mib)
 
     def human() -> str:
         lines = [f"{w.relation:<24} {w.mib:>10.1f} MiB  {'loaded' if w.loaded else 'SKIPPED: past shared_buffers'}"

@@ -14,25 +14,32 @@ key lookups of the answer's rows, then those tables' heaps. Warming stops
 before the total passes the cache's share given to it (by default 90% of
 `shared_buffers`), since what is read past that only evicts what was read
 first; what was left out is reported, not silently dropped.
+
+A replay warms what its swap brought in (`warm_or_say_why`, after the swap
+committed): the same order and budget, restricted to the swapped tables'
+relations, and never an error, since the replay itself has already succeeded.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import psycopg
 from psycopg import errors
 
 from assetlog.errors import AssetlogError
 
-# (relation, what reads it), most valuable first.
-READ_PATH: tuple[tuple[str, str], ...] = (
-    ("asset_edges_upstream", "downstream walks (covering index)"),
-    ("asset_edges_downstream", "upstream walks (covering index)"),
-    ("assets_pkey", "the answer's rows: status and time"),
-    ("asset_properties_pkey", "the answer's rows: names"),
-    ("assets", "the answer's rows: status and time"),
-    ("asset_properties", "the answer's rows: names"),
+# (relation, its table, what reads it), most valuable first.
+READ_PATH: tuple[tuple[str, str, str], ...] = (
+    ("asset_edges_upstream", "asset_edges", "downstream walks (covering index)"),
+    ("asset_edges_downstream", "asset_edges", "upstream walks (covering index)"),
+    ("assets_pkey", "assets", "the answer's rows: status and time"),
+    ("asset_properties_pkey", "asset_properties", "the answer's rows: names"),
+    ("assets", "assets", "the answer's rows: status and time"),
+    ("asset_properties", "asset_properties", "the answer's rows: names"),
 )
 
 
@@ -83,9 +90,15 @@ def plan(sizes: list[tuple[str, str, int]], budget_blocks: int) -> list[tuple[st
     return chosen
 
 
-def warm_read_path(conn: psycopg.Connection, share: float = 0.9) -> tuple[list[Warmed], float]:
+def warm_read_path(conn: psycopg.Connection, share: float = 0.9,
+                   tables: Collection[str] | None = None) -> tuple[list[Warmed], float]:
     """Prewarm the read path's relations of the live schema into shared buffers (see the module
-    docstring); returns what was loaded or skipped, and the size of shared_buffers in MiB."""
+    docstring); returns what was loaded or skipped, and the size of shared_buffers in MiB.
+
+    With `tables`, only the relations of those tables (the tables themselves and their indexes) are
+    loaded and returned: what a replay swapped in. The others still count against the budget in
+    their place in the order, as they are taken to be cached already (the replay did not replace
+    them), so a rebuilt table never crowds out a relation that comes before it."""
     if not 0 < share <= 1:
         raise ValueError("share must be in (0, 1]")
     ensure_prewarm(conn)
@@ -97,14 +110,59 @@ def warm_read_path(conn: psycopg.Connection, share: float = 0.9) -> tuple[list[W
     found = {name: (oid, size) for name, oid, size in conn.execute(
         "SELECT c.relname, c.oid, pg_relation_size(c.oid) FROM pg_class c "
         "WHERE c.relname = ANY(%s) AND c.relnamespace = current_schema()::regnamespace",
-        ([relation for relation, _ in READ_PATH],)).fetchall()}
-    missing = [relation for relation, _ in READ_PATH if relation not in found]
+        ([relation for relation, *_ in READ_PATH],)).fetchall()}
+    missing = [relation for relation, *_ in READ_PATH if relation not in found]
     if missing:
         raise WarmError(f"{missing[0]} is missing from this database: run `assetlog db migrate` first")
-    sizes = [(relation, reads, int(found[relation][1]) // block_size) for relation, reads in READ_PATH]
+    sizes = [(relation, reads, int(found[relation][1]) // block_size) for relation, _, reads in READ_PATH]
+    wanted = read_path_of(tables)
     warmed = []
     for relation, reads, blocks, load in plan(sizes, int(buffers * share)):
+        if relation not in wanted:
+            continue
         if load:
             conn.execute("SELECT pg_prewarm(%s::oid::regclass, 'buffer')", (found[relation][0],))
         warmed.append(Warmed(relation, reads, blocks, round(blocks * block_size / 2**20, 1), load))
     return warmed, round(buffers * block_size / 2**20, 1)
+
+
+def summary(warmed: list[Warmed], buffers_mib: float) -> dict[str, Any]:
+    """What a warm did, as `--json` reports it (`db warm`, and a replay's `warm`)."""
+    return {"relations": [w.as_dict() for w in warmed], "shared_buffers_mib": buffers_mib,
+            "loaded_mib": round(sum(w.mib for w in warmed if w.loaded), 1),
+            "skipped": [w.relation for w in warmed if not w.loaded]}
+
+
+def read_path_of(tables: Collection[str] | None) -> list[str]:
+    """The read path's relations that belong to `tables` (all of them for None), by name: the
+    relations a warm of those tables would load, for saying what was not warmed."""
+    return [relation for relation, table, _ in READ_PATH if tables is None or table in tables]
+
+
+def warm_or_say_why(dsn: str, tables: Collection[str] | None = None, timeout: float = 120.0) -> dict[str, Any]:
+    """Warm like `assetlog db warm` (only `tables`' relations, see `warm_read_path`) on a connection
+    of its own, for a caller whose own work has already succeeded: never raises a database error.
+    Returns `summary()` plus `warmed: true` and the seconds it took, or `warmed: false`, the reason in
+    one line and the relations it did not warm. `timeout` bounds each statement, so a lock held on
+    a table (a migration) or a slow disk stops the warm instead of holding the caller."""
+    started = time.monotonic()
+    try:
+        with psycopg.connect(dsn, autocommit=True, application_name="assetlog.warm",
+                             connect_timeout=max(1, round(timeout))) as conn:
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, int(timeout * 1000))}ms",))
+            warmed, buffers_mib = warm_read_path(conn, tables=tables)
+    except WarmError as exc:
+        reason = str(exc)
+    except errors.QueryCanceled as exc:
+        reason = f"loading a relation took longer than {timeout:g}s (a lock held on it, or a slow disk?)" \
+            if "statement timeout" in str(exc) else str(exc).strip().splitlines()[0]
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    else:
+        return {"warmed": True, **summary(warmed, buffers_mib), "seconds": round(time.monotonic() - started, 3)}
+    return not_warmed(reason, tables)
+
+
+def not_warmed(reason: str, tables: Collection[str] | None = None) -> dict[str, Any]:
+    """The report of a warm that did not happen: why, and which relations it would have loaded."""
+    return {"warmed": False, "reason": reason, "not_warmed": read_path_of(tables)}

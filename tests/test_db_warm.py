@@ -28,7 +28,7 @@ def _blocks_read(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute(
         "SELECT relname, heap_blks_read + heap_blks_hit FROM pg_statio_user_tables WHERE relname = ANY(%(names)s) "
         "UNION ALL SELECT indexrelname, idx_blks_read + idx_blks_hit FROM pg_statio_user_indexes "
-        "WHERE indexrelname = ANY(%(names)s)", {"names": [name for name, _ in READ_PATH]}).fetchall()
+        "WHERE indexrelname = ANY(%(names)s)", {"names": [name for name, *_ in READ_PATH]}).fetchall()
     return dict(rows)
 
 
@@ -46,7 +46,7 @@ def test_warm_loads_every_read_path_relation_and_a_role_without_the_extension_ge
         sizes = dict(conn.execute(
             "SELECT relname, pg_relation_size(oid) / current_setting('block_size')::int FROM pg_class "
             "WHERE relname = ANY(%s) AND relnamespace = 'public'::regnamespace",
-            ([name for name, _ in READ_PATH],)).fetchall())
+            ([name for name, *_ in READ_PATH],)).fetchall())
         assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_prewarm'").fetchone() is None
 
     # The read-only role may not create the extension: one clear line, non-zero, nothing half done.
@@ -62,7 +62,7 @@ def test_warm_loads_every_read_path_relation_and_a_role_without_the_extension_ge
     done = _cli(isolated.env(), "db", "warm", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert [r["relation"] for r in result["relations"]] == [name for name, _ in READ_PATH]
+    assert [r["relation"] for r in result["relations"]] == [name for name, *_ in READ_PATH]
     assert all(r["loaded"] for r in result["relations"])
     assert {r["relation"]: r["blocks"] for r in result["relations"]} == sizes
     with psycopg.connect(isolated.dsn, autocommit=True) as conn:
