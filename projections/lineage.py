@@ -90,6 +90,10 @@ class LineageProjection:
     # Tables whose primary key a bulk load (a replay's shadow) may build after the rows: the history is
     # written by plain COPY, never upserted, and lineage_event_ids keeps its event ids unique meanwhile.
     keys_after_load = ("lineage_history",)
+    # Tables a bulk load vacuums before they go live: "now" walks read asset_edges by index-only scans,
+    # which must visit the heap for every row until the visibility map says its pages are all-visible;
+    # only VACUUM sets it (ANALYZE does not), and autovacuum would come minutes after the swap.
+    vacuum_after_load = ("asset_edges",)
 
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema

@@ -87,6 +87,8 @@ class ShadowTables:
     schema: str = SHADOW_SCHEMA
     # Tables whose primary key is built after the load too (their rows are only COPYed, never upserted).
     keys_after_load: Sequence[str] = ()
+    # Tables whose statistics step is VACUUM (ANALYZE) rather than ANALYZE (see `vacuum_after_load`).
+    vacuum_after_load: Sequence[str] = ()
     # What is built after the load: (table, is a primary key, statement, the comments that go with it)
     deferred: list[tuple[str, bool, sql.Composable, list[sql.Composable]]] = field(default_factory=list)
 
@@ -194,7 +196,8 @@ class ShadowTables:
     def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB",
                                 analyze: bool = False) -> None:
         """Build the indexes left out during the bulk load, each once, from the loaded rows; with
-        `analyze`, also gather each table's planner statistics (`ANALYZE`) in the same pool.
+        `analyze`, also gather each table's planner statistics (`ANALYZE`) in the same pool, and vacuum
+        the tables in `vacuum_after_load` with it (their visibility map set, for index-only scans).
 
         With `parallel` > 1 the work runs on that many connections at once
         (CREATE INDEX only share-locks its table, so builds on the same table
@@ -227,7 +230,8 @@ class ShadowTables:
                     except IndexError:
                         return
                     if isinstance(task, str):
-                        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.schema, task)))
+                        step = "VACUUM (ANALYZE) {}" if task in self.vacuum_after_load else "ANALYZE {}"
+                        conn.execute(sql.SQL(step).format(sql.Identifier(self.schema, task)))
                         continue
                     build_naming_partitions(conn, *task)
 

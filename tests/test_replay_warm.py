@@ -16,6 +16,7 @@ from replay_support import assetlog, realistic_runs
 from assetlog.consumers.replay import Replay
 from assetlog.projections import migrate
 from assetlog.projections.warm import READ_PATH, warm_or_say_why, warm_read_path
+from assetlog.query import graph
 
 EDGE_INDEXES = ["asset_edges_upstream", "asset_edges_downstream"]
 PROPERTIES_PATH = ["assets_pkey", "asset_properties_pkey", "assets", "asset_properties"]
@@ -143,3 +144,30 @@ def test_a_warm_of_some_tables_leaves_the_budget_to_the_relations_before_them(is
         assert [(w.relation, w.loaded) for w in warmed] == [(name, True) for name in EDGE_INDEXES]
         warmed, _ = warm_read_path(conn, tables=["assets", "lineage_history"])
         assert [(w.relation, w.loaded) for w in warmed] == [("assets_pkey", True), ("assets", True)]
+
+
+def _plan_nodes(plan: dict) -> list[dict]:
+    return [plan, *(node for child in plan.get("Plans", ()) for node in _plan_nodes(child))]
+
+
+def test_a_replay_leaves_the_edges_all_visible_so_walks_read_no_heap(isolated: Isolated) -> None:
+    """`asset_edges` goes live vacuumed (`vacuum_after_load`): its visibility map is set, so the walks'
+    index-only scans read no heap page from the first query on. ANALYZE alone leaves the map empty
+    (heap fetches for every edge until autovacuum comes); this test fails without the VACUUM."""
+    migrate(isolated.dsn)
+    with psycopg.connect(isolated.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE asset_edges SET (autovacuum_enabled = false)")  # only the replay may vacuum
+    publish(isolated.settings, realistic_runs(1500, seed=62))
+    Replay(isolated.settings, "lineage", warm=False, workers=1).run()
+    with psycopg.connect(isolated.dsn, autocommit=True) as conn:
+        pages, visible = conn.execute(
+            "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'asset_edges'::regclass").fetchone()
+        assert pages > 0 and visible == pages, (pages, visible)
+        frontier = "\n".join(row[0] for row in conn.execute(
+            "SELECT DISTINCT downstream_key FROM asset_edges ORDER BY 1 LIMIT 50"))
+        conn.execute("SET enable_seqscan = off")  # a small table: make the planner take the walk's index
+        plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + graph._NEIGHBOURS[("all", "upstream", False)],
+                            {"frontier": frontier, "cap": 10_000, "as_of": None}).fetchone()[0][0]["Plan"]
+    scans = [node for node in _plan_nodes(plan) if node["Node Type"] == "Index Only Scan"]
+    assert scans and all(node["Heap Fetches"] == 0 for node in scans), plan
+    assert sum(node["Actual Rows"] for node in scans) > 0, plan
