@@ -1,18 +1,23 @@
 """Notice a Kafka client that has forgotten every broker, so the runner can replace it.
 
-librdkafka (2.10 and later) drops ("decommissions") every broker that a Metadata
-answer does not list. A broker in controlled shutdown is fenced a few
-milliseconds before it stops answering, and in that window it answers Metadata
-with its topics but no broker at all (measured on Kafka 4.1, asking every
-5 ms: such answers in 2 of 3 shutdowns). A client whose metadata refresh lands there
-forgets its learned brokers and its bootstrap servers alike, and nothing
-re-bootstraps it afterwards: with no broker left there is none to go down (the
-"all brokers down" trigger) and no metadata request to start the re-bootstrap
-timer. The consumer stays alive, keeps its assignment and never fetches again
-(librdkafka issue 5301, still open). Consumers refresh metadata as soon as a
-partition's leader goes away, which is exactly when a broker shuts down, so a
-broker restart hits the window now and then; every consumer of that broker
-refreshes at the same moment, so they tend to stall together.
+librdkafka (2.10 and later) drops ("decommissions") the brokers that a Metadata
+answer does not list, and re-bootstraps from `bootstrap.servers` when every
+broker it knows is down. Around a broker restart the two race. A broker in
+controlled shutdown is fenced a few milliseconds before it stops answering, and
+in that window it answers Metadata with its topics and no broker at all
+(measured on Kafka 4.1, asking every 5 ms: such answers in 2 of 3 shutdowns);
+the client then drops its brokers, and the re-bootstrap that should bring them
+back meets a broker that is going down or still starting. Usually it recovers;
+now and then it ends with no broker at all, and then nothing reconnects it:
+no broker is left to go down (the re-bootstrap trigger) and no metadata request
+is made that would start the re-bootstrap timer. The consumer stays alive,
+keeps its assignment and never fetches again. Reproduced with librdkafka 2.16.0
+and a plain consumer refreshing metadata every 10 ms: 1 broker restart in 8
+left it so (statistics: only the logical group coordinator; nothing fetched 20 s
+later). librdkafka has open and recent fixes in this area (issues 5301, 5088,
+5605). Consumers refresh metadata as soon as a partition's leader goes away,
+which is exactly when a broker shuts down, so every consumer of that broker
+takes the same risk at the same moment.
 
 The client's own statistics name the state: no broker whose source is
 "configured" or "learned" (only the logical group coordinator is left).

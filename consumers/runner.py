@@ -191,8 +191,8 @@ class ProjectionRunner:
         """The Kafka client forgot every broker and will never fetch again (`broker_watch.py`): commit
         the batches in hand, close it and join the group with a new one in the same slot (the static
         member gets its partitions back at once; `_on_assign` seeks to the offsets in PostgreSQL)."""
-        log.warning("%s: the Kafka client has known no broker for %.0fs (a metadata answer from a broker "
-                    "shutting down made it drop them all); replacing it", self.group_id, self.brokers.grace)
+        log.warning("%s: the Kafka client has known no broker for %.0fs (librdkafka dropped them all around "
+                    "a broker restart and will not reconnect); replacing it", self.group_id, self.brokers.grace)
         self._settle()
         self.stats.reconnects += 1
         old, self._kafka = self._kafka, None

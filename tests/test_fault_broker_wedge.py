@@ -1,12 +1,13 @@
-"""Drill: a live consumer keeps projecting across broker restarts that wedge its Kafka client.
+"""Drill: live consumers keep projecting across repeated broker restarts.
 
-A broker in controlled shutdown answers Metadata for a few milliseconds with its topics and
-no broker; librdkafka then drops every broker it knew and never reconnects (see
-`consumers/broker_watch.py`). A consumer refreshes metadata when its partitions' leader goes
-away, i.e. right then, so a broker restart sometimes wedges it: the broker-outage drill saw
-both consumers stay silent after the restart. Here the consumer refreshes metadata every
-10 ms, which lands in the window often (about one restart in four), and the broker is
-restarted ROUNDS times; after each restart the events published must be projected.
+Around a broker restart librdkafka may end up knowing no broker and never reconnect (see
+`consumers/broker_watch.py`; the broker-outage drill saw both consumers stay silent once).
+The runners here refresh metadata every 10 ms, the setting under which a plain consumer was
+left so by 1 restart in 8, and the broker is restarted ROUNDS times; after each restart the
+events published must be projected within a minute, and at the end exactly once. The window
+is narrow: in 21 rounds so far (6 with the watch, 15 with it switched off) neither runner was
+caught in it, so this drill guards availability across restarts in general; the replacement
+itself is proven by `test_consumer_broker_watch.py`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from assetlog.consumers import ProjectionRunner
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 private, world = fault_support.private, fault_support.world
 
-ROUNDS = 6
+ROUNDS = 15
 METADATA_REFRESH_MS = "10"  # a pass-through librdkafka setting: refresh often, so the window is hit
 
 
@@ -37,7 +38,7 @@ def _ends(published) -> dict[tuple[str, int], int]:
 
 def _wait_projected(world, runners: dict[str, ProjectionRunner], ends, what: str) -> None:
     wait_for(lambda: all(stored_offsets(world.dsn, name) == ends for name in runners),
-             f"{what} (clients replaced so far: { {n: r.stats.reconnects for n, r in runners.items()} })",
+             f"{what} (clients replaced so far: { {n: getattr(r.stats, 'reconnects', None) for n, r in runners.items()} })",
              timeout=60)
 
 
