@@ -154,7 +154,8 @@ class ProjectionRunner:
                 self._last_commit_at = time.monotonic()
                 self._mirror_committed(self._kafka)
             finally:
-                leave_group(self._kafka)  # now, so its partitions move to other members at once
+                if self._kafka is not None:  # None only if a replacement client could not be built
+                    leave_group(self._kafka)  # now, so its partitions move to other members at once
         except Stopped:
             self.stats.stopped_by = "signal"
         finally:
