@@ -12,7 +12,7 @@ now and then it ends with no broker at all, and then nothing reconnects it:
 no broker is left to go down (the re-bootstrap trigger) and no metadata request
 is made that would start the re-bootstrap timer. The consumer stays alive,
 keeps its assignment and never fetches again. Reproduced with librdkafka 2.16.0
-and a plain consumer refreshing metadata every 10 ms: 1 broker restart in 8
+and a plain consumer refreshing metadata every 10 ms: 1 broker restart in 31
 left it so (statistics: only the logical group coordinator; nothing fetched 20 s
 later). librdkafka has open and recent fixes in this area (issues 5301, 5088,
 5605). Consumers refresh metadata as soon as a partition's leader goes away,

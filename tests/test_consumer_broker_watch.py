@@ -1,7 +1,7 @@
 """A consumer whose Kafka client forgot every broker is replaced, and nothing is lost or doubled.
 
 The state itself (librdkafka left knowing no broker around a broker restart) comes from a
-real broker only by chance (1 restart in 8 for a plain consumer refreshing metadata every
+real broker only by chance (1 restart in 31 for a plain consumer refreshing metadata every
 10 ms; `test_fault_broker_wedge.py`, slow, restarts a real broker under live runners). Here
 the statistics librdkafka reports in that state are written out (the shape recorded from a
 wedged client: only the logical group coordinator left), the one fault given by hand.
