@@ -214,6 +214,8 @@ class ProjectionRunner:
         self._committer.raise_if_failed()
         self._mirror_committed(consumer)
         messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
+        if (state := self.brokers.quiet_report(bool(messages))) is not None:  # idle, or stalled: say which
+            log.info("%s: nothing received for %.0fs; Kafka client: %s", self.group_id, self.brokers.idle_report, state)
         rows = []
         for message in messages:
             error = message.error()

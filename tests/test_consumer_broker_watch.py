@@ -10,7 +10,9 @@ wedged client: only the logical group coordinator left), the one fault given by 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -98,3 +100,36 @@ def _ends(published) -> dict[tuple[str, int], int]:
     for _t, _r, p in published:
         ends[(p.topic, p.partition)] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
     return ends
+
+
+def test_a_quiet_consumer_names_its_clients_state_once_per_quiet_spell():
+    clock = Clock()
+    watch = NoBrokerWatch(clock=clock, idle_report=60)
+    assert watch.quiet_report(received=False) is None
+    clock.now += 60
+    assert watch.quiet_report(received=False) == "no statistics yet"
+    clock.now += 600
+    assert watch.quiet_report(received=False) is None  # once per spell
+    assert watch.quiet_report(received=True) is None
+    watch(WEDGED)
+    clock.now += 60
+    assert watch.quiet_report(received=False) == "group ?/?; brokers: none known; partitions: none assigned"
+
+
+def test_a_runner_that_receives_nothing_logs_its_clients_state(world, caplog):
+    caplog.set_level(logging.INFO, logger="assetlog.consumers")
+    settings = replace(world.settings, kafka_settings={**world.settings.kafka_settings,
+                                                       "statistics.interval.ms": "200"})
+    runner = ProjectionRunner("lineage", settings)
+    runner.brokers.idle_report = 2
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "nothing received for" in caplog.text, "the quiet report", 60)
+    finally:
+        runner.stop()
+        thread.join(60)
+    line = next(r.getMessage() for r in caplog.records if "nothing received for" in r.getMessage())
+    # e.g. "...: nothing received for 2s; Kafka client: group up/steady; brokers: 127.0.0.1:9092/1 UP;
+    # partitions: 9 active" (the partitions reached their ends; the state names a stall's kind)
+    assert "group up/steady" in line and "/1 UP" in line and "9 active" in line, line
