@@ -45,9 +45,10 @@ def describe_access_error(error: KafkaError, bootstrap: str, username: str | Non
 class AccessWatch:
     """An `error_cb` that keeps the first authentication or TLS failure."""
 
-    def __init__(self, bootstrap: str, username: str | None = None) -> None:
+    def __init__(self, bootstrap: str, username: str | None = None, debug: bool = False) -> None:
         self.bootstrap = bootstrap
         self.username = username
+        self.debug = debug  # librdkafka's `debug` contexts are on: its log lines are wanted
         self.failure: str | None = None
         self._log: logging.Logger | None = None
         self._last_logged: str | None = None
@@ -55,7 +56,8 @@ class AccessWatch:
     @classmethod
     def for_settings(cls, settings: Any) -> AccessWatch:
         """A watch naming the broker and SASL user `settings` (an `assetlog.config.Settings`) connect with."""
-        return cls(settings.require_kafka(), settings.kafka_settings.get("sasl.username"))
+        return cls(settings.require_kafka(), settings.kafka_settings.get("sasl.username"),
+                   debug=bool(settings.kafka_settings.get("debug")))
 
     def log_to(self, log: logging.Logger) -> None:
         """From now on, log each error as one warning line (a repeat of the last one is not logged again).
@@ -98,8 +100,10 @@ class AccessWatch:
                     raise KafkaUnreachable(f"cannot reach Kafka at {self.bootstrap}: {exc.args[0]}") from exc
 
     def client_settings(self) -> dict[str, object]:
-        """Settings that route the client's errors here and keep its log lines off stderr."""
-        return {"error_cb": self, "logger": _quiet_logger()}
+        """Settings that route the client's errors here and keep its log lines off stderr, unless
+        the user turned librdkafka's debug contexts on (ASSETLOG_KAFKA_DEBUG=cgrp,fetch,...): then
+        its lines go to the `assetlog.kafka.debug` logger, so they land in the process's own log."""
+        return {"error_cb": self, "logger": _debug_logger() if self.debug else _quiet_logger()}
 
 
 def _quiet_logger() -> logging.Logger:
@@ -107,6 +111,14 @@ def _quiet_logger() -> logging.Logger:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
+    return logger
+
+
+def _debug_logger() -> logging.Logger:
+    """A logger passing librdkafka's debug lines (logged at DEBUG) to the process's handlers, whatever
+    level those are set to: asking for debug contexts is asking for their lines."""
+    logger = logging.getLogger("assetlog.kafka.debug")
+    logger.setLevel(logging.DEBUG)
     return logger
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from assetlog.config import Settings, Topics
+from assetlog.consumers.broker_watch import STATS_INTERVAL_MS
 from assetlog.consumers.membership import Slot, static_membership
 from assetlog.errors import AssetlogError
 from assetlog.kafka_access import AccessWatch
@@ -65,8 +66,10 @@ def event_consumer(settings: Settings, group_id: str, *, auto_offset_reset: str 
     ))
 
 
-def group_consumer(settings: Settings, group_id: str, projection: str) -> tuple[Any, Slot | None]:
-    """A projection's group member, with a static-membership slot, after checking the topics exist.
+def group_consumer(settings: Settings, group_id: str, projection: str,
+                   stats_cb: Any = None) -> tuple[Any, Slot | None]:
+    """A projection's group member, with a static-membership slot, after checking the topics exist;
+    `stats_cb` receives librdkafka's statistics (every `statistics.interval.ms`, from `consume()`).
 
     The event topics and their dead-letter topics must exist. The caller subscribes
     (with its rebalance callbacks) and releases the slot when it stops; if building
@@ -77,6 +80,8 @@ def group_consumer(settings: Settings, group_id: str, projection: str) -> tuple[
     slot = static_membership(settings, group_id, projection, defaults)
     try:
         watch = AccessWatch.for_settings(settings)
+        if stats_cb is not None:  # e.g. the runner's `NoBrokerWatch` (a client that forgot every broker)
+            defaults.update({"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": stats_cb})
         consumer = event_consumer(settings, group_id, defaults=defaults, watch=watch)
         topics = settings.topics
         require_topics(watch.list_topics(consumer, timeout=30),

@@ -30,6 +30,7 @@ from psycopg import conninfo
 
 from assetlog.config import Settings, Topics
 from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, reduce_isolating
+from assetlog.consumers.broker_watch import NoBrokerWatch
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
@@ -106,6 +107,8 @@ class ProjectionRunner:
         self._lag: LagWatcher | None = None
         self._mirror: OffsetMirror | None = None  # the copy of the offsets in Kafka, for lag tools
         self._slot: Slot | None = None  # the static-membership slot, held while running
+        self.brokers = NoBrokerWatch()  # librdkafka's statistics: does the client still know a broker?
+        self._kafka: Any = None  # the consumer in use (replaced if it forgets every broker)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -140,18 +143,19 @@ class ProjectionRunner:
         try:
             # Waits for PostgreSQL like any batch would, but a missing schema fails at once, clearly.
             self._with_postgres(lambda conn: None, "connect to PostgreSQL")
-            consumer = self._consumer()
+            self._kafka = self._consumer()
             if self._lag_interval:
                 self._lag = LagWatcher(self.projection.name, self.settings, self._lag_interval)
             if self.fence is not None:  # live tables only: their group is the one operators watch
                 self._mirror = OffsetMirror(self.settings, self.group_id, self.projection.name)
             try:
-                self._loop(consumer)
+                self._loop()
                 self._settle()  # the batch in hand commits before the group is left
                 self._last_commit_at = time.monotonic()
-                self._mirror_committed(consumer)
+                self._mirror_committed(self._kafka)
             finally:
-                leave_group(consumer)  # now, so its partitions move to other members at once
+                if self._kafka is not None:  # None only if a replacement client could not be built
+                    leave_group(self._kafka)  # now, so its partitions move to other members at once
         except Stopped:
             self.stats.stopped_by = "signal"
         finally:
@@ -173,14 +177,36 @@ class ProjectionRunner:
             self.stats.busy_seconds = max(0.0, done - (self._first_message_at or done))
         return self.stats
 
-    def _loop(self, consumer) -> None:
+    def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._step(consumer):
+                if self.brokers.wedged():
+                    self._replace_client()
+                if self._step(self._kafka):
                     return
             except Fenced as exc:
-                self._resync(consumer, exc)
+                self._resync(self._kafka, exc)
         self.stats.stopped_by = "signal"
+
+    def _replace_client(self) -> None:
+        """The Kafka client forgot every broker and will never fetch again (`broker_watch.py`): commit
+        the batches in hand, close it and join the group with a new one in the same slot (the static
+        member gets its partitions back at once; `_on_assign` seeks to the offsets in PostgreSQL)."""
+        log.warning("%s: the Kafka client has known no broker for %.0fs (librdkafka dropped them all around "
+                    "a broker restart and will not reconnect); replacing it", self.group_id, self.brokers.grace)
+        self._settle()
+        self.stats.reconnects += 1
+        old, self._kafka = self._kafka, None
+        try:
+            old.close()  # reaches no broker: nothing to leave or commit
+        except Exception as exc:  # a wedged client may fail to close; it is dropped anyway
+            log.debug("closing the wedged Kafka client failed: %s", exc)
+        if self._slot is not None:
+            self._slot.release()  # so the new client claims the same slot, hence the same member id
+            self._slot = None
+        self._assigned, self._at_end, self._assignment_known = set(), set(), False
+        self.brokers.reset()
+        self._kafka = self._consumer()
 
     def _step(self, consumer) -> bool:
         """Consume one batch and hand it to the committer; True once caught up (`until_caught_up`)."""
@@ -188,6 +214,8 @@ class ProjectionRunner:
         self._committer.raise_if_failed()
         self._mirror_committed(consumer)
         messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
+        if (state := self.brokers.quiet_report(bool(messages))) is not None:  # idle, or stalled: say which
+            log.info("%s: nothing received for %.0fs; Kafka client: %s", self.group_id, self.brokers.idle_report, state)
         rows = []
         for message in messages:
             error = message.error()
@@ -269,7 +297,8 @@ class ProjectionRunner:
     # --- Kafka ---------------------------------------------------------------------------------------
 
     def _consumer(self):
-        consumer, self._slot = group_consumer(self.settings, self.group_id, self.projection.name)
+        consumer, self._slot = group_consumer(self.settings, self.group_id, self.projection.name,
+                                              stats_cb=self.brokers)
         consumer.subscribe(list(self.topics.events), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_revoke)
         return consumer
