@@ -2,8 +2,8 @@
 
 Runs a live consumer's write path (`TrackedWriter.write` with the generation
 fence check, one transaction per batch, as `runner.py` commits) over the P2
-events without Kafka, and reads the PostgreSQL backend's CPU (`/proc`) around
-every statement; what is left of a batch's CPU (BEGIN, savepoints, COMMIT)
+events without Kafka, and reads the PostgreSQL backend's CPU time around every
+statement (`/proc/<pid>/schedstat`, nanoseconds); what is left of a batch's CPU (BEGIN, savepoints, COMMIT)
 is reported as "transaction control". Two workloads per projection, one after
 the other on the same tables:
 
@@ -37,7 +37,8 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from cpu_probe import backend_pid, pid_cpu_seconds
+from cpu_probe import backend_pid
+from cpu_probe import pid_oncpu_seconds as pid_cpu_seconds
 from projection_bench import generate
 from support import scratch
 
