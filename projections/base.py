@@ -96,9 +96,12 @@ def unnest_rows(columns: Sequence[tuple[str, str]],
     array per column, sent in binary. Scalar column types only.
 
     For rows written once by one statement (an upsert), this costs PostgreSQL less than `copy_to_temp`
-    and a SELECT from the temporary table: no temporary heap to create, fill, scan and empty in every
-    batch (bench/README.md, issue 15, "Fourth pass"). Values as `copy_rows` takes them; uuids travel as
-    their text, jsonb as JSON text (str or UTF-8 bytes).
+    and a SELECT from the temporary table (no temporary heap to create, fill, scan and empty in every
+    batch), but the client more: psycopg dumps array elements one by one in Python, where COPY's
+    `write_row` formats whole rows. Measured for the `assets` rows of P2 (bench/README.md, issue 15,
+    "Fourth pass"): PostgreSQL -2.2 to -3.3 CPU-s per 1M events, the client +1.5. So it serves the
+    lineage consumer's edges (that consumer waits on PostgreSQL), not the properties consumer's rows.
+    Values as `copy_rows` takes them; uuids travel as their text, jsonb as JSON text (str or UTF-8 bytes).
     """
     arrays = [list(values) for values in zip(*rows, strict=True)] or [[] for _ in columns]
     placeholders = []

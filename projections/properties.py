@@ -26,7 +26,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from assetlog.projections.base import copy_to_temp, table, unnest_rows
+from assetlog.projections.base import copy_to_temp, table
 from assetlog.projections.events import Event
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
 
@@ -175,9 +175,10 @@ class PropertiesProjection:
                 copy_to_temp(conn, "assetlog_batch_properties", PROPERTIES_COLUMNS,
                              (row.as_tuple() for row in effects.properties.values()))
                 conn.execute(self._upsert_properties())
-            if effects.assets:  # as arrays (the properties' owners are arrays themselves: those stay on COPY)
-                batch, arrays = unnest_rows(ASSETS_COLUMNS, (row.as_tuple() for row in effects.assets.values()))
-                conn.execute(self._upsert_assets(batch), arrays)
+            if effects.assets:
+                copy_to_temp(conn, "assetlog_batch_assets", ASSETS_COLUMNS,
+                             (row.as_tuple() for row in effects.assets.values()))
+                conn.execute(self._upsert_assets())
 
     def _upsert_properties(self) -> sql.Composed:
         columns = [name for name, _ in PROPERTIES_COLUMNS]
@@ -193,7 +194,7 @@ class PropertiesProjection:
             ),
         )
 
-    def _upsert_assets(self, batch: sql.Composable) -> sql.Composed:
+    def _upsert_assets(self) -> sql.Composed:
         columns = [name for name, _ in ASSETS_COLUMNS]
 
         def newest(names: tuple[str, ...], newer: sql.SQL) -> sql.Composed:
@@ -203,7 +204,7 @@ class PropertiesProjection:
             )
 
         return sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {batch} ORDER BY key "
+            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_assets ORDER BY key "
             "ON CONFLICT (key) DO UPDATE SET "
             "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), "
             "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), {materialization}, {metadata} "
@@ -212,7 +213,6 @@ class PropertiesProjection:
         ).format(
             target=table(self.schema, "assets"),
             columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            batch=batch,
             materialization=newest(MATERIALIZATION_COLUMNS, _NEWER_MATERIALIZATION),
             metadata=newest(METADATA_COLUMNS, _NEWER_METADATA),
             newer_materialization=_NEWER_MATERIALIZATION,
