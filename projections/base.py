@@ -87,7 +87,7 @@ def copy_to_temp(
 
 
 # Column types sent as text inside a binary array and cast by PostgreSQL (the projections hold them as text).
-_SENT_AS_TEXT = frozenset({"uuid", "jsonb"})
+_SENT_AS_TEXT = frozenset({"uuid"})
 
 
 def unnest_rows(columns: Sequence[tuple[str, str]],
@@ -101,13 +101,13 @@ def unnest_rows(columns: Sequence[tuple[str, str]],
     `write_row` formats whole rows. Measured for the `assets` rows of P2 (bench/README.md, issue 15,
     "Fourth pass"): PostgreSQL -2.2 to -3.3 CPU-s per 1M events, the client +1.5. So it serves the
     lineage consumer's edges (that consumer waits on PostgreSQL), not the properties consumer's rows.
-    Values as `copy_rows` takes them; uuids travel as their text, jsonb as JSON text (str or UTF-8 bytes).
+    Values as `copy_rows` takes them (uuids travel as their text).
     """
     arrays = [list(values) for values in zip(*rows, strict=True)] or [[] for _ in columns]
     placeholders = []
     for (_name, type_), values in zip(columns, arrays, strict=True):
         if type_ in _SENT_AS_TEXT:
-            values[:] = [v.decode() if type(v) is bytes else None if v is None else str(v) for v in values]
+            values[:] = [None if v is None else str(v) for v in values]
             placeholders.append(sql.SQL("%b::text[]::{}[]").format(sql.SQL(type_)))  # type: ignore[arg-type]
         else:
             placeholders.append(sql.SQL("%b::{}[]").format(sql.SQL(type_)))  # type: ignore[arg-type]
