@@ -20,6 +20,10 @@ pg_stat_statements (a private instance started with
 reconfigured for this), each statement's calls, rows, execution time and WAL
 bytes.
 
+Caveat: in its runs the dead row versions were never pruned between batches, as they are under the
+live consumer (why was not found: bench/README.md, issue 15, "Fourth pass"), so its HOT shares and
+its `assets` upsert costs are those of a table without pruning, not the live consumer's.
+
     eval "$(assetlog stack env)" && python bench/pg_share_bench.py [--events 200000] [--batch 5000] \\
         [--only properties|lineage]
 """
