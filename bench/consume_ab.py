@@ -18,10 +18,11 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 from cpu_probe import BackendSampler
 from projection_bench import generate, publish
-from support import child_env, empty_projection_tables, scratch
+from support import child_env, scratch
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="5000")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with scratch("consume-ab") as work:
+    with scratch("consume-ab", migrated=False) as work:
         settings = work.event_topics()
         events = generate(args.events)
         publish(settings, events)
@@ -43,13 +44,17 @@ def main() -> None:
             sides = [("new", args.new), ("old", args.old)]
             for side, python in sides if index % 2 == 0 else sides[::-1]:
                 for size in args.batch_sizes.split(","):
-                    empty_projection_tables(work.dsn)
-                    load = os.getloadavg()[0]
-                    with BackendSampler(work.dsn, work.database, f"assetlog.consume.{args.name}") as backends:
-                        child = subprocess.Popen(
-                            [python, "-m", "assetlog", "consume", args.name, "--until-caught-up", "--json", "--quiet",
-                             "--batch-size", size], env=child_env(settings), stdout=subprocess.PIPE, text=True)
-                        _, _status, usage = os.wait4(child.pid, 0)
+                    with work.database_copy(f"{side}_{index}_{size}") as dsn:
+                        env = child_env(replace(settings, postgres_dsn=dsn))
+                        subprocess.run([python, "-m", "assetlog", "db", "migrate", "--json"], env=env, check=True,
+                                       stdout=subprocess.DEVNULL)
+                        load = os.getloadavg()[0]
+                        database = f"{work.database}_{side}_{index}_{size}"
+                        with BackendSampler(dsn, database, f"assetlog.consume.{args.name}") as backends:
+                            child = subprocess.Popen(
+                                [python, "-m", "assetlog", "consume", args.name, "--until-caught-up", "--json",
+                                 "--quiet", "--batch-size", size], env=env, stdout=subprocess.PIPE, text=True)
+                            _, _status, usage = os.wait4(child.pid, 0)
                     report = json.loads(child.stdout.read() if child.stdout else "{}")
                     per = 1e6 / n
                     print(f"round {index + 1} {side} batch {size}: load {load:.1f}, "

@@ -29,7 +29,8 @@ from psycopg import sql
 from support import scratch
 
 from assetlog.projections import to_event
-from assetlog.projections.base import copy_rows, copy_to_temp, table
+from assetlog.projections.base import copy_rows, table, unnest_rows
+from assetlog.projections.edge_merge import upsert_edges
 from assetlog.projections.events import Position
 from assetlog.projections.lineage import _REGISTRY_COLUMNS, EDGES_COLUMNS, HISTORY_COLUMNS, LineageProjection
 from assetlog.projections.shadow import ShadowTables
@@ -59,8 +60,8 @@ def split(dsn: str, events: list, fold: int) -> dict[str, float]:
             with conn.cursor() as cur:
                 copy_rows(cur, table("assetlog_shadow", "lineage_history"), HISTORY_COLUMNS, rows)
             marks.append(pid_cpu_seconds(pid) or 0.0)
-            copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS, (e.as_tuple() for e in effects.edges.values()))
-            conn.execute(projection._upsert_edges())
+            batch, arrays = unnest_rows(EDGES_COLUMNS, (e.as_tuple() for e in effects.edges.values()))
+            conn.execute(upsert_edges(table("assetlog_shadow", "asset_edges"), batch), arrays)
             marks.append(pid_cpu_seconds(pid) or 0.0)
             conn.commit()
             marks.append(pid_cpu_seconds(pid) or 0.0)

@@ -86,6 +86,36 @@ def copy_to_temp(
         copy_rows(cur, sql.Identifier(temp), columns, rows)
 
 
+# Column types sent as text inside a binary array and cast by PostgreSQL (the projections hold them as text).
+_SENT_AS_TEXT = frozenset({"uuid"})
+
+
+def unnest_rows(columns: Sequence[tuple[str, str]],
+                rows: Iterable[Sequence[object]]) -> tuple[sql.Composed, list[list[object]]]:
+    """`rows` as a FROM item, `unnest(%b::type[], ...) AS batch(column, ...)`, and its parameters: one
+    array per column, sent in binary. Scalar column types only.
+
+    For rows written once by one statement (an upsert), this costs PostgreSQL less than `copy_to_temp`
+    and a SELECT from the temporary table (no temporary heap to create, fill, scan and empty in every
+    batch), but the client more: psycopg dumps array elements one by one in Python, where COPY's
+    `write_row` formats whole rows. Measured for the `assets` rows of P2 (bench/README.md, issue 15,
+    "Fourth pass"): PostgreSQL -2.2 to -3.3 CPU-s per 1M events, the client +1.5. So it serves the
+    lineage consumer's edges (that consumer waits on PostgreSQL), not the properties consumer's rows.
+    Values as `copy_rows` takes them (uuids travel as their text).
+    """
+    arrays = [list(values) for values in zip(*rows, strict=True)] or [[] for _ in columns]
+    placeholders = []
+    for (_name, type_), values in zip(columns, arrays, strict=True):
+        if type_ in _SENT_AS_TEXT:
+            values[:] = [None if v is None else str(v) for v in values]
+            placeholders.append(sql.SQL("%b::text[]::{}[]").format(sql.SQL(type_)))  # type: ignore[arg-type]
+        else:
+            placeholders.append(sql.SQL("%b::{}[]").format(sql.SQL(type_)))  # type: ignore[arg-type]
+    from_item = sql.SQL("unnest({}) AS batch({})").format(
+        sql.SQL(", ").join(placeholders), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns))
+    return from_item, arrays
+
+
 class _UuidTextBinaryDumper(Dumper):
     """A uuid column from the canonical text the projections carry (no `uuid.UUID` per value)."""
 

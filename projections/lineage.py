@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from assetlog.projections.base import RefusedEvent, copy_rows, copy_to_temp, table
+from assetlog.projections.base import RefusedEvent, copy_rows, copy_to_temp, table, unnest_rows
 from assetlog.projections.edge_merge import (
     EDGES_COLUMNS,
     EdgeRow,
@@ -125,9 +125,8 @@ class LineageProjection:
                 self.partitions.ensure(conn, (row[_TIME] for _position, row in effects.history.values()))
                 self._append_history(conn, effects.history)
             if effects.edges:
-                copy_to_temp(conn, "assetlog_batch_edges", EDGES_COLUMNS,
-                             (edge.as_tuple() for edge in effects.edges.values()))
-                conn.execute(upsert_edges(table(self.schema, "asset_edges"), sql.Identifier("assetlog_batch_edges")))
+                batch, arrays = unnest_rows(EDGES_COLUMNS, (edge.as_tuple() for edge in effects.edges.values()))
+                conn.execute(upsert_edges(table(self.schema, "asset_edges"), batch), arrays)
 
     def _append_history(self, conn: psycopg.Connection,
                         history: dict[str, tuple[tuple[str, int, int], tuple[object, ...]]]) -> None:
