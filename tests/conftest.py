@@ -132,6 +132,14 @@ def create_isolated(stack: StackEndpoints, outbox_dir: Path, partitions: int = 3
     return Isolated(settings=settings, database=database)
 
 
+def drop_role(dsn: str, role: str) -> None:
+    """Drop a role a test created, after handing what it owns in this database to the caller."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
 def drop_isolated(stack: StackEndpoints, isolated: Isolated) -> None:
     from assetlog.topics import admin_client, all_topics
 

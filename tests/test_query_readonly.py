@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import Isolated, dsn_for_database
+from conftest import Isolated, drop_role, dsn_for_database
 from events_factory import DASHBOARD, GOLD, PROCESSED, guide_pipelines
 from psycopg import conninfo, sql
 from query_world import READER_ROLE, project, reader_dsn
@@ -107,10 +107,7 @@ def test_without_rights_to_create_extensions_migration_succeeds_and_search_still
             assert [a.key for a in store.search("CUSTOMER").assets] == [
                 "s3://my-bucket/processed-data.csv", "snowflake://my-warehouse/customer_db/customers"]
     finally:
-        with psycopg.connect(isolated.dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(migrator)))
-            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(migrator)))
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(migrator)))
+        drop_role(isolated.dsn, migrator)
 
 
 def test_with_pg_trgm_search_uses_the_trigram_indexes(isolated: Isolated) -> None:

@@ -8,7 +8,7 @@ import re
 from dataclasses import replace
 
 import psycopg
-from conftest import Isolated
+from conftest import Isolated, drop_role
 from events_factory import publish
 from psycopg import conninfo, sql
 from replay_support import assetlog, realistic_runs
@@ -107,10 +107,7 @@ def test_a_role_that_may_not_create_pg_prewarm_gets_its_replay_and_one_line(isol
         assert "may not create it" in summary["warm"]["reason"]
         assert not has_prewarm(isolated.dsn)
     finally:
-        with psycopg.connect(isolated.dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(owner)))
-            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(owner)))
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))
+        drop_role(isolated.dsn, owner)
 
 
 def test_a_warm_blocked_by_a_lock_stops_at_its_timeout_and_says_why(isolated: Isolated) -> None:
