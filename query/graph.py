@@ -123,15 +123,10 @@ class _Walk:
             new = [key for key in new if key not in dropped]
         seen.update(dict.fromkeys(new, hop))
         admitted.update(dict.fromkeys(new))  # an asset the other side admitted keeps its place
-        edges = self.edges
-        if side == "upstream":
-            for near, far, declared in rows:
-                if far in admitted:
-                    edges[far, near] = declared
-        else:
-            for near, far, declared in rows:
-                if far in admitted:
-                    edges[near, far] = declared
+        edges, upstream = self.edges, side == "upstream"
+        for near, far, declared in rows:
+            if far in admitted:
+                edges[(far, near) if upstream else (near, far)] = declared
         return new
 
 
