@@ -47,7 +47,7 @@ def _runs(round_: int) -> list:
                       for i in range(5)])
 
 
-def test_a_consumer_keeps_projecting_across_broker_restarts_that_wedge_its_client(private, world):
+def test_consumers_keep_projecting_across_repeated_broker_restarts(private, world):
     settings = replace(world.settings, kafka_settings={**world.settings.kafka_settings,
                                                        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS})
     published = publish(world.settings, _runs(0))
