@@ -52,6 +52,13 @@ def describe(stats: Mapping[str, Any] | None) -> str:
     """librdkafka's statistics in one line: group state, brokers, assigned partitions by fetch state."""
     if not stats:
         return "no statistics yet"
+    try:
+        return _describe(stats)
+    except (AttributeError, TypeError):  # a shape this librdkafka version does not give: say so, never raise
+        return "statistics not understood"
+
+
+def _describe(stats: Mapping[str, Any]) -> str:
     group = stats.get("cgrp") or {}
     brokers = [f"{name} {b.get('state')}" for name, b in (stats.get("brokers") or {}).items()
                if isinstance(b, Mapping) and b.get("source") in _REAL_SOURCES]
@@ -78,9 +85,11 @@ class NoBrokerWatch:
     def __call__(self, stats: str) -> None:
         try:
             parsed = json.loads(stats)
-            brokers = parsed.get("brokers", {})
-        except (ValueError, AttributeError):  # not statistics we understand: say nothing
+        except ValueError:
             return
+        brokers = parsed.get("brokers", {}) if isinstance(parsed, dict) else None
+        if not isinstance(brokers, Mapping):  # not statistics we understand: say nothing (never raise in
+            return                            # librdkafka's callback: it would surface from consume())
         self.latest = parsed
         if knows_a_broker(brokers):
             self._since = None

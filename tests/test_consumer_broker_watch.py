@@ -18,9 +18,11 @@ import psycopg
 import pytest
 from events_factory import TaskRun, events_of, guide_pipelines, publish
 from fault_support import stored_offsets, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assetlog.consumers import ProjectionRunner
-from assetlog.consumers.broker_watch import NoBrokerWatch, knows_a_broker
+from assetlog.consumers.broker_watch import NoBrokerWatch, describe, knows_a_broker
 from assetlog.consumers.kafka_consumer import event_consumer
 from assetlog.projections import migrate
 
@@ -133,3 +135,22 @@ def test_a_runner_that_receives_nothing_logs_its_clients_state(world, caplog):
     # e.g. "...: nothing received for 2s; Kafka client: group up/steady; brokers: 127.0.0.1:9092/1 UP;
     # partitions: 9 active" (the partitions reached their ends; the state names a stall's kind)
     assert "group up/steady" in line and "/1 UP" in line and "9 active" in line, line
+
+
+_STATS_NAMES = ["brokers", "cgrp", "topics", "partitions", "source", "state", "join_state", "desired", "fetch_state",
+                "-1", "0", "learned"]
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.sampled_from(_STATS_NAMES), inner, max_size=4), max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=_json)
+def test_statistics_of_any_shape_never_raise_in_the_callback(document) -> None:  # type: ignore[no-untyped-def]
+    """The watch runs inside librdkafka's callback, so an exception would surface from consume() and stop
+    the consumer: any JSON (or none) is taken or ignored, never raised on. Pure parsing: no server needed."""
+    watch = NoBrokerWatch()
+    watch(json.dumps(document))
+    watch("not json {")
+    assert watch.wedged() is False  # just started: never past the grace period
+    assert isinstance(describe(watch.latest), str)
