@@ -7,7 +7,6 @@ needs no network. Only processes this module started are ever stopped.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -18,8 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
+from assetlog.compose.kafka_ready import kafka_available, say_still_starting, wait_until_kafka_ready
 from assetlog.compose.processes import (
     StackError,
     free_port,
@@ -33,7 +31,8 @@ from assetlog.compose.security import KAFKA_ADMIN_USER, KAFKA_CLIENT_USER, SCRAM
 from assetlog.config import cache_home
 
 KAFKA_VERSION_PATTERN = re.compile(r"<kafka\.version>([^<]+)</kafka\.version>")
-READY_TIMEOUT_SECONDS = 90.0
+MANY_PARTITIONS = 1000  # named in the error: loading this many is what makes a start slow
+PARTITION_FOLDER = re.compile(r"-\d+$")  # `<topic>-<partition>`; metadata folders end otherwise
 
 
 def _pom_text() -> str:
@@ -211,11 +210,18 @@ class KafkaBroker:
         log_config.write_text(
             "\n".join([
                 "status = error",
-                "appender.file.type = File",
+                # Rolled at 64 MB, two old files kept: one log that only grew reached hundreds of MB.
+                "appender.file.type = RollingFile",
                 "appender.file.name = FILE",
-                f"appender.file.fileName = {self.home / 'server.log'}",
+                f"appender.file.fileName = {self.server_log}",
+                f"appender.file.filePattern = {self.home / 'server.log.%i'}",
                 "appender.file.layout.type = PatternLayout",
                 "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                "appender.file.policies.type = Policies",
+                "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+                "appender.file.policies.size.size = 64MB",
+                "appender.file.strategy.type = DefaultRolloverStrategy",
+                "appender.file.strategy.max = 2",
                 "rootLogger.level = WARN",
                 "rootLogger.appenderRef.file.ref = FILE",
                 "logger.kafka.name = kafka",
@@ -270,14 +276,42 @@ class KafkaBroker:
             )
         self.pid_file.write_text(f"{process.pid}\n")
         bootstrap = f"127.0.0.1:{ports[0]}"
+        partitions = self.partition_count()
         try:
-            wait_until_kafka_ready(bootstrap, process, client_config=self.client_config())
-        except StackError:
+            wait_until_kafka_ready(bootstrap, process, client_config=self.client_config(),
+                                   progress=self._log_size, note=say_still_starting(partitions))
+        except StackError as exc:
             stop_process_group(process.pid)
             self.pid_file.unlink(missing_ok=True)
+            if partitions >= MANY_PARTITIONS:
+                raise StackError(f"{exc}; its data holds {partitions} partitions, which take long to load: "
+                                 "delete topics you no longer need, or `assetlog stack down --purge` "
+                                 "to start afresh") from None
             raise
         return {"bootstrap": bootstrap, "pid": process.pid, "reused": False, "jars_fetched": fetched,
                 "seconds": round(time.monotonic() - started, 2)}
+
+    @property
+    def server_log(self) -> Path:
+        return self.home / "server.log"
+
+    def partition_count(self) -> int:
+        """Partition folders in the data directory: what a start must load before it answers."""
+        try:
+            return sum(1 for entry in os.scandir(self.data_dir)
+                       if entry.is_dir() and PARTITION_FOLDER.search(entry.name))
+        except OSError:
+            return 0
+
+    def _log_size(self) -> int:
+        """Grows while the broker works through its start-up (a line per partition it loads)."""
+        total = 0
+        for path in (self.server_log, self.log_file):
+            try:
+                total += path.stat().st_size
+            except OSError:
+                pass
+        return total
 
     def stop(self) -> bool:
         pid = self.running_pid()
@@ -292,42 +326,6 @@ class KafkaBroker:
         pid = self.running_pid()
         if pid:
             stop_process_group(pid, grace_seconds=0)
-
-
-def wait_until_kafka_ready(bootstrap: str, process: subprocess.Popen | None = None,
-                           timeout: float = READY_TIMEOUT_SECONDS,
-                           client_config: dict[str, str] | None = None) -> float:
-    """Poll a metadata request until the broker answers; returns seconds waited."""
-
-    started = time.monotonic()
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _silent_logger(),
-                         **(client_config or {})})
-    while time.monotonic() - started < timeout:
-        if process is not None and process.poll() is not None:
-            raise StackError(f"Kafka exited during start-up (code {process.returncode}); see its log")
-        try:
-            metadata = admin.list_topics(timeout=1.0)
-            if metadata.brokers:
-                return time.monotonic() - started
-        except Exception:  # any failure means "not ready yet"
-            pass
-        time.sleep(0.2)
-    raise StackError(f"Kafka did not answer on {bootstrap} within {timeout:.0f}s")
-
-
-def _silent_logger():
-    logger = logging.getLogger("assetlog.compose.kafka.librdkafka")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
-
-
-def kafka_available(bootstrap: str, timeout: float = 3.0, client_config: dict[str, str] | None = None) -> bool:
-    try:
-        wait_until_kafka_ready(bootstrap, timeout=timeout, client_config=client_config)
-        return True
-    except StackError:
-        return False
 
 
 __all__ = ["KafkaBroker", "fetch_jars", "kafka_available", "kafka_version", "wait_until_kafka_ready"]
