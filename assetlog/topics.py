@@ -48,6 +48,26 @@ def list_topic_names(settings: Settings, timeout: float = 30.0) -> tuple[object,
     return admin, set(watch.list_topics(admin, timeout))
 
 
+def delete_topics_under(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Delete every topic of the settings' prefix: `<prefix>` itself and all `<prefix>.*`; returns them.
+
+    For the scratch prefixes of tests and benchmarks, which also make topics beside the six event
+    topics (`<prefix>.<tail>.*`, an OpenLineage topic). Deleting only the six leaked the rest, and a
+    broker that must load thousands of leaked partitions takes minutes to start. Best effort: a topic
+    already gone is not an error. Never point it at a prefix whose events are the source of truth.
+    """
+    prefix = settings.topic_prefix
+    admin, existing = list_topic_names(settings, timeout)
+    doomed = sorted(t for t in existing if t == prefix or t.startswith(prefix + "."))
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=timeout).values():
+            try:
+                future.result()
+            except KafkaException:  # already deleted by someone else: the outcome wanted
+                pass
+    return doomed
+
+
 def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0) -> dict[str, str]:
     """Create missing topics and verify existing ones; returns topic -> 'created' | 'exists'."""
 

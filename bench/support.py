@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,7 +33,7 @@ from assetlog.config import (
 )
 from assetlog.projections import migrate
 from assetlog.projections.partitions import list_partitions
-from assetlog.topics import admin_client, all_topics, ensure_topics
+from assetlog.topics import admin_client, delete_topics_under, ensure_topics
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Scratch:
     settings: Settings
     admin_dsn: str
     workdir: Path
-    _topics: list[str] = field(default_factory=list)
+    _made_topics: bool = False  # only then is Kafka needed to clean up
 
     @property
     def dsn(self) -> str:
@@ -71,7 +71,7 @@ class Scratch:
         settings = self.settings if prefix_tail is None else replace(
             self.settings, topic_prefix=f"{self.settings.topic_prefix}.{prefix_tail}")
         settings.require_kafka()
-        self._topics.extend(all_topics(settings.topics))
+        self._made_topics = True
         ensure_topics(settings, partitions=partitions)
         return settings
 
@@ -79,7 +79,7 @@ class Scratch:
         """A topic `<prefix>.<tail>` with the broker's default settings (for a baseline's own traffic)."""
         self.settings.require_kafka()
         name = f"{self.settings.topic_prefix}.{tail}"
-        self._topics.append(name)
+        self._made_topics = True
         admin = admin_client(self.settings)  # held: the futures fail if the client is destroyed first
         for future in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=-1)]).values():
             future.result()
@@ -89,13 +89,8 @@ class Scratch:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(self.database)))
-        if self._topics:
-            admin = admin_client(self.settings)  # held: the futures fail if the client is destroyed first
-            for future in admin.delete_topics(self._topics, operation_timeout=30).values():
-                try:
-                    future.result()
-                except Exception:  # best-effort: a topic never created, or already gone
-                    pass
+        if self._made_topics:  # everything under the run's prefix, also what its subprocesses made
+            delete_topics_under(self.settings)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

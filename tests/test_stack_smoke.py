@@ -98,3 +98,28 @@ def test_missing_configuration_is_one_clear_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "ASSETLOG_KAFKA_BOOTSTRAP is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_scratch_prefix_is_deleted_whole_and_nothing_beside_it(isolated):
+    """Tests and benchmarks make topics beside the six event topics; all of them must go, and only them.
+
+    Deleting only the six leaked the rest: thousands of partitions, and a broker that took longer to
+    start than `stack up` waits.
+    """
+    from dataclasses import replace
+
+    from assetlog.topics import all_topics, delete_topics_under, list_topic_names
+
+    prefix = isolated.settings.topic_prefix
+    nested = replace(isolated.settings, topic_prefix=f"{prefix}.late")
+    sibling = replace(isolated.settings, topic_prefix=f"{prefix}x")  # shares the letters, not the prefix
+    ensure_topics(nested, partitions=1)
+    ensure_topics(sibling, partitions=1)
+    try:
+        deleted = delete_topics_under(isolated.settings)
+        assert set(deleted) == {*all_topics(isolated.settings.topics), *all_topics(nested.topics)}
+        _, left = list_topic_names(isolated.settings)
+        assert not [t for t in left if t.startswith(prefix + ".")]
+        assert set(all_topics(sibling.topics)) <= left
+    finally:
+        delete_topics_under(sibling)
