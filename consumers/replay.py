@@ -51,7 +51,7 @@ from assetlog.projections.compare import compare_table
 from assetlog.projections.lineage import seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
 from assetlog.projections.shadow import ShadowError, ShadowTables, dependents, drop_retired, live_schema
-from assetlog.projections.warm import not_warmed, warm_or_say_why
+from assetlog.projections.warm import not_warmed, warm_or_say_why, warm_standby_or_say_why
 
 log = logging.getLogger("assetlog.replay")
 
@@ -175,7 +175,11 @@ class Replay:
         if not self.warm:
             return not_warmed("turned off (--no-warm)", tables)
         try:
-            return warm_or_say_why(self.dsn, tables, self.warm_timeout)
+            report = warm_or_say_why(self.dsn, tables, self.warm_timeout)
+            standby = self.settings.postgres_readonly_dsn
+            if standby:
+                report["standby"] = warm_standby_or_say_why(self.dsn, standby, tables, self.warm_timeout)
+            return report
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM during the warm: the swap stands
             return not_warmed("interrupted", tables)
 

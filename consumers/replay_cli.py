@@ -101,6 +101,11 @@ def _replay(args: argparse.Namespace) -> int:
     if result.warm is not None and not result.warm["warmed"] and not args.no_warm:
         print(f"assetlog: replayed, but {', '.join(result.warm['not_warmed'])} not warmed into shared buffers "
               f"({result.warm['reason']}); `assetlog db warm` loads them", file=sys.stderr)
+    standby = (result.warm or {}).get("standby")
+    if standby is not None and not standby["warmed"] and not args.no_warm:
+        print(f"assetlog: replayed, but the standby of ASSETLOG_POSTGRES_READONLY_DSN was not warmed "
+              f"({standby['reason']}); `assetlog db warm` with ASSETLOG_POSTGRES_DSN set to it loads them",
+              file=sys.stderr)
     return 1 if drifted or result.behind else 0
 
 
@@ -139,8 +144,11 @@ def _warmed(warm: dict[str, Any] | None) -> str:
         return ""
     loaded = [r["relation"] for r in warm["relations"] if r["loaded"]]
     skipped = f"; past shared_buffers, not loaded: {', '.join(warm['skipped'])}" if warm["skipped"] else ""
+    standby = warm.get("standby")
+    on_standby = f"; on the standby {standby['loaded_mib']:,} MiB in {standby['seconds']:.1f}s" \
+        if standby and standby["warmed"] else ""
     return (f"; warmed {warm['loaded_mib']:,} MiB ({', '.join(loaded) or 'nothing'}) into shared buffers in "
-            f"{warm['seconds']:.1f}s{skipped}")
+            f"{warm['seconds']:.1f}s{skipped}{on_standby}")
 
 
 def _example(kind: str, example: Any) -> str:

@@ -18,6 +18,8 @@ first; what was left out is reported, not silently dropped.
 A replay warms what its swap brought in (`warm_or_say_why`, after the swap
 committed): the same order and budget, restricted to the swapped tables'
 relations, and never an error, since the replay itself has already succeeded.
+When queries read a hot standby, the replay warms it too, once it has replayed
+the swap (`warm_standby_or_say_why`).
 """
 
 from __future__ import annotations
@@ -139,17 +141,24 @@ def read_path_of(tables: Collection[str] | None) -> list[str]:
     return [relation for relation, table, _ in READ_PATH if tables is None or table in tables]
 
 
-def warm_or_say_why(dsn: str, tables: Collection[str] | None = None, timeout: float = 120.0) -> dict[str, Any]:
+def warm_or_say_why(dsn: str, tables: Collection[str] | None = None, timeout: float = 120.0, *,
+                    replayed_to: str | None = None) -> dict[str, Any]:
     """Warm like `assetlog db warm` (only `tables`' relations, see `warm_read_path`) on a connection
     of its own, for a caller whose own work has already succeeded: never raises a database error.
     Returns `summary()` plus `warmed: true` and the seconds it took, or `warmed: false`, the reason in
     one line and the relations it did not warm. `timeout` bounds each statement, so a lock held on
-    a table (a migration) or a slow disk stops the warm instead of holding the caller."""
+    a table (a migration) or a slow disk stops the warm instead of holding the caller.
+
+    With `replayed_to` (a WAL position of the primary), `dsn` is a standby's: the warm first waits,
+    within `timeout`, until the standby has replayed that far, since before then it still holds the
+    tables the swap replaced."""
     started = time.monotonic()
     try:
         with psycopg.connect(dsn, autocommit=True, application_name="assetlog.warm",
                              connect_timeout=max(1, round(timeout))) as conn:
             conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, int(timeout * 1000))}ms",))
+            if replayed_to is not None:
+                wait_for_replay(conn, replayed_to, timeout)
             warmed, buffers_mib = warm_read_path(conn, tables=tables)
     except WarmError as exc:
         reason = str(exc)
@@ -161,6 +170,38 @@ def warm_or_say_why(dsn: str, tables: Collection[str] | None = None, timeout: fl
     else:
         return {"warmed": True, **summary(warmed, buffers_mib), "seconds": round(time.monotonic() - started, 3)}
     return not_warmed(reason, tables)
+
+
+def warm_standby_or_say_why(primary_dsn: str, standby_dsn: str, tables: Collection[str] | None = None,
+                            timeout: float = 120.0) -> dict[str, Any] | None:
+    """After a swap on the primary, warm the same relations on the standby that queries read
+    (ASSETLOG_POSTGRES_READONLY_DSN): the standby replays the swap as new relations too, with nothing
+    of them in its own shared buffers. None when that DSN is not a standby (it reads the primary, which
+    was warmed already); else `warm_or_say_why`'s report, never an error."""
+    try:
+        with psycopg.connect(standby_dsn, autocommit=True, connect_timeout=max(1, round(timeout))) as standby:
+            row = standby.execute("SELECT pg_is_in_recovery()").fetchone()
+            if not (row and row[0]):
+                return None
+        with psycopg.connect(primary_dsn, autocommit=True, connect_timeout=max(1, round(timeout))) as primary:
+            position = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    except psycopg.Error as exc:
+        return not_warmed((str(exc).strip().splitlines() or [type(exc).__name__])[0], tables)
+    assert position is not None
+    return warm_or_say_why(standby_dsn, tables, timeout, replayed_to=str(position[0]))
+
+
+def wait_for_replay(conn: psycopg.Connection, position: str, timeout: float) -> None:
+    """Wait until this standby has replayed the primary's WAL up to `position`; WarmError past `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (position,)).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            raise WarmError(f"the standby had not replayed the primary's WAL up to {position} within {timeout:g}s "
+                            "(is it streaming?)")
+        time.sleep(0.05)
 
 
 def not_warmed(reason: str, tables: Collection[str] | None = None) -> dict[str, Any]:

@@ -26,6 +26,24 @@ from events_factory import EPOCH, Asset, EventRecord, TaskRun, Upstream, props
 from psycopg import sql
 
 from assetlog.consumers import ProjectionRunner
+from assetlog.projections.warm import READ_PATH
+
+
+def in_shared_buffers(dsn: str, create: bool = True) -> dict[str, tuple[int, int]]:
+    """Per read-path relation of the live schema: (its blocks in shared buffers, its blocks). A standby
+    cannot create pg_buffercache (`create=False`): it gets the extension from its primary."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if create:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
+        rows = conn.execute(
+            "WITH cached AS (SELECT relfilenode, count(DISTINCT relblocknumber) AS blocks FROM pg_buffercache "
+            "  WHERE relforknumber = 0 AND reldatabase = (SELECT oid FROM pg_database "
+            "  WHERE datname = current_database()) GROUP BY relfilenode) "
+            "SELECT c.relname, coalesce(cached.blocks, 0), pg_relation_size(c.oid) / current_setting('block_size')::int "
+            "FROM pg_class c LEFT JOIN cached ON cached.relfilenode = pg_relation_filenode(c.oid) "
+            "WHERE c.relname = ANY(%s) AND c.relnamespace = 'public'::regnamespace",
+            ([name for name, *_ in READ_PATH],)).fetchall()
+    return {name: (int(cached), int(blocks)) for name, cached, blocks in rows}
 
 
 def realistic_runs(n_events: int, seed: int = 5, start: float = 0.0) -> list[EventRecord]:

@@ -11,30 +11,16 @@ import psycopg
 from conftest import Isolated, drop_role
 from events_factory import publish
 from psycopg import conninfo, sql
-from replay_support import assetlog, realistic_runs
+from replay_support import assetlog, in_shared_buffers, realistic_runs
 
+from assetlog.compose.processes import free_port
 from assetlog.consumers.replay import Replay
 from assetlog.projections import migrate
-from assetlog.projections.warm import READ_PATH, warm_or_say_why, warm_read_path
+from assetlog.projections.warm import READ_PATH, warm_or_say_why, warm_read_path, warm_standby_or_say_why
 from assetlog.query import graph
 
 EDGE_INDEXES = ["asset_edges_upstream", "asset_edges_downstream"]
 PROPERTIES_PATH = ["assets_pkey", "asset_properties_pkey", "assets", "asset_properties"]
-
-
-def in_shared_buffers(dsn: str) -> dict[str, tuple[int, int]]:
-    """Per read-path relation of the live schema: (its blocks in shared buffers, its blocks)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
-        rows = conn.execute(
-            "WITH cached AS (SELECT relfilenode, count(DISTINCT relblocknumber) AS blocks FROM pg_buffercache "
-            "  WHERE relforknumber = 0 AND reldatabase = (SELECT oid FROM pg_database "
-            "  WHERE datname = current_database()) GROUP BY relfilenode) "
-            "SELECT c.relname, coalesce(cached.blocks, 0), pg_relation_size(c.oid) / current_setting('block_size')::int "
-            "FROM pg_class c LEFT JOIN cached ON cached.relfilenode = pg_relation_filenode(c.oid) "
-            "WHERE c.relname = ANY(%s) AND c.relnamespace = 'public'::regnamespace",
-            ([name for name, *_ in READ_PATH],)).fetchall()
-    return {name: (int(cached), int(blocks)) for name, cached, blocks in rows}
 
 
 def has_prewarm(dsn: str) -> bool:
@@ -119,6 +105,21 @@ def test_a_warm_blocked_by_a_lock_stops_at_its_timeout_and_says_why(isolated: Is
     assert report == {"warmed": False, "not_warmed": EDGE_INDEXES, "reason": (
         "loading a relation took longer than 0.5s (a lock held on it, or a slow disk?)")}
     assert warm_or_say_why(isolated.dsn, ["asset_edges"], timeout=5)["warmed"] is True
+
+
+def test_a_standby_that_cannot_be_warmed_is_said_and_the_primary_one_is_not(isolated: Isolated) -> None:
+    """The read-only DSN on the primary: no standby to warm (None). On a server that does not answer:
+    the reason, never an error (the replay has succeeded); and a primary never waits for a replay
+    position (a standby's warm waits within its timeout)."""
+    migrate(isolated.dsn)
+    assert warm_standby_or_say_why(isolated.dsn, isolated.dsn, ["asset_edges"], timeout=5) is None
+    nobody = conninfo.make_conninfo(isolated.dsn, port=str(free_port()))
+    report = warm_standby_or_say_why(isolated.dsn, nobody, ["asset_edges"], timeout=2)
+    assert report is not None and report["warmed"] is False and report["not_warmed"] == EDGE_INDEXES
+    assert "connection" in report["reason"] and "\n" not in report["reason"]
+    far = warm_or_say_why(isolated.dsn, ["asset_edges"], timeout=1, replayed_to="FFFFFFFF/0")
+    assert far["warmed"] is False
+    assert far["reason"].startswith("the standby had not replayed the primary's WAL up to FFFFFFFF/0 within 1s"), far
 
 
 def test_a_warm_of_some_tables_leaves_the_budget_to_the_relations_before_them(isolated: Isolated) -> None:
