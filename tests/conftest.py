@@ -9,6 +9,7 @@ tests never see each other's events nor a running demo's.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -76,7 +77,39 @@ def stack() -> StackEndpoints:
         local.up()
         env = local.env()
         bootstrap, dsn = env[ENV_KAFKA_BOOTSTRAP], env[ENV_POSTGRES_DSN]
-    return StackEndpoints(bootstrap=bootstrap, admin_dsn=dsn)
+    endpoints = StackEndpoints(bootstrap=bootstrap, admin_dsn=dsn)
+    sweep_orphan_test_topics(endpoints)
+    return endpoints
+
+
+TEST_TOPIC = re.compile(r"^test\.([0-9a-f]{10})(?:\.|$)")
+
+
+def sweep_orphan_test_topics(stack: StackEndpoints) -> list[str]:
+    """Delete the topics of test runs that ended without their clean-up (killed, timed out).
+
+    A test's prefix `test.<suffix>` lives exactly as long as its database `assetlog_test_<suffix>`:
+    `create_isolated` creates the database before the topics, `drop_isolated` drops it before them. So
+    topics whose database is gone belong to no running test, also not to another run on the same
+    servers, and deleting them is safe. Left alone, they pile up until the broker's start is slow.
+    """
+    from assetlog.topics import admin_client
+
+    settings = replace(Settings.from_env({}), kafka_bootstrap=stack.bootstrap)
+    admin = admin_client(settings)
+    names = admin.list_topics(timeout=30).topics
+    with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
+        databases = {row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'assetlog\\_test\\_%'")}
+    orphans = [name for name in names
+               if (match := TEST_TOPIC.match(name)) and f"assetlog_test_{match.group(1)}" not in databases]
+    if orphans:
+        for future in admin.delete_topics(orphans, operation_timeout=60).values():
+            try:
+                future.result()
+            except Exception:  # another worker's sweep deleted it first: the outcome wanted
+                pass
+    return orphans
 
 
 def dsn_for_database(dsn: str, database: str) -> str:
