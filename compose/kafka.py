@@ -31,6 +31,7 @@ from assetlog.compose.security import KAFKA_ADMIN_USER, KAFKA_CLIENT_USER, SCRAM
 from assetlog.config import cache_home
 
 KAFKA_VERSION_PATTERN = re.compile(r"<kafka\.version>([^<]+)</kafka\.version>")
+PORT_RELEASE_SECONDS = 10.0  # a broker stopped a moment ago may still hold its ports
 MANY_PARTITIONS = 1000  # named in the error: loading this many is what makes a start slow
 PARTITION_FOLDER = re.compile(r"-\d+$")  # `<topic>-<partition>`; metadata folders end otherwise
 
@@ -245,7 +246,7 @@ class KafkaBroker:
         ports = self.ports()
         if ports:
             for port in ports:
-                if not port_is_free(port):
+                if not port_is_free(port, wait_seconds=PORT_RELEASE_SECONDS):
                     raise StackError(
                         f"port {port} that the local Kafka uses is taken by another process: stop it, "
                         f"or run `assetlog stack down --purge` to start afresh on new ports"

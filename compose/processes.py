@@ -22,14 +22,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+def port_is_free(port: int, wait_seconds: float = 0.0) -> bool:
+    """Whether 127.0.0.1:`port` can be bound, waiting up to `wait_seconds` for it to become so: a
+    server stopped a moment ago (`stack down` then `up`) can hold its ports for a few seconds more."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+            else:
+                return True
+        time.sleep(0.2)
 
 
 def read_pid(path: Path) -> int | None:

@@ -91,3 +91,23 @@ def test_partition_folders_are_counted_and_metadata_folders_are_not(tmp_path: Pa
     (data / "bootstrap.checkpoint").write_text("")
     assert broker.partition_count() == 4
     assert KafkaBroker(tmp_path / "none").partition_count() == 0
+
+
+def test_a_port_released_a_moment_later_counts_as_free() -> None:
+    """`stack down` then `up`: the stopped broker's ports can stay bound for a few seconds (a restart
+    right after a stop here was refused with "port ... is taken by another process")."""
+    import socket
+    import threading
+
+    from assetlog.compose.processes import port_is_free
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    assert port_is_free(port) is False
+    started = time.monotonic()
+    assert port_is_free(port, wait_seconds=0.5) is False
+    assert time.monotonic() - started >= 0.5
+    threading.Timer(1.0, holder.close).start()
+    assert port_is_free(port, wait_seconds=10) is True
