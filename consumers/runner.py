@@ -28,9 +28,9 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from psycopg import conninfo
 
+from assetlog.broker_watch import NoBrokerWatch
 from assetlog.config import Settings, Topics
 from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, reduce_isolating
-from assetlog.consumers.broker_watch import NoBrokerWatch
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
