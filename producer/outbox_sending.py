@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError
 
 from assetlog import metrics
 from assetlog.backoff import backoff_delay
+from assetlog.config import Settings
 from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
 from assetlog.producer.outbox import Outbox
 from assetlog.producer.recording_errors import outbox_problem
@@ -33,7 +34,9 @@ MAX_RETRY_DELAY = 60.0
 class OutboxSending:
     """Sending and settling, on the writer thread (its state is set up by `OutboxWriter._run`)."""
 
+    settings: Settings
     owner: str
+    reconnects: int
     _cond: threading.Condition
     _committed_seq: int
     _unresolved: list[tuple[int, int]]
@@ -76,9 +79,25 @@ class OutboxSending:
             sent = True
         return sent
 
-    def _settle(self, done: list[Row]) -> None:
+    def _replace_wedged(self, sender: KafkaSender) -> list[Row]:
+        """The producer has known no broker for the grace time and will never reconnect
+        (`assetlog/broker_watch.py`): a new one takes over. Its epoch is purged, not flushed (nothing
+        can be); a row leaves the outbox only if no message of it failed, so what the old producer had
+        not delivered stays there and the new one sends it (at worst twice; consumers drop duplicates
+        by event id)."""
+        log.warning("the Kafka producer has known no broker for %.0fs (librdkafka dropped them all, e.g. around "
+                    "a broker restart, and will not reconnect); replacing it: the %d lineage events it had not "
+                    "delivered stay in the outbox %s and the new producer sends them", sender.brokers.grace,
+                    sender.epoch_events, self.settings.outbox_dir)
+        self.reconnects += 1
+        metrics.PRODUCER_RECONNECTS.inc()
+        return sender.restart()
+
+    def _settle(self, done: list[Row], resend_now: bool = False) -> None:
         """Apply an epoch's outcome: delete delivered rows, keep failed ones for a retry, set
-        aside what Kafka can never accept."""
+        aside what Kafka can never accept. With `resend_now` (the producer was replaced: the failures
+        were its own, not the messages'), failed rows go to the new producer at once (read back from
+        the outbox, which kept only their undelivered messages), without backoff or a line each."""
         assert self._outbox is not None
         delivered = [row for row in done if not row.failed and not row.undeliverable]
         if delivered:
@@ -106,6 +125,10 @@ class OutboxSending:
             row.attempts += 1
             row.events = len(row.failed)
             row.state, row.messages, row.failed = FAILED, None, []
+            if resend_now:  # (unsent, not failed: a flush waits for it rather than report it undelivered)
+                row.state = UNSENT
+                self._unsent.append(row)
+                continue
             row.retry_at = time.monotonic() + backoff_delay(row.attempts - 1, 2.0, MAX_RETRY_DELAY)
             log.warning("%d lineage events for %s were not delivered (%s); they stay in the outbox and are "
                         "retried", row.events, row.topic, error)

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from assetlog.broker_watch import NoBrokerWatch
 from assetlog.config import Settings, Topics
 from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row
 from assetlog.producer.event_builders import EventIdSource, FinishedTaskRun, ProducerIdentity
@@ -62,6 +63,7 @@ class OutboxWriter(OutboxSending):
     _commit_soon: threading.Event
     _taken_seq: int
     _producer_overrides: dict[str, object]
+    brokers: NoBrokerWatch
     _verify_topics: bool
     _missing_topics: list[str]
     _identity: ProducerIdentity
@@ -84,7 +86,7 @@ class OutboxWriter(OutboxSending):
         self._topic_check: TopicCheck | None = None
         try:
             if self.settings.kafka_bootstrap:
-                self._sender = KafkaSender(self.settings, self._producer_overrides)
+                self._sender = KafkaSender(self.settings, self._producer_overrides, self.brokers)
                 if self._verify_topics:
                     self._topic_check = TopicCheck(self.settings, self.topics.events)
             else:
@@ -202,13 +204,17 @@ class OutboxWriter(OutboxSending):
                     row.state = UNSENT
                     self._unsent.append(row)
             busy |= self._send(sender)
-            done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
+            replaced = sender.fatal is None and sender.wedged  # (a fatal error restarts it too, with backoff)
+            if replaced:
+                done = self._replace_wedged(sender)
+            else:
+                done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
             self._brokers_down = sender.brokers_down
             if sender.access.failure is not None and self._access_failure is None:
                 self._access_failure = sender.access.failure  # every retry would fail alike: said once
                 log.error("%s; lineage events wait in the outbox %s", self._access_failure, self.settings.outbox_dir)
             if done:
-                self._settle(done)
+                self._settle(done, resend_now=replaced)
                 busy = True
         self._publish_snapshot()
         return busy
