@@ -86,7 +86,11 @@ DELIVERY_FAILURES = Counter("assetlog_producer_delivery_failures",
                             "Events whose delivery failed: `retried` stay in the outbox and are sent again, "
                             "`undeliverable` are refused by Kafka for good and set aside.", ["topic", "kind"],
                             registry=REGISTRY)
-PRODUCER = (PUBLISH_DURATION, EVENTS_DELIVERED, DELIVERY_FAILURES)
+PRODUCER_RECONNECTS = Counter("assetlog_producer_reconnects",
+                              "Times a publisher replaced its Kafka producer because it had known no broker for "
+                              "the grace time (librdkafka would not reconnect it); its undelivered events were "
+                              "sent again by the new one.", registry=REGISTRY)
+PRODUCER = (PUBLISH_DURATION, EVENTS_DELIVERED, DELIVERY_FAILURES, PRODUCER_RECONNECTS)
 
 
 ALL = (EVENTS_PROJECTED, DEAD_LETTERS, BATCH_SIZE, BATCH_DURATION, COMMIT_DURATION, LAG, LAST_COMMIT,

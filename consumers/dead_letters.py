@@ -6,16 +6,28 @@ poison message is never both skipped and missing from its dead-letter topic.
 A crash between the copy and the commit can copy it twice (the table keeps one
 row): dead-letter topics are at-least-once. A message too large to copy with
 the headers is copied without its value (header `assetlog.value.omitted`).
+
+The producer lives as long as its consumer, so it is watched like the
+consumer's own client (`assetlog/broker_watch.py`): once its statistics have
+named no broker for the grace time, the next copy goes through a new producer
+(the old one is purged: a copy it had not delivered is sent again). Its owner
+calls `serve()` between batches, which hands it the statistics (and keeps
+librdkafka's queue of them from growing while no poison message comes).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from assetlog.broker_watch import STATS_INTERVAL_MS, NoBrokerWatch
 from assetlog.config import Settings
 from assetlog.consumers.batch import DeadLetter
+
+log = logging.getLogger("assetlog.consumers")
 
 HEADER_PREFIX = "assetlog."
 OMIT_KEY_BYTES = 1024  # a copy too large to send keeps a key up to this size
@@ -45,21 +57,55 @@ class DeadLetterPublisher:
         self.settings = settings
         self.projection = projection
         self.timeout = timeout
+        self.brokers = NoBrokerWatch()  # librdkafka's statistics: does the producer still know a broker?
+        self.reconnects = 0  # times a producer that knew no broker was replaced
         self._producer = None
+        self._lock = threading.Lock()  # publish() and serve() never use the producer at once
 
     def _get(self):
+        if self._producer is not None and self.brokers.wedged():
+            self._replace()
         if self._producer is None:
             self._producer = Producer(self.settings.kafka_client_config(
-                defaults={"linger.ms": 5, "log_level": 3},
+                defaults={"linger.ms": 5, "log_level": 3,
+                          "statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self.brokers},
                 required={"enable.idempotence": True, "acks": "all"},
             ))
         return self._producer
+
+    def _replace(self) -> None:
+        """The producer has known no broker for the grace time and will not reconnect: drop it (what it
+        had not delivered is purged; those letters are not `delivered`, so the new producer copies them)."""
+        log.warning("%s: the dead-letter producer has known no broker for %.0fs (librdkafka dropped them all, "
+                    "e.g. around a broker restart, and will not reconnect); replacing it", self.projection,
+                    self.brokers.grace)
+        old, self._producer = self._producer, None
+        self.reconnects += 1
+        self.brokers.reset()
+        try:
+            old.purge()  # never flushed: nothing can reach a broker
+        except Exception as exc:  # a wedged client may fail to purge; it is dropped anyway
+            log.debug("purging the wedged dead-letter producer failed: %s", exc)
+
+    def serve(self) -> None:
+        """Serve the producer's statistics (cheap; the owner calls it between batches). Skipped while a
+        copy is under way: publish() serves them itself then."""
+        if self._producer is not None and self._lock.acquire(blocking=False):
+            try:
+                if self._producer is not None:
+                    self._producer.poll(0)
+            finally:
+                self._lock.release()
 
     def publish(self, letters: Sequence[DeadLetter]) -> None:
         """Copy every not-yet-delivered letter; raise DeadLetterError unless all are acknowledged."""
         pending = [letter for letter in letters if not letter.delivered]
         if not pending:
             return
+        with self._lock:
+            self._publish(pending)
+
+    def _publish(self, pending: list[DeadLetter]) -> None:
         producer = self._get()
         errors: list[str] = []
         too_large: list[DeadLetter] = []
@@ -113,6 +159,7 @@ class DeadLetterPublisher:
                     break
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(self.timeout)
-            self._producer = None
+        with self._lock:
+            if self._producer is not None:
+                self._producer.flush(self.timeout)
+                self._producer = None

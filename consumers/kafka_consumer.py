@@ -16,8 +16,8 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
+from assetlog.broker_watch import STATS_INTERVAL_MS
 from assetlog.config import Settings, Topics
-from assetlog.consumers.broker_watch import STATS_INTERVAL_MS
 from assetlog.consumers.membership import Slot, static_membership
 from assetlog.errors import AssetlogError
 from assetlog.kafka_access import AccessWatch

@@ -24,6 +24,7 @@ class RunStats:
     stopped_by: str = ""
     resyncs: int = 0  # times a replay's swap made the runner drop its in-flight batches and re-seek
     reconnects: int = 0  # times the Kafka client had forgotten every broker and was replaced
+    dead_letter_reconnects: int = 0  # the same, for the dead-letter producer
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def count(self, batch: Batch) -> None:
@@ -46,6 +47,6 @@ class RunStats:
             "seconds": round(self.seconds, 3), "busy_seconds": round(self.busy_seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
             "stopped_by": self.stopped_by, "resyncs": self.resyncs,
-            "reconnects": self.reconnects,
+            "reconnects": self.reconnects, "dead_letter_reconnects": self.dead_letter_reconnects,
             "offsets": {t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(self.offsets.items())},
         }

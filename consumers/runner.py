@@ -28,9 +28,9 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from psycopg import conninfo
 
+from assetlog.broker_watch import NoBrokerWatch
 from assetlog.config import Settings, Topics
 from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, reduce_isolating
-from assetlog.consumers.broker_watch import NoBrokerWatch
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
@@ -165,6 +165,7 @@ class ProjectionRunner:
                 self._lag.close()
             if self._mirror is not None:
                 self._mirror.close()
+            self.stats.dead_letter_reconnects = self.dead_letters.reconnects
             self.dead_letters.close()
             if self._slot is not None:
                 self._slot.release()  # a restart of this slot may claim it now (its id stays readable)
@@ -214,6 +215,8 @@ class ProjectionRunner:
         self._committer.raise_if_failed()
         self._mirror_committed(consumer)
         messages = consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
+        self.dead_letters.serve()  # its statistics: a dead-letter producer that knows no broker is replaced
+        self.stats.dead_letter_reconnects = self.dead_letters.reconnects
         if (state := self.brokers.quiet_report(bool(messages))) is not None:  # idle, or stalled: say which
             log.info("%s: nothing received for %.0fs; Kafka client: %s", self.group_id, self.brokers.idle_report, state)
         rows = []

@@ -8,6 +8,10 @@ barrier instead: once the producer's queue is empty (`len(producer) == 0`)
 every message handed over is either acknowledged or reported failed, so the
 rows of that "epoch" without a failure are delivered. Epochs are capped so
 that, even under constant load, rows are settled (and deleted) regularly.
+
+The producer's statistics go to a `NoBrokerWatch` (`assetlog/broker_watch.py`):
+a client that has known no broker for its grace time never reconnects, so the
+writer replaces it (`restart`) as it does after a fatal error.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from assetlog.broker_watch import STATS_INTERVAL_MS, NoBrokerWatch
 from assetlog.config import Settings
 from assetlog.kafka_access import AccessWatch
 from assetlog.producer.outbox import Message
@@ -121,9 +126,11 @@ def describe(error: Any) -> str:
 class KafkaSender:
     """An idempotent producer plus the rows of its current epoch."""
 
-    def __init__(self, settings: Settings, overrides: Mapping[str, object] | None = None) -> None:
+    def __init__(self, settings: Settings, overrides: Mapping[str, object] | None = None,
+                 brokers: NoBrokerWatch | None = None) -> None:
         self.settings = settings
         self.overrides = dict(overrides or {})
+        self.brokers = NoBrokerWatch() if brokers is None else brokers  # librdkafka's statistics: a broker known?
         self.brokers_down = False
         self._warned = False
         self.access = AccessWatch(settings.kafka_bootstrap or "")  # refused credentials, untrusted certificate
@@ -137,7 +144,9 @@ class KafkaSender:
         if not Row.PERMANENT:
             Row.PERMANENT = _permanent_codes()
         config = self.settings.kafka_client_config(
-            defaults={**PRODUCER_DEFAULTS, **self.overrides},
+            # `statistics.interval.ms` a user sets (0: no statistics, no watch) wins, like any preference.
+            defaults={**PRODUCER_DEFAULTS, "statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self.brokers,
+                      **self.overrides},
             required={**PRODUCER_REQUIRED, "error_cb": self._on_error, "logger": _KafkaLogRelay()},
         )
         queue_limit = int(str(config.get("queue.buffering.max.messages", 100000)))
@@ -220,10 +229,17 @@ class KafkaSender:
             self.brokers_down = self._warned = False
         return done
 
+    @property
+    def wedged(self) -> bool:
+        """The producer has known no broker for the watch's grace time: it will never deliver again."""
+        return self.brokers.wedged()
+
     def restart(self) -> list[Row]:
-        """After a fatal error: drop this producer (its rows fail, to be retried) and make a new one."""
+        """After a fatal error, or once wedged: drop this producer (its rows fail, to be retried) and
+        make a new one."""
         self.fatal = None
         done = self.abandon()
+        self.brokers.reset()
         self.producer = self._make_producer()
         return done
 

@@ -6,7 +6,8 @@ what task runs queued (group commit), sends rows, settles delivery reports
 rows of publishers that are gone. It survives every error about the outbox file:
 a full, unwritable or damaged outbox is reported to the gate (`outbox_gate`),
 which holds task runs up or fails them, and the thread retries until the file
-takes writes again. `Publisher` (the caller side) inherits it.
+takes writes again. `Publisher` (the caller side) inherits it; sending rows and
+settling their delivery reports is its other half, `outbox_sending`.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError
-
-from assetlog import metrics
-from assetlog.backoff import backoff_delay
+from assetlog.broker_watch import NoBrokerWatch
 from assetlog.config import Settings, Topics
-from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row, describe
+from assetlog.producer.delivery import FAILED, UNSENT, KafkaSender, Row
 from assetlog.producer.event_builders import EventIdSource, FinishedTaskRun, ProducerIdentity
 from assetlog.producer.limits import KafkaLimits, TopicCheck, missing_topics_error
 from assetlog.producer.outbox import Message, Outbox, outbox_path
 from assetlog.producer.outbox_gate import OutboxGate
+from assetlog.producer.outbox_sending import OutboxSending
 from assetlog.producer.recording_errors import FULL, OutboxUnavailable, outbox_problem
 from assetlog.producer.run_encoding import EncodedEvent
 
@@ -40,7 +39,6 @@ MAX_ROW_EVENTS = 5000
 MAX_UNSENT_IN_MEMORY = 40_000  # events of committed rows not yet handed to Kafka, kept in memory
 HEARTBEAT_SECONDS = 2.0
 ADOPT_SECONDS = 10.0
-MAX_RETRY_DELAY = 60.0
 OUTBOX_RETRY_SECONDS = 0.5  # how often a writer retries an outbox it could not write
 # Queued runs that end the commit window at once: holding more buys nothing (the per-commit costs are
 # already shared by that many) and the queue's back-pressure starts at 5,000 (Publisher).
@@ -49,7 +47,7 @@ COMMIT_WINDOW_MAX_RUNS = 1000
 TOPIC_CHECK_SECONDS = 5.0
 
 
-class OutboxWriter:
+class OutboxWriter(OutboxSending):
     """The writer thread's half of a Publisher (state shared with it is declared here)."""
 
     settings: Settings
@@ -65,6 +63,7 @@ class OutboxWriter:
     _commit_soon: threading.Event
     _taken_seq: int
     _producer_overrides: dict[str, object]
+    brokers: NoBrokerWatch
     _verify_topics: bool
     _missing_topics: list[str]
     _identity: ProducerIdentity
@@ -74,10 +73,7 @@ class OutboxWriter:
     _flush_waiters: int
     _brokers_down: bool
     _access_failure: str | None
-    _committed_seq: int
     _durable_seq: int
-    _unresolved: list[tuple[int, int]]
-    _failed: list[tuple[int, int, str]]
 
     def _run(self) -> None:
         self._rows: dict[int, Row] = {}
@@ -90,7 +86,7 @@ class OutboxWriter:
         self._topic_check: TopicCheck | None = None
         try:
             if self.settings.kafka_bootstrap:
-                self._sender = KafkaSender(self.settings, self._producer_overrides)
+                self._sender = KafkaSender(self.settings, self._producer_overrides, self.brokers)
                 if self._verify_topics:
                     self._topic_check = TopicCheck(self.settings, self.topics.events)
             else:
@@ -208,13 +204,17 @@ class OutboxWriter:
                     row.state = UNSENT
                     self._unsent.append(row)
             busy |= self._send(sender)
-            done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
+            replaced = sender.fatal is None and sender.wedged  # (a fatal error restarts it too, with backoff)
+            if replaced:
+                done = self._replace_wedged(sender)
+            else:
+                done = sender.restart() if sender.fatal is not None else sender.serve(hurry=self._flush_waiters > 0)
             self._brokers_down = sender.brokers_down
             if sender.access.failure is not None and self._access_failure is None:
                 self._access_failure = sender.access.failure  # every retry would fail alike: said once
                 log.error("%s; lineage events wait in the outbox %s", self._access_failure, self.settings.outbox_dir)
             if done:
-                self._settle(done)
+                self._settle(done, resend_now=replaced)
                 busy = True
         self._publish_snapshot()
         return busy
@@ -296,121 +296,6 @@ class OutboxWriter:
         except sqlite3.Error as exc:
             log.debug("outbox checkpoint failed: %s", exc)
 
-    def _delete_delivered(self, ids: list[int]) -> None:
-        """Delete delivered rows; if the outbox cannot be written they are kept to delete later (and
-        not sent again meanwhile; should the process end first, a resend only duplicates, which the
-        consumers drop by event id)."""
-        assert self._outbox is not None
-        try:
-            self._outbox.delete(ids)
-        except (sqlite3.Error, OSError) as exc:
-            if outbox_problem(self._outbox.path, exc) is None:
-                raise
-            if ids is not self._undeleted:
-                self._undeleted.extend(ids)
-            return
-        if ids is self._undeleted:
-            self._undeleted = []
-
-    def _send(self, sender: KafkaSender) -> bool:
-        sent = False
-        while self._unsent and sender.has_room:
-            row = self._unsent.popleft()
-            if row.messages is None:  # adopted, or dropped from memory after a failure
-                loaded = self._outbox.load(row.id) if self._outbox else None
-                if loaded is None:  # delivered and deleted by someone else meanwhile
-                    self._rows.pop(row.id, None)
-                    continue
-                row.messages = loaded[1]
-                row.events = len(row.messages)
-            sender.send(row)
-            sent = True
-        return sent
-
-    def _settle(self, done: list[Row]) -> None:
-        """Apply an epoch's outcome: delete delivered rows, keep failed ones for a retry, set
-        aside what Kafka can never accept."""
-        assert self._outbox is not None
-        delivered = [row for row in done if not row.failed and not row.undeliverable]
-        if delivered:
-            self._delete_delivered([row.id for row in delivered])
-            now = time.monotonic()
-            for row in delivered:
-                self._rows.pop(row.id, None)
-                metrics.EVENTS_DELIVERED.labels(row.topic).inc(row.events)
-                if row.committed_at:
-                    metrics.PUBLISH_DURATION.labels(row.topic).observe(now - row.committed_at)
-        for row in done:
-            if row.undeliverable:
-                metrics.DELIVERY_FAILURES.labels(row.topic, "undeliverable").inc(len(row.undeliverable))
-                self._set_aside(row)
-            if not row.failed:
-                continue
-            metrics.DELIVERY_FAILURES.labels(row.topic, "retried").inc(len(row.failed))
-            error = describe(row.error)
-            partial = len(row.failed) < row.events
-            try:
-                self._outbox.record_failure(row.id, error, row.failed if partial else None)
-            except (sqlite3.Error, OSError) as exc:  # the row stays as it was: resent whole, at worst a duplicate
-                if outbox_problem(self._outbox.path, exc) is None:
-                    raise
-            row.attempts += 1
-            row.events = len(row.failed)
-            row.state, row.messages, row.failed = FAILED, None, []
-            row.retry_at = time.monotonic() + backoff_delay(row.attempts - 1, 2.0, MAX_RETRY_DELAY)
-            log.warning("%d lineage events for %s were not delivered (%s); they stay in the outbox and are "
-                        "retried", row.events, row.topic, error)
-        if delivered:
-            # Kafka delivers again: what timed out while it was away is resent now, not after its
-            # backoff, and a flush waits for it (a worker ending right after an outage would otherwise
-            # leave it to the next publisher).
-            for row in self._rows.values():
-                if row.state == FAILED and _timed_out(row.error):
-                    row.state = UNSENT
-                    self._unsent.append(row)
-
-    def _set_aside(self, row: Row) -> None:
-        """Messages Kafka refused for good (too large, invalid) become an undeliverable row: never
-        sent again, never waited for; `assetlog outbox dead-letter` moves them out of the outbox."""
-        assert self._outbox is not None
-        error = describe(row.permanent_error)
-        try:
-            marked = self._outbox.set_undeliverable(row.id, error, row.undeliverable, row.failed)
-        except (sqlite3.Error, OSError) as exc:
-            if outbox_problem(self._outbox.path, exc) is None:
-                raise
-            row.failed.extend(row.undeliverable)  # try again later, as a failure
-            row.error = row.error or row.permanent_error
-            row.undeliverable = []
-            return
-        log.error("%d lineage events for %s can never be delivered (%s); they are set aside as row %d of the "
-                  "outbox %s: `assetlog outbox dead-letter --undeliverable` moves them out of the way",
-                  len(row.undeliverable), row.topic, error, marked, self._outbox.path)
-        row.undeliverable = []
-        if not row.failed:
-            self._rows.pop(row.id, None)
-
-    def _adopt(self) -> None:
-        assert self._outbox is not None
-        for stored in self._outbox.adopt(self.owner):
-            if stored.id not in self._rows:
-                row = Row(stored.id, stored.topic, stored.events, None, 0, stored.attempts)
-                self._rows[stored.id] = row
-                if self._sender is not None:
-                    self._unsent.append(row)
-                else:
-                    row.state = FAILED
-        self._publish_snapshot()  # a flush() starting now must see the adopted rows
-
-    def _publish_snapshot(self) -> None:
-        unresolved = [(row.seq, row.events) for row in self._rows.values() if row.state != FAILED]
-        failed = [(row.seq, row.events, describe(row.error) if row.error else "not sent yet")
-                  for row in self._rows.values() if row.state == FAILED]
-        with self._cond:
-            self._committed_seq = self._committed_local
-            self._unresolved, self._failed = unresolved, failed
-            self._cond.notify_all()
-
     def _shutdown(self) -> None:
         """Give the rows up (the next publisher adopts them as they are) and release everything."""
         try:
@@ -427,8 +312,3 @@ class OutboxWriter:
             with self._cond:
                 self._cond.notify_all()
 
-
-def _timed_out(error: object) -> bool:
-    """A delivery that failed because no broker answered in time (not a refusal by one)."""
-    code = getattr(error, "code", None)
-    return callable(code) and code() == KafkaError._MSG_TIMED_OUT

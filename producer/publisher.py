@@ -8,6 +8,9 @@ confluent-kafka producer (see `delivery`) and deletes each row once Kafka
 acknowledged all its messages. A delivery error never deletes a row: it is
 retried later, or by the next publisher that starts on the same outbox. Only
 the writer thread (`outbox_writer`) touches the producer and the SQLite connection.
+A producer that has known no broker for `brokers.grace` seconds (librdkafka
+left so around a broker restart never reconnects) is replaced by a new one,
+which sends what the old one had not delivered (`reconnects` counts them).
 
 `flush()` (called at the end of every flow run) returns once the events
 published before it are acknowledged, or are safely in the outbox and either
@@ -31,6 +34,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from assetlog.broker_watch import NoBrokerWatch
 from assetlog.config import Settings
 from assetlog.errors import AssetlogError, ConfigError
 from assetlog.kafka_access import KafkaAccessError
@@ -102,6 +106,9 @@ class Publisher(OutboxWriter):
         self.pid = os.getpid()
         self.other_process = False  # set in a forked child (see _after_fork_in_child): no getpid() per task
         self._producer_overrides = dict(producer_config or {})
+        # librdkafka's statistics: a producer left knowing no broker is replaced after `brokers.grace` s.
+        self.brokers = NoBrokerWatch()
+        self.reconnects = 0  # times the writer replaced such a producer (also `assetlog_producer_reconnects`)
         self._verify_topics = verify_topics
         self.limits = KafkaLimits(producer_max_bytes(
             {**PRODUCER_DEFAULTS, **self._producer_overrides, **settings.kafka_settings}))

@@ -21,8 +21,8 @@ from fault_support import stored_offsets, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from assetlog.broker_watch import NoBrokerWatch, describe, knows_a_broker
 from assetlog.consumers import ProjectionRunner
-from assetlog.consumers.broker_watch import NoBrokerWatch, describe, knows_a_broker
 from assetlog.consumers.kafka_consumer import event_consumer
 from assetlog.projections import migrate
 

@@ -1,7 +1,7 @@
 """Drill: live consumers keep projecting across repeated broker restarts.
 
 Around a broker restart librdkafka may end up knowing no broker and never reconnect (see
-`consumers/broker_watch.py`; the broker-outage drill saw both consumers stay silent once).
+`assetlog/broker_watch.py`; the broker-outage drill saw both consumers stay silent once).
 The runners here refresh metadata every 10 ms, the setting under which a plain consumer was
 left so by 1 restart in 31, and the broker is restarted ROUNDS times; after each restart the
 events published must be projected within a minute, and at the end exactly once. The window

@@ -86,6 +86,7 @@ class KafkaIngest:
         try:
             while not stop.is_set():
                 messages = consumer.consume(500, 0.5)
+                self.dead_letters.serve()  # its statistics: a dead-letter producer that knows no broker is replaced
                 if not messages:
                     continue
                 try:

@@ -1,4 +1,10 @@
-"""Notice a Kafka client that has forgotten every broker, so the runner can replace it.
+"""Notice a Kafka client that has forgotten every broker, so its owner can replace it.
+
+The one home of that rule for every long-lived client: the consumers' group
+members (`consumers/runner.py`), their dead-letter producer
+(`consumers/dead_letters.py`) and the producer SDK's publisher
+(`producer/delivery.py`). It lives here, below both sides, so the producer
+never imports the consumers.
 
 librdkafka (2.10 and later) drops ("decommissions") the brokers that a Metadata
 answer does not list, and re-bootstraps from `bootstrap.servers` when every
@@ -17,16 +23,19 @@ left it so (statistics: only the logical group coordinator; nothing fetched 20 s
 later). librdkafka has open and recent fixes in this area (issues 5301, 5088,
 5605). Consumers refresh metadata as soon as a partition's leader goes away,
 which is exactly when a broker shuts down, so every consumer of that broker
-takes the same risk at the same moment.
+takes the same risk at the same moment. A producer's client shares the same
+metadata code, so a publisher or dead-letter producer can be left the same way.
 
 The client's own statistics name the state: no broker whose source is
-"configured" or "learned" (only the logical group coordinator is left).
-`NoBrokerWatch` is the statistics callback; once that state has lasted `grace`
-seconds, `wedged()` says so and the runner builds a new consumer (its static
-membership gets the same partitions back at once, from the offsets in
-PostgreSQL). The same statistics name the client's state in one line when a
-consumer has received nothing for a while (`quiet_report`), so a stall of
-another kind is named in the log the next time it happens.
+"configured" or "learned" (a consumer keeps only the logical group coordinator,
+a producer nothing). `NoBrokerWatch` is the statistics callback; once that
+state has lasted `grace` seconds, `wedged()` says so and the owner builds a new
+client: the runner a new consumer (its static membership gets the same
+partitions back at once, from the offsets in PostgreSQL), the publisher and the
+dead-letter producer a new producer (what the old one had not delivered is sent
+again by the new one). The same statistics name the client's state in one line
+when a consumer has received nothing for a while (`quiet_report`), so a stall
+of another kind is named in the log the next time it happens.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-STATS_INTERVAL_MS = 5000  # librdkafka's `statistics.interval.ms` for the group consumers (0 turns the watch off)
+STATS_INTERVAL_MS = 5000  # librdkafka's `statistics.interval.ms` for a watched client (0 turns the watch off)
 GRACE_SECONDS = 15.0  # how long a client may know no broker before it is replaced (a re-bootstrap takes ms)
 _REAL_SOURCES = ("configured", "learned")  # not "logical" (the group coordinator) nor "internal"
 IDLE_REPORT_SECONDS = 60.0  # nothing received this long: the client's state is logged once (INFO)
