@@ -16,13 +16,21 @@ table, a bug) is raised to the caller at once.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import psycopg
 
 from assetlog.backoff import Backoff
 from assetlog.consumers.dead_letters import DeadLetterError
 from assetlog.projections.base import RefusedEvent
 
-__all__ = ["DATA_ERRORS", "RETRYABLE", "Backoff", "retryable"]  # Backoff lives in assetlog.backoff (one policy)
+__all__ = ["DATA_ERRORS", "RETRYABLE", "Backoff", "RetryingConnection", "Stopped", "retryable"]
+# (Backoff lives in assetlog.backoff: one policy.)
+
+Result = TypeVar("Result")
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,  # connection refused or lost, admin shutdown, lock timeout, cannot connect now, ...
@@ -48,3 +56,62 @@ def retryable(exc: BaseException) -> bool:
     """Infrastructure failures only: a data error is never temporary, even where PostgreSQL classes it
     with connection failures."""
     return isinstance(exc, RETRYABLE) and not isinstance(exc, DATA_ERRORS)
+
+
+class Stopped(Exception):
+    """Asked to stop while waiting out a failure (the batch in hand was not committed)."""
+
+
+class RetryingConnection:
+    """A worker's one PostgreSQL connection, opened on first use and again after a failure, whose
+    transactions are retried with backoff while the failure is transient (`retryable`).
+
+    One home for the loop the live consumer and the replay's shadow writers share: a failure of
+    the connection drops it (the next attempt connects afresh); a deadlock keeps it; anything not
+    retryable, a data error included, is raised at once for the caller to handle.
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], backoff: Backoff, stop: threading.Event,
+                 log: logging.Logger, label: str, stats: Any) -> None:
+        self._connect = connect
+        self.backoff = backoff
+        self._stop = stop
+        self._log = log
+        self._label = label
+        self._stats = stats  # the owner's run statistics: their `retries` counts each retry
+        self._conn: psycopg.Connection | None = None
+
+    def connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def transaction(self, work: Callable[[psycopg.Connection], Result], what: str) -> Result:
+        """`work(conn)` in one transaction, retried while the failure is transient; Stopped when asked
+        to stop while waiting."""
+        self.backoff.reset()
+        while True:
+            try:
+                conn = self.connection()
+                with conn.transaction():
+                    return work(conn)
+            except RETRYABLE as exc:
+                if not retryable(exc):
+                    raise
+                if isinstance(exc, psycopg.Error):
+                    self.close()
+                self._stats.retries += 1
+                self._log.warning("%s: cannot %s (%s); retry %d with backoff", self._label, what,
+                                  str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                                  self.backoff.attempts + 1)
+                if not self.backoff.wait(self._stop):
+                    raise Stopped from exc
+
+    def close(self) -> None:
+        """Close the connection (a broken one too: nothing of it can be saved)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken
+                pass
+            self._conn = None

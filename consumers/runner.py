@@ -39,7 +39,7 @@ from assetlog.consumers.membership import Slot, leave_group
 from assetlog.consumers.observe import LagWatcher, mirror_offsets, record_at_end, record_commit
 from assetlog.consumers.offset_mirror import OffsetMirror
 from assetlog.consumers.offsets import OffsetStore
-from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
+from assetlog.consumers.retry import Backoff, RetryingConnection, Stopped
 from assetlog.consumers.run_stats import RunStats
 from assetlog.consumers.tracked_writer import TrackedWriter
 from assetlog.projections import projection_by_name, require_migrated
@@ -52,10 +52,6 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_BATCH_TIMEOUT", "ProjectionRunner", "R
 
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_BATCH_TIMEOUT = 0.05  # seconds: a batch is this many messages or this long, whichever first
-
-
-class Stopped(Exception):
-    """A stop was requested while waiting for PostgreSQL; nothing uncommitted is kept."""
 
 
 class ProjectionRunner:
@@ -98,7 +94,8 @@ class ProjectionRunner:
         self.writer = TrackedWriter(self.projection, self.offsets)
         self.stats = RunStats(self.projection.name, self.group_id)
         self._stop = threading.Event()
-        self._conn: psycopg.Connection | None = None
+        self._postgres = RetryingConnection(self._connect, self.backoff, self._stop, log, self.projection.name,
+                                            self.stats)
         self._assigned: set[tuple[str, int]] = set()
         self._assignment_known = False
         self._at_end: set[tuple[str, int]] = set()
@@ -169,8 +166,7 @@ class ProjectionRunner:
             self.dead_letters.close()
             if self._slot is not None:
                 self._slot.release()  # a restart of this slot may claim it now (its id stays readable)
-            if self._conn is not None:
-                self._conn.close()
+            self._postgres.close()
             ended = time.monotonic()
             self.stats.seconds = ended - started
             # Throughput's time: leaving the group and closing the clients afterwards is not work done.
@@ -337,48 +333,23 @@ class ProjectionRunner:
 
     # --- PostgreSQL ----------------------------------------------------------------------------------
 
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            dsn = self.settings.require_postgres()
-            options: dict[str, Any] = {"application_name": f"assetlog.consume.{self.projection.name}"}
-            if "connect_timeout" not in conninfo.conninfo_to_dict(dsn):
-                options["connect_timeout"] = 5
-            self._conn = psycopg.connect(dsn, **options)
-            try:
-                require_migrated(self._conn)
-                self._conn.commit()
-            except BaseException:
-                self._conn.close()
-                raise
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # already broken; nothing to save
-                pass
-            self._conn = None
+    def _connect(self) -> psycopg.Connection:
+        dsn = self.settings.require_postgres()
+        options: dict[str, Any] = {"application_name": f"assetlog.consume.{self.projection.name}"}
+        if "connect_timeout" not in conninfo.conninfo_to_dict(dsn):
+            options["connect_timeout"] = 5
+        conn = psycopg.connect(dsn, **options)
+        try:
+            require_migrated(conn)
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _with_postgres(self, work, what: str):
         """Run `work(conn)` in a transaction, retrying with backoff while the failure is transient."""
-        self.backoff.reset()
-        while True:
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    return work(conn)
-            except RETRYABLE as exc:
-                if not retryable(exc):
-                    raise
-                if isinstance(exc, psycopg.Error):
-                    self._drop_connection()
-                self.stats.retries += 1
-                log.warning("%s: cannot %s (%s); retry %d with backoff", self.projection.name, what,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                            self.backoff.attempts + 1)
-                if not self.backoff.wait(self._stop):
-                    raise Stopped from exc
+        return self._postgres.transaction(work, what)
 
     def _commit(self, batch: Batch) -> None:
         """Project one batch: rows, dead letters (their copies acknowledged first) and offsets in one

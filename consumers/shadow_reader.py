@@ -30,7 +30,7 @@ from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.kafka_consumer import event_consumer
 from assetlog.consumers.offsets import OffsetStore
 from assetlog.consumers.progress import Progress
-from assetlog.consumers.retry import RETRYABLE, Backoff, retryable
+from assetlog.consumers.retry import Backoff, RetryingConnection, Stopped
 from assetlog.consumers.tracked_writer import TrackedWriter
 from assetlog.errors import AssetlogError
 from assetlog.projections import projection_by_name
@@ -79,9 +79,8 @@ class ShadowWriter:
         self.writer = TrackedWriter(projection, self.offsets)
         self.coalesce = coalesce if coalesce is not None else COALESCE_EVENTS.get(projection.name, 5000)
         self.stats = WriterStats()
-        self._stop = stop
-        self._backoff = backoff or Backoff()
-        self._conn: psycopg.Connection | None = None
+        self._postgres = RetryingConnection(self._connect, backoff or Backoff(), stop, log,
+                                            f"replay {projection.name}", self.stats)
         self._fold = Batch()  # messages, dead letters and offsets of the batches folded so far
         self._effects: Any = None  # their effects
         self._folded_events = 0
@@ -98,16 +97,14 @@ class ShadowWriter:
 
     def close(self) -> None:
         self._committer.close()
-        if self._conn is not None:
-            self._conn.close()
+        self._postgres.close()
 
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, application_name=f"assetlog.replay.{self.projection.name}")
-            # The shadow can always be rebuilt: do not wait for the WAL flush at each batch.
-            self._conn.execute("SET synchronous_commit = off")
-            self._conn.commit()
-        return self._conn
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.dsn, application_name=f"assetlog.replay.{self.projection.name}")
+        # The shadow can always be rebuilt: do not wait for the WAL flush at each batch.
+        conn.execute("SET synchronous_commit = off")
+        conn.commit()
+        return conn
 
     def _commit(self, batch: Batch) -> None:
         fold = self._fold
@@ -134,24 +131,11 @@ class ShadowWriter:
     def _write(self, fold: Batch) -> None:
         events = self._folded_events
         dead_letters = len(fold.dead_letters)
-        self._backoff.reset()
-        while True:
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    self.writer.write(conn, fold)  # nothing copied to the dead-letter topics (see above)
-                break
-            except RETRYABLE as exc:
-                if not retryable(exc):
-                    raise
-                if isinstance(exc, psycopg.Error) and self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                self.stats.retries += 1
-                log.warning("replay %s: cannot write a batch (%s); retrying", self.projection.name,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-                if not self._backoff.wait(self._stop):
-                    raise AssetlogError("replay stopped while PostgreSQL was unreachable") from exc
+        try:
+            # nothing copied to the dead-letter topics (see above)
+            self._postgres.transaction(lambda conn: self.writer.write(conn, fold), "write a batch")
+        except Stopped as stopped:
+            raise AssetlogError("replay stopped while PostgreSQL was unreachable") from stopped.__cause__
         stats = self.stats
         stats.batches += 1
         stats.messages += fold.messages
