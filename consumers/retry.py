@@ -42,7 +42,13 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 DATA_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.DataError,  # class 22: NUL in text, invalid escapes in jsonb, untranslatable characters, out of range
     psycopg.IntegrityError,  # class 23: a row a constraint refuses
-    psycopg.errors.ProgramLimitExceeded,  # class 54: index row too large, statement too complex (deep JSON)
+    # Class 54, every member: psycopg makes them siblings under OperationalError, not subclasses of
+    # ProgramLimitExceeded, so each is named (an index row too large; JSON nested too deeply for the
+    # server's stack; too many columns or arguments).
+    psycopg.errors.ProgramLimitExceeded,
+    psycopg.errors.StatementTooComplex,
+    psycopg.errors.TooManyColumns,
+    psycopg.errors.TooManyArguments,
     UnicodeError,  # raised by psycopg's adapters on the client side: a string it cannot encode
     OverflowError,  # a number too large for its column's type, refused before it is sent
     RecursionError,  # a value nested too deeply to serialise
