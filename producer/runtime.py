@@ -212,8 +212,9 @@ def _prepare(task: Task[..., Any], run: TaskRun, args: tuple[Any, ...], kwargs: 
              wait_for: object, extra: Iterable[object]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Trace the upstream runs, wait for futures, start the run and pick its publisher."""
     flow_run = run.flow_run
-    if wait_for is None and not extra and is_plain(args) and is_plain(kwargs.values()):
-        upstream = [] if flow_run is None else flow_run.lineage.direct_producers((*args, *kwargs.values()))
+    if wait_for is None and not extra and is_plain(args) and (not kwargs or is_plain(kwargs.values())):
+        upstream = [] if flow_run is None else flow_run.lineage.direct_producers(
+            (*args, *kwargs.values()) if kwargs else args)
     else:
         wait_list = as_wait_list(wait_for)
         upstream = [] if flow_run is None else flow_run.lineage.upstream_runs(
