@@ -65,10 +65,11 @@ class EventIdSource:
     def __init__(self) -> None:
         self._buffer = bytearray(b"H00000000-0000-0000-0000-000000000000" * self._BATCH)
         self._data = b""
-        self._text = ""
         self._next = self._BATCH
+        self._texts: list[str] = []  # ids as text, from batches of their own (so never one of `encoded`'s)
 
-    def _refill(self) -> None:
+    def _batch(self) -> bytes:
+        """`_BATCH` fresh ids, each as an Avro string (b"H" + 36 characters), end to end."""
         digits = _RANDOM.getrandbits(128 * self._BATCH).to_bytes(16 * self._BATCH, "little").hex().encode()
         for index, position in enumerate(self._DIGITS):
             column = digits[index::32]
@@ -77,23 +78,23 @@ class EventIdSource:
             elif index == 16:
                 column = column.translate(self._VARIANT_DIGIT)  # RFC 4122 variant: 8, 9, a or b
             self._buffer[position::self._WIDTH] = column
-        self._data = bytes(self._buffer)
-        self._text = self._data.decode()
-        self._next = 0
+        return bytes(self._buffer)
 
     def encoded(self) -> bytes:
         if self._next >= self._BATCH:
-            self._refill()
+            self._data, self._next = self._batch(), 0
         start = self._next * self._WIDTH
         self._next += 1
         return self._data[start:start + self._WIDTH]
 
     def __call__(self) -> str:
-        if self._next >= self._BATCH:
-            self._refill()
-        start = self._next * self._WIDTH + 1
-        self._next += 1
-        return self._text[start:start + 36]
+        try:
+            return self._texts.pop()
+        except IndexError:
+            # The length byte "H" never occurs in an id (hex digits and dashes): splitting on it makes
+            # the batch's 256 texts in one call, a third of the cost of slicing them one by one.
+            self._texts = self._batch().decode().split("H")[1:]
+            return self._texts.pop()
 
 
 # Where ids come from: a private generator, seeded from os.urandom and reseeded in a forked child
