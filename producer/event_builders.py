@@ -52,23 +52,26 @@ class EventIdSource:
     `encoded()` gives an id already as an Avro string (length byte + 36 ASCII
     characters), which is what the run encoder needs: filling 256 ids per hex
     digit position with strided slice copies costs a fraction of formatting
-    each one. Not thread-safe: each publisher's writer thread owns one, and
-    `new_event_id` keeps one per thread (a forked child builds its own).
+    each one, and one split of the batch on a separator byte (never in an id)
+    cuts out all 256 at once. Not thread-safe: each publisher's writer thread
+    owns one, and `new_event_id` keeps one per thread (a forked child builds its own).
     """
 
     _BATCH = 256
-    _WIDTH = 37  # b"H" (Avro length 36) + the 36 characters
-    # Where the 32 hex digits go in "xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx" (after the length byte).
-    _DIGITS = (*range(1, 9), *range(10, 14), *range(15, 19), *range(20, 24), *range(25, 37))
+    _WIDTH = 38  # the separator b"\0", b"H" (Avro length 36) and the 36 characters
+    # Where the 32 hex digits go in "xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx" (after the separator and length byte).
+    _DIGITS = (*range(2, 10), *range(11, 15), *range(16, 20), *range(21, 25), *range(26, 38))
     _VARIANT_DIGIT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
 
     def __init__(self) -> None:
-        self._buffer = bytearray(b"H00000000-0000-0000-0000-000000000000" * self._BATCH)
-        self._data = b""
-        self._text = ""
-        self._next = self._BATCH
+        self._buffer = bytearray(b"\0H00000000-0000-0000-0000-000000000000" * self._BATCH)
+        # Ids of the current batch, handed out by list.pop; encoded ids and texts come from batches of
+        # their own, so one is never the other.
+        self._encoded: list[bytes] = []
+        self._texts: list[str] = []
 
-    def _refill(self) -> None:
+    def _batch(self) -> bytes:
+        """`_BATCH` fresh ids, each as b"\0" + an Avro string (b"H" + 36 characters), end to end."""
         digits = _RANDOM.getrandbits(128 * self._BATCH).to_bytes(16 * self._BATCH, "little").hex().encode()
         for index, position in enumerate(self._DIGITS):
             column = digits[index::32]
@@ -77,23 +80,21 @@ class EventIdSource:
             elif index == 16:
                 column = column.translate(self._VARIANT_DIGIT)  # RFC 4122 variant: 8, 9, a or b
             self._buffer[position::self._WIDTH] = column
-        self._data = bytes(self._buffer)
-        self._text = self._data.decode()
-        self._next = 0
+        return bytes(self._buffer)
 
     def encoded(self) -> bytes:
-        if self._next >= self._BATCH:
-            self._refill()
-        start = self._next * self._WIDTH
-        self._next += 1
-        return self._data[start:start + self._WIDTH]
+        try:
+            return self._encoded.pop()
+        except IndexError:
+            self._encoded = self._batch().split(b"\0")[1:]
+            return self._encoded.pop()
 
     def __call__(self) -> str:
-        if self._next >= self._BATCH:
-            self._refill()
-        start = self._next * self._WIDTH + 1
-        self._next += 1
-        return self._text[start:start + 36]
+        try:
+            return self._texts.pop()
+        except IndexError:
+            self._texts = self._batch().decode().split("\0H")[1:]
+            return self._texts.pop()
 
 
 # Where ids come from: a private generator, seeded from os.urandom and reseeded in a forked child

@@ -41,7 +41,11 @@ def merged_metadata_json(values: Mapping[str, str]) -> str:
     materializing task run: orjson writes a key as `json.dumps(key, ensure_ascii=False)` does,
     several times faster)."""
     known = _KEY_JSON
-    return "{" + ",".join(f"{known.get(key) or _json_key(key)}:{value}" for key, value in values.items()) + "}"
+    text, comma = "{", ""
+    for key, value in values.items():  # (a loop: half the cost of joining a generator's items)
+        text += comma + (known.get(key) or _json_key(key)) + ":" + value
+        comma = ","
+    return text + "}"
 
 
 # A task adds the same few metadata keys at every run: their JSON text is kept (bounded).

@@ -8,6 +8,7 @@ the broker is a closed port while the disk is full, then the real one.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -190,3 +191,42 @@ def test_outbox_status_works_on_a_full_disk_and_flush_once_room_is_made(isolated
     assert flushed.returncode == 0, flushed.stderr
     assert json.loads(flushed.stdout)["delivered"] == 10
     assert len(read_published(isolated.settings, at_least=10)) == 10
+
+
+@materialize("s3://refused/out", asset_deps=["s3://refused/in"])  # 3 events per run
+def refused_once(n: int) -> int:
+    add_asset_metadata("s3://refused/out", {"n": n})
+    return n
+
+
+def test_runs_whose_commit_the_outbox_refused_are_committed_later_each_event_once(isolated, monkeypatch):
+    # Mocked, because a real full disk cannot be timed to strike between the writer taking the queue
+    # and its commit: the writer's first two commits with events fail as SQLite fails on a full disk.
+    real_append = Outbox.append
+    refused: list[int] = []
+
+    def append(self, rows, owner):  # type: ignore[no-untyped-def]
+        rows = list(rows)
+        if rows and len(refused) < 2:
+            refused.append(sum(len(messages) for _, messages in rows))
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_append(self, rows, owner)
+
+    monkeypatch.setattr(Outbox, "append", append)
+
+    @flow
+    def many(count: int) -> None:
+        for n in range(count):
+            refused_once(n)
+
+    with Publisher(isolated.settings, flush_timeout=30) as publisher, publishing(publisher):
+        many(300)
+        assert publisher.flush(30).complete
+    events = read_published(isolated.settings, at_least=900, timeout=10)
+    per_run: dict[str, int] = {}
+    for event in events:
+        run_id = event.record["run"]["task_run_id"]
+        per_run[run_id] = per_run.get(run_id, 0) + 1
+    assert len(events) == 900 and len({e.record["event_id"] for e in events}) == 900
+    assert len(per_run) == 300 and set(per_run.values()) == {3}
+    assert len(refused) == 2 and refused[0] > 0, refused
