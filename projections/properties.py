@@ -26,7 +26,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from assetlog.projections.base import copy_to_temp, table
+from assetlog.projections.base import copy_to_temp, staged_select, table
 from assetlog.projections.events import Event
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
 
@@ -190,12 +190,13 @@ class PropertiesProjection:
     def _upsert_properties(self) -> sql.Composed:
         columns = [name for name, _ in PROPERTIES_COLUMNS]
         return sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_properties ORDER BY key "
+            "INSERT INTO {target} AS t ({columns}) SELECT {staged} FROM assetlog_batch_properties ORDER BY key "
             "ON CONFLICT (key) DO UPDATE SET {updates} "
             "WHERE (EXCLUDED.event_time, EXCLUDED.event_id) > (t.event_time, t.event_id)"
         ).format(
             target=table(self.schema, "asset_properties"),
             columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            staged=staged_select(PROPERTIES_COLUMNS),
             updates=sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns[1:]
             ),
@@ -211,7 +212,7 @@ class PropertiesProjection:
             )
 
         return sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_assets ORDER BY key "
+            "INSERT INTO {target} AS t ({columns}) SELECT {staged} FROM assetlog_batch_assets ORDER BY key "
             "ON CONFLICT (key) DO UPDATE SET "
             "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), "
             "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), {materialization}, {metadata} "
@@ -220,6 +221,7 @@ class PropertiesProjection:
         ).format(
             target=table(self.schema, "assets"),
             columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            staged=staged_select(ASSETS_COLUMNS),
             materialization=newest(MATERIALIZATION_COLUMNS, _NEWER_MATERIALIZATION),
             metadata=newest(METADATA_COLUMNS, _NEWER_METADATA),
             newer_materialization=_NEWER_MATERIALIZATION,
