@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,11 +109,13 @@ def describe(exc: BaseException) -> str:
 
 
 def classify(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-             expected_type: str) -> Event | DeadLetter:
-    """Decode and validate one message; never raises on its content."""
+             expected_type: str, decode: Callable[[bytes | None], tuple[str, dict[str, Any], bool]] | None = None,
+             ) -> Event | DeadLetter:
+    """Decode and validate one message; never raises on its content. `decode` is the registry's
+    `decode_checked`, looked up once per batch by `build_batch`."""
     position = Position(topic, partition, offset)
     try:
-        event_type, record, text_checked = registry().decode_checked(value)
+        event_type, record, text_checked = (decode or registry().decode_checked)(value)
         if event_type != expected_type:
             raise InvalidEvent("wrong-topic", f"a {event_type} event on {topic}, which carries {expected_type} events")
         return to_event(event_type, record, position, text_checked=text_checked)
@@ -127,16 +129,18 @@ def build_batch(messages: Iterable[Message], expected_types: Mapping[str, str]) 
     """Sort (topic, partition, offset, key, value) tuples into a `Batch`."""
     batch = Batch(expected_types=expected_types)
     source = batch.source = messages if isinstance(messages, list) else list(messages)
+    events, letters, next_offsets = batch.events, batch.dead_letters, batch.next_offsets
+    decode = registry().decode_checked
     for topic, partition, offset, key, value in source:
-        batch.messages += 1
-        item = classify(topic, partition, offset, key, value, expected_types[topic])
-        if isinstance(item, Event):
-            batch.events.append(item)
+        item = classify(topic, partition, offset, key, value, expected_types[topic], decode)
+        if type(item) is Event:
+            events.append(item)
         else:
-            batch.dead_letters.append(item)
+            letters.append(item)  # type: ignore[arg-type]
         tp = (topic, partition)
-        if offset + 1 > batch.next_offsets.get(tp, -1):
-            batch.next_offsets[tp] = offset + 1
+        if offset >= next_offsets.get(tp, -1):
+            next_offsets[tp] = offset + 1
+    batch.messages = len(source)
     return batch
 
 
