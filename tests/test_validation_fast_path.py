@@ -61,25 +61,26 @@ def outcome(judge: Any, event_type: str, record: dict[str, Any], text_checked: b
         return ("error", type(exc).__name__)
 
 
-ids = st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()),
-                st.sampled_from(["", "not-a-uuid", "0" * 36, str(uuid.UUID(int=0))[:-1] + "g"]),
-                st.none(), st.integers(0, 9))
-keys = st.one_of(st.sampled_from(["s3://lake/a.parquet", "db.schema.table", "a" * 700, "ü" * 400, "s3://x/" + "€" * 500, "s3://y/" + "€" * 400]),
-                 st.text(max_size=12), st.none(), st.integers(0, 9))
-owners = st.one_of(st.none(), st.lists(st.one_of(st.text(max_size=8), st.just("é" * 600)), max_size=3))
+ids = st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()))
+keys = st.sampled_from(["s3://lake/a.parquet", "s3://lake/b.parquet", "s3://x/" + "€" * 500, "s3://y/" + "€" * 400])
+owners = st.one_of(st.none(), st.lists(st.sampled_from(["team", "é" * 600, "x\x00"]), max_size=2))
 properties = st.one_of(st.none(), st.just({}), st.builds(
     lambda o: {"name": "n", "description": None, "owners": o, "url": None}, owners))
-times = st.one_of(st.just(datetime(2026, 1, 1, tzinfo=UTC)), st.just(datetime(2026, 1, 1)), st.none())
 metadata_texts = st.sampled_from(['{"rows": 1}', '{"a": "b\\u0000"}', "[1]", "{", '{"n": NaN}',
                                   '{"big": 123456789012345678901234}', '{"s": "\\ud800"}'])
+# What may break a field: a wrong type, text that is no id or no key, NUL, a naive time, nothing.
+breakage = st.sampled_from(["", "not-a-uuid", "0" * 36, "db.schema.table", "a" * 700, "x\x00y", None, 7,
+                            datetime(2026, 1, 1)])
 
 
 @st.composite
 def records(draw: st.DrawFn) -> tuple[str, dict[str, Any], bool]:
+    """A valid record of a random type, then up to two of its fields (or its run's) broken."""
     event_type = draw(st.sampled_from([MATERIALIZATION, DEPENDENCY, METADATA]))
-    run = {"task_run_id": draw(ids), "flow_run_id": draw(ids), "task_name": "t", "flow_name": "f"}
-    record: dict[str, Any] = {"event_id": draw(ids), "event_time": draw(times), "run": run, "producer": "p",
-                              "status": "SUCCEEDED"}
+    run = {"task_run_id": draw(ids), "flow_run_id": draw(st.one_of(st.none(), ids)), "task_name": "t",
+           "flow_name": "f"}
+    record: dict[str, Any] = {"event_id": draw(ids), "event_time": datetime(2026, 1, 1, tzinfo=UTC), "run": run,
+                              "producer": "p", "status": "SUCCEEDED"}
     if event_type == MATERIALIZATION:
         record.update(asset_key=draw(keys), upstream_keys=draw(st.lists(keys, max_size=3)),
                       properties=draw(properties), by=None, error=None)
@@ -88,8 +89,9 @@ def records(draw: st.DrawFn) -> tuple[str, dict[str, Any], bool]:
                       materialization_event_id=draw(ids), declared="INFERRED")
     else:
         record.update(asset_key=draw(keys), materialization_event_id=draw(ids), metadata_json=draw(metadata_texts))
-    if draw(st.booleans()):
-        record[draw(st.sampled_from(sorted(record)))] = draw(st.sampled_from(["x\x00y", None, 7]))
+    for _ in range(draw(st.integers(0, 2))):
+        target = draw(st.sampled_from([record, run]))
+        target[draw(st.sampled_from(sorted(target)))] = draw(breakage)
     return event_type, record, draw(st.booleans())
 
 
