@@ -193,9 +193,10 @@ def tune_garbage_collector() -> None:
     counts (they hold no cycles). Every young-generation collection walks
     the records still alive: at CPython's default (every 700 allocations) that
     cost about a tenth of the throughput; at 50,000 it still cost a consumer of
-    P2 1.5-5 us per event (0.3-1.1 s per 200k events). At 500,000 it runs a few
-    times per 200k events, for 0.03-0.06 s (bench/README.md, issue 15, fifth
-    pass); cyclic garbage, rare here, waits a little longer. Process-wide, so
+    P2 0.35-1.4 s per 200k events, depending on the load. At 500,000 the
+    collector took 0.11-0.16 s in all, most of it during the start-up imports
+    (bench/README.md, issue 15, fifth pass); cyclic garbage, rare here, waits a
+    little longer. Process-wide, so
     only the process's owner (the CLI, a replay worker, a benchmark) calls it,
     never the library on its own.
     """
