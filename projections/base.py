@@ -63,7 +63,7 @@ def table(schema: str | None, name: str) -> sql.Identifier:
 
 # Types a temporary batch table holds as text, cast by the statement that reads it (`staged_select`): in a
 # binary COPY psycopg formats text in C, where each uuid value costs a call of a Python dumper. For the
-# properties consumer's rows (about 3 uuids per row) that was 0.6 us of client CPU per event out of 1.8
+# properties consumer's rows (up to 3 uuids per row) that was 0.35-0.7 us of client CPU per event out of 1.0-1.8
 # for the whole COPY (bench/README.md, issue 15, fifth pass); PostgreSQL parses 36 characters instead of
 # reading 16 bytes, which does not show in its CPU.
 _STAGED_AS_TEXT = frozenset({"uuid"})
