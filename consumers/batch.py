@@ -22,6 +22,8 @@ from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, DecodeError,
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
 
+_new_tuple = tuple.__new__  # builds a named tuple from all its fields without its generated Python __new__
+
 MAX_DETAIL = 1000  # characters of a dead letter's detail: enough to read, small enough for a header
 MAX_REASON = 64
 # Shown escaped in a detail: C0/C1 controls (NUL, which PostgreSQL text refuses, among them) and the
@@ -113,7 +115,7 @@ def classify(topic: str, partition: int, offset: int, key: bytes | None, value: 
              ) -> Event | DeadLetter:
     """Decode and validate one message; never raises on its content. `decode` is the registry's
     `decode_checked`, looked up once per batch by `build_batch`."""
-    position = Position(topic, partition, offset)
+    position = _new_tuple(Position, (topic, partition, offset))  # Position(...), 0.25 us less per message
     try:
         event_type, record, text_checked = (decode or registry().decode_checked)(value)
         if event_type != expected_type:

@@ -65,6 +65,9 @@ class Event(NamedTuple):
         return (self.event_time, self.event_id)
 
 
+# Builds a named tuple from all its fields at C speed (see the end of `to_event` and `consumers.batch.classify`).
+_new_tuple = tuple.__new__
+
 _DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {}
 _FIELD_COUNTS: dict[str, int] = {}
 _UNKNOWN_COUNT = 1 << 30  # an event type not looked up yet: `_as_reader` looks it up
@@ -164,7 +167,10 @@ def to_event(event_type: str, record: Mapping[str, Any], position: Position | No
         raise InvalidEvent("unknown-schema", f"no projection knows event type {event_type!r}")
     if not text_checked:
         _check_text(record, "")  # PostgreSQL text cannot hold NUL (nor lone surrogates): name the field
-    return Event(event_type, event_id, event_time, asset_key, materialization_id, record, position, metadata)
+    # tuple.__new__ with every field in order: what `Event(...)` does, without its generated Python __new__
+    # (0.3 us less per event; tests/test_validation_fast_path.py compares the result with `Event(...)`'s).
+    return _new_tuple(Event, (event_type, event_id, event_time, asset_key, materialization_id, record, position,
+                              metadata))
 
 
 def event_payload(event: Event) -> bytes:

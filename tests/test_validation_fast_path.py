@@ -111,3 +111,4 @@ def test_the_fast_path_judges_every_record_as_the_helpers_do(case: tuple[str, di
         ev._VALID_KEYS.clear()
     slow = outcome(reference, event_type, dict(record), text_checked)
     assert fast == slow
+    assert type(fast) is type(slow)  # an Event built by `Event(...)` in the oracle, by tuple.__new__ in to_event
