@@ -12,7 +12,6 @@ pipe; the parent sees the same interface as a `ShadowReader`.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import signal
@@ -22,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from assetlog.config import Settings
+from assetlog.consumers.batch import tune_garbage_collector
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, WriterStats, lag
 from assetlog.errors import AssetlogError
@@ -45,7 +45,7 @@ def _serve(pipe: Any, settings: Settings, names: list[str], schema: str, start: 
            counter: Any) -> None:
     """A worker process: read_to rounds until told to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the workers
-    gc.set_threshold(50_000, 20, 20)  # as `assetlog consume` does: batches of short-lived records
+    tune_garbage_collector()  # as `assetlog consume` does: batches of short-lived records
     reader: ShadowReader | None = None
     try:
         reader = ShadowReader(settings, names, schema, start, batch_size=batch_size, progress=_SharedCounter(counter))

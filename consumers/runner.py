@@ -17,7 +17,6 @@ committed; the runner then seeks to the offsets the replay stored.
 
 from __future__ import annotations
 
-import gc
 import logging
 import queue
 import threading
@@ -30,7 +29,13 @@ from psycopg import conninfo
 
 from assetlog.broker_watch import NoBrokerWatch
 from assetlog.config import Settings, Topics
-from assetlog.consumers.batch import Batch, build_batch, event_types_by_topic, reduce_isolating
+from assetlog.consumers.batch import (
+    Batch,
+    build_batch,
+    event_types_by_topic,
+    reduce_isolating,
+    tune_garbage_collector,
+)
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
 from assetlog.consumers.fencing import Fenced, GenerationFence
@@ -376,19 +381,6 @@ class ProjectionRunner:
             log.warning("%s: dead-lettered %s[%d]@%d to %s: %s: %s", self.projection.name,
                         letter.position.topic, letter.position.partition, letter.position.offset,
                         letter.dead_letter_topic, letter.reason, letter.detail)
-
-
-def tune_garbage_collector() -> None:
-    """Collect garbage less often, for a process whose job is consuming.
-
-    A batch decodes thousands of small records (dicts, lists) that all die
-    together when it commits; CPython's default (a collection every 700
-    allocations) would walk them dozens of times per batch, costing about a
-    tenth of the throughput. Process-wide, so only the process's owner (the
-    CLI, a benchmark) calls it, never the library on its own.
-    """
-
-    gc.set_threshold(50_000, 20, 20)
 
 
 def run_until_caught_up(projection: str | Projection, settings: Settings | None = None, **options: Any) -> RunStats:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from assetlog.projections.base import RefusedEvent, copy_rows, copy_to_temp, table, unnest_rows
+from assetlog.projections.base import RefusedEvent, copy_rows, copy_to_temp, staged_select, table, unnest_rows
 from assetlog.projections.edge_merge import (
     EDGES_COLUMNS,
     EdgeRow,
@@ -174,9 +174,9 @@ class LineageProjection:
     def _insert_history(self) -> sql.Composed:
         columns = sql.SQL(", ").join(sql.Identifier(name) for name, _ in HISTORY_COLUMNS)
         return sql.SQL(
-            "INSERT INTO {target} ({columns}) SELECT {columns} FROM assetlog_batch_history ORDER BY event_id "
+            "INSERT INTO {target} ({columns}) SELECT {staged} FROM assetlog_batch_history ORDER BY event_id "
             "ON CONFLICT DO NOTHING"
-        ).format(target=table(self.schema, "lineage_history"), columns=columns)
+        ).format(target=table(self.schema, "lineage_history"), columns=columns, staged=staged_select(HISTORY_COLUMNS))
 
 
 def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schema: str,

@@ -26,7 +26,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from assetlog.projections.base import copy_to_temp, table
+from assetlog.projections.base import copy_to_temp, staged_select, table
 from assetlog.projections.events import Event
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
 
@@ -109,6 +109,31 @@ class PropertiesEffects:
         return len(self.properties) + len(self.assets)
 
 
+def _seen(assets: dict[str, AssetRow], key: str, time: datetime) -> AssetRow:
+    """`key` was named by an event at `time`: its row, with first_seen / last_seen widened."""
+    row = assets.get(key)
+    if row is None:
+        row = assets[key] = AssetRow(key, time, time)
+    elif time < row.first_seen:
+        row.first_seen = time
+    elif time > row.last_seen:
+        row.last_seen = time
+    return row
+
+
+def _offer_properties(offers: dict[str, PropertiesRow], key: str, properties: Mapping[str, Any],
+                      time: datetime, event_id: str) -> None:
+    """Properties of `key` from the event (time, event_id): kept if newer than those already offered."""
+    current = offers.get(key)
+    if current is not None and (current.event_time, current.event_id) >= (time, event_id):
+        return
+    owners = properties.get("owners")
+    offers[key] = PropertiesRow(
+        key, properties.get("name"), properties.get("description"),
+        list(owners) if owners is not None else None, properties.get("url"), time, event_id,
+    )
+
+
 class PropertiesProjection:
     """Maintains `asset_properties` and `assets` (consumer group `<prefix>.properties`)."""
 
@@ -119,55 +144,37 @@ class PropertiesProjection:
         self.schema = schema
 
     def reduce(self, events: Iterable[Event], into: PropertiesEffects | None = None) -> PropertiesEffects:
+        # The consumer's hottest loop after validation: event fields are unpacked once, and the helpers
+        # are plain functions bound to locals (bench/README.md, issue 15, fifth pass).
         effects = into if into is not None else PropertiesEffects()
-        for event in events:
-            time = event.event_time
-            record = event.record
-            if event.event_type == MATERIALIZATION:
-                row = self._seen(effects, event.asset_key, time)
-                error = record.get("error") or {}
-                candidate = (time, event.event_id, record["status"], record.get("by"),
-                             error.get("type"), error.get("message"))
-                if row.materialization is None or candidate[:2] > row.materialization[:2]:
-                    row.materialization = candidate
+        assets, offers, seen = effects.assets, effects.properties, _seen
+        for event_type, event_id, time, asset_key, materialization_id, record, _position, metadata in events:
+            if event_type == MATERIALIZATION:
+                row = seen(assets, asset_key, time)
+                current = row.materialization
+                if current is None or (time, event_id) > current[:2]:
+                    error = record.get("error")
+                    row.materialization = (time, event_id, record["status"], record.get("by"),
+                                           error.get("type") if error else None,
+                                           error.get("message") if error else None)
                 for upstream in record.get("upstream_keys") or ():
-                    self._seen(effects, upstream, time)
-                self._offer_properties(effects, event.asset_key, record.get("properties"), event)
-            elif event.event_type == DEPENDENCY:
-                self._seen(effects, event.asset_key, time)
-                self._seen(effects, record["upstream_key"], time)
-                self._offer_properties(effects, record["upstream_key"], record.get("upstream_properties"), event)
-            elif event.event_type == METADATA:
-                row = self._seen(effects, event.asset_key, time)
-                order = (time, event.materialization_event_id, event.event_id)
+                    seen(assets, upstream, time)
+                properties = record.get("properties")
+                if properties is not None:
+                    _offer_properties(offers, asset_key, properties, time, event_id)
+            elif event_type == DEPENDENCY:
+                seen(assets, asset_key, time)
+                upstream = record["upstream_key"]
+                seen(assets, upstream, time)
+                properties = record.get("upstream_properties")
+                if properties is not None:
+                    _offer_properties(offers, upstream, properties, time, event_id)
+            elif event_type == METADATA:
+                row = seen(assets, asset_key, time)
+                order = (time, materialization_id, event_id)
                 if row.metadata is None or order > row.metadata[:3]:
-                    row.metadata = (*order, event.metadata)
+                    row.metadata = (*order, metadata)  # type: ignore[assignment]
         return effects
-
-    @staticmethod
-    def _seen(effects: PropertiesEffects, key: str, time: datetime) -> AssetRow:
-        row = effects.assets.get(key)
-        if row is None:
-            row = effects.assets[key] = AssetRow(key, time, time)
-        elif time < row.first_seen:
-            row.first_seen = time
-        elif time > row.last_seen:
-            row.last_seen = time
-        return row
-
-    @staticmethod
-    def _offer_properties(effects: PropertiesEffects, key: str, properties: dict | None, event: Event) -> None:
-        if properties is None:
-            return
-        current = effects.properties.get(key)
-        if current is not None and (current.event_time, current.event_id) >= event.sort_key:
-            return
-        owners = properties.get("owners")
-        effects.properties[key] = PropertiesRow(
-            key, properties.get("name"), properties.get("description"),
-            list(owners) if owners is not None else None, properties.get("url"),
-            event.event_time, event.event_id,
-        )
 
     def apply(self, conn: psycopg.Connection, effects: PropertiesEffects) -> None:
         with conn.transaction():
@@ -183,12 +190,13 @@ class PropertiesProjection:
     def _upsert_properties(self) -> sql.Composed:
         columns = [name for name, _ in PROPERTIES_COLUMNS]
         return sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_properties ORDER BY key "
+            "INSERT INTO {target} AS t ({columns}) SELECT {staged} FROM assetlog_batch_properties ORDER BY key "
             "ON CONFLICT (key) DO UPDATE SET {updates} "
             "WHERE (EXCLUDED.event_time, EXCLUDED.event_id) > (t.event_time, t.event_id)"
         ).format(
             target=table(self.schema, "asset_properties"),
             columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            staged=staged_select(PROPERTIES_COLUMNS),
             updates=sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns[1:]
             ),
@@ -204,7 +212,7 @@ class PropertiesProjection:
             )
 
         return sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM assetlog_batch_assets ORDER BY key "
+            "INSERT INTO {target} AS t ({columns}) SELECT {staged} FROM assetlog_batch_assets ORDER BY key "
             "ON CONFLICT (key) DO UPDATE SET "
             "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), "
             "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), {materialization}, {metadata} "
@@ -213,6 +221,7 @@ class PropertiesProjection:
         ).format(
             target=table(self.schema, "assets"),
             columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            staged=staged_select(ASSETS_COLUMNS),
             materialization=newest(MATERIALIZATION_COLUMNS, _NEWER_MATERIALIZATION),
             metadata=newest(METADATA_COLUMNS, _NEWER_METADATA),
             newer_materialization=_NEWER_MATERIALIZATION,
