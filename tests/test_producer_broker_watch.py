@@ -17,6 +17,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from confluent_kafka import Consumer, TopicPartition
@@ -123,23 +125,13 @@ def test_a_runner_replaces_its_dead_letter_producer_once_it_knows_no_broker(isol
     settings = replace(isolated.settings, kafka_settings={**isolated.settings.kafka_settings,
                                                           "statistics.interval.ms": "0"})
     topic = isolated.settings.topics.materializations
-    raw = RawProducer(isolated.settings)
-    raw.raw(topic, b"s3://wedge/poison", b"not avro at all")
-    raw.producer.flush(10)
-    runner = ProjectionRunner("properties", settings, batch_size=50)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: runner.stats.dead_letters == 1, "the first poison message dead-lettered", 60)
+    with _running_after_one_poison(isolated, settings) as (runner, raw):
         runner.dead_letters.brokers.grace = 0
         runner.dead_letters.brokers(WEDGED)
         raw.raw(topic, b"s3://wedge/poison", b"not avro either")
         raw.producer.flush(10)
         wait_for(lambda: runner.stats.dead_letters == 2 and runner.stats.dead_letter_reconnects == 1,
                  "the second dead-lettered through a new producer", 60)
-    finally:
-        runner.stop()
-        thread.join(60)
     assert runner.stats.as_dict()["dead_letter_reconnects"] == 1 and runner.stats.reconnects == 0
     assert read_dead_letters(isolated.settings, Topics.dead_letter(topic), 2) == [b"not avro at all",
                                                                                  b"not avro either"]
@@ -151,20 +143,10 @@ def test_an_idle_runner_keeps_serving_its_dead_letter_producers_statistics(isola
     migrate(isolated.dsn)
     settings = replace(isolated.settings, kafka_settings={**isolated.settings.kafka_settings,
                                                           "statistics.interval.ms": "200"})
-    raw = RawProducer(isolated.settings)
-    raw.raw(isolated.settings.topics.materializations, b"s3://wedge/poison", b"not avro at all")
-    raw.producer.flush(10)
-    runner = ProjectionRunner("properties", settings, batch_size=50)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: runner.stats.dead_letters == 1, "the poison message dead-lettered", 60)
+    with _running_after_one_poison(isolated, settings) as (runner, _):
         after = time.time() + 2  # statistics librdkafka made later than this were served by the runner
         wait_for(lambda: (runner.dead_letters.brokers.latest or {}).get("time", 0) >= after,
                  "the dead-letter producer's statistics served while idle", 30)
-    finally:
-        runner.stop()
-        thread.join(60)
     latest = runner.dead_letters.brokers.latest
     assert latest is not None and knows_a_broker(latest["brokers"]) and runner.stats.dead_letter_reconnects == 0
 
@@ -183,3 +165,21 @@ def read_dead_letters(settings, dlq: str, count: int) -> list[bytes]:
     finally:
         consumer.close()
     return [m.value() for m in sorted(copies, key=lambda m: dict(m.headers())["assetlog.original.offset"])]
+
+
+@contextmanager
+def _running_after_one_poison(isolated, settings) -> Iterator[tuple[ProjectionRunner, RawProducer]]:
+    """A properties runner on its own thread that has dead-lettered one poison message (so its
+    dead-letter producer exists); stopped on the way out."""
+    raw = RawProducer(isolated.settings)
+    raw.raw(isolated.settings.topics.materializations, b"s3://wedge/poison", b"not avro at all")
+    raw.producer.flush(10)
+    runner = ProjectionRunner("properties", settings, batch_size=50)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: runner.stats.dead_letters == 1, "the first poison message dead-lettered", 60)
+        yield runner, raw
+    finally:
+        runner.stop()
+        thread.join(60)
