@@ -198,8 +198,7 @@ def tune_garbage_collector() -> None:
     P2 0.35-1.4 s per 200k events, depending on the load. At 500,000 the
     collector took 0.11-0.16 s in all, most of it during the start-up imports
     (bench/README.md, issue 15, fifth pass); cyclic garbage, rare here, waits a
-    little longer. Process-wide, so
-    only the process's owner (the CLI, a replay worker, a benchmark) calls it,
-    never the library on its own.
+    little longer. Process-wide, so only the process's owner (the CLI, a replay
+    worker, a benchmark) calls it, never the library on its own.
     """
     gc.set_threshold(500_000, 20, 20)
