@@ -180,7 +180,10 @@ def _time_long(micros: int) -> bytes:
 
 
 def _run_id(task_run_id: str) -> bytes:
-    return b"H" + task_run_id.encode() if len(task_run_id) == 36 else _string(task_run_id)
+    """A run id as an Avro string; a UUID's 36 ASCII characters take the one-byte length b"H" (36).
+    Measured in bytes: 36 characters that are not all ASCII are longer, and took the wrong length."""
+    raw = task_run_id.encode()
+    return b"H" + raw if len(raw) == 36 else _string(task_run_id)
 
 
 def encode_run_pinned(run: FinishedTaskRun, topics: Topics, identity: ProducerIdentity,
