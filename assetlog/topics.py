@@ -59,13 +59,20 @@ def delete_topics_under(settings: Settings, timeout: float = 30.0) -> list[str]:
     prefix = settings.topic_prefix
     admin, existing = list_topic_names(settings, timeout)
     doomed = sorted(t for t in existing if t == prefix or t.startswith(prefix + "."))
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=timeout).values():
-            try:
-                future.result()
-            except KafkaException:  # already deleted by someone else: the outcome wanted
-                pass
+    delete_topic_names(admin, doomed, timeout)
     return doomed
+
+
+def delete_topic_names(admin, names: list[str], timeout: float = 30.0) -> None:
+    """Delete these topics and wait (bounded) for the broker's answer; a topic already gone, or never
+    created, is not an error. The caller holds `admin` meanwhile: a client freed while a deletion is
+    in flight never answers."""
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout).values():
+            try:
+                future.result(timeout=timeout * 2)
+            except KafkaException:  # already deleted by someone else, or never there: the outcome wanted
+                pass
 
 
 def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0) -> dict[str, str]:

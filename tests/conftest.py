@@ -93,7 +93,7 @@ def sweep_orphan_test_topics(stack: StackEndpoints) -> list[str]:
     topics whose database is gone belong to no running test, also not to another run on the same
     servers, and deleting them is safe. Left alone, they pile up until the broker's start is slow.
     """
-    from assetlog.topics import admin_client
+    from assetlog.topics import admin_client, delete_topic_names
 
     settings = replace(Settings.from_env({}), kafka_bootstrap=stack.bootstrap)
     admin = admin_client(settings)
@@ -103,12 +103,7 @@ def sweep_orphan_test_topics(stack: StackEndpoints) -> list[str]:
             "SELECT datname FROM pg_database WHERE datname LIKE 'assetlog\\_test\\_%'")}
     orphans = [name for name in names
                if (match := TEST_TOPIC.match(name)) and f"assetlog_test_{match.group(1)}" not in databases]
-    if orphans:
-        for future in admin.delete_topics(orphans, operation_timeout=60).values():
-            try:
-                future.result()
-            except Exception:  # another worker's sweep deleted it first: the outcome wanted
-                pass
+    delete_topic_names(admin, orphans, timeout=60)  # another worker's sweep may delete some first
     return orphans
 
 
