@@ -73,18 +73,20 @@ _NEIGHBOURS = {
     for side in ("upstream", "downstream") for as_of in (False, True)
 }
 
-# Headline state of the answer's nodes: name, last status and time.
+# Headline state of the answer's nodes: name, last status and time, each row with its key's place in
+# the list sent (1-based), not the key itself, and fetched in binary: the key is known here already,
+# and a 1,000-node answer then arrives about 1 ms sooner (7.1 against 8.2 ms p50 at 10M edges).
 # (LATERAL ... LIMIT 1 keeps the planner on primary-key lookups; as a plain join it hashes the
 # whole of asset_properties as soon as it expects a few hundred keys.)
 _NODES_NOW = """
-SELECT k.key, p.name, a.last_status, a.last_materialized_at
-FROM unnest(string_to_array(%(keys)s, E'\\n')) AS k(key)
+SELECT k.place, p.name, a.last_status, a.last_materialized_at
+FROM unnest(string_to_array(%(keys)s, E'\\n')) WITH ORDINALITY AS k(key, place)
 LEFT JOIN LATERAL (SELECT last_status, last_materialized_at FROM assets WHERE key = k.key LIMIT 1) a ON true
 LEFT JOIN LATERAL (SELECT name FROM asset_properties WHERE key = k.key LIMIT 1) p ON true
 """
 _NODES_AS_OF = sql.SQL("""
-SELECT k.key, pr.properties ->> 'name', m.status, m.event_time
-FROM unnest(string_to_array(%(keys)s, E'\\n')) AS k(key)
+SELECT k.place, pr.properties ->> 'name', m.status, m.event_time
+FROM unnest(string_to_array(%(keys)s, E'\\n')) WITH ORDINALITY AS k(key, place)
 LEFT JOIN LATERAL ({properties}) pr ON true
 LEFT JOIN LATERAL (
     SELECT h.status, h.event_time FROM lineage_history h
@@ -184,11 +186,14 @@ def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: 
     # thread builds and validates the edges (about a third of a 1,000-node answer's Python time),
     # which do not depend on it.
     with conn.pipeline():
-        cursor = conn.execute(_NODES_AS_OF if as_of else _NODES_NOW, params)  # type: ignore[call-overload]
+        cursor = conn.execute(_NODES_AS_OF if as_of else _NODES_NOW, params, binary=True)  # type: ignore[call-overload]
         # Sorting the (upstream, downstream) keys alone, not (key, declared) items: the keys are unique.
         edges = _EDGES.validate_python([{"upstream": up, "downstream": down, "declared": state.edges[up, down]}
                                         for up, down in sorted(state.edges)])
-        headline = {row[0]: row[1:] for row in cursor.fetchall()}
+        places: list[tuple[Any, ...]] = [()] * len(state.admitted)
+        for row in cursor.fetchall():  # one row per key sent (left joins), each with its place
+            places[row[0] - 1] = row[1:]
+    headline = dict(zip(state.admitted, places, strict=True))
     up_depths = state.depths.get("upstream", {})
     down_depths = state.depths.get("downstream", {})
     if len(state.depths) == 1:
@@ -203,7 +208,7 @@ def _graph(conn: psycopg.Connection, state: _Walk, direction: Direction, depth: 
     # (strict=True measured no faster, interleaved, and would refuse a depth of True or 3.0.)
     nodes = []
     for key in ordered:
-        name, status, materialized_at = headline.get(key, (None, None, None))
+        name, status, materialized_at = headline[key]
         nodes.append({"key": key, "upstream_depth": up_depths.get(key), "downstream_depth": down_depths.get(key),
                       "name": name, "last_status": status, "last_materialized_at": materialized_at})
     return LineageGraph.model_validate({
