@@ -11,8 +11,8 @@ nothing of its group half-applied.
 A migration may have an *online step* (`ONLINE_STEPS`): Python that runs just
 before its file, outside any transaction, for work that one transaction would
 do under a long lock (0005 partitions `lineage_history` while readers and
-writers go on, see `history_migration.py`; 0006 builds an index concurrently,
-see `edges_migration.py`). The step must be safe to run again
+writers go on, see `history_migration.py`; 0006 and 0008 build indexes concurrently,
+see `online_indexes.py`). The step must be safe to run again
 after an interruption; the file then runs in a transaction as usual and
 records the version.
 """
@@ -28,8 +28,8 @@ from importlib import resources
 import psycopg
 
 from assetlog.errors import AssetlogError
-from assetlog.projections.edges_migration import build_code_point_edge_index
 from assetlog.projections.history_migration import partition_history
+from assetlog.projections.online_indexes import build_code_point_edge_index, build_key_hash_indexes
 
 MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # Arbitrary constant shared by every Assetlog migrator: pg_advisory_xact_lock(key).
@@ -95,7 +95,7 @@ def shipped_migrations() -> list[Migration]:
 def online_steps() -> dict[int, Callable[[psycopg.Connection], object]]:
     """Migration versions whose file is preceded by an online step (run in autocommit mode)."""
 
-    return {5: partition_history, 6: build_code_point_edge_index}
+    return {5: partition_history, 6: build_code_point_edge_index, 8: build_key_hash_indexes}
 
 
 def migrate(target: str | psycopg.Connection, migrations: list[Migration] | None = None) -> MigrationResult:

@@ -38,8 +38,8 @@ from assetlog.errors import AssetlogError
 READ_PATH: tuple[tuple[str, str, str], ...] = (
     ("asset_edges_upstream", "asset_edges", "downstream walks (covering index)"),
     ("asset_edges_downstream", "asset_edges", "upstream walks (covering index)"),
-    ("assets_pkey", "assets", "the answer's rows: status and time"),
-    ("asset_properties_pkey", "asset_properties", "the answer's rows: names"),
+    ("assets_key_hash", "assets", "the answer's rows: status and time"),
+    ("asset_properties_key_hash", "asset_properties", "the answer's rows: names"),
     ("assets", "assets", "the answer's rows: status and time"),
     ("asset_properties", "asset_properties", "the answer's rows: names"),
 )

@@ -86,7 +86,7 @@ def test_lineage_history_refuses_update_delete_and_truncate(isolated):
 
 def test_migration_0006_builds_its_index_without_blocking_new_edge_writes(isolated):
     """A plain CREATE INDEX would hold a SHARE lock on asset_edges for the whole build, and every
-    lineage batch's edge upsert would queue behind it; 0006 builds concurrently (edges_migration.py).
+    lineage batch's edge upsert would queue behind it; 0006 builds concurrently (online_indexes.py).
 
     A writer's open transaction keeps the build waiting; meanwhile another writer must still get in."""
     import threading
@@ -125,7 +125,8 @@ def test_migration_0007_sets_its_fillfactors_while_a_writer_holds_its_tables(iso
         apply_directly(writer, "properties", TaskRun([Asset("s3://a", props("A"))], ["s3://b"]).events())
         apply_directly(writer, "lineage", TaskRun(["s3://a"], ["s3://b"]).events())  # uncommitted
         done: list[object] = []
-        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn)), daemon=True)
+        up_to_7 = [m for m in shipped_migrations() if m.version <= 7]
+        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn, up_to_7)), daemon=True)
         migrator.start()
         migrator.join(timeout=30)
         assert done and done[0].applied == [7], "the migration waited for the writer's transaction"
@@ -159,3 +160,52 @@ def test_keys_seen_again_are_updated_in_place(isolated):
     for table, rows in blocks.items():
         stayed = sum(1 for key, block in rows.items() if before[table].get(key) == block)
         assert stayed >= len(rows) // 4, f"{table}: only {stayed} of {len(rows)} rows were updated in place"
+
+
+def test_migration_0008_builds_its_hash_indexes_while_assets_are_written_and_again_after_an_interruption(isolated):
+    """0008's indexes are built concurrently (online_indexes.py): a batch that holds `assets` open keeps
+    the build waiting, and another writer still gets in. A build cancelled while it waits leaves an
+    invalid index behind, as PostgreSQL does; the next `migrate` drops it and builds it anew."""
+    import threading
+
+    up_to_7 = [m for m in shipped_migrations() if m.version <= 7]
+    migrate(isolated.dsn, up_to_7)
+    insert = "INSERT INTO assets (key, first_seen, last_seen) VALUES (%s, now(), now())"
+    with psycopg.connect(isolated.dsn) as slow_writer:
+        slow_writer.execute(insert, ("s3://slow",))  # uncommitted: a concurrent build waits for it
+        impatient = psycopg.connect(isolated.dsn, options="-c statement_timeout=1500")
+        with impatient, pytest.raises(psycopg.errors.QueryCanceled):
+            migrate(impatient)
+        with psycopg.connect(isolated.dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'assets_key_hash'::regclass"
+                                ).fetchone()[0] is False
+        done: list[object] = []
+        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn)), daemon=True)
+        migrator.start()
+        with psycopg.connect(isolated.dsn, autocommit=True) as watcher:
+            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND datname = current_database())").fetchone()[0]:
+                assert migrator.is_alive(), done
+        with psycopg.connect(isolated.dsn, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '2s'")
+            writer.execute(insert, ("s3://fast",))  # a plain CREATE INDEX makes this time out
+        slow_writer.commit()
+        migrator.join(timeout=60)
+    assert done and done[0].applied == [8]
+    with psycopg.connect(isolated.dsn) as conn:
+        indexes = conn.execute(
+            "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid), obj_description(i.indexrelid, 'pg_class') "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE '%%_key_hash' ORDER BY 1"
+        ).fetchall()
+        assert [(name, valid) for name, valid, _, _ in indexes] == [
+            ("asset_properties_key_hash", True), ("assets_key_hash", True)]
+        assert all("USING hash (key)" in definition and "migration 0008" in comment
+                   for _, _, definition, comment in indexes)
+        # On three rows the planner prefers the primary key; without it (rolled back), the hash index
+        # serves the lookup. At 1M assets it is chosen over the primary key (bench/README.md).
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("ALTER TABLE assets DROP CONSTRAINT assets_pkey")
+        plan = "\n".join(row[0] for row in conn.execute(
+            "EXPLAIN SELECT last_status FROM assets WHERE key = %s", ("s3://fast",)).fetchall())
+        conn.rollback()
+        assert "Index Scan using assets_key_hash" in plan, plan

@@ -20,7 +20,7 @@ from assetlog.projections.warm import READ_PATH, warm_or_say_why, warm_read_path
 from assetlog.query import graph
 
 EDGE_INDEXES = ["asset_edges_upstream", "asset_edges_downstream"]
-PROPERTIES_PATH = ["assets_pkey", "asset_properties_pkey", "assets", "asset_properties"]
+PROPERTIES_PATH = ["assets_key_hash", "asset_properties_key_hash", "assets", "asset_properties"]
 
 
 def has_prewarm(dsn: str) -> bool:
@@ -137,11 +137,11 @@ def test_a_warm_of_some_tables_leaves_the_budget_to_the_relations_before_them(is
         edges_only = (sizes["asset_edges_upstream"] + sizes["asset_edges_downstream"] + 0.5) / buffers
 
         warmed, _ = warm_read_path(conn, share=edges_only, tables=["assets"])
-        assert [(w.relation, w.loaded) for w in warmed] == [("assets_pkey", False), ("assets", False)]
+        assert [(w.relation, w.loaded) for w in warmed] == [("assets_key_hash", False), ("assets", False)]
         warmed, _ = warm_read_path(conn, share=edges_only, tables=["asset_edges"])
         assert [(w.relation, w.loaded) for w in warmed] == [(name, True) for name in EDGE_INDEXES]
         warmed, _ = warm_read_path(conn, tables=["assets", "lineage_history"])
-        assert [(w.relation, w.loaded) for w in warmed] == [("assets_pkey", True), ("assets", True)]
+        assert [(w.relation, w.loaded) for w in warmed] == [("assets_key_hash", True), ("assets", True)]
 
 
 def _plan_nodes(plan: dict) -> list[dict]:
