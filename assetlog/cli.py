@@ -7,24 +7,32 @@ mirrors the data flow. Errors a user can cause print one line and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-import psycopg
-from confluent_kafka import KafkaException
-
-from assetlog import __version__, demo, status_cli, tokens_cli
+from assetlog import __version__
 from assetlog.cli_support import add_json_flag, print_result, seconds, whole_number
-from assetlog.compose import cli as compose_cli
-from assetlog.consumers import cli as consumers_cli
-from assetlog.consumers import replay_cli
 from assetlog.errors import AssetlogError
-from assetlog.integrations import cli as integrations_cli
-from assetlog.producer import cli as producer_cli
-from assetlog.projections import cli as projections_cli
-from assetlog.query import cli as query_cli
-from assetlog.web import cli as web_cli
+
+# Which module registers each command (`register(subparsers)`), in the order `--help` lists them. A
+# command's run imports only its own module: every stage's imports together took about 0.6 s, most
+# of it for commands not run (tests/test_cli_startup.py checks this table against the modules).
+COMMANDS: dict[str, str] = {
+    "demo": "assetlog.demo",
+    "stack": "assetlog.compose.cli", "topics": "assetlog.compose.cli",
+    "outbox": "assetlog.producer.cli",
+    "consume": "assetlog.consumers.cli",
+    "replay": "assetlog.consumers.replay_cli",
+    "db": "assetlog.projections.cli",
+    "assets": "assetlog.query.cli", "history": "assetlog.query.cli", "lineage": "assetlog.query.cli",
+    "show": "assetlog.query.cli",
+    "serve": "assetlog.web.cli",
+    "tokens": "assetlog.tokens_cli",
+    "status": "assetlog.status_cli",
+    "export": "assetlog.integrations.cli", "ingest": "assetlog.integrations.cli",
+}
 
 # Stage CLIs import these from `assetlog.cli_support`; re-exported here for code that
 # imported them from the top-level command before they moved.
@@ -39,36 +47,41 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or, given a known command, only the part of the module that has it."""
     parser = _OneLineParser(
         prog="assetlog",
         description="Lineage for data workflows: events on Kafka, projections in PostgreSQL.",
     )
     parser.add_argument("--version", action="version", version=f"assetlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, compose_cli, producer_cli, consumers_cli, replay_cli, projections_cli, query_cli, web_cli,
-                   tokens_cli, status_cli, integrations_cli):
-        module.register(subparsers)
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:
+        importlib.import_module(module).register(subparsers)
     return parser
 
 
 def _user_facing(exc: BaseException) -> str | None:
-    """One-line text for infrastructure errors a user can fix, else None (a bug)."""
-    if isinstance(exc, psycopg.OperationalError):
+    """One-line text for infrastructure errors a user can fix, else None (a bug). (A command imports
+    only its own modules: an error of a client library it never imported cannot be one of its errors.)"""
+    psycopg = sys.modules.get("psycopg")
+    kafka = sys.modules.get("confluent_kafka")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"cannot reach PostgreSQL ({first}); is ASSETLOG_POSTGRES_DSN right and the server up?"
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+    if psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return f"PostgreSQL refused: {str(exc).strip().splitlines()[0]}"
-    if isinstance(exc, psycopg.errors.UndefinedTable):
+    if psycopg is not None and isinstance(exc, psycopg.errors.UndefinedTable):
         return "the Assetlog tables do not exist in this database: run `assetlog db migrate` first"
-    if isinstance(exc, KafkaException):
+    if kafka is not None and isinstance(exc, kafka.KafkaException):
         return f"Kafka error: {exc.args[0] if exc.args else exc}"
     return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)  # top-level options take no value
+    args = build_parser(command).parse_args(argv)
     try:
         result = args.handler(args)
     except AssetlogError as exc:
