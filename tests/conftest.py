@@ -78,8 +78,39 @@ def stack() -> StackEndpoints:
         env = local.env()
         bootstrap, dsn = env[ENV_KAFKA_BOOTSTRAP], env[ENV_POSTGRES_DSN]
     endpoints = StackEndpoints(bootstrap=bootstrap, admin_dsn=dsn)
+    sweep_orphan_test_databases(endpoints)  # first: their topics are then orphans too
     sweep_orphan_test_topics(endpoints)
     return endpoints
+
+
+# No test keeps its database this long: one older than this that nobody is connected to was left by a
+# run that ended without its clean-up.
+ORPHAN_DATABASE_AGE = "6 hours"
+
+
+def sweep_orphan_test_databases(stack: StackEndpoints, older_than: str = ORPHAN_DATABASE_AGE,
+                                only: list[str] | None = None) -> list[str]:
+    """Drop the test databases of runs that ended without their clean-up (killed, timed out).
+
+    A database's age is that of its PG_VERSION file, written once when it was created. Nobody may be
+    connected: a database in use is never dropped, whatever its age. (`only` limits the sweep to
+    those names: its own test sweeps with no age, beside other tests' databases.)
+    """
+    with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
+        old = [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database d WHERE datname ~ '^assetlog_test_[0-9a-f]{10}$' "
+            "AND (%(only)s::text[] IS NULL OR datname = ANY(%(only)s)) "
+            "AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - %(age)s::interval "
+            "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datid = d.oid)",
+            {"only": only, "age": older_than})]
+        dropped = []
+        for name in old:
+            try:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                dropped.append(name)
+            except psycopg.errors.ObjectInUse:  # someone connected since: not an orphan after all
+                pass
+    return dropped
 
 
 TEST_TOPIC = re.compile(r"^test\.([0-9a-f]{10})(?:\.|$)")
