@@ -65,14 +65,15 @@ def _user_facing(exc: BaseException) -> str | None:
     """One-line text for infrastructure errors a user can fix, else None (a bug). (A command imports
     only its own modules: an error of a client library it never imported cannot be one of its errors.)"""
     psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        if isinstance(exc, psycopg.OperationalError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"cannot reach PostgreSQL ({first}); is ASSETLOG_POSTGRES_DSN right and the server up?"
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return f"PostgreSQL refused: {str(exc).strip().splitlines()[0]}"
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return "the Assetlog tables do not exist in this database: run `assetlog db migrate` first"
     kafka = sys.modules.get("confluent_kafka")
-    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"cannot reach PostgreSQL ({first}); is ASSETLOG_POSTGRES_DSN right and the server up?"
-    if psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return f"PostgreSQL refused: {str(exc).strip().splitlines()[0]}"
-    if psycopg is not None and isinstance(exc, psycopg.errors.UndefinedTable):
-        return "the Assetlog tables do not exist in this database: run `assetlog db migrate` first"
     if kafka is not None and isinstance(exc, kafka.KafkaException):
         return f"Kafka error: {exc.args[0] if exc.args else exc}"
     return None
