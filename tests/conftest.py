@@ -93,16 +93,20 @@ def sweep_orphan_test_databases(stack: StackEndpoints, older_than: str = ORPHAN_
     """Drop the test databases of runs that ended without their clean-up (killed, timed out).
 
     A database's age is that of its PG_VERSION file, written once when it was created. Nobody may be
-    connected: a database in use is never dropped, whatever its age. (`only` limits the sweep to
+    connected: a database in use is never dropped, whatever its age. A role that may not read the
+    file's age (not a superuser, on servers of one's own) sweeps nothing. (`only` limits the sweep to
     those names: its own test sweeps with no age, beside other tests' databases.)
     """
     with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
-        old = [row[0] for row in conn.execute(
-            "SELECT datname FROM pg_database d WHERE datname ~ '^assetlog_test_[0-9a-f]{10}$' "
-            "AND (%(only)s::text[] IS NULL OR datname = ANY(%(only)s)) "
-            "AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - %(age)s::interval "
-            "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datid = d.oid)",
-            {"only": only, "age": older_than})]
+        try:
+            old = [row[0] for row in conn.execute(
+                "SELECT datname FROM pg_database d WHERE datname ~ '^assetlog_test_[0-9a-f]{10}$' "
+                "AND (%(only)s::text[] IS NULL OR datname = ANY(%(only)s)) "
+                "AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - %(age)s::interval "
+                "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datid = d.oid)",
+                {"only": only, "age": older_than})]
+        except psycopg.errors.InsufficientPrivilege:
+            return []
         dropped = []
         for name in old:
             try:
