@@ -8,7 +8,7 @@ import uuid
 
 import psycopg
 from confluent_kafka import Consumer, Producer
-from psycopg import sql
+from psycopg import conninfo, sql
 
 from assetlog.topics import (
     REQUIRED_TOPIC_CONFIG,
@@ -166,15 +166,25 @@ def _topics_once(settings, done, timeout: float = 30.0) -> set[str]:
 def test_a_killed_runs_database_is_dropped_and_one_in_use_or_too_young_is_kept(stack):
     """The session's sweep drops test databases nobody is connected to once they are older than any
     test run (their topics then go with `sweep_orphan_test_topics`)."""
+    from dataclasses import replace
+
     from conftest import dsn_for_database, sweep_orphan_test_databases
 
     names = [f"assetlog_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
     orphan, busy = names
+    plain_role = f"assetlog_test_sweeper_{orphan[-10:]}"
     with psycopg.connect(stack.admin_dsn, autocommit=True) as admin:
         for name in names:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(plain_role)))
         try:
             assert sweep_orphan_test_databases(stack, only=names) == []  # both younger than a test run
+            params = conninfo.conninfo_to_dict(stack.admin_dsn)
+            params.update(user=plain_role)
+            params.pop("password", None)
+            as_plain_role = replace(stack, admin_dsn=conninfo.make_conninfo(**params))
+            # No superuser: it may not read the databases' age, so it sweeps nothing rather than fail.
+            assert sweep_orphan_test_databases(as_plain_role, older_than="0 seconds", only=names) == []
             with psycopg.connect(dsn_for_database(stack.admin_dsn, busy)):
                 assert sweep_orphan_test_databases(stack, older_than="0 seconds", only=names) == [orphan]
             left = {row[0] for row in admin.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
@@ -183,3 +193,4 @@ def test_a_killed_runs_database_is_dropped_and_one_in_use_or_too_young_is_kept(s
         finally:
             for name in names:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(plain_role)))
