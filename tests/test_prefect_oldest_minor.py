@@ -8,6 +8,7 @@ and runs the bridge's test files in it against the same broker and database.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -23,15 +24,19 @@ OLDEST = "prefect==3.8.8"
 
 
 def _venv() -> Path:
+    """The kept virtualenv, installed again when the pin or the project's requirements changed (a venv
+    kept from before pytest-xdist joined the test extras refused the suite's `--numprocesses`)."""
     venv = cache_home() / "prefect-3.8-venv"
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    wanted = f"{OLDEST} {hashlib.sha256((ROOT / 'pyproject.toml').read_bytes()).hexdigest()}"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]", OLDEST,
                         "fastapi<0.151"], check=True)
-        stamp.write_text(OLDEST)
+        stamp.write_text(wanted)
     return python
 
 
