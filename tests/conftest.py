@@ -148,6 +148,14 @@ def dsn_for_database(dsn: str, database: str) -> str:
     return conninfo.make_conninfo(**params)
 
 
+def dsn_as_role(dsn: str, role: str) -> str:
+    """The same database as `role`, with no password: the local stack trusts its roles on 127.0.0.1."""
+    params = conninfo.conninfo_to_dict(dsn)
+    params.pop("password", None)
+    params["user"] = role
+    return conninfo.make_conninfo(**params)
+
+
 @dataclass(frozen=True)
 class Isolated:
     """One test's own world: topic prefix, database and outbox on the shared servers."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import psycopg
+from conftest import dsn_as_role
 from events_factory import Asset, TaskRun, Upstream, apply_directly, at, events_of, guide_pipelines, props
-from psycopg import conninfo
 
 from assetlog.projections import migrate
 
@@ -73,8 +73,5 @@ def project(dsn: str, runs: Iterable[TaskRun]) -> None:
 
 
 def reader_dsn(dsn: str) -> str:
-    """The same database as the read-only role (no password: the local stack trusts 127.0.0.1)."""
-    params = conninfo.conninfo_to_dict(dsn)
-    params.pop("password", None)
-    params["user"] = READER_ROLE
-    return conninfo.make_conninfo(**params)
+    """The same database as the read-only role."""
+    return dsn_as_role(dsn, READER_ROLE)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import Isolated, drop_role, dsn_for_database
+from conftest import Isolated, drop_role, dsn_as_role, dsn_for_database
 from events_factory import DASHBOARD, GOLD, PROCESSED, guide_pipelines
-from psycopg import conninfo, sql
+from psycopg import sql
 from query_world import READER_ROLE, project, reader_dsn
 
 from assetlog.projections import migrate
@@ -96,10 +96,7 @@ def test_without_rights_to_create_extensions_migration_succeeds_and_search_still
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(migrator)))
         admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(migrator)))
     try:
-        params = conninfo.conninfo_to_dict(isolated.dsn)
-        params.update(user=migrator)
-        params.pop("password", None)
-        project(conninfo.make_conninfo(**params), guide_pipelines())
+        project(dsn_as_role(isolated.dsn, migrator), guide_pipelines())
         with psycopg.connect(isolated.dsn) as admin:
             assert admin.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'").fetchone() == (0,)
             assert admin.execute("SELECT to_regclass('assets_key_trgm')").fetchone() == (None,)

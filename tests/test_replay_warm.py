@@ -8,7 +8,7 @@ import re
 from dataclasses import replace
 
 import psycopg
-from conftest import Isolated, drop_role
+from conftest import Isolated, drop_role, dsn_as_role
 from events_factory import publish
 from psycopg import conninfo, sql
 from replay_support import assetlog, in_shared_buffers, realistic_runs
@@ -71,10 +71,7 @@ def test_a_role_that_may_not_create_pg_prewarm_gets_its_replay_and_one_line(isol
             sql.Identifier(isolated.database), sql.Identifier(owner)))
         admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
     try:
-        params = conninfo.conninfo_to_dict(isolated.dsn)
-        params.update(user=owner)
-        params.pop("password", None)
-        dsn = conninfo.make_conninfo(**params)
+        dsn = dsn_as_role(isolated.dsn, owner)
         migrate(dsn)
         publish(isolated.settings, realistic_runs(300, seed=62))
         as_owner = Isolated(settings=replace(isolated.settings, postgres_dsn=dsn), database=isolated.database)

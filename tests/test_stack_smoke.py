@@ -8,7 +8,7 @@ import uuid
 
 import psycopg
 from confluent_kafka import Consumer, Producer
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from assetlog.topics import (
     REQUIRED_TOPIC_CONFIG,
@@ -168,7 +168,7 @@ def test_a_killed_runs_database_is_dropped_and_one_in_use_or_too_young_is_kept(s
     test run (their topics then go with `sweep_orphan_test_topics`)."""
     from dataclasses import replace
 
-    from conftest import dsn_for_database, sweep_orphan_test_databases
+    from conftest import dsn_as_role, dsn_for_database, sweep_orphan_test_databases
 
     names = [f"assetlog_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
     orphan, busy = names
@@ -179,10 +179,7 @@ def test_a_killed_runs_database_is_dropped_and_one_in_use_or_too_young_is_kept(s
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(plain_role)))
         try:
             assert sweep_orphan_test_databases(stack, only=names) == []  # both younger than a test run
-            params = conninfo.conninfo_to_dict(stack.admin_dsn)
-            params.update(user=plain_role)
-            params.pop("password", None)
-            as_plain_role = replace(stack, admin_dsn=conninfo.make_conninfo(**params))
+            as_plain_role = replace(stack, admin_dsn=dsn_as_role(stack.admin_dsn, plain_role))
             # No superuser: it may not read the databases' age, so it sweeps nothing rather than fail.
             assert sweep_orphan_test_databases(as_plain_role, older_than="0 seconds", only=names) == []
             with psycopg.connect(dsn_for_database(stack.admin_dsn, busy)):
