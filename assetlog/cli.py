@@ -81,7 +81,8 @@ def _user_facing(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((arg for arg in argv if not arg.startswith("-")), None)  # top-level options take no value
+    # The command comes first; anything else there (--help, --version, `--`, a typo) gets the whole parser.
+    command = argv[0] if argv and not argv[0].startswith("-") else None
     args = build_parser(command).parse_args(argv)
     try:
         result = args.handler(args)

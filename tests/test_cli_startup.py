@@ -42,10 +42,12 @@ def test_a_command_imports_its_own_module_and_not_the_others(command: str) -> No
     assert not {"assetlog.demo", "assetlog.examples", "assetlog.web.cli"} & imported, imported
 
 
-def test_an_unknown_command_is_named_with_every_choice() -> None:
-    code, imported, stderr = _imported_after("shwo", "x")
+@pytest.mark.parametrize(("argv", "named"), [(("shwo", "x"), "'shwo'"), (("--", "show", "x"), "'--'"),
+                                             (("", "show"), "''")])
+def test_an_unknown_command_is_named_with_every_choice(argv: tuple[str, ...], named: str) -> None:
+    code, _, stderr = _imported_after(*argv)
     assert code == 2
-    assert "invalid choice: 'shwo'" in stderr and all(f"'{name}'" in stderr for name in COMMANDS)
+    assert f"invalid choice: {named}" in stderr and all(f"'{name}'" in stderr for name in COMMANDS), stderr
     assert stderr.count("\n") == 1
 
 
