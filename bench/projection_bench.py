@@ -40,7 +40,7 @@ from psycopg import sql
 from support import scratch
 
 from assetlog.config import Settings
-from assetlog.consumers import run_until_caught_up, tune_garbage_collector
+from assetlog.consumers import run_until_caught_up, tune_interpreter
 from assetlog.projections import to_event
 from assetlog.projections.base import copy_rows
 from assetlog.projections.lineage import HISTORY_COLUMNS, history_row
@@ -186,7 +186,7 @@ def main() -> None:
         # walking them again and again while the consumers run (a real consumer holds no such heap).
         gc.collect()
         gc.freeze()
-        tune_garbage_collector()  # as `assetlog consume` does
+        tune_interpreter()  # as `assetlog consume` does
         consume_s, consume_cpu = consume_only(settings, n)
         results["consume-only"] = {"seconds": consume_s, "events_per_second": n / consume_s,
                                    "cpu_seconds": consume_cpu, "postgres_cpu_seconds": None}

@@ -15,7 +15,7 @@ from assetlog.consumers.runner import (
     ProjectionRunner,
     RunStats,
     run_until_caught_up,
-    tune_garbage_collector,
+    tune_interpreter,
 )
 
 __all__ = [
@@ -35,5 +35,5 @@ __all__ = [
     "dead_letter_headers",
     "event_types_by_topic",
     "run_until_caught_up",
-    "tune_garbage_collector",
+    "tune_interpreter",
 ]

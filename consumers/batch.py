@@ -11,6 +11,7 @@ batch's. Nothing here does I/O.
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,18 +188,36 @@ def reduce_isolating(projection: Any, batch: Batch, events: Sequence[Event]) -> 
     return kept
 
 
-def tune_garbage_collector() -> None:
-    """Collect garbage less often, for a process whose job is consuming or replaying batches.
+# Seconds a thread may hold the interpreter lock while another waits for it (CPython's default: 0.005).
+SWITCH_INTERVAL = 0.0001
 
-    A batch decodes thousands of small records (dicts, lists, tuples) that all
-    live until it commits and then die together, freed by their reference
-    counts (they hold no cycles). Every young-generation collection walks
-    the records still alive: at CPython's default (every 700 allocations) that
-    cost about a tenth of the throughput; at 50,000 it still cost a consumer of
-    P2 0.35-1.4 s per 200k events, depending on the load. At 500,000 the
-    collector took 0.11-0.16 s in all, most of it during the start-up imports
-    (bench/README.md, issue 15, fifth pass); cyclic garbage, rare here, waits a
-    little longer. Process-wide, so only the process's owner (the CLI, a replay
-    worker, a benchmark) calls it, never the library on its own.
+
+def tune_interpreter() -> None:
+    """Tune this process's interpreter for consuming or replaying batches: collect garbage less often,
+    and hand the interpreter lock over sooner.
+
+    Garbage: a batch decodes thousands of small records (dicts, lists, tuples)
+    that all live until it commits and then die together, freed by their
+    reference counts (they hold no cycles). Every young-generation collection
+    walks the records still alive: at CPython's default (every 700
+    allocations) that cost about a tenth of the throughput; at 50,000 it still
+    cost a consumer of P2 0.35-1.4 s per 200k events, depending on the load.
+    At 500,000 the collector took 0.11-0.16 s in all, most of it during the
+    start-up imports (bench/README.md, issue 15, fifth pass); cyclic garbage,
+    rare here, waits a little longer.
+
+    Lock: the committer thread (`committer.py`) makes a dozen round trips to
+    PostgreSQL per batch while the reading thread decodes the next batch, which
+    keeps the interpreter busy. Back from each round trip, the committer waits
+    for the lock until the reader is made to drop it: at CPython's default
+    5 ms, up to a tenth of a second per batch in which PostgreSQL had nothing
+    to do (the convoy effect). At 0.1 ms the properties consumer ran 1.2-1.5x
+    as many events/s on the same CPU (bench/README.md, issue 15, sixth pass).
+    Not for the producer: its task thread and writer both compute, and
+    there the short interval cost CPU and p99.
+
+    Process-wide, so only the process's owner (the CLI, a replay worker, a
+    benchmark) calls it, never the library on its own.
     """
     gc.set_threshold(500_000, 20, 20)
+    sys.setswitchinterval(SWITCH_INTERVAL)

@@ -15,7 +15,7 @@ from assetlog.consumers.runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TIMEOUT,
     ProjectionRunner,
-    tune_garbage_collector,
+    tune_interpreter,
 )
 from assetlog.errors import AssetlogError, ConfigError
 from assetlog.metrics import add_metrics_flags, start_from_args
@@ -65,7 +65,7 @@ def _consume(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tune_garbage_collector()  # this process only consumes
+    tune_interpreter()  # this process only consumes
     settings = Settings.from_env()
     if args.slot is not None:
         settings = replace(settings, consumer_slot=args.slot)

@@ -15,7 +15,7 @@ from assetlog.consumers.behind import summary
 from assetlog.consumers.cli import MAX_BATCH_SIZE
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.replay import Replay
-from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, tune_garbage_collector
+from assetlog.consumers.runner import DEFAULT_BATCH_SIZE, tune_interpreter
 from assetlog.errors import AssetlogError
 from assetlog.metrics import REPLAY_MESSAGES_READ, REPLAY_MESSAGES_TOTAL, add_metrics_flags, start_from_args
 from assetlog.projections import PROJECTIONS
@@ -68,7 +68,7 @@ def _replay(args: argparse.Namespace) -> int:
         since = parse_time(args.since) if args.since else None
     except ValueError as exc:
         raise AssetlogError(f"--since: {exc}") from None
-    tune_garbage_collector()  # this process only replays
+    tune_interpreter()  # this process only replays
     label = f"replay{' --check' if args.check else ''} {args.projection}"
     replay = Replay(Settings.from_env(), args.projection, check=args.check, since=since,
                     batch_size=args.batch_size, progress=Progress.auto(label, quiet=args.json),

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from assetlog.config import Settings
-from assetlog.consumers.batch import tune_garbage_collector
+from assetlog.consumers.batch import tune_interpreter
 from assetlog.consumers.progress import Progress
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, WriterStats, lag
 from assetlog.errors import AssetlogError
@@ -45,7 +45,7 @@ def _serve(pipe: Any, settings: Settings, names: list[str], schema: str, start: 
            counter: Any) -> None:
     """A worker process: read_to rounds until told to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the workers
-    tune_garbage_collector()  # as `assetlog consume` does: batches of short-lived records
+    tune_interpreter()  # as `assetlog consume` does: batches of short-lived records, a committer thread
     reader: ShadowReader | None = None
     try:
         reader = ShadowReader(settings, names, schema, start, batch_size=batch_size, progress=_SharedCounter(counter))

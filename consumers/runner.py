@@ -34,7 +34,7 @@ from assetlog.consumers.batch import (
     build_batch,
     event_types_by_topic,
     reduce_isolating,
-    tune_garbage_collector,
+    tune_interpreter,
 )
 from assetlog.consumers.committer import BackgroundCommitter
 from assetlog.consumers.dead_letters import DeadLetterPublisher
@@ -53,7 +53,7 @@ from assetlog.projections.base import Projection
 log = logging.getLogger("assetlog.consumers")
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_BATCH_TIMEOUT", "ProjectionRunner", "RunStats", "Stopped",
-           "run_until_caught_up", "tune_garbage_collector"]
+           "run_until_caught_up", "tune_interpreter"]
 
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_BATCH_TIMEOUT = 0.05  # seconds: a batch is this many messages or this long, whichever first
