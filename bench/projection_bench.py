@@ -40,7 +40,7 @@ from psycopg import sql
 from support import scratch
 
 from assetlog.config import Settings
-from assetlog.consumers import run_until_caught_up, tune_interpreter
+from assetlog.consumers import DEFAULT_BATCH_SIZE, run_until_caught_up, tune_interpreter
 from assetlog.projections import to_event
 from assetlog.projections.base import copy_rows
 from assetlog.projections.lineage import HISTORY_COLUMNS, history_row
@@ -169,7 +169,8 @@ def row_by_row(dsn: str, events: list[tuple[str, dict]], sample: int = 1000) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="events to publish and project (default 50000)")
-    parser.add_argument("--batch-size", type=int, default=5000, help="consumer batch size (default 5000)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"consumer batch size (default {DEFAULT_BATCH_SIZE}, the consumers' own)")
     parser.add_argument("--partitions", type=int, default=3)
     args = parser.parse_args()
 
