@@ -9,6 +9,8 @@ and the load average at its start.
 
     eval "$(assetlog stack env)" && python bench/consume_ab.py --old ../base/.venv/bin/python \\
         [--name properties] [--events 200000] [--batch-sizes 5000,20000] [--rounds 3]
+
+`--batch-sizes default` runs each side with its own default batch size.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def main() -> None:
                         with BackendSampler(dsn, database, f"assetlog.consume.{args.name}") as backends:
                             child = subprocess.Popen(
                                 [python, "-m", "assetlog", "consume", args.name, "--until-caught-up", "--json",
-                                 "--quiet", "--batch-size", size], env=env, stdout=subprocess.PIPE, text=True)
+                                 "--quiet", *(() if size == "default" else ("--batch-size", size))],
+                                env=env, stdout=subprocess.PIPE, text=True)
                             _, _status, usage = os.wait4(child.pid, 0)
                     report = json.loads(child.stdout.read() if child.stdout else "{}")
                     per = 1e6 / n
