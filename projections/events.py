@@ -173,6 +173,9 @@ def to_event(event_type: str, record: Mapping[str, Any], position: Position | No
                               metadata))
 
 
+_join_bytes = b"".join
+
+
 def event_payload(event: Event) -> bytes:
     """The event as JSON bytes for `lineage_history.payload` (see `payload_json`); only the lineage
     projection needs it, so it is made there, once per stored event."""
@@ -181,7 +184,10 @@ def event_payload(event: Event) -> bytes:
         del body["metadata_json"]
         body["metadata"] = event.metadata
     try:
-        return orjson.dumps(body)
+        # Joined with nothing for an exact-size copy: orjson hands back its 4 KiB working buffer as the
+        # bytes object, and a batch keeps one payload per event until it commits (20,000 payloads: 80 MiB
+        # instead of 10). The copy costs about 0.2 us per event.
+        return _join_bytes((orjson.dumps(body), b""))
     except TypeError:  # an integer beyond 64 bits in the metadata: valid JSON, so use the slower encoder
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat).encode()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import tracemalloc
 import uuid
 
 import psycopg
@@ -252,6 +253,22 @@ def test_text_that_merely_spells_an_escape_is_valid():
         assert b"\\\\u0000" in event_payload(event) or event_type == METADATA
     metadata = next(to_event(t, r) for t, r in run.events() if t == METADATA)
     assert metadata.metadata == {"big": 2**80} and b"1208925819614629174706176" in event_payload(metadata)
+
+
+def test_a_payload_holds_no_more_memory_than_its_bytes():
+    """A batch keeps one payload per event until it commits: each must be an exact-size bytes object
+    (orjson returns its 4 KiB working buffer, which made a lineage consumer's batches of 20,000 hold
+    80 MiB of payloads instead of 10)."""
+    run = TaskRun([Asset(KEY, props("a description"))], metadata={KEY: {"rows": 1}})
+    events = [to_event(event_type, record) for event_type, record in run.events()]
+    tracemalloc.start()
+    try:
+        payloads = [event_payload(event) for event in events for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    text = sum(len(payload) for payload in payloads)
+    assert held < 1.5 * text + 100 * len(payloads), (held, text)
 
 
 def test_history_stays_exact_when_another_process_stores_the_same_event_meanwhile(db, isolated):
