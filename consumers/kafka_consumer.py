@@ -105,13 +105,14 @@ def metadata_consumer(settings: Settings, purpose: str) -> tuple[Any, AccessWatc
                   **watch.client_settings()})), watch
 
 
-def commit_only_consumer(settings: Settings, group_id: str, on_commit: Any) -> Any:
+def commit_only_consumer(settings: Settings, group_id: str, on_commit: Any, stats_cb: Any = None) -> Any:
     """A consumer that only commits offsets for `group_id`: it never subscribes, so it is never one of
     the group's members (a "simple" commit, which the broker accepts while the group has no members).
-    `on_commit(error, partitions)` is called from its `poll()`."""
+    `on_commit(error, partitions)` and `stats_cb` (a `NoBrokerWatch`) are called from its `poll()`."""
 
     watch = AccessWatch.for_settings(settings)
+    statistics = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": stats_cb} if stats_cb is not None else {}
     return Consumer(settings.kafka_client_config(
-        defaults={"log_level": 3},
+        defaults={"log_level": 3, **statistics},
         required={"group.id": group_id, "enable.auto.commit": False, "on_commit": on_commit,
                   **watch.client_settings()}))

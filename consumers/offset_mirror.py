@@ -21,6 +21,11 @@ whole process on an assertion when such a request timed out during the
 broker-outage drill.) Whatever goes wrong is logged and counted
 (`assetlog_consumer_offset_mirror_failures_total`), never raised: monitoring
 must not stop a consumer.
+
+Its client is watched like every long-lived one (`assetlog/broker_watch.py`):
+one left knowing no broker after a broker restart would fail every commit for
+as long as the consumer runs, so after the grace time it is replaced, and the
+newest offsets it was given are copied by the new one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from assetlog.broker_watch import NoBrokerWatch
 from assetlog.config import Settings
 from assetlog.consumers.kafka_consumer import commit_only_consumer
 from assetlog.metrics import OFFSET_MIRROR_FAILURES
@@ -53,8 +59,12 @@ class OffsetMirror:
         self.group = monitoring_group(group_id)
         self.projection = projection
         self._interval = interval
-        self._consumer = commit_only_consumer(settings, self.group, self._on_commit)
+        self._settings = settings
+        self.brokers = NoBrokerWatch()  # librdkafka's statistics: does the client still know a broker?
+        self.reconnects = 0  # times a client that knew no broker was replaced
+        self._consumer = commit_only_consumer(settings, self.group, self._on_commit, stats_cb=self.brokers)
         self._pending: dict[tuple[str, int], int] = {}
+        self._newest: dict[tuple[str, int], int] = {}  # every partition's newest offset tracked (for a new client)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._failing = False
@@ -66,6 +76,7 @@ class OffsetMirror:
         """Offsets just committed to PostgreSQL (cheap: the copy is written later, on the mirror's thread)."""
         with self._lock:
             self._pending.update(offsets)
+            self._newest.update(offsets)
 
     def close(self, timeout: float = 2.0) -> None:
         """Commit what is pending once more and wait for the answers, at most `timeout` (a broker away
@@ -88,8 +99,27 @@ class OffsetMirror:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self._consumer.poll(0)  # serves the callbacks of earlier commits
+            self._consumer.poll(0)  # serves the callbacks of earlier commits, and the statistics
+            if self.brokers.wedged():
+                self._replace()
             self._commit()
+
+    def _replace(self) -> None:
+        """The client has known no broker for the grace time and will not reconnect: close it and copy
+        the newest offsets with a new one (the old one's commits in flight are never answered)."""
+        log.warning("%s: the client copying offsets to Kafka group %s has known no broker for %.0fs "
+                    "(librdkafka dropped them all around a broker restart); replacing it", self.projection,
+                    self.group, self.brokers.grace)
+        try:
+            self._consumer.close()  # reaches no broker: nothing to leave
+        except Exception as exc:  # a wedged client may fail to close; it is dropped anyway
+            log.debug("closing the wedged offset-copy client failed: %s", exc)
+        self._consumer = commit_only_consumer(self._settings, self.group, self._on_commit, stats_cb=self.brokers)
+        self.brokers.reset()
+        self.reconnects += 1
+        self._unanswered = 0
+        with self._lock:
+            self._pending = dict(self._newest)  # every partition, at the newest offset it was given
 
     def _commit(self) -> None:
         with self._lock:
