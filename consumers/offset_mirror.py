@@ -111,10 +111,17 @@ class OffsetMirror:
                     "(librdkafka dropped them all around a broker restart); replacing it", self.projection,
                     self.group, self.brokers.grace)
         try:
-            self._consumer.close()  # reaches no broker: nothing to leave
+            new = commit_only_consumer(self._settings, self.group, self._on_commit, stats_cb=self.brokers)
+        except Exception as exc:  # never raised: monitoring must not stop a consumer; tried again next round
+            OFFSET_MIRROR_FAILURES.labels(projection=self.projection).inc()
+            log.warning("%s: could not build a new client to copy offsets to Kafka group %s: %s", self.projection,
+                        self.group, exc)
+            return
+        old, self._consumer = self._consumer, new
+        try:
+            old.close()  # reaches no broker: nothing to leave
         except Exception as exc:  # a wedged client may fail to close; it is dropped anyway
             log.debug("closing the wedged offset-copy client failed: %s", exc)
-        self._consumer = commit_only_consumer(self._settings, self.group, self._on_commit, stats_cb=self.brokers)
         self.brokers.reset()
         self.reconnects += 1
         self._unanswered = 0

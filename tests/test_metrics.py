@@ -144,6 +144,41 @@ def test_an_offset_copy_client_that_forgot_every_broker_is_replaced_and_the_copy
     assert mirror.reconnects == 1
 
 
+def test_an_offset_copy_client_that_cannot_be_replaced_yet_is_tried_again_and_never_stops_the_copy(
+        isolated: Isolated, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the new client fails once (mocked: a real broker gives no such fault on demand); the mirror
+    counts a failure, keeps its thread and succeeds at its next round."""
+    from assetlog.consumers import offset_mirror
+    from assetlog.metrics import REGISTRY
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("assetlog_consumer_offset_mirror_failures_total", {"projection": "lineage"}) or 0
+
+    publish(isolated.settings, [e for run in guide_pipelines() for e in run.events()])
+    ends = topic_ends(isolated.settings)
+    real, calls = offset_mirror.commit_only_consumer, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first replacement
+            raise RuntimeError("no client for now")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(offset_mirror, "commit_only_consumer", flaky)
+    failures_before = failures()
+    mirror = OffsetMirror(isolated.settings, f"{isolated.settings.topic_prefix}.lineage", "lineage", interval=0.1)
+    try:
+        mirror.brokers.grace = 0
+        mirror.track(ends)
+        mirror.brokers(json.dumps({"brokers": {"GroupCoordinator": {"source": "logical", "state": "TRY_CONNECT"}}}))
+        eventually(lambda: mirror.reconnects == 1, "the client replaced at the second try")
+        eventually(lambda: kafka_group_lag(isolated) == 0, "the offsets copied by the new client")
+    finally:
+        mirror.close()
+    assert len(calls) == 3
+    assert failures() >= failures_before + 1
+
+
 def test_web_view_counts_requests_by_route_template_never_by_key(isolated: Isolated) -> None:
     migrate(isolated.dsn)
     web_port, metrics_port = free_port(), free_port()
