@@ -2,8 +2,8 @@
 
 The one home of that rule for every long-lived client: the consumers' group
 members (`consumers/runner.py`), their dead-letter producer
-(`consumers/dead_letters.py`) and offset copy for lag tools
-(`consumers/offset_mirror.py`), and the producer SDK's publisher
+(`consumers/dead_letters.py`), their offset copy for lag tools
+(`consumers/offset_mirror.py`) and the producer SDK's publisher
 (`producer/delivery.py`). It lives here, below both sides, so the producer
 never imports the consumers.
 

@@ -206,7 +206,7 @@ def tune_interpreter() -> None:
     start-up imports (bench/README.md, issue 15, fifth pass); cyclic garbage,
     rare here, waits a little longer.
 
-    Lock: the committer thread (`committer.py`) makes a dozen round trips to
+    Lock: the committer thread (`committer.py`) makes a dozen or more round trips to
     PostgreSQL per batch while the reading thread decodes the next batch, which
     keeps the interpreter busy. Back from each round trip, the committer waits
     for the lock until the reader is made to drop it: at CPython's default
