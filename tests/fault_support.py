@@ -48,6 +48,11 @@ from assetlog.config import Settings
 from assetlog.projections import Position, migrate
 from assetlog.schemas import decode, encode
 
+# librdkafka's statistics of a consumer that dropped every broker (recorded from a wedged client): what a
+# test hands a `NoBrokerWatch` by hand, since a real broker leaves a client so only by chance.
+CONSUMER_KNOWING_NO_BROKER = json.dumps({"brokers": {"GroupCoordinator": {
+    "name": "GroupCoordinator", "source": "logical", "state": "TRY_CONNECT", "nodeid": -1}}})
+
 PROJECTIONS = ("properties", "lineage")
 
 

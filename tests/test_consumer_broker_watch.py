@@ -17,7 +17,7 @@ from dataclasses import replace
 import psycopg
 import pytest
 from events_factory import TaskRun, events_of, guide_pipelines, publish
-from fault_support import stored_offsets, wait_for
+from fault_support import CONSUMER_KNOWING_NO_BROKER, stored_offsets, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,9 +26,7 @@ from assetlog.consumers import ProjectionRunner
 from assetlog.consumers.kafka_consumer import event_consumer
 from assetlog.projections import migrate
 
-# librdkafka's statistics of a consumer that dropped every broker (recorded from a wedged client).
-WEDGED = json.dumps({"brokers": {"GroupCoordinator": {"name": "GroupCoordinator", "source": "logical",
-                                                      "state": "TRY_CONNECT", "nodeid": -1}}})
+WEDGED = CONSUMER_KNOWING_NO_BROKER
 
 
 @pytest.fixture

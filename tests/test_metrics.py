@@ -9,7 +9,6 @@ operators run see the projection.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions
 from conftest import Isolated
 from events_factory import guide_pipelines, publish
-from fault_support import topic_ends
+from fault_support import CONSUMER_KNOWING_NO_BROKER, topic_ends
 from metrics_support import scrape, total
 from query_world import reader_dsn
 
@@ -136,7 +135,7 @@ def test_an_offset_copy_client_that_forgot_every_broker_is_replaced_and_the_copy
     try:
         mirror.brokers.grace = 0
         mirror.track(ends)  # before the mirror's first round: the client that copies them is the new one
-        mirror.brokers(json.dumps({"brokers": {"GroupCoordinator": {"source": "logical", "state": "TRY_CONNECT"}}}))
+        mirror.brokers(CONSUMER_KNOWING_NO_BROKER)
         eventually(lambda: mirror.reconnects == 1, "the client replaced")
         eventually(lambda: kafka_group_lag(isolated) == 0, "the offsets copied by the new client")
     finally:
@@ -170,7 +169,7 @@ def test_an_offset_copy_client_that_cannot_be_replaced_yet_is_tried_again_and_ne
     try:
         mirror.brokers.grace = 0
         mirror.track(ends)
-        mirror.brokers(json.dumps({"brokers": {"GroupCoordinator": {"source": "logical", "state": "TRY_CONNECT"}}}))
+        mirror.brokers(CONSUMER_KNOWING_NO_BROKER)
         eventually(lambda: mirror.reconnects == 1, "the client replaced at the second try")
         eventually(lambda: kafka_group_lag(isolated) == 0, "the offsets copied by the new client")
     finally:
