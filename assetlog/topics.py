@@ -102,7 +102,31 @@ def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0
                 else:
                     raise TopicError(f"cannot create topic {topic}: {error}") from exc
     verify_topic_settings(admin, [t for t in wanted if result[t] == "exists"], timeout)
+    wait_until_listed(admin, [t for t in wanted if result[t] == "created"], partitions, timeout)
     return {t: result[t] for t in wanted}
+
+
+def wait_until_listed(admin, topics: Iterable[str], partitions: int, timeout: float = 30.0) -> None:
+    """Return once the broker's metadata lists each new topic with its partitions.
+
+    Kafka answers CreateTopics once the controller has made them; the brokers learn of them a moment
+    later, and until then a listing or a describe does not know them (Kafka's admin API says so). So
+    what `topics create` reports as created can be used at once: a script that creates the topics,
+    then looks at them, met "Unknown topic or partition" under load.
+    """
+    pending = set(topics)
+    deadline = time.monotonic() + timeout
+    while pending:
+        listed = admin.list_topics(timeout=max(0.1, min(10.0, deadline - time.monotonic()))).topics
+        pending = {t for t in pending if t not in listed or listed[t].error is not None
+                   or len(listed[t].partitions) != partitions}
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicError(f"created {', '.join(sorted(pending))}, but the broker does not list "
+                             f"{'it' if len(pending) == 1 else 'them'} with {partitions} partition(s) after "
+                             f"{timeout:.0f}s")
+        time.sleep(0.05)
 
 
 def _topic_exists_code() -> int:

@@ -11,7 +11,14 @@ import pytest
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
 from assetlog.config import ENV_TOPIC_PREFIX
-from assetlog.topics import REQUIRED_TOPIC_CONFIG, admin_client, all_topics, delete_topic_names
+from assetlog.topics import (
+    REQUIRED_TOPIC_CONFIG,
+    TopicError,
+    admin_client,
+    all_topics,
+    delete_topic_names,
+    wait_until_listed,
+)
 
 
 def topics_create(isolated, prefix: str, *args: str) -> subprocess.CompletedProcess:
@@ -46,6 +53,35 @@ def test_topics_are_created_with_the_chosen_partitions_and_unlimited_retention(i
         assert again.returncode == 0 and set(json.loads(again.stdout).values()) == {"exists"}
     finally:
         delete_all(isolated, prefix)
+
+
+class _LaggingMetadata:
+    """An admin client whose metadata learns of new topics only at its `lists`-th listing (a fake: a real
+    broker lags like this only now and then, under load, and cannot be made to on demand)."""
+
+    def __init__(self, topics: list[str], partitions: int, lists: int) -> None:
+        self.topics, self.partitions, self.lists, self.calls = topics, partitions, lists, 0
+
+    def list_topics(self, timeout: float):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        known = self.calls >= self.lists
+        return SimpleNamespace(topics={t: SimpleNamespace(error=None, partitions=dict.fromkeys(range(self.partitions)))
+                                       for t in self.topics if known})
+
+
+def test_creating_topics_returns_once_the_broker_lists_them():
+    admin = _LaggingMetadata(["p.materializations", "p.metadata"], partitions=5, lists=3)
+    wait_until_listed(admin, admin.topics, 5, timeout=10)
+    assert admin.calls == 3
+
+
+def test_topics_the_broker_never_lists_are_named_in_one_line():
+    admin = _LaggingMetadata(["p.materializations"], partitions=5, lists=10**9)
+    with pytest.raises(TopicError, match=r"^created p\.materializations, but the broker does not list it with 5 "
+                                         r"partition\(s\) after 0s$"):
+        wait_until_listed(admin, admin.topics, 5, timeout=0.2)
 
 
 @pytest.mark.parametrize(("setting", "value"), [
