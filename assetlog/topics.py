@@ -43,9 +43,15 @@ def admin_client(settings: Settings, watch: AccessWatch | None = None):
 
 def list_topic_names(settings: Settings, timeout: float = 30.0) -> tuple[object, set[str]]:
     """An admin client and the broker's topics; refused credentials or certificates fail at once."""
+    admin, _watch, names = _watched_admin(settings, timeout)
+    return admin, names
+
+
+def _watched_admin(settings: Settings, timeout: float) -> tuple[object, AccessWatch, set[str]]:
+    """An admin client, the watch of its errors (for later listings) and the broker's topics."""
     watch = AccessWatch.for_settings(settings)
     admin = admin_client(settings, watch)
-    return admin, set(watch.list_topics(admin, timeout))
+    return admin, watch, set(watch.list_topics(admin, timeout))
 
 
 def delete_topics_under(settings: Settings, timeout: float = 30.0) -> list[str]:
@@ -80,7 +86,7 @@ def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0
 
     if partitions < 1:
         raise TopicError(f"--partitions must be at least 1, got {partitions}")
-    admin, existing = list_topic_names(settings, timeout)
+    admin, watch, existing = _watched_admin(settings, timeout)
     wanted = all_topics(settings.topics)
     missing = [t for t in wanted if t not in existing]
     result = {t: "exists" for t in wanted if t in existing}
@@ -102,22 +108,24 @@ def ensure_topics(settings: Settings, partitions: int = 3, timeout: float = 30.0
                 else:
                     raise TopicError(f"cannot create topic {topic}: {error}") from exc
     verify_topic_settings(admin, [t for t in wanted if result[t] == "exists"], timeout)
-    wait_until_listed(admin, [t for t in wanted if result[t] == "created"], partitions, timeout)
+    wait_until_listed(watch, admin, [t for t in wanted if result[t] == "created"], partitions, timeout)
     return {t: result[t] for t in wanted}
 
 
-def wait_until_listed(admin, topics: Iterable[str], partitions: int, timeout: float = 30.0) -> None:
+def wait_until_listed(watch: AccessWatch, admin, topics: Iterable[str], partitions: int,
+                      timeout: float = 30.0) -> None:
     """Return once the broker's metadata lists each new topic with its partitions.
 
     Kafka answers CreateTopics once the controller has made them; the brokers learn of them a moment
     later, and until then a listing or a describe does not know them (Kafka's admin API says so). So
     what `topics create` reports as created can be used at once: a script that creates the topics,
-    then looks at them, met "Unknown topic or partition" under load.
+    then looks at them, met "Unknown topic or partition" under load. Listed through `watch`, as every
+    listing here: refused credentials and a broker gone away are named in one line.
     """
     pending = set(topics)
     deadline = time.monotonic() + timeout
     while pending:
-        listed = admin.list_topics(timeout=max(0.1, min(10.0, deadline - time.monotonic()))).topics
+        listed = watch.list_topics(admin, max(0.1, deadline - time.monotonic()))
         pending = {t for t in pending if t not in listed or listed[t].error is not None
                    or len(listed[t].partitions) != partitions}
         if not pending:

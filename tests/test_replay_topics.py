@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
 from assetlog.config import ENV_TOPIC_PREFIX
+from assetlog.kafka_access import AccessWatch
 from assetlog.topics import (
     REQUIRED_TOPIC_CONFIG,
     TopicError,
@@ -73,7 +74,7 @@ class _LaggingMetadata:
 
 def test_creating_topics_returns_once_the_broker_lists_them():
     admin = _LaggingMetadata(["p.materializations", "p.metadata"], partitions=5, lists=3)
-    wait_until_listed(admin, admin.topics, 5, timeout=10)
+    wait_until_listed(AccessWatch("lagging:9092"), admin, admin.topics, 5, timeout=10)
     assert admin.calls == 3
 
 
@@ -81,7 +82,7 @@ def test_topics_the_broker_never_lists_are_named_in_one_line():
     admin = _LaggingMetadata(["p.materializations"], partitions=5, lists=10**9)
     with pytest.raises(TopicError, match=r"^created p\.materializations, but the broker does not list it with 5 "
                                          r"partition\(s\) after 0s$"):
-        wait_until_listed(admin, admin.topics, 5, timeout=0.2)
+        wait_until_listed(AccessWatch("lagging:9092"), admin, admin.topics, 5, timeout=0.2)
 
 
 @pytest.mark.parametrize(("setting", "value"), [
