@@ -144,7 +144,7 @@ def test_decoded_events_round_trip():
         assert value[:10] == registry().writer(event_type).header
 
 
-def test_event_ids_are_random_version_4_uuids():
+def test_event_ids_are_unique_version_7_uuids():
     source = EventIdSource()
     encoded = [source.encoded() for _ in range(1000)]
     assert all(e[:1] == b"H" and len(e) == 37 for e in encoded)  # an Avro string of 36 characters
@@ -152,7 +152,7 @@ def test_event_ids_are_random_version_4_uuids():
     assert len(set(ids)) == 3000
     for value in ids:
         parsed = uuid.UUID(value)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
 
 
 def _reference_long(n: int) -> bytes:

@@ -49,7 +49,7 @@ def test_every_event_of_a_run_shares_time_run_and_producer_and_links_its_materia
     assert len({e.record["event_time"] for e in events}) == 1
     assert before - timedelta(seconds=1) <= events[0].record["event_time"] <= after
     assert len({e.record["event_id"] for e in out.events}) == len(out.events)
-    assert all(uuid.UUID(e.record["event_id"]).version == 4 for e in out.events)
+    assert all(uuid.UUID(e.record["event_id"]).version == 7 for e in out.events)
     run = events[0].record["run"]
     assert run["flow_name"] == "pipeline" and uuid.UUID(run["flow_run_id"]) and uuid.UUID(run["task_run_id"])
     assert all(e.record["run"] == run for e in events)
