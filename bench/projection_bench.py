@@ -41,6 +41,7 @@ from support import scratch
 
 from assetlog.config import Settings
 from assetlog.consumers import DEFAULT_BATCH_SIZE, run_until_caught_up, tune_interpreter
+from assetlog.producer.event_builders import EventIdSource
 from assetlog.projections import to_event
 from assetlog.projections.base import copy_rows
 from assetlog.projections.lineage import HISTORY_COLUMNS, history_row
@@ -51,8 +52,10 @@ PRODUCER = {"host": "bench", "pid": 1, "version": "0.1.0"}
 
 
 def generate(n_events: int, seed: int = 7) -> list[tuple[str, dict]]:
-    """Task runs until n_events events exist, with the producer's shapes and links."""
+    """Task runs until n_events events exist, with the producer's shapes, links and ids (time-ordered, from
+    the producer's own `EventIdSource`)."""
     rng = random.Random(seed)
+    new_id = EventIdSource()
     keys = [f"s3://lake/layer{i % 7}/table_{i}.parquet" for i in range(max(10, n_events // 10))]
     start = datetime(2025, 1, 1, tzinfo=UTC)
     events: list[tuple[str, dict]] = []
@@ -62,10 +65,10 @@ def generate(n_events: int, seed: int = 7) -> list[tuple[str, dict]]:
         key = rng.choice(keys)
         upstreams = rng.sample(keys, rng.randint(0, 3))
         when = start + timedelta(seconds=i, microseconds=rng.randint(0, 999_999))
-        run = {"flow_run_id": str(uuid.uuid4()), "flow_name": "nightly", "task_run_id": str(uuid.uuid4()),
+        run = {"flow_run_id": new_id(), "flow_name": "nightly", "task_run_id": new_id(),
                "task_name": f"build_{i % 50}"}
         status = "FAILED" if rng.random() < 0.05 else "SUCCEEDED"
-        mid = str(uuid.uuid4())
+        mid = new_id()
         properties = ({"name": f"Table {key}", "description": "A table of the lake", "owners": ["data-team"],
                        "url": f"https://catalog/{i}"} if rng.random() < 0.33 else None)
         events.append((MATERIALIZATION, {
@@ -75,12 +78,12 @@ def generate(n_events: int, seed: int = 7) -> list[tuple[str, dict]]:
             "run": run, "producer": PRODUCER}))
         for up in upstreams:
             events.append((DEPENDENCY, {
-                "event_id": str(uuid.uuid4()), "event_time": when, "upstream_key": up, "downstream_key": key,
+                "event_id": new_id(), "event_time": when, "upstream_key": up, "downstream_key": key,
                 "declared": "EXPLICIT" if rng.random() < 0.2 else "INFERRED", "upstream_properties": None,
                 "materialization_event_id": mid, "status": status, "run": run, "producer": PRODUCER}))
         if rng.random() < 0.5:
             events.append((METADATA, {
-                "event_id": str(uuid.uuid4()), "event_time": when, "asset_key": key,
+                "event_id": new_id(), "event_time": when, "asset_key": key,
                 "metadata_json": json.dumps({"rows": rng.randint(0, 10**6), "columns": 12, "source": "bench"}),
                 "materialization_event_id": mid, "status": status, "run": run, "producer": PRODUCER}))
     return events[:n_events]
