@@ -1,12 +1,17 @@
-"""The one part of the build pyproject.toml cannot declare without an experimental table: the C extension.
+"""The one part of the build pyproject.toml cannot declare without an experimental table: the C extensions.
 
 `assetlog.schemas._avro_reader` (schemas/_avro_reader.c, _avro_program.c) is the compiled Avro reader of the consumers'
-hot path (docs/development.md, "The compiled Avro reader"). It is optional: where no C compiler or
+hot path (docs/development.md, "The compiled Avro reader"); `assetlog.projections._fast_events`
+(projections/_fast_events.c) is validation's fast path beside it. It is optional: where no C compiler or
 Python headers are found, the install still succeeds and decoding uses the generated Python readers
 (`assetlog status` says which one this installation uses). Everything else is in pyproject.toml.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("assetlog.schemas._avro_reader", ["schemas/_avro_reader.c", "schemas/_avro_program.c"],
-                             depends=["schemas/_avro_program.h"], optional=True, extra_compile_args=["-O2"])])
+setup(ext_modules=[
+    Extension("assetlog.schemas._avro_reader", ["schemas/_avro_reader.c", "schemas/_avro_program.c"],
+              depends=["schemas/_avro_program.h"], optional=True, extra_compile_args=["-O2"]),
+    Extension("assetlog.projections._fast_events", ["projections/_fast_events.c"], optional=True,
+              extra_compile_args=["-O2"]),
+])

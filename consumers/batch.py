@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assetlog.config import Topics
-from assetlog.projections.events import Event, InvalidEvent, Position, to_event
+from assetlog.projections.events import Event, InvalidEvent, Position, accept_checked, to_event
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, DecodeError, registry
 
 Message = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
@@ -121,6 +121,10 @@ def classify(topic: str, partition: int, offset: int, key: bytes | None, value: 
         event_type, record, text_checked = (decode or registry().decode_checked)(value)
         if event_type != expected_type:
             raise InvalidEvent("wrong-topic", f"a {event_type} event on {topic}, which carries {expected_type} events")
+        if text_checked and accept_checked is not None:  # the compiled fast path for the common valid event
+            event = accept_checked(event_type, record, position)
+            if event is not None:
+                return event
         return to_event(event_type, record, position, text_checked=text_checked)
     except (DecodeError, InvalidEvent) as exc:
         return DeadLetter(position, key, value, exc.reason, exc.detail)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
 
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, registry, validate_asset_key
-from assetlog.schemas.compiled import native_uuid_check
+
+try:  # validation's fast path in C (projections/_fast_events.c), built by the install like the Avro reader
+    from assetlog.projections import _fast_events
+except ImportError:  # built without a C compiler: `to_event` alone validates, with the same results
+    _fast_events = None
 
 
 class InvalidEvent(ValueError):
@@ -195,8 +199,8 @@ def event_payload(event: Event) -> bytes:
 # The canonical text form (what uuid4() prints), which PostgreSQL's uuid type always accepts.
 _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # The same test in C where the extension was built (0.6 us less per id: 3-4 ids per event);
-# tests/test_compiled_reader.py checks that both decide alike.
-_is_uuid_text = native_uuid_check or _UUID_TEXT.fullmatch
+# tests/test_fast_events.py checks that both decide alike.
+_is_uuid_text = _fast_events.is_uuid_text if _fast_events is not None else _UUID_TEXT.fullmatch
 
 
 def _uuid_text(record: Mapping[str, Any], field: str, prefix: str = "") -> str:
@@ -345,6 +349,21 @@ def _check_text(value: Any, path: str) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_text(item, f"{path}[{index}]")
+
+
+# Validation's fast path: `accept_checked(event_type, record, position)` is the Event `to_event(event_type,
+# record, position, text_checked=True)` returns, for a record the compiled decoder read whose every check
+# passes the common way (lowercase ids, keys validated before, no owner or edge near its size limit);
+# otherwise None, and `to_event` decides and names the reason. It holds this module's own rule objects
+# (the valid keys, the field counts, `_metadata`), so a rule changed here changes it too, or its test
+# (tests/test_fast_events.py, which compares the two event by event) fails. None without the extension.
+accept_checked: Callable[[str, Mapping[str, Any], Position | None], Event | None] | None = (
+    _fast_events.Acceptor(
+        event=Event, materialization=MATERIALIZATION, dependency=DEPENDENCY, metadata=METADATA,
+        valid_keys=_VALID_KEYS, field_counts=_FIELD_COUNTS, parse_metadata=_metadata,
+        max_owner_chars=MAX_OWNER_BYTES // 4, max_edge_chars=MAX_EDGE_KEY_BYTES // 4,
+    ) if _fast_events is not None else None
+)
 
 
 def payload_json(event: Event) -> str:

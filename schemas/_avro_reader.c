@@ -278,41 +278,11 @@ static PyTypeObject ReaderType = {
     .tp_members = reader_members,
 };
 
-/* ---- the one validation check that cost as much as decoding ---- */
-
-/* Whether `value` is UUID text in the canonical form: 8-4-4-4-12 ASCII hex digits of either case, nothing
- * else. projections/events.py's _UUID_TEXT regex is the rule; this is the same test without the regex
- * engine (tests/test_compiled_reader.py compares them). */
-static PyObject *is_uuid_text(PyObject *module, PyObject *value)
-{
-    (void)module;
-    if (!PyUnicode_Check(value) || !PyUnicode_IS_ASCII(value) || PyUnicode_GET_LENGTH(value) != 36)
-        Py_RETURN_FALSE;
-    const Py_UCS1 *text = PyUnicode_1BYTE_DATA(value);
-    for (int i = 0; i < 36; i++) {
-        Py_UCS1 ch = text[i];
-        int ok = (i == 8 || i == 13 || i == 18 || i == 23)
-                     ? ch == '-'
-                     : (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-        if (!ok)
-            Py_RETURN_FALSE;
-    }
-    Py_RETURN_TRUE;
-}
-
-static PyMethodDef functions[] = {
-    {"is_uuid_text", is_uuid_text, METH_O,
-     PyDoc_STR("is_uuid_text(value) -> bool: canonical 8-4-4-4-12 hex UUID text (either case), as "
-               "projections.events._UUID_TEXT.fullmatch decides")},
-    {NULL},
-};
-
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "assetlog.schemas._avro_reader",
     .m_doc = PyDoc_STR("Compiled Avro readers interpreting specialised.program(); see schemas/compiled.py."),
     .m_size = -1,
-    .m_methods = functions,
 };
 
 PyMODINIT_FUNC PyInit__avro_reader(void)

@@ -10,7 +10,6 @@ which one this installation uses; `assetlog status` shows it to operators.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from assetlog.schemas.specialised import Reader, Unsupported, compile_reader, program
@@ -21,10 +20,6 @@ except ImportError:  # built without a C compiler: the generated Python readers 
     _avro_reader = None
 
 READER_KIND = "compiled" if _avro_reader is not None else "python"
-
-# Validation's UUID text check (projections/events.py keeps the rule, a regex) cost as much per event as
-# the C reader's whole decoding; the extension has the same test in C. None without the extension.
-native_uuid_check: Callable[[str], bool] | None = _avro_reader.is_uuid_text if _avro_reader is not None else None
 
 
 def compiled_reader(schema: Any) -> Reader | None:

@@ -26,10 +26,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_specialised_decoder import VERSIONS, drawn_event, mutated, strings
 
-from assetlog.projections.events import _UUID_TEXT
 from assetlog.schemas import registry
 from assetlog.schemas.codec import HEADER_LENGTH
-from assetlog.schemas.compiled import READER_KIND, compiled_reader, native_uuid_check
+from assetlog.schemas.compiled import READER_KIND, compiled_reader
 from assetlog.schemas.specialised import compile_reader, program
 
 ALLOW_PURE_PYTHON = os.environ.get("ASSETLOG_ALLOW_PURE_PYTHON") == "1"
@@ -225,34 +224,3 @@ def test_a_malformed_program_is_refused_when_the_reader_is_built(bad):
 def test_the_reader_interprets_the_program_of_its_schema():
     for version in VERSIONS:
         assert readers(version.source)[0].program == program(version.schema)
-
-
-UUID_LOOKALIKES = "0123456789abcdefABCDEF-gG x\u00e9\u0660\uff10\n"  # Arabic-Indic and fullwidth digits are not [0-9]
-
-
-@st.composite
-def uuid_like(draw) -> str:
-    """UUID text, sometimes upper case, with up to two characters changed, added or removed."""
-    chars = list(str(draw(st.uuids())))
-    if draw(st.booleans()):
-        chars = [c.upper() for c in chars]
-    for _ in range(draw(st.integers(0, 2))):
-        at = draw(st.integers(0, len(chars) - 1))
-        how = draw(st.sampled_from(["set", "insert", "delete"]))
-        if how == "delete":
-            del chars[at]
-        else:
-            chars[at:at + (how == "set")] = [draw(st.sampled_from(UUID_LOOKALIKES))]
-    return "".join(chars)
-
-
-@FAST
-@given(value=uuid_like() | st.text(max_size=40) | st.text(UUID_LOOKALIKES, min_size=36, max_size=36))
-@example(value="0f8fad5b-d9cb-469f-a165-70867728950e")
-@example(value="0F8FAD5B-D9CB-469F-A165-70867728950E")
-@example(value="0f8fad5b-d9cb-469f-a165-70867728950\u0660")
-@example(value="0f8fad5bd9cb469fa16570867728950e")
-def test_the_c_uuid_check_decides_as_the_rule_regex(value):
-    """Validation's UUID check (`_UUID_TEXT`, the rule) is made in C where the extension is built."""
-    assert native_uuid_check is not None
-    assert native_uuid_check(value) is bool(_UUID_TEXT.fullmatch(value))

@@ -1,0 +1,314 @@
+/* Validation's fast path in C: `Acceptor(...)(event_type, record, position) -> Event | None`.
+ *
+ * projections/events.py's `to_event` holds every rule and every dead-letter reason. Each consumed
+ * message passes it, and for a common valid event it cost as much as decoding (bench/README.md,
+ * issue 15, seventh pass). This module only accepts: it returns the Event that `to_event` would
+ * return for a decoded record whose checks all pass the common way (ids already lowercase, keys
+ * validated before, no owner or edge near a size limit), and None for anything else, whereupon
+ * `to_event` runs and decides, raising the reason it always raised. So it may only be faster, never
+ * different: tests/test_fast_events.py compares it with `to_event`, event by event, with hypothesis,
+ * over valid records and over records broken in every checked field.
+ *
+ * It also holds the UUID text test `to_event` itself uses (is_uuid_text).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <structmember.h>
+
+/* Canonical 8-4-4-4-12 hex UUID text, of either case (lowercase_only: of lowercase only). The rule is
+ * projections/events.py's _UUID_TEXT regex; tests/test_fast_events.py compares the two. */
+static int uuid_text(PyObject *value, int lowercase_only)
+{
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value) || PyUnicode_GET_LENGTH(value) != 36)
+        return 0;
+    const Py_UCS1 *text = PyUnicode_1BYTE_DATA(value);
+    for (int i = 0; i < 36; i++) {
+        Py_UCS1 ch = text[i];
+        int ok = (i == 8 || i == 13 || i == 18 || i == 23)
+                     ? ch == '-'
+                     : (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                           (!lowercase_only && ch >= 'A' && ch <= 'F');
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *is_uuid_text(PyObject *module, PyObject *value)
+{
+    (void)module;
+    /* str subclasses too, as the regex reads them; the fast path itself takes exact str only */
+    if (PyUnicode_Check(value) && !PyUnicode_CheckExact(value)) {
+        PyObject *plain = PyUnicode_FromObject(value);
+        if (plain == NULL)
+            return NULL;
+        int ok = uuid_text(plain, 0);
+        Py_DECREF(plain);
+        return PyBool_FromLong(ok);
+    }
+    return PyBool_FromLong(uuid_text(value, 0));
+}
+
+enum { N_EVENT_ID, N_EVENT_TIME, N_RUN, N_TASK_RUN_ID, N_FLOW_RUN_ID, N_ASSET_KEY, N_UPSTREAM_KEYS,
+       N_PROPERTIES, N_DOWNSTREAM_KEY, N_UPSTREAM_KEY, N_MATERIALIZATION_EVENT_ID, N_UPSTREAM_PROPERTIES,
+       N_OWNERS, N_METADATA_JSON, N_NAMES };
+static const char *NAMES[N_NAMES] = {"event_id", "event_time", "run", "task_run_id", "flow_run_id", "asset_key",
+                                     "upstream_keys", "properties", "downstream_key", "upstream_key",
+                                     "materialization_event_id", "upstream_properties", "owners", "metadata_json"};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *event_type; /* the Event named tuple */
+    PyObject *materialization, *dependency, *metadata; /* the event type names */
+    PyObject *valid_keys;     /* events.py's _VALID_KEYS: keys validated before (a set, filled by _key) */
+    PyObject *field_counts;   /* events.py's _FIELD_COUNTS: fields of the newest schema, by event type */
+    PyObject *parse_metadata; /* events.py's _metadata(text, text_checked) */
+    Py_ssize_t max_owner_chars, max_edge_chars; /* past these lengths a size check is due: to_event's */
+    PyObject *names[N_NAMES]; /* the field names, interned */
+} Acceptor;
+
+/* record[name] of a dict (NULL, no error, when missing). */
+#define FIELD(record, self, n) PyDict_GetItemWithError((record), (self)->names[(n)])
+
+/* 1 when `key` is in the set of valid keys; 0 when not or on any doubt (an unhashable value). */
+static int known_key(Acceptor *self, PyObject *key)
+{
+    if (key == NULL || !PyUnicode_CheckExact(key))
+        return 0;
+    int found = PySet_Contains(self->valid_keys, key);
+    if (found < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return found;
+}
+
+/* 1 when `properties` needs no owner check beyond what to_event's inline test settles. */
+static int owners_fine(Acceptor *self, PyObject *properties)
+{
+    if (properties == NULL || properties == Py_None)
+        return 1;
+    if (!PyDict_CheckExact(properties))
+        return 0;
+    if (PyDict_GET_SIZE(properties) == 0)
+        return 1;
+    PyObject *owners = FIELD(properties, self, N_OWNERS);
+    if (owners == NULL || owners == Py_None)
+        return 1;
+    if (!PyList_CheckExact(owners))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(owners); i++) {
+        PyObject *owner = PyList_GET_ITEM(owners, i);
+        if (!PyUnicode_CheckExact(owner) || PyUnicode_GET_LENGTH(owner) > self->max_owner_chars)
+            return 0;
+    }
+    return 1;
+}
+
+/* The Event (event_type, event_id, event_time, asset_key, materialization_event_id, record, position,
+ * metadata); steals nothing. */
+static PyObject *new_event(Acceptor *self, PyObject *items[8])
+{
+    PyObject *event = self->event_type->tp_alloc(self->event_type, 8);
+    if (event == NULL)
+        return NULL;
+    for (int i = 0; i < 8; i++)
+        PyTuple_SET_ITEM(event, i, Py_NewRef(items[i]));
+    return event;
+}
+
+/* Only for a record the compiled decoder read (decode_checked's text_checked): it proved that no string
+ * holds a NUL character, the one check of to_event this function does not repeat. */
+static PyObject *accept(Acceptor *self, PyObject *event_type, PyObject *record, PyObject *position)
+{
+    PyObject *parsed = NULL; /* a metadata event's parsed metadata_json (owned) */
+    if (!PyDict_CheckExact(record) || !PyUnicode_CheckExact(event_type))
+        Py_RETURN_NONE;
+    PyObject *count = PyDict_GetItemWithError(self->field_counts, event_type);
+    if (count == NULL || !PyLong_CheckExact(count) || PyDict_GET_SIZE(record) < PyLong_AsSsize_t(count)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *event_id = FIELD(record, self, N_EVENT_ID);
+    if (event_id == NULL || !uuid_text(event_id, 1))
+        goto undecided;
+    PyObject *event_time = FIELD(record, self, N_EVENT_TIME);
+    if (event_time == NULL || !PyDateTime_Check(event_time) || !_PyDateTime_HAS_TZINFO(event_time))
+        goto undecided; /* a naive time: its tzinfo is None */
+    PyObject *run = FIELD(record, self, N_RUN);
+    if (run == NULL || !PyDict_CheckExact(run))
+        goto undecided;
+    PyObject *run_id = FIELD(run, self, N_TASK_RUN_ID);
+    if (run_id == NULL || !uuid_text(run_id, 0))
+        goto undecided;
+    run_id = FIELD(run, self, N_FLOW_RUN_ID);
+    if (run_id != NULL && run_id != Py_None && !uuid_text(run_id, 0))
+        goto undecided;
+    if (run_id == NULL && PyErr_Occurred())
+        goto undecided;
+
+    PyObject *asset_key, *materialization_id, *metadata = Py_None;
+    if (event_type == self->materialization || PyUnicode_Compare(event_type, self->materialization) == 0) {
+        asset_key = FIELD(record, self, N_ASSET_KEY);
+        if (!known_key(self, asset_key))
+            goto undecided;
+        PyObject *upstreams = FIELD(record, self, N_UPSTREAM_KEYS);
+        if (upstreams != NULL && upstreams != Py_None) {
+            if (!PyList_CheckExact(upstreams))
+                goto undecided;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(upstreams); i++)
+                if (!known_key(self, PyList_GET_ITEM(upstreams, i)))
+                    goto undecided;
+        }
+        materialization_id = event_id;
+        if (!owners_fine(self, FIELD(record, self, N_PROPERTIES)))
+            goto undecided;
+    } else if (event_type == self->dependency || PyUnicode_Compare(event_type, self->dependency) == 0) {
+        asset_key = FIELD(record, self, N_DOWNSTREAM_KEY);
+        PyObject *upstream = FIELD(record, self, N_UPSTREAM_KEY);
+        if (!known_key(self, asset_key) || !known_key(self, upstream) ||
+            PyUnicode_GET_LENGTH(asset_key) + PyUnicode_GET_LENGTH(upstream) > self->max_edge_chars)
+            goto undecided;
+        materialization_id = FIELD(record, self, N_MATERIALIZATION_EVENT_ID);
+        if (materialization_id == NULL || !uuid_text(materialization_id, 1))
+            goto undecided;
+        if (!owners_fine(self, FIELD(record, self, N_UPSTREAM_PROPERTIES)))
+            goto undecided;
+    } else if (event_type == self->metadata || PyUnicode_Compare(event_type, self->metadata) == 0) {
+        asset_key = FIELD(record, self, N_ASSET_KEY);
+        if (!known_key(self, asset_key))
+            goto undecided;
+        materialization_id = FIELD(record, self, N_MATERIALIZATION_EVENT_ID);
+        if (materialization_id == NULL || !uuid_text(materialization_id, 1))
+            goto undecided;
+        PyObject *text = FIELD(record, self, N_METADATA_JSON);
+        if (text == NULL)
+            goto undecided;
+        /* the last check to_event makes (the text was proven free of NUL by the decoder: text_checked) */
+        parsed = PyObject_CallFunctionObjArgs(self->parse_metadata, text, Py_True, NULL);
+        if (parsed == NULL)
+            goto undecided; /* to_event parses it again and raises its reason */
+        metadata = parsed;
+    } else {
+        goto undecided;
+    }
+    if (PyErr_Occurred())
+        goto undecided;
+    PyObject *items[8] = {event_type, event_id, event_time, asset_key, materialization_id, record, position,
+                          metadata};
+    PyObject *event = new_event(self, items);
+    Py_XDECREF(parsed);
+    return event;
+
+undecided:
+    Py_XDECREF(parsed);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *acceptor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 3 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Acceptor(event_type, record, position) takes 3 positional arguments");
+        return NULL;
+    }
+    return accept((Acceptor *)callable, args[0], args[1], args[2]);
+}
+
+static PyObject *acceptor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *event_type, *materialization, *dependency, *metadata, *valid_keys, *field_counts, *parse_metadata;
+    Py_ssize_t max_owner_chars, max_edge_chars;
+    static char *keywords[] = {"event", "materialization", "dependency", "metadata", "valid_keys", "field_counts",
+                               "parse_metadata", "max_owner_chars", "max_edge_chars", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UUUO!O!Onn:Acceptor", keywords, &PyType_Type, &event_type,
+                                     &materialization, &dependency, &metadata, &PySet_Type, &valid_keys,
+                                     &PyDict_Type, &field_counts, &parse_metadata, &max_owner_chars,
+                                     &max_edge_chars))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type) || !PyCallable_Check(parse_metadata)) {
+        PyErr_SetString(PyExc_TypeError, "Acceptor: event must be a tuple type and parse_metadata callable");
+        return NULL;
+    }
+    Acceptor *self = (Acceptor *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = acceptor_vectorcall;
+    self->event_type = (PyTypeObject *)Py_NewRef(event_type);
+    self->materialization = Py_NewRef(materialization);
+    self->dependency = Py_NewRef(dependency);
+    self->metadata = Py_NewRef(metadata);
+    self->valid_keys = Py_NewRef(valid_keys);
+    self->field_counts = Py_NewRef(field_counts);
+    self->parse_metadata = Py_NewRef(parse_metadata);
+    self->max_owner_chars = max_owner_chars;
+    self->max_edge_chars = max_edge_chars;
+    for (int i = 0; i < N_NAMES; i++) {
+        self->names[i] = PyUnicode_InternFromString(NAMES[i]);
+        if (self->names[i] == NULL) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    return (PyObject *)self;
+}
+
+static void acceptor_dealloc(Acceptor *self)
+{
+    Py_CLEAR(self->event_type);
+    Py_CLEAR(self->materialization);
+    Py_CLEAR(self->dependency);
+    Py_CLEAR(self->metadata);
+    Py_CLEAR(self->valid_keys);
+    Py_CLEAR(self->field_counts);
+    Py_CLEAR(self->parse_metadata);
+    for (int i = 0; i < N_NAMES; i++)
+        Py_CLEAR(self->names[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject AcceptorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "assetlog.projections._fast_events.Acceptor",
+    .tp_doc = PyDoc_STR("Acceptor(...)(event_type, record, position) -> Event | None: the Event to_event "
+                        "returns for a record whose checks all pass the common way; None: let to_event decide."),
+    .tp_basicsize = sizeof(Acceptor),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = acceptor_new,
+    .tp_dealloc = (destructor)acceptor_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Acceptor, vectorcall),
+};
+
+static PyMethodDef functions[] = {
+    {"is_uuid_text", is_uuid_text, METH_O,
+     PyDoc_STR("is_uuid_text(value) -> bool: canonical 8-4-4-4-12 hex UUID text (either case), as "
+               "projections.events._UUID_TEXT.fullmatch decides")},
+    {NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "assetlog.projections._fast_events",
+    .m_doc = PyDoc_STR("Validation's fast path in C; projections/events.py holds the rules."),
+    .m_size = -1,
+    .m_methods = functions,
+};
+
+PyMODINIT_FUNC PyInit__fast_events(void)
+{
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL || PyType_Ready(&AcceptorType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Acceptor", (PyObject *)&AcceptorType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
