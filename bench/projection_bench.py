@@ -12,9 +12,14 @@ and measures in the same run on the same servers:
   copy of it (PostgreSQL's bare ceiling);
 - row-by-row: one INSERT and one commit per event on a sample (the naive design).
 
-Beside each figure: the CPU seconds per 1M events of this process (the
-consumer, or the client of a baseline) and of the PostgreSQL backend(s)
-serving it (`cpu_probe.py`), so the next bottleneck is visible.
+Each consumer runs as users run it: `assetlog consume NAME --until-caught-up`,
+a process of its own (`--in-process` runs it inside this script, as before
+2026-11-27; three alternated pairs that day could not tell the two apart, the
+box's speed moving by a third between runs). Its rate is the consumer's own
+report (first message to last commit). Beside each
+figure: the CPU seconds per 1M events of the consumer's process (start-up
+included) or of this script (a baseline's client), and of the PostgreSQL
+backend(s) serving it (`cpu_probe.py`), so the next bottleneck is visible.
 
 Run against the stack the environment names:
     eval "$(assetlog stack env)" && python bench/projection_bench.py [--events 50000]
@@ -26,8 +31,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import random
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -37,7 +45,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Producer
 from cpu_probe import BackendSampler, backend_pid, pid_cpu_seconds
 from psycopg import sql
-from support import scratch
+from support import child_env, scratch
 
 from assetlog.config import Settings
 from assetlog.consumers import DEFAULT_BATCH_SIZE, run_until_caught_up, tune_interpreter
@@ -152,6 +160,29 @@ def copy_baseline(dsn: str, events: list[tuple[str, dict]], with_indexes: bool) 
     return {"seconds": seconds, "cpu_seconds": cpu, "postgres_cpu_seconds": pg}
 
 
+def consume_process(name: str, settings: Settings, batch_size: int) -> tuple[dict, float]:
+    """`assetlog consume NAME --until-caught-up --json` in a process of its own, as users run it: its
+    report, and its CPU seconds (user + system, start-up included)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "assetlog", "consume", name, "--until-caught-up", "--json", "--quiet",
+         "--batch-size", str(batch_size)], env=child_env(settings), stdout=subprocess.PIPE, text=True)
+    output = child.stdout.read() if child.stdout else ""
+    _pid, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"assetlog consume {name} failed (wait status {status})")
+    return json.loads(output), usage.ru_utime + usage.ru_stime
+
+
+def consume_in_process(name: str, settings: Settings, batch_size: int) -> tuple[dict, float]:
+    """The same consumer run inside this script (the harness before 2026-11-27)."""
+    gc.collect()
+    gc.freeze()  # the generated events are this script's: keep the collector from walking them again and again
+    tune_interpreter()  # as `assetlog consume` does
+    cpu = time.process_time()
+    stats = run_until_caught_up(name, settings, batch_size=batch_size)
+    return stats.as_dict(), time.process_time() - cpu
+
+
 def row_by_row(dsn: str, events: list[tuple[str, dict]], sample: int = 1000) -> float:
     """Events/s of one INSERT + one commit per event (the design the batches replace), on a sample."""
     rows = [history_row(to_event(t, r)) for t, r in events[:sample]]
@@ -175,6 +206,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"consumer batch size (default {DEFAULT_BATCH_SIZE}, the consumers' own)")
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the consumers inside this script rather than as `assetlog consume` processes")
     args = parser.parse_args()
 
     with scratch("projection") as work:
@@ -186,23 +219,19 @@ def main() -> None:
         publish_s = time.monotonic() - started
         n = len(events)
         results: dict[str, dict] = {}
-        # The generated events are this script's, not a consumer's: keep the garbage collector from
-        # walking them again and again while the consumers run (a real consumer holds no such heap).
-        gc.collect()
-        gc.freeze()
-        tune_interpreter()  # as `assetlog consume` does
         consume_s, consume_cpu = consume_only(settings, n)
         results["consume-only"] = {"seconds": consume_s, "events_per_second": n / consume_s,
                                    "cpu_seconds": consume_cpu, "postgres_cpu_seconds": None}
         for name in ("properties", "lineage"):
-            cpu = time.process_time()
             with BackendSampler(admin_dsn, database, f"assetlog.consume.{name}") as backends:
-                stats = run_until_caught_up(name, settings, batch_size=args.batch_size)
-            if stats.messages != n:
-                raise SystemExit(f"{name} projected {stats.messages} of {n} events")
-            results[name] = {"seconds": stats.busy_seconds, "events_per_second": n / stats.busy_seconds,
-                             "seconds_with_group_join": stats.seconds, "batches": stats.batches,
-                             "cpu_seconds": time.process_time() - cpu, "postgres_cpu_seconds": backends.seconds}
+                report, cpu = (consume_in_process if args.in_process else consume_process)(
+                    name, settings, args.batch_size)
+            if report["messages"] != n:
+                raise SystemExit(f"{name} projected {report['messages']} of {n} events")
+            results[name] = {"seconds": report["busy_seconds"], "events_per_second": n / report["busy_seconds"],
+                             "seconds_with_group_join": report["seconds"], "batches": report["batches"],
+                             "cpu_seconds": cpu, "postgres_cpu_seconds": backends.seconds,
+                             "in_process": args.in_process}
         for label, indexed in (("copy", True), ("copy-no-index", False)):
             measured = copy_baseline(dsn, events, indexed)
             results[label] = {**measured, "events_per_second": n / measured["seconds"]}
