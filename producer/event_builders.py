@@ -59,7 +59,7 @@ class EventIdSource:
     materialization index) grow at their right edge instead of at a random leaf.
     After a checkpoint PostgreSQL logs every leaf page an insert touches first as
     a full page image; with random ids that is one page per id, and the history
-    wrote 2.8x the WAL per event on a 3-million-row table (bench/README.md, H3).
+    wrote 2.8x the WAL per event at 3 million rows, 3.7x at 10 million (bench/README.md, H3).
 
     Layout of one id: 48 bits of Unix time in milliseconds, the version, a 12-bit
     counter (rand_a, RFC 9562 section 6.2 method 1) that rises through the batch
