@@ -21,6 +21,7 @@ from assetlog.config import Settings
 from assetlog.consumers.positions import end_offsets, event_partitions
 from assetlog.errors import AssetlogError
 from assetlog.producer.cli import read_status
+from assetlog.projections.events import VALIDATION_KIND
 from assetlog.projections.migrate import schema_version, shipped_migrations
 from assetlog.schemas.compiled import READER_KIND
 from assetlog.topics import TopicError, list_topic_names, verify_topic_settings
@@ -153,8 +154,9 @@ def gather(settings: Settings, limits: Thresholds = Thresholds()) -> dict[str, A
     """The whole report: what each system says, the lag per projection, and what needs attention."""
     report: dict[str, Any] = {"checked_at": datetime.now(UTC), "kafka": kafka_status(settings),
                               "postgres": postgres_status(settings), "outbox": outbox_status(),
-                              # this installation's Avro decoding: "compiled" (the C extension) or "python"
-                              "avro_reader": READER_KIND}
+                              # this installation's Avro decoding and validation: "compiled" (the C
+                              # extensions) or "python"
+                              "avro_reader": READER_KIND, "validation": VALIDATION_KIND}
     report["projections"] = {
         name: {**projection, "lag": lag(report["kafka"], projection)}
         for name, projection in report["postgres"].pop("projections", {}).items()}

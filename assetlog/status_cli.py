@@ -54,6 +54,8 @@ def render(report: dict[str, Any]) -> str:
                  + (f"  {outbox['path']}" if outbox.get("path") else ""))
     lines.append("decoding   " + ("compiled Avro readers" if report["avro_reader"] == "compiled" else
                                   "generated Python Avro readers (the C extension was not built)"))
+    lines.append("validation " + ("with its compiled fast path" if report.get("validation") == "compiled" else
+                                  "in Python only (the C extension was not built)"))
     if report["attention"]:
         lines.append("ATTENTION")
         lines += [f"  - {finding}" for finding in report["attention"]]

@@ -357,6 +357,7 @@ def _check_text(value: Any, path: str) -> None:
 # otherwise None, and `to_event` decides and names the reason. It holds this module's own rule objects
 # (the valid keys, the field counts, `_metadata`), so a rule changed here changes it too, or its test
 # (tests/test_fast_events.py, which compares the two event by event) fails. None without the extension.
+VALIDATION_KIND = "compiled" if _fast_events is not None else "python"  # `assetlog status` shows it
 accept_checked: Callable[[str, Mapping[str, Any], Position | None], Event | None] | None = (
     _fast_events.Acceptor(
         event=Event, materialization=MATERIALIZATION, dependency=DEPENDENCY, metadata=METADATA,

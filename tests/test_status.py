@@ -20,6 +20,7 @@ from events_factory import Publisher, guide_pipelines, publish
 
 from assetlog.consumers import run_until_caught_up
 from assetlog.projections import migrate
+from assetlog.projections.events import VALIDATION_KIND
 from assetlog.schemas.compiled import READER_KIND
 from assetlog.status import Thresholds, attention
 from assetlog.status_cli import render
@@ -69,7 +70,14 @@ def test_a_small_lag_that_is_moving_needs_no_attention() -> None:
 @pytest.mark.parametrize(("kind", "says"), [("compiled", "decoding   compiled Avro readers"),
                                              ("python", "generated Python Avro readers (the C extension was not built)")])
 def test_the_screen_says_which_avro_reader_this_installation_uses(kind: str, says: str) -> None:
-    screen = render({**healthy(), "attention": [], "avro_reader": kind})
+    screen = render({**healthy(), "attention": [], "avro_reader": kind, "validation": kind})
+    assert says in screen.splitlines()[-3], screen
+
+
+@pytest.mark.parametrize(("kind", "says"), [("compiled", "validation with its compiled fast path"),
+                                             ("python", "validation in Python only (the C extension was not built)")])
+def test_the_screen_says_whether_validation_has_its_compiled_fast_path(kind: str, says: str) -> None:
+    screen = render({**healthy(), "attention": [], "avro_reader": "compiled", "validation": kind})
     assert says in screen.splitlines()[-2], screen
 
 
@@ -90,6 +98,7 @@ def test_lag_rises_while_consumers_are_stopped_and_falls_to_zero_when_they_catch
     code, report = status(isolated)
     assert report["kafka"]["reachable"] and report["postgres"]["reachable"]
     assert report["avro_reader"] == READER_KIND  # what this installation decodes with, for operators
+    assert report["validation"] == VALIDATION_KIND
     for name in ("properties", "lineage"):
         assert total_lag(report, name) == len(published)
     # Behind by less than --max-lag, but no consumer ever committed: that needs a person.
