@@ -15,6 +15,7 @@
 #include <Python.h>
 #include <datetime.h>
 #include <structmember.h>
+#include <math.h>
 
 /* Canonical 8-4-4-4-12 hex UUID text, of either case (lowercase_only: of lowercase only). The rule is
  * projections/events.py's _UUID_TEXT regex; tests/test_fast_events.py compares the two. */
@@ -65,6 +66,8 @@ typedef struct {
     PyObject *valid_keys;     /* events.py's _VALID_KEYS: keys validated before (a set, filled by _key) */
     PyObject *field_counts;   /* events.py's _FIELD_COUNTS: fields of the newest schema, by event type */
     PyObject *parse_metadata; /* events.py's _metadata(text, text_checked) */
+    PyObject *loads;          /* orjson.loads, which _metadata uses for such text */
+    Py_ssize_t max_depth;     /* events.py's MAX_METADATA_DEPTH */
     Py_ssize_t max_owner_chars, max_edge_chars; /* past these lengths a size check is due: to_event's */
     PyObject *names[N_NAMES]; /* the field names, interned */
 } Acceptor;
@@ -105,6 +108,66 @@ static int owners_fine(Acceptor *self, PyObject *properties)
             return 0;
     }
     return 1;
+}
+
+/* 1 when parsed metadata needs nothing `_check_json(value, strings=False)` would refuse: finite numbers, at
+ * most max_depth levels of containers (the document itself is level 1); 0 on any doubt. */
+static int metadata_fine(Acceptor *self, PyObject *value, Py_ssize_t depth)
+{
+    if (PyFloat_CheckExact(value))
+        return isfinite(PyFloat_AS_DOUBLE(value));
+    if (PyDict_CheckExact(value)) {
+        if (depth > self->max_depth)
+            return 0;
+        Py_ssize_t at = 0;
+        PyObject *name, *item;
+        while (PyDict_Next(value, &at, &name, &item))
+            if (!metadata_fine(self, item, depth + 1))
+                return 0;
+        return 1;
+    }
+    if (PyList_CheckExact(value)) {
+        if (depth > self->max_depth)
+            return 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++)
+            if (!metadata_fine(self, PyList_GET_ITEM(value, i), depth + 1))
+                return 0;
+        return 1;
+    }
+    /* str, int, bool, None: nothing to check when the decoder proved the text free of NUL and no
+     * backslash can make a character of it; any other type is a doubt */
+    return PyUnicode_CheckExact(value) || PyLong_CheckExact(value) || value == Py_None || PyBool_Check(value);
+}
+
+/* `_metadata(text, True)` for the common text: without a backslash (its strings are pieces of the text,
+ * which the decoder proved free of NUL and lone surrogates) and without 19 digits in a row (an integer
+ * orjson might read as a float), orjson.loads, then the checks above. NULL with no error when in doubt:
+ * `_metadata` decides. */
+static PyObject *common_metadata(Acceptor *self, PyObject *text)
+{
+    if (!PyUnicode_CheckExact(text))
+        return NULL;
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text), digits = 0;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    for (Py_ssize_t i = 0; i < length; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (ch == '\\')
+            return NULL;
+        digits = (ch >= '0' && ch <= '9') ? digits + 1 : 0;
+        if (digits >= 19)
+            return NULL;
+    }
+    PyObject *value = PyObject_CallOneArg(self->loads, text);
+    if (value == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!PyDict_CheckExact(value) || !metadata_fine(self, value, 1)) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
 }
 
 /* The Event (event_type, event_id, event_time, asset_key, materialization_event_id, record, position,
@@ -187,7 +250,9 @@ static PyObject *accept(Acceptor *self, PyObject *event_type, PyObject *record, 
         if (text == NULL)
             goto undecided;
         /* the last check to_event makes (the text was proven free of NUL by the decoder: text_checked) */
-        parsed = PyObject_CallFunctionObjArgs(self->parse_metadata, text, Py_True, NULL);
+        parsed = common_metadata(self, text);
+        if (parsed == NULL)
+            parsed = PyObject_CallFunctionObjArgs(self->parse_metadata, text, Py_True, NULL);
         if (parsed == NULL)
             goto undecided; /* to_event parses it again and raises its reason */
         metadata = parsed;
@@ -221,16 +286,18 @@ static PyObject *acceptor_vectorcall(PyObject *callable, PyObject *const *args, 
 static PyObject *acceptor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *event_type, *materialization, *dependency, *metadata, *valid_keys, *field_counts, *parse_metadata;
-    Py_ssize_t max_owner_chars, max_edge_chars;
+    PyObject *loads;
+    Py_ssize_t max_owner_chars, max_edge_chars, max_depth;
     static char *keywords[] = {"event", "materialization", "dependency", "metadata", "valid_keys", "field_counts",
-                               "parse_metadata", "max_owner_chars", "max_edge_chars", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UUUO!O!Onn:Acceptor", keywords, &PyType_Type, &event_type,
+                               "parse_metadata", "loads", "max_owner_chars", "max_edge_chars", "max_depth", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UUUO!O!OOnnn:Acceptor", keywords, &PyType_Type, &event_type,
                                      &materialization, &dependency, &metadata, &PySet_Type, &valid_keys,
-                                     &PyDict_Type, &field_counts, &parse_metadata, &max_owner_chars,
-                                     &max_edge_chars))
+                                     &PyDict_Type, &field_counts, &parse_metadata, &loads, &max_owner_chars,
+                                     &max_edge_chars, &max_depth))
         return NULL;
-    if (!PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type) || !PyCallable_Check(parse_metadata)) {
-        PyErr_SetString(PyExc_TypeError, "Acceptor: event must be a tuple type and parse_metadata callable");
+    if (!PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type) || !PyCallable_Check(parse_metadata) ||
+        !PyCallable_Check(loads)) {
+        PyErr_SetString(PyExc_TypeError, "Acceptor: event must be a tuple type, parse_metadata and loads callable");
         return NULL;
     }
     Acceptor *self = (Acceptor *)type->tp_alloc(type, 0);
@@ -244,6 +311,8 @@ static PyObject *acceptor_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     self->valid_keys = Py_NewRef(valid_keys);
     self->field_counts = Py_NewRef(field_counts);
     self->parse_metadata = Py_NewRef(parse_metadata);
+    self->loads = Py_NewRef(loads);
+    self->max_depth = max_depth;
     self->max_owner_chars = max_owner_chars;
     self->max_edge_chars = max_edge_chars;
     for (int i = 0; i < N_NAMES; i++) {
@@ -265,6 +334,7 @@ static void acceptor_dealloc(Acceptor *self)
     Py_CLEAR(self->valid_keys);
     Py_CLEAR(self->field_counts);
     Py_CLEAR(self->parse_metadata);
+    Py_CLEAR(self->loads);
     for (int i = 0; i < N_NAMES; i++)
         Py_CLEAR(self->names[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);

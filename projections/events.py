@@ -361,8 +361,8 @@ VALIDATION_KIND = "compiled" if _fast_events is not None else "python"  # `asset
 accept_checked: Callable[[str, Mapping[str, Any], Position | None], Event | None] | None = (
     _fast_events.Acceptor(
         event=Event, materialization=MATERIALIZATION, dependency=DEPENDENCY, metadata=METADATA,
-        valid_keys=_VALID_KEYS, field_counts=_FIELD_COUNTS, parse_metadata=_metadata,
-        max_owner_chars=MAX_OWNER_BYTES // 4, max_edge_chars=MAX_EDGE_KEY_BYTES // 4,
+        valid_keys=_VALID_KEYS, field_counts=_FIELD_COUNTS, parse_metadata=_metadata, loads=orjson.loads,
+        max_owner_chars=MAX_OWNER_BYTES // 4, max_edge_chars=MAX_EDGE_KEY_BYTES // 4, max_depth=MAX_METADATA_DEPTH,
     ) if _fast_events is not None else None
 )
 

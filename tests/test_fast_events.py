@@ -15,6 +15,7 @@ allows its absence (docs/development.md).
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -201,6 +202,42 @@ def test_on_records_changed_in_memory_it_accepts_only_what_to_event_accepts(data
     if record is not None:
         agrees(event_type, record)
         agrees(event_type, record)
+
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+                | st.text(max_size=8))
+
+
+def deep(levels: int) -> str:
+    return '{"a": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+
+@FAST
+@given(document=st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                             | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=20),
+       spelling=st.sampled_from(["plain", "ascii", "spaced", "big-float", "nan"]))
+@example(document={"a": 1}, spelling="plain")
+def test_on_metadata_text_it_accepts_only_what_to_event_accepts(document: Any, spelling: str) -> None:
+    """Metadata is parsed in C's path by orjson with `to_event`'s own checks; text with a backslash,
+    19 digits in a row or anything unusual goes to `_metadata`, which decides."""
+    text = {"plain": lambda: json.dumps(document, ensure_ascii=False), "ascii": lambda: json.dumps(document),
+            "spaced": lambda: json.dumps(document, indent=1),
+            "big-float": lambda: json.dumps({"x": document, "f": 1e308}).replace("1e+308", "1e400"),
+            "nan": lambda: json.dumps({"x": document, "f": float("nan")})}[spelling]()
+    base = decoded(METADATA, base_events()[METADATA])
+    agrees(METADATA, base)
+    agrees(METADATA, {**base, "metadata_json": text})
+
+
+@pytest.mark.parametrize("text", [deep(199), deep(200), deep(201), deep(254), '{"n": 1234567890123456789}',
+                                  '{"n": 12345678901234567890}', '{"f": 1.5e308}', '{"s": "a\\u0000b"}', '[1]',
+                                  '"text"', "{}", '{"a": "\\"}'])
+def test_on_metadata_at_every_limit_it_accepts_only_what_to_event_accepts(text: str) -> None:
+    base = decoded(METADATA, base_events()[METADATA])
+    agrees(METADATA, base)
+    accepted = agrees(METADATA, {**base, "metadata_json": text})
+    if text in (deep(199), deep(200), '{"n": 1234567890123456789}', '{"f": 1.5e308}', "{}"):
+        assert accepted is not None  # valid, and common: the fast path answers
 
 
 def test_every_event_of_realistic_task_runs_takes_the_fast_path() -> None:
