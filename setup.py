@@ -2,9 +2,9 @@
 
 `assetlog.schemas._avro_reader` (schemas/_avro_reader.c, _avro_program.c) is the compiled Avro reader of the consumers'
 hot path (docs/development.md, "The compiled Avro reader"); `assetlog.projections._fast_events`
-(projections/_fast_events.c) is validation's fast path beside it. It is optional: where no C compiler or
-Python headers are found, the install still succeeds and decoding uses the generated Python readers
-(`assetlog status` says which one this installation uses). Everything else is in pyproject.toml.
+(projections/_fast_events.c) is validation's fast path beside it. Both are optional: where no C compiler or
+Python headers are found, the install still succeeds, decoding uses the generated Python readers and
+validation `to_event` alone, with the same results (`assetlog status` says which this installation uses). Everything else is in pyproject.toml.
 """
 
 from setuptools import Extension, setup

@@ -355,8 +355,10 @@ def _check_text(value: Any, path: str) -> None:
 # record, position, text_checked=True)` returns, for a record the compiled decoder read whose every check
 # passes the common way (lowercase ids, keys validated before, no owner or edge near its size limit);
 # otherwise None, and `to_event` decides and names the reason. It holds this module's own rule objects
-# (the valid keys, the field counts, `_metadata`), so a rule changed here changes it too, or its test
-# (tests/test_fast_events.py, which compares the two event by event) fails. None without the extension.
+# (the valid keys, the field counts, `_metadata`, MAX_METADATA_DEPTH and the size limits), so a rule
+# changed here changes it too; the few it mirrors in C (the common metadata text: no backslash, no 19
+# digits in a row, finite numbers) are compared event by event with `to_event` by
+# tests/test_fast_events.py, which fails if they drift. None without the extension.
 VALIDATION_KIND = "compiled" if _fast_events is not None else "python"  # `assetlog status` shows it
 accept_checked: Callable[[str, Mapping[str, Any], Position | None], Event | None] | None = (
     _fast_events.Acceptor(
