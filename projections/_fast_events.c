@@ -4,7 +4,7 @@
  * message passes it, and for a common valid event it cost as much as decoding (bench/README.md,
  * issue 15, seventh pass). This module only accepts: it returns the Event that `to_event` would
  * return for a decoded record whose checks all pass the common way (ids already lowercase, keys
- * validated before, no owner or edge near a size limit), and None for anything else, whereupon
+ * within the key rule, no owner or edge near a size limit), and None for anything else, whereupon
  * `to_event` runs and decides, raising the reason it always raised. So it may only be faster, never
  * different: tests/test_fast_events.py compares it with `to_event`, event by event, with hypothesis,
  * over valid records and over records broken in every checked field.
@@ -16,6 +16,7 @@
 #include <datetime.h>
 #include <structmember.h>
 #include <math.h>
+#include <string.h>
 
 /* Whether the str `value` is canonical 8-4-4-4-12 hex UUID text, of either case (lowercase_only: of
  * lowercase only). The rule is projections/events.py's _UUID_TEXT regex; tests/test_fast_events.py
@@ -62,7 +63,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyTypeObject *event_type; /* the Event named tuple */
     PyObject *materialization, *dependency, *metadata; /* the event type names */
-    PyObject *valid_keys;     /* events.py's _VALID_KEYS: keys validated before (a set, filled by _key) */
+    Py_ssize_t max_key_chars; /* schemas/keys.py's MAX_ASSET_KEY_LENGTH */
+    char restricted[128];     /* 1 for each of schemas/keys.py's RESTRICTED_ASSET_CHARACTERS (all ASCII) */
     PyObject *field_counts;   /* events.py's _FIELD_COUNTS: fields of the newest schema, by event type */
     PyObject *parse_metadata; /* events.py's _metadata(text, text_checked) */
     PyObject *loads;          /* orjson.loads, which _metadata uses for such text */
@@ -74,17 +76,42 @@ typedef struct {
 /* record[name] of a dict (NULL, no error, when missing). */
 #define FIELD(record, self, n) PyDict_GetItemWithError((record), (self)->names[(n)])
 
-/* 1 when `key` is in the set of valid keys; 0 when not or on any doubt (an unhashable value). */
-static int known_key(Acceptor *self, PyObject *key)
+/* 1 when the exact str `key` passes schemas/keys.py's validate_asset_key, 0 otherwise: at most
+ * max_key_chars characters, none of the restricted ones, and a scheme of [a-z0-9]+ followed by "://"
+ * (the rule's VALID_ASSET_KEY regex, "^[a-z0-9]+://"; tests/test_fast_events.py compares the two). Made
+ * here for every key rather than remembered: a consumer of a million assets sees most keys again only
+ * after a hundred thousand others, and events.py's cache of validated keys forgets them before that. */
+static int valid_key(Acceptor *self, PyObject *key)
 {
     if (key == NULL || !PyUnicode_CheckExact(key))
         return 0;
-    int found = PySet_Contains(self->valid_keys, key);
-    if (found < 0) {
-        PyErr_Clear();
+    Py_ssize_t length = PyUnicode_GET_LENGTH(key), i = 0;
+    if (length > self->max_key_chars)
         return 0;
+    int kind = PyUnicode_KIND(key);
+    const void *data = PyUnicode_DATA(key);
+    for (; i < length; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')))
+            break;
     }
-    return found;
+    if (i == 0 || length - i < 3 || PyUnicode_READ(kind, data, i) != ':' ||
+        PyUnicode_READ(kind, data, i + 1) != '/' || PyUnicode_READ(kind, data, i + 2) != '/')
+        return 0;
+    /* the scheme and its "://" hold no restricted character: the rest may */
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *text = data;
+        for (i += 3; i < length; i++)
+            if (text[i] < 128 && self->restricted[text[i]])
+                return 0;
+    } else {
+        for (i += 3; i < length; i++) {
+            Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+            if (ch < 128 && self->restricted[ch])
+                return 0;
+        }
+    }
+    return 1;
 }
 
 /* 1 when `properties` needs no owner check beyond what to_event's inline test settles. */
@@ -212,14 +239,14 @@ static PyObject *accept(Acceptor *self, PyObject *event_type, PyObject *record, 
     PyObject *asset_key, *materialization_id, *metadata = Py_None;
     if (event_type == self->materialization || PyUnicode_Compare(event_type, self->materialization) == 0) {
         asset_key = FIELD(record, self, N_ASSET_KEY);
-        if (!known_key(self, asset_key))
+        if (!valid_key(self, asset_key))
             goto undecided;
         PyObject *upstreams = FIELD(record, self, N_UPSTREAM_KEYS);
         if (upstreams != NULL && upstreams != Py_None) {
             if (!PyList_CheckExact(upstreams))
                 goto undecided;
             for (Py_ssize_t i = 0; i < PyList_GET_SIZE(upstreams); i++)
-                if (!known_key(self, PyList_GET_ITEM(upstreams, i)))
+                if (!valid_key(self, PyList_GET_ITEM(upstreams, i)))
                     goto undecided;
         }
         materialization_id = event_id;
@@ -228,7 +255,7 @@ static PyObject *accept(Acceptor *self, PyObject *event_type, PyObject *record, 
     } else if (event_type == self->dependency || PyUnicode_Compare(event_type, self->dependency) == 0) {
         asset_key = FIELD(record, self, N_DOWNSTREAM_KEY);
         PyObject *upstream = FIELD(record, self, N_UPSTREAM_KEY);
-        if (!known_key(self, asset_key) || !known_key(self, upstream) ||
+        if (!valid_key(self, asset_key) || !valid_key(self, upstream) ||
             PyUnicode_GET_LENGTH(asset_key) + PyUnicode_GET_LENGTH(upstream) > self->max_edge_chars)
             goto undecided;
         materialization_id = FIELD(record, self, N_MATERIALIZATION_EVENT_ID);
@@ -238,7 +265,7 @@ static PyObject *accept(Acceptor *self, PyObject *event_type, PyObject *record, 
             goto undecided;
     } else if (event_type == self->metadata || PyUnicode_Compare(event_type, self->metadata) == 0) {
         asset_key = FIELD(record, self, N_ASSET_KEY);
-        if (!known_key(self, asset_key))
+        if (!valid_key(self, asset_key))
             goto undecided;
         materialization_id = FIELD(record, self, N_MATERIALIZATION_EVENT_ID);
         if (materialization_id == NULL || !uuid_text(materialization_id, 1))
@@ -282,16 +309,21 @@ static PyObject *acceptor_vectorcall(PyObject *callable, PyObject *const *args, 
 
 static PyObject *acceptor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *event_type, *materialization, *dependency, *metadata, *valid_keys, *field_counts, *parse_metadata;
-    PyObject *loads;
-    Py_ssize_t max_owner_chars, max_edge_chars, max_depth;
-    static char *keywords[] = {"event", "materialization", "dependency", "metadata", "valid_keys", "field_counts",
-                               "parse_metadata", "loads", "max_owner_chars", "max_edge_chars", "max_depth", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UUUO!O!OOnnn:Acceptor", keywords, &PyType_Type, &event_type,
-                                     &materialization, &dependency, &metadata, &PySet_Type, &valid_keys,
-                                     &PyDict_Type, &field_counts, &parse_metadata, &loads, &max_owner_chars,
-                                     &max_edge_chars, &max_depth))
+    PyObject *event_type, *materialization, *dependency, *metadata, *restricted_key_chars, *field_counts;
+    PyObject *parse_metadata, *loads;
+    Py_ssize_t max_key_chars, max_owner_chars, max_edge_chars, max_depth;
+    static char *keywords[] = {"event", "materialization", "dependency", "metadata", "restricted_key_chars",
+                               "max_key_chars", "field_counts", "parse_metadata", "loads", "max_owner_chars",
+                               "max_edge_chars", "max_depth", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UUUUnO!OOnnn:Acceptor", keywords, &PyType_Type, &event_type,
+                                     &materialization, &dependency, &metadata, &restricted_key_chars,
+                                     &max_key_chars, &PyDict_Type, &field_counts, &parse_metadata, &loads,
+                                     &max_owner_chars, &max_edge_chars, &max_depth))
         return NULL;
+    if (!PyUnicode_IS_ASCII(restricted_key_chars)) {
+        PyErr_SetString(PyExc_ValueError, "Acceptor: restricted_key_chars must all be ASCII");
+        return NULL;
+    }
     if (!PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type) || !PyCallable_Check(parse_metadata) ||
         !PyCallable_Check(loads)) {
         PyErr_SetString(PyExc_TypeError, "Acceptor: event must be a tuple type, parse_metadata and loads callable");
@@ -305,7 +337,10 @@ static PyObject *acceptor_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     self->materialization = Py_NewRef(materialization);
     self->dependency = Py_NewRef(dependency);
     self->metadata = Py_NewRef(metadata);
-    self->valid_keys = Py_NewRef(valid_keys);
+    self->max_key_chars = max_key_chars;
+    memset(self->restricted, 0, sizeof self->restricted);
+    for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(restricted_key_chars); i++)
+        self->restricted[PyUnicode_1BYTE_DATA(restricted_key_chars)[i]] = 1;
     self->field_counts = Py_NewRef(field_counts);
     self->parse_metadata = Py_NewRef(parse_metadata);
     self->loads = Py_NewRef(loads);
@@ -328,7 +363,6 @@ static void acceptor_dealloc(Acceptor *self)
     Py_CLEAR(self->materialization);
     Py_CLEAR(self->dependency);
     Py_CLEAR(self->metadata);
-    Py_CLEAR(self->valid_keys);
     Py_CLEAR(self->field_counts);
     Py_CLEAR(self->parse_metadata);
     Py_CLEAR(self->loads);

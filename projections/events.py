@@ -17,7 +17,15 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, registry, validate_asset_key
+from assetlog.schemas import (
+    DEPENDENCY,
+    MATERIALIZATION,
+    MAX_ASSET_KEY_LENGTH,
+    METADATA,
+    RESTRICTED_ASSET_CHARACTERS,
+    registry,
+    validate_asset_key,
+)
 
 try:  # validation's fast path in C (projections/_fast_events.c), built by the install like the Avro reader
     from assetlog.projections import _fast_events
@@ -216,7 +224,8 @@ def _uuid(record: Mapping[str, Any], field: str, prefix: str = "") -> str:
     return _uuid_text(record, field, prefix).lower()
 
 
-# Keys repeat across events (an asset is materialized many times): remember the valid ones.
+# Keys repeat across events (an asset is materialized many times): remember the valid ones. The C fast
+# path checks each key itself instead (see `accept_checked`); this serves `to_event`.
 _VALID_KEYS: set[str] = set()
 _VALID_KEYS_LIMIT = 100_000
 
@@ -353,17 +362,20 @@ def _check_text(value: Any, path: str) -> None:
 
 # Validation's fast path: `accept_checked(event_type, record, position)` is the Event `to_event(event_type,
 # record, position, text_checked=True)` returns, for a record the compiled decoder read whose every check
-# passes the common way (lowercase ids, keys validated before, no owner or edge near its size limit);
-# otherwise None, and `to_event` decides and names the reason. It holds this module's own rule objects
-# (the valid keys, the field counts, `_metadata`, MAX_METADATA_DEPTH and the size limits), so a rule
-# changed here changes it too; the few it mirrors in C (the common metadata text: no backslash, no 19
-# digits in a row, finite numbers) are compared event by event with `to_event` by
-# tests/test_fast_events.py, which fails if they drift. None without the extension.
+# passes the common way (lowercase ids, keys within the key rule, no owner or edge near its size limit);
+# otherwise None, and `to_event` decides and names the reason. It holds the rules' own objects (the
+# restricted key characters and the key length from schemas/keys.py, the field counts, `_metadata`,
+# MAX_METADATA_DEPTH and the size limits), so a rule changed there changes it too; the few it mirrors in C
+# (the key's scheme, "^[a-z0-9]+://"; the common metadata text: no backslash, no 19 digits in a row,
+# finite numbers) are compared event by event with `to_event` by tests/test_fast_events.py, which fails
+# if they drift. It checks every key rather than asking `_VALID_KEYS`, which forgets at 100,000 keys: past
+# that many assets the fast path would otherwise leave most events to `to_event`. None without the extension.
 VALIDATION_KIND = "compiled" if _fast_events is not None else "python"  # `assetlog status` shows it
 accept_checked: Callable[[str, Mapping[str, Any], Position | None], Event | None] | None = (
     _fast_events.Acceptor(
         event=Event, materialization=MATERIALIZATION, dependency=DEPENDENCY, metadata=METADATA,
-        valid_keys=_VALID_KEYS, field_counts=_FIELD_COUNTS, parse_metadata=_metadata, loads=orjson.loads,
+        restricted_key_chars="".join(RESTRICTED_ASSET_CHARACTERS), max_key_chars=MAX_ASSET_KEY_LENGTH,
+        field_counts=_FIELD_COUNTS, parse_metadata=_metadata, loads=orjson.loads,
         max_owner_chars=MAX_OWNER_BYTES // 4, max_edge_chars=MAX_EDGE_KEY_BYTES // 4, max_depth=MAX_METADATA_DEPTH,
     ) if _fast_events is not None else None
 )

@@ -37,7 +37,15 @@ from assetlog.projections.events import (
     Position,
     to_event,
 )
-from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, DecodeError, registry
+from assetlog.schemas import (
+    DEPENDENCY,
+    MATERIALIZATION,
+    METADATA,
+    RESTRICTED_ASSET_CHARACTERS,
+    DecodeError,
+    registry,
+    validate_asset_key,
+)
 
 ALLOW_PURE_PYTHON = os.environ.get("ASSETLOG_ALLOW_PURE_PYTHON") == "1"
 pytestmark = pytest.mark.skipif(validation.accept_checked is None and ALLOW_PURE_PYTHON,
@@ -96,6 +104,8 @@ def test_on_hostile_messages_it_accepts_only_what_to_event_accepts(hostile: Host
         return  # not asked: `classify` calls the fast path only for what the compiled decoder read
     agrees(event_type, record)
     agrees(event_type, record)  # again, now that to_event has remembered the keys it validated
+    validation._VALID_KEYS.clear()  # what to_event remembered must not change the fast path's answer
+    agrees(event_type, record)
 
 
 def test_on_the_messages_that_once_wedged_the_consumers_it_does_not_accept() -> None:
@@ -189,8 +199,8 @@ def replaced(record: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[
 @example(data=None, event_type=MATERIALIZATION)
 def test_on_records_changed_in_memory_it_accepts_only_what_to_event_accepts(data: Any, event_type: str) -> None:
     base = decoded(event_type, base_events()[event_type])
-    agrees(event_type, base)  # the first time a key may be new to to_event: the fast path may decline
-    assert agrees(event_type, base) is not None  # once to_event knows the keys, the common way
+    validation._VALID_KEYS.clear()
+    assert agrees(event_type, base) is not None  # keys new to to_event too: the fast path checks them itself
     if data is None:
         return
     path = data.draw(st.sampled_from(FIELDS[event_type]))
@@ -248,11 +258,63 @@ def test_every_event_of_realistic_task_runs_takes_the_fast_path() -> None:
                     error=("ValueError", "boom") if i % 5 == 0 else None)
             for i in range(1, 30)]
     records = [(event_type, decoded(event_type, record)) for run in runs for event_type, record in run.events()]
-    for event_type, record in records:
-        to_event(event_type, record, POSITION, text_checked=True)  # remembers the keys, as the first event does
+    validation._VALID_KEYS.clear()  # keys seen for the first time: the fast path checks them itself
     answers = [agrees(event_type, record) for event_type, record in records]
     assert {event.event_type for event in answers if event is not None} == {MATERIALIZATION, DEPENDENCY, METADATA}
     assert all(answer is not None for answer in answers)
+
+
+# Characters around each part of the key rule (schemas/keys.py): the scheme's [a-z0-9] and what is near it
+# (upper case, other digits, "-", "+", "."), its "://", the restricted characters, and other Unicode.
+KEY_CHARACTERS = "az09AZ-+.:/_\u00e9\u0660\U0001F600" + "".join(RESTRICTED_ASSET_CHARACTERS)
+
+
+@st.composite
+def key_like(draw) -> str:
+    """Mostly near-valid keys: a scheme, "://" (sometimes changed), then a path that may hold any
+    KEY_CHARACTERS, at lengths around the 512-character limit."""
+    scheme = draw(st.text("abcxyz0189", min_size=0, max_size=6) | st.text(KEY_CHARACTERS, max_size=4))
+    separator = draw(st.sampled_from(["://", "://", "://", ":/", ":", "//", ":///", ""]))
+    path = draw(st.text(st.sampled_from("abcdef/._-") | st.sampled_from(KEY_CHARACTERS), max_size=12))
+    padding = draw(st.sampled_from([0, 0, 0, 490, 500, 505, 506, 507, 600]))
+    key = scheme + separator + "p" * max(0, padding - len(scheme) - len(separator)) + path
+    return key[:draw(st.sampled_from([len(key), 511, 512, 513]))]
+
+
+def valid_by_the_rule(key: str) -> bool:
+    try:
+        validate_asset_key(key)
+    except ValueError:
+        return False
+    return True
+
+
+@FAST
+@given(key=key_like() | st.text(KEY_CHARACTERS, max_size=20),
+       place=st.sampled_from([(MATERIALIZATION, "asset_key"), (MATERIALIZATION, ("upstream_keys", 0)),
+                              (DEPENDENCY, "downstream_key"), (DEPENDENCY, "upstream_key"), (METADATA, "asset_key")]))
+@example(key="s3://b/x", place=(MATERIALIZATION, "asset_key"))
+@example(key="s3://" + "p" * 507, place=(MATERIALIZATION, "asset_key"))
+@example(key="s3://" + "p" * 508, place=(MATERIALIZATION, "asset_key"))
+@example(key="S3://b/x", place=(METADATA, "asset_key"))
+@example(key="s\u00e9://b/x", place=(METADATA, "asset_key"))
+@example(key="s3://b x", place=(DEPENDENCY, "upstream_key"))
+def test_keys_it_has_never_seen_are_accepted_exactly_when_the_key_rule_accepts_them(key: str, place: Any) -> None:
+    """The fast path checks each key itself (a cache of validated keys forgets them at a million assets):
+    with nothing remembered, a key the rule accepts is accepted at once, one it refuses never is."""
+    event_type, field = place
+    record = decoded(event_type, base_events()[event_type])
+    path = field if isinstance(field, tuple) else (field,)
+    changed = replaced(record, path, key)
+    assert changed is not None
+    validation._VALID_KEYS.clear()
+    accepted = agrees(event_type, changed)
+    edge_chars = len(key) + len(changed.get("upstream_key", "") if field == "downstream_key" else
+                                changed.get("downstream_key", ""))
+    if valid_by_the_rule(key) and (event_type != DEPENDENCY or edge_chars <= EDGE_CHARS):
+        assert accepted is not None
+    elif not valid_by_the_rule(key):
+        assert accepted is None
 
 
 UUID_LOOKALIKES = "0123456789abcdefABCDEF-gG x\u00e9\u0660\uff10\n"  # Arabic-Indic and fullwidth digits are not [0-9]
