@@ -17,6 +17,7 @@ the size of the tables, atomic for readers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from assetlog.errors import AssetlogError
+from assetlog.projections.build_plan import BuildPlan, Step
 from assetlog.projections.partitions import (
     add_missing_months,
     is_partitioned,
@@ -199,44 +201,54 @@ class ShadowTables:
         `analyze`, also gather each table's planner statistics (`ANALYZE`) in the same pool, and vacuum
         the tables in `vacuum_after_load` with it (their visibility map set, for index-only scans).
 
-        With `parallel` > 1 the work runs on that many connections at once
-        (CREATE INDEX only share-locks its table, so builds on the same table
-        do not wait for each other). The deferred primary keys go first: adding
-        one locks its table exclusively, so the other connections build the
-        small tables' indexes meanwhile; then table by table, smallest first,
-        each table's ANALYZE right after its builds: ANALYZE waits for the
-        builds on its own table (its lock conflicts with theirs) but overlaps
-        the others'; run after all the builds instead, it added a third to
-        this phase (bench/README.md, P3).
+        With `parallel` > 1 the work runs on that many connections at once, each step as soon as
+        nothing it would wait for on its table is running or still to come (`build_plan.BuildPlan`:
+        the deferred primary keys first, a table's statistics after its builds, the biggest tables
+        first). Statistics gathered after all the builds instead added a third to this phase, and
+        statistics waiting behind a build on another connection left a core idle (bench/README.md, P3).
         """
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             sizes = {name: _size(conn, self.schema, name) for name in self.tables}
-        # a statement with its comments, or the name of a table to analyze
-        tasks: list[tuple[sql.Composable, list[sql.Composable]] | str] = [
-            (statement, comments) for _table, key, statement, comments in self.deferred if key]
-        for name in sorted(self.tables, key=lambda t: (sizes[t], t)):
-            tasks += [(statement, comments) for table, key, statement, comments in self.deferred
-                      if table == name and not key]
-            if analyze:
-                tasks.append(name)
+        steps = [Step(table, "key" if key else "index", (statement, comments))
+                 for table, key, statement, comments in self.deferred]
+        if analyze:
+            steps += [Step(name, "statistics", sql.SQL("VACUUM (ANALYZE) {}" if name in self.vacuum_after_load
+                                                       else "ANALYZE {}").format(sql.Identifier(self.schema, name)))
+                      for name in self.tables]
+        plan = BuildPlan(steps, sizes)
+        turn = threading.Condition()
+        failed: list[BaseException] = []
 
-        def work(worker: int) -> None:
+        def next_step() -> Step | None:
+            with turn:
+                while not failed and not plan.done:
+                    step = plan.take()
+                    if step is not None:
+                        return step
+                    turn.wait()
+                return None
+
+        def work() -> None:
             with psycopg.connect(dsn, application_name="assetlog.replay.indexes", autocommit=True) as conn:
                 conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (work_mem,))
-                while True:
+                while (step := next_step()) is not None:
                     try:
-                        task = tasks.pop(0)
-                    except IndexError:
-                        return
-                    if isinstance(task, str):
-                        step = "VACUUM (ANALYZE) {}" if task in self.vacuum_after_load else "ANALYZE {}"
-                        conn.execute(sql.SQL(step).format(sql.Identifier(self.schema, task)))
-                        continue
-                    build_naming_partitions(conn, *task)
+                        if step.kind == "statistics":
+                            conn.execute(step.work)  # type: ignore[arg-type]
+                        else:
+                            build_naming_partitions(conn, *step.work)  # type: ignore[misc]
+                    except BaseException as exc:
+                        with turn:
+                            failed.append(exc)
+                        raise
+                    finally:
+                        with turn:
+                            plan.finish(step)
+                            turn.notify_all()
 
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="assetlog-index") as pool:
-            for future in [pool.submit(work, i) for i in range(max(1, min(parallel, len(tasks))))]:
+            for future in [pool.submit(work) for _ in range(max(1, min(parallel, len(steps))))]:
                 future.result()
         self.deferred.clear()
 

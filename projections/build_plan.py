@@ -1,0 +1,75 @@
+"""Which of a bulk load's deferred steps may start next, so that no connection waits on another's lock.
+
+After a replay's load, `ShadowTables.create_deferred_indexes` runs the deferred primary keys, the
+other index builds and each table's statistics step (ANALYZE, or VACUUM (ANALYZE)) on a few
+connections at once. PostgreSQL's locks decide what may overlap on one table:
+
+- adding a primary key locks the table exclusively: nothing else on it can run meanwhile;
+- index builds take SHARE locks, which do not conflict with each other;
+- ANALYZE and VACUUM take SHARE UPDATE EXCLUSIVE, which conflicts with a build; and statistics are
+  gathered after the table's builds, since ANALYZE also samples the expressions of expression indexes
+  (the search index of asset_properties), which must exist by then.
+
+A connection handed a step that waits for another's lock leaves its core idle. In a 1M-event replay
+the statistics steps of the two small tables each waited 0.5-0.7 s behind a GIN build, which runs on
+one core (bench/README.md, P3). So a step starts only when nothing it would wait for is running or
+still to come on its table; among the ready ones, primary keys first (every other step on their table
+waits for them), then the biggest tables' steps, so the longest builds start early and the small
+tables' steps fill the gaps. Whatever runs, some step is always ready while steps remain and none runs:
+a table's primary key when nothing runs on it, else its builds, else its statistics.
+
+Pure: the caller runs the steps and says when each ends (`take`, `finish`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+StepKind = Literal["key", "index", "statistics"]
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: two builds may look alike
+class Step:
+    table: str
+    kind: StepKind
+    work: object  # what the caller runs (a statement and its comments, or the statistics statement)
+
+
+class BuildPlan:
+    """The steps still to run and those running; `take` hands out the next one that may start now."""
+
+    def __init__(self, steps: Iterable[Step], sizes: Mapping[str, int]) -> None:
+        rank = {"key": 0, "index": 1, "statistics": 2}
+        steps = list(steps)
+        # Primary keys first, then by table, biggest first; a table's builds in the order given.
+        self.pending = sorted(steps, key=lambda s: (s.kind != "key", -sizes.get(s.table, 0), s.table, rank[s.kind]))
+        self.running: list[Step] = []
+
+    def _ready(self, step: Step) -> bool:
+        others = [s for s in (*self.running, *self.pending) if s.table == step.table and s is not step]
+        if step.kind == "key":
+            return not any(s in self.running for s in others)
+        if step.kind == "index":  # (a table's statistics never start before its builds have ended)
+            return not any(s.kind == "key" for s in others)
+        return not others  # statistics: after every other step on its table
+
+    def take(self) -> Step | None:
+        """The next step that may start now (it counts as running until `finish`), or None: wait for one
+        to finish, or stop if none is pending (`done`)."""
+        for step in self.pending:
+            if self._ready(step):
+                self.pending.remove(step)
+                self.running.append(step)
+                return step
+        if not self.running and self.pending:  # cannot happen (module docstring); never wait forever
+            raise RuntimeError(f"no deferred step can start: {self.pending}")
+        return None
+
+    def finish(self, step: Step) -> None:
+        self.running.remove(step)
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
