@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from assetlog.errors import AssetlogError
+from assetlog.projections import autovacuum
 from assetlog.projections.build_plan import BuildPlan, Step
 from assetlog.projections.partitions import (
     add_missing_months,
@@ -93,6 +94,8 @@ class ShadowTables:
     vacuum_after_load: Sequence[str] = ()
     # What is built after the load: (table, is a primary key, statement, the comments that go with it)
     deferred: list[tuple[str, bool, sql.Composable, list[sql.Composable]]] = field(default_factory=list)
+    # Autovacuum settings to give back before the swap (`autovacuum.pause`: off while the tables load)
+    paused: autovacuum.Paused = field(default_factory=dict)
 
     def create(self, conn: psycopg.Connection, defer_indexes: bool = True) -> None:
         """Drop any leftover shadow schema and mirror the live tables into a fresh one (one transaction)."""
@@ -104,6 +107,11 @@ class ShadowTables:
             for name in BOOKKEEPING_TABLES:
                 conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
                     sql.Identifier(self.schema, name), sql.Identifier(self.live, name)))
+            self.paused = autovacuum.pause(conn, self.schema, self.tables)
+
+    def resume_autovacuum(self, conn: psycopg.Connection) -> None:
+        """Give the shadow tables the autovacuum settings `create` paused (in the swap's transaction)."""
+        autovacuum.resume(conn, self.paused)
 
     def drop(self, conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
@@ -258,7 +266,8 @@ class ShadowTables:
                 if definition(conn, self.live, name) != definition(conn, self.schema, name)]
 
     def swap(self, conn: psycopg.Connection, retired: str = RETIRED_SCHEMA) -> None:
-        """Put the shadow tables in place of the live ones (caller's transaction, tables locked by it).
+        """Put the shadow tables in place of the live ones (caller's transaction, tables locked by it,
+        `resume_autovacuum` called in it before, so the tables go live with their own settings).
 
         The live tables move to `retired` (dropped by `drop_retired` after the commit): readers
         blocked meanwhile resolve the names again once the transaction commits, and find the new
@@ -274,9 +283,10 @@ class ShadowTables:
 
 
 def _size(conn: psycopg.Connection, schema: str, name: str) -> int:
-    """Bytes of a table's heap, its partitions' included."""
-    row = conn.execute("SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
-                       (_qualified_text(conn, schema, name),)).fetchone()
+    """Bytes of a table's heap, its partitions' included (pg_partition_tree has no row for a plain table)."""
+    row = conn.execute("SELECT coalesce(sum(pg_relation_size(oid)), 0) FROM pg_class WHERE oid = %(t)s::regclass "
+                       "OR oid IN (SELECT relid FROM pg_partition_tree(%(t)s::regclass))",
+                       {"t": _qualified_text(conn, schema, name)}).fetchone()
     return int(row[0]) if row else 0
 
 
