@@ -349,6 +349,7 @@ class Replay:
             self.progress.set_phase("final catch-up")
             ends = self._high_watermarks(partitions)
             reader.read_to({n: ends for n in self.names}, self._stop.is_set)
+            shadow.resume_autovacuum(control)  # off while the tables loaded (projections/autovacuum.py)
             mismatched = shadow.mismatches(control)
             if mismatched:
                 raise ShadowError(f"the live tables {', '.join(mismatched)} changed shape during the replay "

@@ -286,6 +286,7 @@ def test_a_month_created_live_during_a_replay_is_in_the_swapped_in_history(world
         shadow.create(conn, defer_indexes=False)
         assert create_range(conn, "public", datetime(2031, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC))
         with conn.transaction():
+            shadow.resume_autovacuum(conn)
             shadow.swap(conn)
         drop_retired(conn)
         shadow.drop(conn)
