@@ -46,7 +46,7 @@ from assetlog.consumers.retry import Backoff
 from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, lag
 from assetlog.errors import AssetlogError
-from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, SWAPPED_TABLES, require_migrated
+from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, SWAPPED_TABLES, autovacuum, require_migrated
 from assetlog.projections.compare import compare_table
 from assetlog.projections.lineage import seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
@@ -328,7 +328,11 @@ class Replay:
             # that long makes PostgreSQL cancel an autovacuum holding a live table (a fresh replay's
             # tables are often being vacuumed). Waiting that long, the swap runs the deadlock check
             # before any reader queued behind it, so in a lock cycle it is still the one that yields.
-            timeout = short if attempt <= SHORT_SWAP_ATTEMPTS else deadlock + short
+            # At once when autovacuum alone holds the tables: short tries could only wait it out.
+            short_try = attempt <= SHORT_SWAP_ATTEMPTS and not autovacuum.holds_alone(control, [
+                *(sql.Identifier(shadow.live, t) for t in READER_TABLES),
+                *(sql.Identifier(shadow.schema, t) for t in shadow.tables)])
+            timeout = short if short_try else deadlock + short
             try:
                 self._timed("swap", lambda t=timeout: self._swap_once(control, shadow, reader, partitions, t))
                 return

@@ -14,12 +14,19 @@ a shadow table stores rows in (the table, or each partition of a partitioned one
 values each had (mirrored from the live table: unset unless an operator set them), and `resume` puts
 those values back, in the swap's own transaction, before the shadow and live definitions are compared.
 A swap that fails rolls the resume back with it; the next attempt resumes again. Partitions created
-after the pause (a month first met during the load) keep PostgreSQL's default.
+after the pause (a month first met during the load) keep PostgreSQL's default. The swap also pauses
+autovacuum on the tables it retires, which are dropped right after it.
+
+The live tables are another matter: they stay vacuumed while they serve. When autovacuum alone holds
+the tables the swap must lock (`holds_alone`), the swap waits past deadlock_timeout at once rather
+than making its short tries first (consumers/replay.py): in 1M-event replays started right after the
+live tables were loaded, those tries and their pauses added 1.5-2 s before the long wait that
+cancels the autovacuum anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -56,3 +63,17 @@ def resume(conn: psycopg.Connection, paused: Paused) -> None:
                 conn.execute(sql.SQL("ALTER TABLE {} RESET ({})").format(target, option))
             else:
                 conn.execute(sql.SQL("ALTER TABLE {} SET ({} = {})").format(target, option, sql.Literal(value)))
+
+
+def holds_alone(conn: psycopg.Connection, tables: Sequence[sql.Identifier]) -> bool:
+    """Whether someone holds a lock on these tables (or their partitions) and every holder is an
+    autovacuum worker: then only PostgreSQL's cancellation, after deadlock_timeout, can free them."""
+    names = [table.as_string(conn) for table in tables]
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE a.backend_type = 'autovacuum worker') FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'relation' AND l.granted "
+        "AND l.pid <> pg_backend_pid() AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+        "current_database()) AND l.relation IN (SELECT t::regclass FROM unnest(%(names)s::text[]) t UNION ALL "
+        "SELECT p.relid FROM unnest(%(names)s::text[]) t, pg_partition_tree(t::regclass) p)",
+        {"names": names}).fetchone()
+    return bool(row and row[0] and row[0] == row[1])

@@ -280,6 +280,9 @@ class ShadowTables:
                 add_missing_months(conn, self.live, self.schema, name)
             move_with_partitions(conn, self.live, name, retired)
             move_with_partitions(conn, self.schema, name, self.live)
+        # No autovacuum may start on the retired tables before the caller drops them (it would hold the
+        # DROP for a deadlock_timeout); this transaction holds them, so the change waits for nobody.
+        autovacuum.pause(conn, retired, self.tables)
 
 
 def _size(conn: psycopg.Connection, schema: str, name: str) -> int:
