@@ -31,11 +31,16 @@ def leaf_options(conn: psycopg.Connection, schema: str) -> dict[str, tuple]:
             for name, options, toast in conn.execute(LEAF_OPTIONS, {"t": f"{schema}.{table}"}).fetchall()}
 
 
-def test_shadow_tables_load_without_autovacuum_and_go_live_with_the_live_settings(isolated):
-    migrate(isolated.dsn)
-    publish(isolated.settings, realistic_runs(1500))
+def deployed(world, events: int) -> None:
+    """A migrated database whose live consumers have projected `events` realistic events."""
+    migrate(world.dsn)
+    publish(world.settings, realistic_runs(events))
     for name in ("properties", "lineage"):
-        run_until_caught_up(name, isolated.settings)
+        run_until_caught_up(name, world.settings)
+
+
+def test_shadow_tables_load_without_autovacuum_and_go_live_with_the_live_settings(isolated):
+    deployed(isolated, 1500)
     with psycopg.connect(isolated.dsn, autocommit=True) as conn:
         # An operator's tuning (docs/scale.md suggests it for asset_edges) must survive a replay.
         conn.execute("ALTER TABLE asset_edges SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_enabled = true)")
@@ -99,10 +104,7 @@ def test_a_swap_behind_a_live_autovacuum_waits_it_out_in_one_try(isolated):
     """A real autovacuum, slowed to a crawl on one live table, holds it when the swap comes: the swap
     sees that autovacuum alone holds its tables and makes one long try, which PostgreSQL answers by
     cancelling the autovacuum after deadlock_timeout. Slow: autovacuum visits a database once a minute."""
-    migrate(isolated.dsn)
-    publish(isolated.settings, realistic_runs(600))
-    for name in ("properties", "lineage"):
-        run_until_caught_up(name, isolated.settings)
+    deployed(isolated, 600)
     with psycopg.connect(isolated.dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO lineage_event_ids SELECT gen_random_uuid(), now() FROM generate_series(1, 200000)")
         conn.execute("ALTER TABLE lineage_event_ids SET (autovacuum_vacuum_insert_threshold = 1, "
