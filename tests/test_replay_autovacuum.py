@@ -6,10 +6,7 @@ Against the real PostgreSQL: reloptions as the catalog holds them, before, durin
 
 from __future__ import annotations
 
-import time
-
 import psycopg
-import pytest
 from events_factory import publish
 from psycopg import sql
 from replay_support import realistic_runs, replay
@@ -89,34 +86,11 @@ def test_the_swap_pauses_autovacuum_on_the_tables_it_retires(isolated):
 
 def test_a_reader_holding_a_table_is_not_autovacuum(isolated):
     """The swap skips its short tries only when autovacuum alone holds its tables: a reader's transaction
-    must keep them (it may end within a short try)."""
+    must keep them (it may end within a short try). Autovacuum holding them alone, with a real crawling
+    autovacuum: tests/test_fault_regressions.py."""
     migrate(isolated.dsn)
     tables = [sql.Identifier("public", table) for table in TABLES]
     with psycopg.connect(isolated.dsn, autocommit=True) as control, psycopg.connect(isolated.dsn) as reader:
         assert not autovacuum.holds_alone(control, tables)  # nobody holds them
         reader.execute("SELECT count(*) FROM lineage_history")  # its transaction stays open, holding the lock
         assert not autovacuum.holds_alone(control, tables)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_a_swap_behind_a_live_autovacuum_waits_it_out_in_one_try(isolated):
-    """A real autovacuum, slowed to a crawl on one live table, holds it when the swap comes: the swap
-    sees that autovacuum alone holds its tables and makes one long try, which PostgreSQL answers by
-    cancelling the autovacuum after deadlock_timeout. Slow: autovacuum visits a database once a minute."""
-    deployed(isolated, 600)
-    with psycopg.connect(isolated.dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO lineage_event_ids SELECT gen_random_uuid(), now() FROM generate_series(1, 200000)")
-        conn.execute("ALTER TABLE lineage_event_ids SET (autovacuum_vacuum_insert_threshold = 1, "
-                     "autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, "
-                     "autovacuum_vacuum_cost_limit = 1)")
-        deadline = time.monotonic() + 200
-        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
-                               "AND datname = current_database() AND query LIKE %s",
-                               ("%lineage_event_ids%",)).fetchone()[0]:
-            assert time.monotonic() < deadline, "autovacuum never came to the table"
-            time.sleep(0.5)
-        assert autovacuum.holds_alone(conn, [sql.Identifier("public", "lineage_event_ids")])
-    result = replay(isolated, "lineage")
-    assert result["swap_attempts"] == 1
-    assert result["phases"]["swap"] < 5
