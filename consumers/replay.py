@@ -330,8 +330,7 @@ class Replay:
             # before any reader queued behind it, so in a lock cycle it is still the one that yields.
             # At once when autovacuum alone holds the tables: short tries could only wait it out.
             short_try = attempt <= SHORT_SWAP_ATTEMPTS and not autovacuum.holds_alone(control, [
-                *(sql.Identifier(shadow.live, t) for t in READER_TABLES),
-                *(sql.Identifier(shadow.schema, t) for t in shadow.tables)])
+                *((shadow.live, t) for t in READER_TABLES), *((shadow.schema, t) for t in shadow.tables)])
             timeout = short if short_try else deadlock + short
             try:
                 self._timed("swap", lambda t=timeout: self._swap_once(control, shadow, reader, partitions, t))

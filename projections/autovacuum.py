@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 import psycopg
 from psycopg import sql
 
+from assetlog.projections.partitions import table_and_partitions
+
 OPTIONS = ("autovacuum_enabled", "toast.autovacuum_enabled")
 # (schema, table) -> each of OPTIONS's value before the pause (None: not set)
 Paused = dict[tuple[str, str], dict[str, str | None]]
@@ -43,9 +45,8 @@ def pause(conn: psycopg.Connection, schema: str, tables: Iterable[str]) -> Pause
         for leaf_schema, leaf, options in conn.execute(
                 "SELECT n.nspname, c.relname, c.reloptions || coalesce((SELECT array_agg('toast.' || o) FROM pg_class x, "
                 "unnest(x.reloptions) o WHERE x.oid = c.reltoastrelid), '{}') FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND (c.oid = %(table)s::regclass "
-                "OR c.oid IN (SELECT relid FROM pg_partition_tree(%(table)s::regclass)))",  # (no rows for a plain table)
-                {"table": sql.Identifier(schema, table).as_string(conn)}).fetchall():
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.oid = ANY(%s::oid[])",
+                (table_and_partitions(conn, schema, table),)).fetchall():
             table_options = dict(o.partition("=")[::2] for o in options or ())
             paused[(leaf_schema, leaf)] = {name: table_options.get(name) for name in OPTIONS}
             conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
@@ -65,15 +66,13 @@ def resume(conn: psycopg.Connection, paused: Paused) -> None:
                 conn.execute(sql.SQL("ALTER TABLE {} SET ({} = {})").format(target, option, sql.Literal(value)))
 
 
-def holds_alone(conn: psycopg.Connection, tables: Sequence[sql.Identifier]) -> bool:
-    """Whether someone holds a lock on these tables (or their partitions) and every holder is an
-    autovacuum worker: then only PostgreSQL's cancellation, after deadlock_timeout, can free them."""
-    names = [table.as_string(conn) for table in tables]
+def holds_alone(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> bool:
+    """Whether someone holds a lock on these (schema, table)s or their partitions, and every holder is
+    an autovacuum worker: then only PostgreSQL's cancellation, after deadlock_timeout, can free them."""
+    oids = [oid for schema, table in tables for oid in table_and_partitions(conn, schema, table)]
     row = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE a.backend_type = 'autovacuum worker') FROM pg_locks l "
         "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'relation' AND l.granted "
         "AND l.pid <> pg_backend_pid() AND l.database = (SELECT oid FROM pg_database WHERE datname = "
-        "current_database()) AND l.relation IN (SELECT t::regclass FROM unnest(%(names)s::text[]) t UNION ALL "
-        "SELECT p.relid FROM unnest(%(names)s::text[]) t, pg_partition_tree(t::regclass) p)",
-        {"names": names}).fetchone()
+        "current_database()) AND l.relation = ANY(%s::oid[])", (oids,)).fetchone()
     return bool(row and row[0] and row[0] == row[1])

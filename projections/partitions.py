@@ -123,6 +123,14 @@ def is_partitioned(conn: psycopg.Connection, schema: str | None, parent: str = H
     return bool(row and row[0])
 
 
+def table_and_partitions(conn: psycopg.Connection, schema: str, name: str) -> list[int]:
+    """The oids of a table and of every partition under it (pg_partition_tree alone has no row for a
+    table that is not partitioned)."""
+    return [row[0] for row in conn.execute(
+        "SELECT %(t)s::regclass::oid UNION SELECT relid::oid FROM pg_partition_tree(%(t)s::regclass)",
+        {"t": _regclass_text(schema, name)}).fetchall()]
+
+
 def _regclass_text(schema: str | None, name: str) -> str:
     quoted = '"' + name.replace('"', '""') + '"'
     return quoted if schema is None else '"' + schema.replace('"', '""') + '".' + quoted

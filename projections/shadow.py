@@ -34,6 +34,7 @@ from assetlog.projections.partitions import (
     is_partitioned,
     mirror_partitions,
     move_with_partitions,
+    table_and_partitions,
 )
 
 SHADOW_SCHEMA = "assetlog_shadow"
@@ -286,10 +287,9 @@ class ShadowTables:
 
 
 def _size(conn: psycopg.Connection, schema: str, name: str) -> int:
-    """Bytes of a table's heap, its partitions' included (pg_partition_tree has no row for a plain table)."""
-    row = conn.execute("SELECT coalesce(sum(pg_relation_size(oid)), 0) FROM pg_class WHERE oid = %(t)s::regclass "
-                       "OR oid IN (SELECT relid FROM pg_partition_tree(%(t)s::regclass))",
-                       {"t": _qualified_text(conn, schema, name)}).fetchone()
+    """Bytes of a table's heap, its partitions' included."""
+    row = conn.execute("SELECT coalesce(sum(pg_relation_size(oid)), 0) FROM unnest(%s::oid[]) AS oid",
+                       (table_and_partitions(conn, schema, name),)).fetchone()
     return int(row[0]) if row else 0
 
 

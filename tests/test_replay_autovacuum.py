@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import psycopg
 from events_factory import publish
-from psycopg import sql
 from replay_support import realistic_runs, replay
 
 from assetlog.consumers import run_until_caught_up
@@ -89,7 +88,7 @@ def test_a_reader_holding_a_table_is_not_autovacuum(isolated):
     must keep them (it may end within a short try). Autovacuum holding them alone, with a real crawling
     autovacuum: tests/test_fault_regressions.py."""
     migrate(isolated.dsn)
-    tables = [sql.Identifier("public", table) for table in TABLES]
+    tables = [("public", table) for table in TABLES]
     with psycopg.connect(isolated.dsn, autocommit=True) as control, psycopg.connect(isolated.dsn) as reader:
         assert not autovacuum.holds_alone(control, tables)  # nobody holds them
         reader.execute("SELECT count(*) FROM lineage_history")  # its transaction stays open, holding the lock
