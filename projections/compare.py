@@ -22,6 +22,22 @@ from assetlog.errors import AssetlogError
 # Columns that record when a row was written, not what the events say: never compared.
 WALL_CLOCK_COLUMNS = {"dead_letters": ("recorded_at",), "consumer_offsets": ("updated_at",)}
 
+# Columns compared by what they mean, not as stored: a history payload written before migration 0009 holds
+# the whole event, one written since only the fields without a column of their own (so a live table
+# written by an older version and its rebuild differ in form only). Both are compared as the whole event
+# that migration's function gives back, with the function of the live tables' schema.
+_WHOLE_EVENT_ARGUMENTS = ("event_type", "event_id", "event_time", "asset_key", "upstream_key", "status",
+                          "materialization_event_id", "flow_run_id", "flow_name", "task_run_id", "task_name",
+                          "payload")
+
+
+def _whole_event(schema: str, alias: str) -> sql.Composable:
+    return sql.SQL("{}({})").format(sql.Identifier(schema, "assetlog_lineage_event"),
+                                    sql.SQL(", ").join(sql.Identifier(alias, a) for a in _WHOLE_EVENT_ARGUMENTS))
+
+
+COMPARED_AS = {"lineage_history": {"payload": _whole_event}}
+
 
 @dataclass
 class TableDrift:
@@ -82,8 +98,19 @@ def compare_table(conn: psycopg.Connection, live_schema: str, shadow_schema: str
             return source
         return sql.SQL("(SELECT * FROM {} WHERE projection = {})").format(source, sql.Literal(projection))
 
+    meaning = COMPARED_AS.get(table, {})
+
+    def value(alias: str, column: str) -> sql.Composable:
+        return meaning[column](live_schema, alias) if column in meaning else sql.Identifier(alias, column)
+
     def row(alias: str) -> sql.Composable:
-        return sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(alias, c) for c in columns))
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(value(alias, c) for c in columns))
+
+    def as_json(alias: str) -> sql.Composable:  # a row for the examples, its columns as compared
+        if not meaning:
+            return sql.SQL("to_jsonb({})").format(sql.Identifier(alias))
+        return sql.SQL("to_jsonb({}) || jsonb_build_object({})").format(sql.Identifier(alias), sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(c), value(alias, c)) for c in meaning))
 
     joined = sql.SQL("{live} AS l FULL JOIN {shadow} AS s ON {on}").format(
         live=side(live_schema), shadow=side(shadow_schema),
@@ -101,12 +128,13 @@ def compare_table(conn: psycopg.Connection, live_schema: str, shadow_schema: str
     drift = TableDrift(table, counts[0], counts[1], missing=counts[2], extra=counts[3], different=counts[4])
     if drift.missing:
         drift.examples["missing"] = [_keyed(key, r) for r in _examples(
-            conn, sql.SQL("to_jsonb(s)"), joined, live_absent, examples)]
+            conn, as_json("s"), joined, live_absent, examples)]
     if drift.extra:
         drift.examples["extra"] = [_keyed(key, r) for r in _examples(
-            conn, sql.SQL("to_jsonb(l)"), joined, shadow_absent, examples)]
+            conn, as_json("l"), joined, shadow_absent, examples)]
     if drift.different:
-        pairs = _examples(conn, sql.SQL("jsonb_build_array(to_jsonb(l), to_jsonb(s))"), joined, differs, examples)
+        pairs = _examples(conn, sql.SQL("jsonb_build_array({}, {})").format(as_json("l"), as_json("s")), joined,
+                          differs, examples)
         drift.examples["different"] = [_difference(key, live, rebuilt, ignored) for live, rebuilt in pairs]
     return drift
 

@@ -188,10 +188,27 @@ def to_event(event_type: str, record: Mapping[str, Any], position: Position | No
 _join_bytes = b"".join
 
 
+# The record fields `lineage_history` keeps in columns of their own (a dependency's `downstream_key` is
+# its `asset_key`), and the fields of `run` likewise. The payload leaves them out: PostgreSQL parses every
+# payload into jsonb, and these fields were 70% of a payload's bytes and half the CPU of the history COPY
+# (bench/README.md, issue 15, "Ninth pass"). Migration 0009's `assetlog_lineage_event` puts them back;
+# tests/test_history_payload.py checks that the two agree, field for field.
+FIELDS_IN_COLUMNS = ("event_id", "event_time", "asset_key", "upstream_key", "downstream_key", "status",
+                     "materialization_event_id")
+RUN_FIELDS_IN_COLUMNS = frozenset(("flow_run_id", "flow_name", "task_run_id", "task_name"))
+
+
 def event_payload(event: Event) -> bytes:
-    """The event as JSON bytes for `lineage_history.payload` (see `payload_json`); only the lineage
-    projection needs it, so it is made there, once per stored event."""
+    """The JSON bytes of `lineage_history.payload`: the event's fields that have no column of their own,
+    with their Avro names (see `payload_json`); only the lineage projection needs it, so it is made
+    there, once per stored event."""
     body = dict(event.record)
+    pop = body.pop
+    for name in FIELDS_IN_COLUMNS:
+        pop(name, None)
+    run = pop("run", None)
+    if run is not None and not RUN_FIELDS_IN_COLUMNS.issuperset(run):  # a newer schema's own run fields
+        body["run"] = {name: value for name, value in run.items() if name not in RUN_FIELDS_IN_COLUMNS}
     if event.metadata is not None:
         del body["metadata_json"]
         body["metadata"] = event.metadata
@@ -382,6 +399,7 @@ accept_checked: Callable[[str, Mapping[str, Any], Position | None], Event | None
 
 
 def payload_json(event: Event) -> str:
-    """The event as JSON for `lineage_history.payload`: the Avro record with its field names,
-    event_time as ISO-8601 text, and a metadata event's metadata_json parsed, as `metadata`."""
+    """`lineage_history.payload` as text: the Avro record with its field names, less the fields the
+    history row has columns for (`FIELDS_IN_COLUMNS`), and a metadata event's metadata_json parsed,
+    as `metadata`."""
     return event_payload(event).decode("utf-8")

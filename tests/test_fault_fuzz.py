@@ -302,7 +302,10 @@ def test_a_thousand_fuzzed_messages_are_dead_lettered_and_the_rest_projected_ver
     with psycopg.connect(isolated.dsn) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM asset_properties")}
         tasks = {r[0] for r in conn.execute("SELECT task_name FROM lineage_history")}
-        payload_tasks = {r[0] for r in conn.execute("SELECT payload->'run'->>'task_name' FROM lineage_history")}
+        payload_tasks = {r[0] for r in conn.execute(  # the whole event: the lean payload and the columns
+            "SELECT assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, status, "
+            "materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload)->'run'->>'task_name' "
+            "FROM lineage_history")}
         metadata = [r[0] for r in conn.execute("SELECT metadata FROM assets WHERE metadata IS NOT NULL")]
     for text in HOSTILE:
         assert text in names and text in tasks and text in payload_tasks

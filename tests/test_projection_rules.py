@@ -125,7 +125,7 @@ def test_lineage_history_keeps_every_field_of_every_event(db, isolated):
     assert rows[DEPENDENCY][2] == "s3://bucket/in.csv" and rows[MATERIALIZATION][2] is None
     assert rows[MATERIALIZATION][10]["error"] == {"type": "KeyError", "message": "'x'"}
     assert rows[MATERIALIZATION][10]["properties"]["name"] == "Report"
-    assert rows[MATERIALIZATION][10]["event_time"] == "2025-01-01T00:00:05+00:00"
+    assert not {"event_id", "event_time", "asset_key", "status", "run"} & set(rows[MATERIALIZATION][10])  # in columns
     assert rows[METADATA][10]["metadata"] == {"rows": 3} and "metadata_json" not in rows[METADATA][10]
     assert rows[DEPENDENCY][10]["declared"] == "EXPLICIT"
 

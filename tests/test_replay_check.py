@@ -150,3 +150,38 @@ def test_check_while_live_consumers_and_a_producer_run(isolated):
         assert properties.error is None and lineage.error is None
     assert summary["drift"] is False, [t for t in summary["tables"] if t["missing"] or t["extra"] or t["different"]]
     assert summary["messages"] >= 3000
+
+
+WHOLE_EVENT = ("assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, status, "
+               "materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload)")
+
+
+def test_check_compares_history_payloads_written_before_0009_by_the_event_they_hold(isolated):
+    """Rows written before migration 0009 hold the whole event in `payload`, a rebuild only the fields
+    without a column: the check compares the events, so the two forms agree, and a payload that says
+    something else is still drift."""
+    migrate(isolated.dsn)
+    publish(isolated.settings, events_of(guide_pipelines()))
+    run_until_caught_up("lineage", isolated.settings)
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.execute("ALTER TABLE lineage_history DISABLE TRIGGER lineage_history_append_only")
+        conn.execute(f"UPDATE lineage_history SET payload = {WHOLE_EVENT}")  # as a version before 0009 wrote it
+        assert conn.execute("SELECT count(*) FROM lineage_history WHERE payload ? 'run'").fetchone()[0] > 0
+        conn.execute("ALTER TABLE lineage_history ENABLE TRIGGER lineage_history_append_only")
+
+    assert replay(isolated, "lineage", "--check")["drift"] is False
+
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.execute("ALTER TABLE lineage_history DISABLE TRIGGER lineage_history_append_only")
+        changed = conn.execute(
+            "UPDATE lineage_history SET payload = jsonb_set(payload, '{producer,host}', '\"other\"') WHERE event_id = "
+            "(SELECT event_id FROM lineage_history ORDER BY event_id LIMIT 1) RETURNING event_id::text").fetchone()[0]
+        conn.execute("ALTER TABLE lineage_history ENABLE TRIGGER lineage_history_append_only")
+    report = assetlog(isolated, "replay", "lineage", "--check", "--json")
+    assert report.code == 1
+    history = by_table(report.json())["lineage_history"]
+    assert (history["missing"], history["extra"], history["different"]) == (0, 0, 1)
+    [example] = history["examples"]["different"]
+    assert example["key"]["event_id"] == changed and list(example["columns"]) == ["payload"]
+    assert example["columns"]["payload"]["live"]["producer"]["host"] == "other"
+    assert example["columns"]["payload"]["rebuilt"]["run"] == example["columns"]["payload"]["live"]["run"]
