@@ -9,7 +9,8 @@
  * different: tests/test_fast_events.py compares it with `to_event`, event by event, with hypothesis,
  * over valid records and over records broken in every checked field.
  *
- * It also holds the UUID text test `to_event` itself uses (is_uuid_text).
+ * It also holds the UUID text test `to_event` itself uses (is_uuid_text), and binary COPY's row
+ * formatting (format_rows, in _copy_binary.c).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,6 +18,8 @@
 #include <structmember.h>
 #include <math.h>
 #include <string.h>
+
+#include "_copy_binary.h"
 
 /* Whether the str `value` is canonical 8-4-4-4-12 hex UUID text, of either case (lowercase_only: of
  * lowercase only). The rule is projections/events.py's _UUID_TEXT regex; tests/test_fast_events.py
@@ -388,6 +391,9 @@ static PyMethodDef functions[] = {
     {"is_uuid_text", is_uuid_text, METH_O,
      PyDoc_STR("is_uuid_text(value) -> bool: canonical 8-4-4-4-12 hex UUID text (either case), as "
                "projections.events._UUID_TEXT.fullmatch decides")},
+    {"format_rows", assetlog_format_rows, METH_VARARGS,
+     PyDoc_STR("format_rows(rows, kinds) -> bytes | None: the rows' binary COPY tuples (projections/_copy_binary.c), "
+               "or None when a value is not of a form it knows")},
     {NULL},
 };
 
@@ -402,7 +408,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__fast_events(void)
 {
     PyDateTime_IMPORT;
-    if (PyDateTimeAPI == NULL || PyType_Ready(&AcceptorType) < 0)
+    if (PyDateTimeAPI == NULL || assetlog_copy_binary_init() < 0 || PyType_Ready(&AcceptorType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
