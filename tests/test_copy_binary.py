@@ -128,12 +128,16 @@ def test_a_copy_reads_back_the_same_values_either_way(conn, drawn):
     assert read[0] == read[1] and len(read[0]) == len(drawn)
 
 
-def test_a_value_the_c_code_declines_still_goes_through_psycopg(conn):
+@pytest.mark.parametrize("declined_at", [0, 999, 1000, 2499])
+def test_a_value_the_c_code_declines_still_goes_through_psycopg(conn, declined_at):
+    """Parts before it were sent formatted in C; psycopg writes the rest, in the same COPY."""
+    rows = [(str(uuid.UUID(int=n)), datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=n)) for n in range(2500)]
+    rows[declined_at] = (uuid.UUID(int=declined_at), rows[declined_at][1])
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("CREATE TEMPORARY TABLE copied (u uuid, ts timestamptz) ON COMMIT DROP")
-        copy_rows(cur, sql.Identifier("copied"), (("u", "uuid"), ("ts", "timestamptz")),
-                  [(uuid.UUID(int=5), datetime(2025, 1, 1, tzinfo=UTC))])
-        assert cur.execute("SELECT u FROM copied").fetchone()[0] == uuid.UUID(int=5)
+        cur.execute("CREATE TEMPORARY TABLE copied (n serial, u uuid, ts timestamptz) ON COMMIT DROP")
+        copy_rows(cur, sql.Identifier("copied"), (("u", "uuid"), ("ts", "timestamptz")), rows)
+        read = cur.execute("SELECT u, ts FROM copied ORDER BY n").fetchall()
+    assert read == [(uuid.UUID(int=n), datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=n)) for n in range(2500)]
 
 
 @given(text=st.uuids().map(str), at=st.integers(0, 35), char=st.characters(max_codepoint=0x2FF))
