@@ -265,11 +265,16 @@ class MonthlyPartitions:
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (CREATE_LOCK_TIMEOUT,))
                 create_month(conn, self.schema, month, self.parent)
             return True
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            # Created meanwhile by another writer (the other replay worker, a live consumer beside it): the
+            # name is taken only once that writer committed, so the partition is there and takes the rows.
+            log.debug("partition %s created meanwhile by another writer", partition_name(month, self.parent))
+            self.known.add(month)
+            return False
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.CheckViolation,
-                psycopg.errors.InvalidObjectDefinition, psycopg.errors.DuplicateTable,
-                psycopg.errors.UniqueViolation) as exc:
-            # Busy table, rows of the month already in DEFAULT, or created meanwhile by another writer:
-            # the rows of this batch go where PostgreSQL routes them; the next batch looks again.
+                psycopg.errors.InvalidObjectDefinition) as exc:
+            # Busy table, or rows of the month already in DEFAULT: the rows of this batch go where
+            # PostgreSQL routes them; the next batch looks again.
             log.warning("partition %s not created now (%s); its rows go to the default partition",
                         partition_name(month, self.parent), str(exc).splitlines()[0])
             return False

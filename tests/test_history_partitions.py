@@ -4,6 +4,7 @@ an event id met again with another time dead-lettered, lookups that prune, and `
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -294,3 +295,17 @@ def test_a_month_created_live_during_a_replay_is_in_the_swapped_in_history(world
         assert all(p.refuses_truncate for p in list_partitions(conn, "public"))
     ahead_now = [partition_name(m) for m in ahead()]  # the next month, in the last week of this one
     assert names == ["lineage_history_2025_01", *ahead_now, "lineage_history_2031_01", "lineage_history_default"]
+
+
+def test_a_partition_another_writer_created_meanwhile_is_taken_as_there(world, caplog):
+    """Two writers (the replay's two workers) meet the same new month: the one that loses the race
+    neither warns that the rows go to DEFAULT (they do not) nor tries again next batch."""
+    month = add_months(month_of(datetime.now(UTC)), 1)
+    with psycopg.connect(world.dsn, autocommit=True) as first, psycopg.connect(world.dsn, autocommit=True) as second:
+        assert MonthlyPartitions(None).ensure(first, [month]) == [month]
+        late = MonthlyPartitions(None)
+        with caplog.at_level(logging.DEBUG, logger="assetlog.projections"):
+            assert late._try_create(second, month) is False  # its catalog look-up came before the other's commit
+        assert month in late.known
+        assert [r.levelname for r in caplog.records] == ["DEBUG"] and "meanwhile" in caplog.records[0].getMessage()
+        assert second.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
