@@ -207,6 +207,10 @@ class ShadowReader:
                                      - min(self.positions[n].get(tp, 0) for n in names)) for tp in wanted))
         end = {tp: max(targets[n].get(tp, 0) for n in names) for tp in wanted}
         begin = {tp: min(self.positions[n].get(tp, 0) for n in names) for tp in wanted}
+        # Projections whose window is [begin, end) of every partition read: every message read is theirs, so
+        # `_submit` skips its offset check for them (every projection of a replay; 3% of a worker's CPU).
+        whole = {n for n in names if all(self.positions[n].get(tp, 0) == begin[tp] and targets[n].get(tp, 0) == end[tp]
+                                         for tp in wanted)}
         if wanted:
             self._consumer.assign([TopicPartition(t, p, begin[(t, p)]) for t, p in sorted(wanted)])
         pending = set(wanted)
@@ -244,7 +248,7 @@ class ShadowReader:
                 if offset + 1 >= end[tp]:
                     pending.discard(tp)
             if rows:
-                self._submit(rows, targets)
+                self._submit(rows, targets, whole)
                 self.progress.advance(len(rows))
         for writer in self.writers:
             name = writer.projection.name
@@ -257,12 +261,13 @@ class ShadowReader:
             for tp, target in targets[name].items():
                 self.positions[name][tp] = max(self.positions[name].get(tp, 0), target)
 
-    def _submit(self, rows: list[tuple[str, int, int, Any, Any]], targets: Mapping[str, Offsets]) -> None:
+    def _submit(self, rows: list[tuple[str, int, int, Any, Any]], targets: Mapping[str, Offsets],
+                whole: set[str]) -> None:
         shared: Batch | None = None
         for writer in self.writers:
             name = writer.projection.name
             low, high = self.positions[name], targets[name]
-            inside = all(low.get((t, p), 0) <= o < high.get((t, p), 0) for t, p, o, _k, _v in rows)
+            inside = name in whole or all(low.get((t, p), 0) <= o < high.get((t, p), 0) for t, p, o, _k, _v in rows)
             if inside:
                 if shared is None:
                     shared = build_batch(rows, self.expected)

@@ -185,3 +185,22 @@ def test_check_compares_history_payloads_written_before_0009_by_the_event_they_h
     assert example["key"]["event_id"] == changed and list(example["columns"]) == ["payload"]
     assert example["columns"]["payload"]["live"]["producer"]["host"] == "other"
     assert example["columns"]["payload"]["rebuilt"]["run"] == example["columns"]["payload"]["live"]["run"]
+
+
+def test_check_all_rebuilds_each_projection_to_its_own_live_offsets(isolated):
+    """The lineage consumer is ahead of the properties consumer: one read serves both rebuilds, and the
+    messages past the properties consumer's offsets must reach the lineage rebuild only."""
+    migrate(isolated.dsn)
+    publish(isolated.settings, realistic_runs(500, seed=3))
+    run_until_caught_up("properties", isolated.settings)
+    publish(isolated.settings, realistic_runs(500, seed=4, start=10_000))
+    run_until_caught_up("lineage", isolated.settings)
+    assert stored_offsets(isolated.dsn, "properties") != stored_offsets(isolated.dsn, "lineage")
+
+    result = assetlog(isolated, "replay", "all", "--check", "--json", "--grace", "0")
+    assert result.code == 1, result.stderr[-2000:]  # the properties consumer is behind the end: named, not drift
+    summary = result.json()
+    assert summary["drift"] is False and {b["projection"] for b in summary["behind"]} == {"properties"}
+    tables = by_table(summary)
+    for name in TABLES:
+        assert (tables[name]["missing"], tables[name]["extra"], tables[name]["different"]) == (0, 0, 0), tables[name]
