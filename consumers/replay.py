@@ -130,28 +130,19 @@ class Replay:
                                                      for t in getattr(PROJECTIONS[name], "keys_after_load", ())]
             vacuum_after_load = [t for name in self.names for t in getattr(PROJECTIONS[name], "vacuum_after_load", ())]
             shadow = ShadowTables(live, tables, keys_after_load=keys_after_load, vacuum_after_load=vacuum_after_load)
+            shadow.create(control)  # secondary indexes only once loaded, and only to swap them in
             partitions = self._partitions()
             start = {tp: 0 for tp in partitions}
-            whole_topics = not self.check and self.since is None
-            if whole_topics:  # what to read is known already: worker processes start importing meanwhile
-                ends = self._high_watermarks(partitions)
-                first = {n: ends for n in self.names}
-                if self._workers(start, first) > 1:
-                    reader = self._reader(shadow, start, first)
-                    assert isinstance(reader, ParallelReader)
-                    reader.spawn()
-            shadow.create(control)  # secondary indexes only once loaded, and only to swap them in
             if self.since is not None:
                 start = self._seed_since(control, live, shadow, partitions)
             if self.check:
                 self._ends = self._high_watermarks(partitions)
                 first = {n: self._live_offsets(control, n, partitions) for n in self.names}
                 self._first = first
-            elif not whole_topics:
+            else:
                 ends = self._high_watermarks(partitions)
                 first = {n: ends for n in self.names}
-            if reader is None:
-                reader = self._reader(shadow, start, first)
+            reader = self._reader(shadow, start, first)
             self._timed("read", lambda: reader.read_to(first, self._stop.is_set))
             self.result.read_seconds = self.result.phases["read"]
             if self.check:
@@ -200,16 +191,13 @@ class Replay:
         finally:
             self.result.phases[phase] = self.result.phases.get(phase, 0.0) + time.monotonic() - started
 
-    def _workers(self, start: Offsets, first: dict[str, Offsets]) -> int:
-        if self.workers is not None:
-            return self.workers
-        big = lag({n: dict(start) for n in self.names}, first) / len(self.names) >= PARALLEL_FROM
-        return min(os.cpu_count() or 1, 4) if big else 1
-
     def _reader(self, shadow: ShadowTables, start: Offsets,
                 first: dict[str, Offsets]) -> ShadowReader | ParallelReader:
-        """The reader: one in this process (connects at once), or worker processes (connect when reading)."""
-        workers = self.result.workers = self._workers(start, first)
+        workers = self.workers
+        if workers is None:
+            big = lag({n: dict(start) for n in self.names}, first) / len(self.names) >= PARALLEL_FROM
+            workers = min(os.cpu_count() or 1, 4) if big else 1
+        self.result.workers = workers
         if workers <= 1:
             return ShadowReader(self.settings, self.names, shadow.schema, start, batch_size=self.batch_size,
                                 progress=self.progress)

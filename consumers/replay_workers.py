@@ -41,18 +41,13 @@ class _SharedCounter(Progress):
             self.counter.value += events
 
 
-def _serve(pipe: Any, settings: Settings, names: list[str], schema: str, batch_size: int, counter: Any) -> None:
-    """A worker process: told its partitions' start offsets, then read_to rounds until told to close.
-
-    It may be started before the shadow tables exist (its imports then overlap the parent's set-up), so
-    it connects only once told where to start."""
+def _serve(pipe: Any, settings: Settings, names: list[str], schema: str, start: Offsets, batch_size: int,
+           counter: Any) -> None:
+    """A worker process: read_to rounds until told to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the workers
     tune_interpreter()  # as `assetlog consume` does: batches of short-lived records, a committer thread
     reader: ShadowReader | None = None
     try:
-        command, start = pipe.recv()
-        if command == "close":  # the replay ended before reading
-            return
         reader = ShadowReader(settings, names, schema, start, batch_size=batch_size, progress=_SharedCounter(counter))
         while True:
             command, targets = pipe.recv()
@@ -90,7 +85,6 @@ class ParallelReader:
         self._pool: list[tuple[Any, Any, list[Partition]]] = []  # (process, pipe, partitions)
         self._busy: list[int] = []  # workers in the middle of a round
         self._stats: list[dict[str, dict[str, int]]] = []
-        self._started = False  # workers given their partitions
 
     def lag(self, targets: Mapping[str, Offsets]) -> int:
         return lag(self.positions, targets)
@@ -103,41 +97,31 @@ class ParallelReader:
                     setattr(total[name], key, getattr(total[name], key) + value)
         return total
 
-    def spawn(self) -> None:
-        """Start the worker processes now, before they are given partitions: a spawned interpreter spends
-        a third of a second importing, which then overlaps the replay's own set-up (shadow tables,
-        offsets). They connect to Kafka and PostgreSQL only at the first `read_to`."""
-        if self._pool:
-            return
-        partitions = {tp for offsets in self.positions.values() for tp in offsets}
-        for _ in range(max(1, min(self.workers, len(partitions)))):
-            parent, child = self._context.Pipe()
-            process = self._context.Process(
-                target=_serve, name="assetlog-replay-worker",
-                args=(child, self.settings, self.names, self.schema, self.batch_size, self._counter))
-            process.start()
-            child.close()
-            self._pool.append((process, parent, []))
-            self._stats.append({})
-
     def _start(self, targets: Mapping[str, Offsets]) -> None:
-        """Split the partitions by the messages each has to read, heaviest first, and give each worker its
-        share (starting the workers first unless `spawn` did)."""
-        self.spawn()
+        """Split the partitions by the messages each has to read, heaviest first, then start the workers."""
         partitions = sorted({tp for offsets in self.positions.values() for tp in offsets})
         work = {tp: max(targets[n].get(tp, 0) - self.positions[n].get(tp, 0) for n in self.names)
                 for tp in partitions}
-        loads = [0] * len(self._pool)
+        count = max(1, min(self.workers, len(partitions)))
+        groups: list[list[Partition]] = [[] for _ in range(count)]
+        loads = [0] * count
         for tp in sorted(partitions, key=lambda tp: (-work[tp], tp)):
             lightest = loads.index(min(loads))
-            self._pool[lightest][2].append(tp)
+            groups[lightest].append(tp)
             loads[lightest] += max(0, work[tp])
-        for _process, pipe, group in self._pool:
-            pipe.send(("start", {tp: self.positions[self.names[0]][tp] for tp in group}))  # projections start together
-        self._started = True
+        for group in groups:
+            parent, child = self._context.Pipe()
+            start = {tp: self.positions[self.names[0]][tp] for tp in group}  # all projections start together
+            process = self._context.Process(
+                target=_serve, name="assetlog-replay-worker",
+                args=(child, self.settings, self.names, self.schema, start, self.batch_size, self._counter))
+            process.start()
+            child.close()
+            self._pool.append((process, parent, group))
+            self._stats.append({})
 
     def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False) -> None:
-        if not self._started:
+        if not self._pool:
             self._start(targets)
         self.progress.expect(sum(max(0, max(targets[n].get(tp, 0) for n in self.names)
                                      - min(self.positions[n].get(tp, 0) for n in self.names))
@@ -193,4 +177,3 @@ class ParallelReader:
                 process.join(5)
             pipe.close()
         self._pool.clear()
-        self._started = False

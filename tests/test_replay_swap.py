@@ -219,20 +219,3 @@ def test_replay_refuses_to_swap_tables_a_view_depends_on(isolated):
         conn.execute("DROP TABLE notes")
     assert replay(isolated, "properties")["generations"] == {"properties": 1}
     assert dump_tables(isolated.dsn) == before
-
-
-def test_workers_started_ahead_leave_cleanly_when_the_replay_ends_before_reading():
-    """`replay all` starts its worker processes before the shadow tables exist (their imports overlap
-    its set-up); if it fails or is interrupted before reading, they exit without connecting anywhere."""
-    from assetlog.config import Settings
-    from assetlog.consumers.replay_workers import ParallelReader
-
-    nowhere = Settings(kafka_bootstrap="127.0.0.1:9", postgres_dsn="postgresql://nobody@127.0.0.1:9/none")
-    reader = ParallelReader(nowhere, ["properties", "lineage"], "assetlog_shadow",
-                            {("t", 0): 0, ("t", 1): 0, ("t", 2): 0}, workers=2)
-    reader.spawn()
-    processes = [process for process, _pipe, _group in reader._pool]
-    assert len(processes) == 2 and all(p.is_alive() for p in processes)
-    started = time.monotonic()
-    reader.close()
-    assert [p.exitcode for p in processes] == [0, 0] and time.monotonic() - started < 20
