@@ -190,9 +190,9 @@ _join_bytes = b"".join
 
 # The record fields `lineage_history` keeps in columns of their own (a dependency's `downstream_key` is
 # its `asset_key`), and the fields of `run` likewise. The payload leaves them out: PostgreSQL parses every
-# payload into jsonb, and these fields were 70% of a payload's bytes and half the CPU of the history COPY
-# (bench/README.md, issue 15, "Ninth pass"). Migration 0009's `assetlog_lineage_event` puts them back;
-# tests/test_history_payload.py checks that the two agree, field for field.
+# payload into jsonb, and these fields were 70% of a payload's bytes, and cost half of PostgreSQL's CPU for
+# a history COPY without indexes (bench/README.md, issue 15, "Ninth pass"). Migration 0009's
+# `assetlog_lineage_event` puts them back; tests/test_history_payload.py checks that the two agree.
 FIELDS_IN_COLUMNS = ("event_id", "event_time", "asset_key", "upstream_key", "downstream_key", "status",
                      "materialization_event_id")
 RUN_FIELDS_IN_COLUMNS = frozenset(("flow_run_id", "flow_name", "task_run_id", "task_name"))
