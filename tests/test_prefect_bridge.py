@@ -172,12 +172,14 @@ def test_event_ids_derive_from_prefects_event_ids(worlds):
     follower of a Prefect server derives the same and the consumers count it once."""
     _builtin, bridged, _result, _log = worlds
     with psycopg.connect(bridged.dsn) as conn:
-        rows = conn.execute("SELECT event_id, payload FROM lineage_history "
-                            "WHERE event_type = 'materialization'").fetchall()
+        rows = conn.execute(  # each row's whole event (its columns and its lean payload, migration 0009)
+            "SELECT event_id, assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, "
+            "status, materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload) "
+            "FROM lineage_history WHERE event_type = 'materialization'").fetchall()
     assert rows
-    for event_id, payload in rows:
+    for event_id, event in rows:
         assert str(event_id)[14] == "5", event_id  # a version 5 (name-based) UUID
-        assert payload["event_id"] == str(event_id)
+        assert event["event_id"] == str(event_id)
 
 
 @pytest.mark.parametrize(("setting", "installed"), [
