@@ -75,7 +75,8 @@ static int put_bytes(Buffer *buffer, const char *data, Py_ssize_t size, int json
     return WRITTEN;
 }
 
-static int put_text(Buffer *buffer, PyObject *value) {
+/* A str's UTF-8 bytes, as text or (jsonb) after jsonb's version byte. */
+static int put_str(Buffer *buffer, PyObject *value, int jsonb) {
     if (!PyUnicode_CheckExact(value)) return UNKNOWN;
     Py_ssize_t size;
     const char *utf8 = PyUnicode_AsUTF8AndSize(value, &size);
@@ -83,8 +84,10 @@ static int put_text(Buffer *buffer, PyObject *value) {
         PyErr_Clear(); /* a lone surrogate: psycopg names it */
         return UNKNOWN;
     }
-    return put_bytes(buffer, utf8, size, 0);
+    return put_bytes(buffer, utf8, size, jsonb);
 }
+
+static int put_text(Buffer *buffer, PyObject *value) { return put_str(buffer, value, 0); }
 
 static int hex_value(Py_UCS4 c) {
     if (c >= '0' && c <= '9') return (int)(c - '0');
@@ -157,14 +160,7 @@ static int put_timestamptz(Buffer *buffer, PyObject *value) {
 
 static int put_jsonb(Buffer *buffer, PyObject *value) {
     if (PyBytes_CheckExact(value)) return put_bytes(buffer, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), 1);
-    if (!PyUnicode_CheckExact(value)) return UNKNOWN;
-    Py_ssize_t size;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(value, &size);
-    if (utf8 == NULL) {
-        PyErr_Clear();
-        return UNKNOWN;
-    }
-    return put_bytes(buffer, utf8, size, 1);
+    return put_str(buffer, value, 1);
 }
 
 static int put_text_array(Buffer *buffer, PyObject *value) {
