@@ -240,6 +240,10 @@ def apply_directly(conn: psycopg.Connection, projection_name: str,
         projection.apply(conn, projection.reduce(validated))
 
 
+# A lineage_history row's whole event in SQL (its columns and its payload, migration 0009's function).
+WHOLE_EVENT = ("assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, status, "
+               "materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload)")
+
 PROJECTED_TABLES = {
     "asset_properties": "key",
     "assets": "key",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from events_factory import Asset, Publisher, TaskRun, Upstream, dump_tables, props, topic_for
+from events_factory import WHOLE_EVENT, Asset, Publisher, TaskRun, Upstream, dump_tables, props, topic_for
 from fault_support import (
     PROJECTIONS,
     consume_process,
@@ -303,9 +303,7 @@ def test_a_thousand_fuzzed_messages_are_dead_lettered_and_the_rest_projected_ver
         names = {r[0] for r in conn.execute("SELECT name FROM asset_properties")}
         tasks = {r[0] for r in conn.execute("SELECT task_name FROM lineage_history")}
         payload_tasks = {r[0] for r in conn.execute(  # the whole event: the lean payload and the columns
-            "SELECT assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, status, "
-            "materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload)->'run'->>'task_name' "
-            "FROM lineage_history")}
+            f"SELECT {WHOLE_EVENT}->'run'->>'task_name' FROM lineage_history")}
         metadata = [r[0] for r in conn.execute("SELECT metadata FROM assets WHERE metadata IS NOT NULL")]
     for text in HOSTILE:
         assert text in names and text in tasks and text in payload_tasks

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from events_factory import apply_directly, events_of, guide_pipelines
+from events_factory import WHOLE_EVENT, apply_directly, events_of, guide_pipelines
 from hostile_events import base_events, versions
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -29,8 +29,9 @@ from assetlog.projections.events import FIELDS_IN_COLUMNS, RUN_FIELDS_IN_COLUMNS
 from assetlog.projections.lineage import history_row
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA, registry
 
-WHOLE_EVENT = ("SELECT %s::jsonb, e FROM (SELECT assetlog_lineage_event(%s, %s::uuid, %s, %s, %s, %s, %s::uuid, "
-               "%s::uuid, %s, %s::uuid, %s, %s::jsonb) AS e) AS whole")
+# The expected event and the one migration 0009's function makes of a row's values (given as parameters).
+WHOLE_EVENT_OF_VALUES = ("SELECT %s::jsonb, e FROM (SELECT assetlog_lineage_event(%s, %s::uuid, %s, %s, %s, %s, "
+                         "%s::uuid, %s::uuid, %s, %s::uuid, %s, %s::jsonb) AS e) AS whole")
 UUID_FIELDS = ("event_id", "materialization_event_id")
 RUN_UUID_FIELDS = ("flow_run_id", "task_run_id")
 
@@ -65,7 +66,7 @@ def whole_event_before_0009(event_type: str, record: dict[str, Any]) -> str:
 
 def assert_whole(conn: psycopg.Connection, event_type: str, record: dict[str, Any]) -> None:
     row = history_row(to_event(event_type, record))
-    expected, whole = conn.execute(WHOLE_EVENT, (whole_event_before_0009(event_type, record), *row[1:2], row[0],
+    expected, whole = conn.execute(WHOLE_EVENT_OF_VALUES, (whole_event_before_0009(event_type, record), *row[1:2], row[0],
                                                  *row[2:11], row[11].decode())).fetchone()
     assert whole == expected, {k: (whole.get(k, "(absent)"), expected.get(k, "(absent)"))
                                for k in set(whole) | set(expected) if whole.get(k, 0) != expected.get(k, 0)}
@@ -139,10 +140,7 @@ def test_rows_written_by_the_projection_give_back_every_event(db):
     """Through the real write path (binary COPY of `history_row`s), then read back in SQL."""
     events = events_of(guide_pipelines())
     apply_directly(db, "lineage", events)
-    whole = dict(db.execute(
-        "SELECT event_id::text, assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, "
-        "status, materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload) "
-        "FROM lineage_history").fetchall())
+    whole = dict(db.execute(f"SELECT event_id::text, {WHOLE_EVENT} FROM lineage_history").fetchall())
     assert len(whole) == len(events)
     for event_type, record in events:
         expected = db.execute("SELECT %s::jsonb", (whole_event_before_0009(event_type, record),)).fetchone()[0]

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import create_isolated, drop_isolated
+from events_factory import WHOLE_EVENT
 from psycopg.rows import dict_row
 
 from assetlog.consumers import run_until_caught_up
@@ -173,9 +174,7 @@ def test_event_ids_derive_from_prefects_event_ids(worlds):
     _builtin, bridged, _result, _log = worlds
     with psycopg.connect(bridged.dsn) as conn:
         rows = conn.execute(  # each row's whole event (its columns and its lean payload, migration 0009)
-            "SELECT event_id, assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, "
-            "status, materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload) "
-            "FROM lineage_history WHERE event_type = 'materialization'").fetchall()
+            f"SELECT event_id, {WHOLE_EVENT} FROM lineage_history WHERE event_type = 'materialization'").fetchall()
     assert rows
     for event_id, event in rows:
         assert str(event_id)[14] == "5", event_id  # a version 5 (name-based) UUID

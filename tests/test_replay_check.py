@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import psycopg
-from events_factory import LOOKUP, SALES, Publisher, dump_tables, events_of, guide_pipelines, publish
+from events_factory import (
+    LOOKUP,
+    SALES,
+    WHOLE_EVENT,
+    Publisher,
+    dump_tables,
+    events_of,
+    guide_pipelines,
+    publish,
+)
 from replay_support import LiveConsumer, assetlog, end_offsets, realistic_runs, replay, stored_offsets
 
 from assetlog.consumers import run_until_caught_up
@@ -150,10 +159,6 @@ def test_check_while_live_consumers_and_a_producer_run(isolated):
         assert properties.error is None and lineage.error is None
     assert summary["drift"] is False, [t for t in summary["tables"] if t["missing"] or t["extra"] or t["different"]]
     assert summary["messages"] >= 3000
-
-
-WHOLE_EVENT = ("assetlog_lineage_event(event_type, event_id, event_time, asset_key, upstream_key, status, "
-               "materialization_event_id, flow_run_id, flow_name, task_run_id, task_name, payload)")
 
 
 def test_check_compares_history_payloads_written_before_0009_by_the_event_they_hold(isolated):
