@@ -60,14 +60,15 @@ def _add_secure_flag(parser: argparse.ArgumentParser) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     stack = LocalStack.default(secure=args.secure)
-    result = stack.up(standby=args.standby)
-    env = stack.env()
-    settings = Settings.from_env({**os.environ, **env})
-    result["topics"] = ensure_topics(settings, partitions=args.partitions)
-    if not result["postgres"].get("external"):
-        result["migrations"] = migrate(settings.require_postgres()).as_dict()
-        if stack.secure:
-            stack.postgres.set_password(READONLY_ROLE)
+    with stack.alone():  # another `up` meanwhile waits, then finds it all done (topics and migrations too)
+        result = stack.up(standby=args.standby)
+        env = stack.env()
+        settings = Settings.from_env({**os.environ, **env})
+        result["topics"] = ensure_topics(settings, partitions=args.partitions)
+        if not result["postgres"].get("external"):
+            result["migrations"] = migrate(settings.require_postgres()).as_dict()
+            if stack.secure:
+                stack.postgres.set_password(READONLY_ROLE)
 
     def human() -> str:
         kafka, postgres = result["kafka"], result["postgres"]

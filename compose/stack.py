@@ -7,10 +7,13 @@ then neither starts nor stops it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,9 @@ def stack_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/assetlog/stack")
     return state_home() / "stack"
+
+
+_HELD: set[str] = set()  # stack locks this process holds (`LocalStack.alone`)
 
 
 @dataclass
@@ -82,11 +88,33 @@ class LocalStack:
     def external_postgres(self) -> str | None:
         return self._external(ENV_POSTGRES_DSN, self.postgres.dsn())
 
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """No other process starts this stack meanwhile (re-entrant within a process). Two `up`s at once
+        (two shells, or the test suite's two workers each making sure the stack runs) each saw no broker
+        and started one: the second could not open the data the first held and overwrote its pid file,
+        so the running broker was nobody's and the next `up` found its port taken."""
+        path = str(self.home / "stack.lock")
+        if path in _HELD:
+            yield
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _HELD.add(path)
+            try:
+                yield
+            finally:
+                _HELD.discard(path)
+
     def up(self, standby: bool = False) -> dict[str, object]:
         """Start what is not configured elsewhere and not already running; idempotent.
         With `standby`, also a hot standby of the local PostgreSQL that queries can read."""
+        with self.alone():
+            return self._up(standby)
+
+    def _up(self, standby: bool) -> dict[str, object]:
         started = time.monotonic()
-        self.home.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             os.chmod(self.home, 0o755)
             os.chmod(self.home.parent, 0o755)

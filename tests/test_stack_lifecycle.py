@@ -108,3 +108,21 @@ def test_env_without_a_running_stack_says_how_to_start_it(private_stack):
     result = _run(env, "env")
     assert result.returncode == 1
     assert "assetlog stack up" in result.stderr
+
+
+def test_two_ups_at_once_start_one_broker_that_the_stack_knows(private_stack):
+    """The suite's two workers each make sure the stack runs: started together, one starts the servers
+    and the other reuses them; the pid files name what runs, and `down` stops it all."""
+    home, env = private_stack
+    ups = [subprocess.Popen([sys.executable, "-m", "assetlog", "stack", "up", "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [up.communicate(timeout=180) for up in ups]
+    assert [up.returncode for up in ups] == [0, 0], [err for _out, err in results]
+    reports = [json.loads(out) for out, _err in results]
+    assert sorted(r["kafka"]["reused"] for r in reports) == [False, True]
+    assert reports[0]["kafka"]["pid"] == reports[1]["kafka"]["pid"]
+    status = json.loads(_run(env, "status", "--json").stdout)
+    assert status["kafka"]["pid"] == reports[0]["kafka"]["pid"] and status["kafka"]["running"] is True
+    down = _run(env, "down", "--json")
+    assert json.loads(down.stdout)["stopped"] == {"kafka": True, "postgres": True}
+    assert _our_processes(home) == []
