@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -110,6 +111,20 @@ def migrate(target: str | psycopg.Connection, migrations: list[Migration] | None
     return _migrate(target, migrations)
 
 
+def _wait_for_the_lock(conn: psycopg.Connection) -> None:
+    """Take the migrators' advisory lock, waiting between tries rather than inside a statement.
+
+    An online step's CREATE INDEX CONCURRENTLY waits for every transaction running in the database,
+    and a migrator blocked inside `pg_advisory_lock` is one, waiting in turn for the lock that step's
+    session holds: PostgreSQL reported a deadlock and failed one of them (two `assetlog stack up` at
+    once on a database that needed 0008). Between tries a waiting migrator runs nothing.
+    """
+    pause = 0.05
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
 def _migrate(conn: psycopg.Connection, migrations: list[Migration] | None) -> MigrationResult:
     migrations = shipped_migrations() if migrations is None else migrations
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -117,7 +132,7 @@ def _migrate(conn: psycopg.Connection, migrations: list[Migration] | None) -> Mi
     previous = conn.autocommit
     conn.autocommit = True  # online steps commit as they go; the files run in explicit transactions
     try:
-        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        _wait_for_the_lock(conn)
         try:
             return _apply(conn, migrations)
         finally:

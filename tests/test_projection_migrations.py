@@ -209,3 +209,30 @@ def test_migration_0008_builds_its_hash_indexes_while_assets_are_written_and_aga
             "EXPLAIN SELECT last_status FROM assets WHERE key = %s", ("s3://fast",)).fetchall())
         conn.rollback()
         assert "Index Scan using assets_key_hash" in plan, plan
+
+
+def test_migrators_started_together_both_succeed_while_one_builds_indexes_concurrently(isolated):
+    """Several consumers may start at once on a database that needs 0008 (CREATE INDEX CONCURRENTLY, which
+    waits for every running transaction): the others wait for the migrators' lock without running a
+    statement, so no deadlock fails one of them."""
+    import threading
+
+    migrate(isolated.dsn, [m for m in shipped_migrations() if m.version <= 7])
+    with psycopg.connect(isolated.dsn, autocommit=True) as conn:  # rows, so the concurrent builds take a while
+        conn.execute("INSERT INTO assets (key, first_seen, last_seen) SELECT 's3://b/' || n, now(), now() "
+                     "FROM generate_series(1, 200000) AS n")
+    outcomes: list[object] = []
+
+    def one() -> None:
+        try:
+            outcomes.append(migrate(isolated.dsn).applied)
+        except Exception as exc:  # what the test reports
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(map(str, outcomes)) == sorted(map(str, [[], [], [m.version for m in shipped_migrations()
+                                                                  if m.version > 7]])), outcomes
