@@ -43,7 +43,7 @@ from psycopg import sql
 from assetlog.projections import LineageProjection, PropertiesProjection, to_event
 from assetlog.projections.base import copy_rows
 from assetlog.projections.events import Event
-from assetlog.projections.lineage import HISTORY_COLUMNS, history_row, seed_from_history
+from assetlog.projections.lineage import HISTORY_COLUMNS, derive_edges, history_row, seed_from_history
 from assetlog.projections.properties import PropertiesEffects
 from assetlog.schemas import DEPENDENCY, MATERIALIZATION, METADATA
 
@@ -200,11 +200,13 @@ def copy_load(dsn: str, keys: list[str], upstreams: list[list[int]], layers: int
         properties.apply(conn, reduced)
         with conn.transaction():
             # seed_from_history copies history rows it lacks from a source schema (none here: an empty
-            # one) and derives the edges from what the target holds, with the projection's merge rules.
+            # one) and registers the target's ids; derive_edges makes the edges from what the target
+            # holds, with the projection's merge rules (what a replay does).
+            current = conn.execute("SELECT current_schema()").fetchone()[0]
             conn.execute("CREATE SCHEMA assetlog_bench_empty")
             conn.execute("CREATE TABLE assetlog_bench_empty.lineage_history (LIKE lineage_history)")
-            seed_from_history(conn, "assetlog_bench_empty", conn.execute("SELECT current_schema()").fetchone()[0],
-                              {})  # type: ignore[index]
+            seed_from_history(conn, "assetlog_bench_empty", current, {})
+            derive_edges(conn, current)
             conn.execute("DROP SCHEMA assetlog_bench_empty CASCADE")
         if progress:
             print(f"  edges derived at {time.monotonic() - started:.0f}s; rebuilding indexes", flush=True)

@@ -48,7 +48,7 @@ from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, l
 from assetlog.errors import AssetlogError
 from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, SWAPPED_TABLES, autovacuum, require_migrated
 from assetlog.projections.compare import compare_table
-from assetlog.projections.lineage import seed_from_history
+from assetlog.projections.lineage import derive_edges, seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
 from assetlog.projections.shadow import ShadowError, ShadowTables, dependents, drop_retired, live_schema
 from assetlog.projections.warm import not_warmed, warm_or_say_why, warm_standby_or_say_why
@@ -143,8 +143,10 @@ class Replay:
                 ends = self._high_watermarks(partitions)
                 first = {n: ends for n in self.names}
             reader = self._reader(shadow, start, first)
-            self._timed("read", lambda: reader.read_to(first, self._stop.is_set))
+            self._timed("read", lambda: reader.read_to(first, self._stop.is_set, bulk=True))
             self.result.read_seconds = self.result.phases["read"]
+            if "lineage" in self.names:  # the bulk read left the edges out (`LineageProjection.edges_later`)
+                self._timed("edges", lambda: derive_edges(control, shadow.schema))
             if self.check:
                 self._compare(control, live, shadow, reader, partitions)
             else:

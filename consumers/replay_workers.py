@@ -50,10 +50,10 @@ def _serve(pipe: Any, settings: Settings, names: list[str], schema: str, start: 
     try:
         reader = ShadowReader(settings, names, schema, start, batch_size=batch_size, progress=_SharedCounter(counter))
         while True:
-            command, targets = pipe.recv()
+            command, targets, bulk = pipe.recv()
             if command == "close":
                 break
-            reader.read_to(targets)
+            reader.read_to(targets, bulk=bulk)
             pipe.send(("done", {name: asdict(stats) for name, stats in reader.writer_stats().items()}))
     except AssetlogError as exc:
         pipe.send(("user", str(exc)))
@@ -120,7 +120,8 @@ class ParallelReader:
             self._pool.append((process, parent, group))
             self._stats.append({})
 
-    def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False) -> None:
+    def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False, *,
+                bulk: bool = False) -> None:
         if not self._pool:
             self._start(targets)
         self.progress.expect(sum(max(0, max(targets[n].get(tp, 0) for n in self.names)
@@ -128,7 +129,8 @@ class ParallelReader:
                                  for tp in {tp for offsets in targets.values() for tp in offsets}))
         busy = self._busy = []
         for index, (_process, pipe, group) in enumerate(self._pool):
-            pipe.send(("read", {n: {tp: t for tp, t in targets[n].items() if tp in group} for n in self.names}))
+            pipe.send(("read", {n: {tp: t for tp, t in targets[n].items() if tp in group} for n in self.names},
+                       bulk))
             busy.append(index)
         while busy:
             if stopping():
@@ -166,7 +168,7 @@ class ParallelReader:
                 process.terminate()
                 continue
             try:
-                pipe.send(("close", None))
+                pipe.send(("close", None, False))
             except (BrokenPipeError, OSError):
                 pass
         for process, pipe, _group in self._pool:

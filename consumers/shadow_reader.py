@@ -193,11 +193,16 @@ class ShadowReader:
     def lag(self, targets: Mapping[str, Offsets]) -> int:
         return lag(self.positions, targets)
 
-    def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False) -> None:
+    def read_to(self, targets: Mapping[str, Offsets], stopping: Callable[[], bool] = lambda: False, *,
+                bulk: bool = False) -> None:
         """Apply every message below `targets[projection][partition]` and store the targets as the
-        shadow's offsets; returns once every writer committed."""
+        shadow's offsets; returns once every writer committed. With `bulk` (a replay's first read),
+        projections that derive a table once loaded (the lineage's edges) leave it out meanwhile."""
 
         names = [w.projection.name for w in self.writers]
+        for writer in self.writers:  # the writers drained at the end of the last round: no batch in flight
+            if hasattr(writer.projection, "edges_later"):
+                writer.projection.edges_later = bulk
         wanted: set[Partition] = set()
         for name in names:
             for tp, target in targets[name].items():

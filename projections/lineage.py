@@ -12,6 +12,10 @@ redelivery, skipped; another event_time (or two in one batch) is refused
 writer; the first one stays. Edges merge order-independently by the rule in
 `edge_merge.py` (explicit if any event said so, first/last seen as min/max
 event_time, the newest dependency event by (event_time, event_id)).
+
+A bulk load (a replay's first read) sets `edges_later`: batches then write the
+history alone, and `derive_edges` makes every edge from the loaded history in one
+GROUP BY, by the same rule, instead of an upsert per batch.
 """
 
 from __future__ import annotations
@@ -88,8 +92,9 @@ class LineageProjection:
     tables = ("lineage_history", "asset_edges")
     support_tables = ("lineage_event_ids",)
     # Tables whose primary key a bulk load (a replay's shadow) may build after the rows: the history is
-    # written by plain COPY, never upserted, and lineage_event_ids keeps its event ids unique meanwhile.
-    keys_after_load = ("lineage_history",)
+    # written by plain COPY, never upserted, and lineage_event_ids keeps its event ids unique meanwhile;
+    # the edges are made once, by `derive_edges`, after the load.
+    keys_after_load = ("lineage_history", "asset_edges")
     # Tables a bulk load vacuums before they go live: "now" walks read asset_edges by index-only scans,
     # which must visit the heap for every row until the visibility map says its pages are all-visible;
     # only VACUUM sets it (ANALYZE does not), and autovacuum would come minutes after the swap.
@@ -98,6 +103,10 @@ class LineageProjection:
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
         self.partitions = MonthlyPartitions(schema)
+        # During a bulk load: batches leave the edges out, and `derive_edges` makes them from the loaded
+        # history. One GROUP BY of a million events' history (1.4-1.7 s on one core) replaces an upsert
+        # per batch that cost the replay's read 2-5 s (bench/README.md, issue 15, eleventh pass).
+        self.edges_later = False
 
     def reduce(self, events: Iterable[Event], into: LineageEffects | None = None) -> LineageEffects:
         effects = into if into is not None else LineageEffects()
@@ -108,7 +117,7 @@ class LineageProjection:
                 effects.conflicts.append(event)
             elif seen is None or position < seen[0]:
                 effects.history[event.event_id] = (position, history_row(event))
-            if event.event_type != DEPENDENCY:
+            if event.event_type != DEPENDENCY or self.edges_later:
                 continue
             record = event.record
             merge_dependency(effects.edges, (record["upstream_key"], event.asset_key),
@@ -185,9 +194,9 @@ def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schem
 
     `replay lineage --since` re-reads only the tail of the topics: the history
     rows of earlier messages (below `before[(topic, partition)]`, or read
-    without Kafka) are copied from `source_schema`, and the edges are derived
-    from them with the projection's own merge rule (`edge_merge.edges_of_history`);
-    the tail then merges in as usual. Returns the number of history rows copied.
+    without Kafka) are copied from `source_schema`, with their ids registered;
+    once the tail is loaded too, `derive_edges` makes the edges from the whole
+    history. Returns the number of history rows copied.
     """
     items = sorted(before.items())
     topics, partitions, offsets = [t for (t, _), _o in items], [p for (_, p), _o in items], [o for _, o in items]
@@ -197,10 +206,16 @@ def seed_from_history(conn: psycopg.Connection, source_schema: str, target_schem
         "WHERE h.kafka_topic = s.topic AND h.kafka_partition = s.part AND h.kafka_offset >= s.next_offset)"
     ).format(target=table(target_schema, "lineage_history"), source=table(source_schema, "lineage_history")),
         (topics, partitions, offsets)).rowcount
-    conn.execute(sql.SQL("INSERT INTO {edges} ({columns}) {select}").format(
-        edges=table(target_schema, "asset_edges"),
-        columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS),
-        select=edges_of_history(table(target_schema, "lineage_history"))))
     conn.execute(sql.SQL("INSERT INTO {} (event_id, event_time) SELECT event_id, event_time FROM {}").format(
         table(target_schema, "lineage_event_ids"), table(target_schema, "lineage_history")))
     return copied
+
+
+def derive_edges(conn: psycopg.Connection, schema: str | None) -> int:
+    """Make `schema`'s asset_edges (empty) from its lineage_history, with the projection's own merge
+    rule (`edge_merge.edges_of_history`): what the per-batch merges of the same events would have made,
+    in any order. Returns the number of edges."""
+    return conn.execute(sql.SQL("INSERT INTO {edges} ({columns}) {select}").format(
+        edges=table(schema, "asset_edges"),
+        columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS),
+        select=edges_of_history(table(schema, "lineage_history")))).rowcount
