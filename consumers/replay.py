@@ -47,6 +47,7 @@ from assetlog.consumers.runner import DEFAULT_BATCH_SIZE
 from assetlog.consumers.shadow_reader import Offsets, Partition, ShadowReader, lag
 from assetlog.errors import AssetlogError
 from assetlog.projections import PROJECTION_TABLES, PROJECTIONS, SWAPPED_TABLES, autovacuum, require_migrated
+from assetlog.projections.build_plan import Step
 from assetlog.projections.compare import compare_table
 from assetlog.projections.lineage import derive_edges, seed_from_history
 from assetlog.projections.migrate import ADVISORY_LOCK_KEY
@@ -145,7 +146,7 @@ class Replay:
             reader = self._reader(shadow, start, first)
             self._timed("read", lambda: reader.read_to(first, self._stop.is_set, bulk=True))
             self.result.read_seconds = self.result.phases["read"]
-            if "lineage" in self.names:  # the bulk read left the edges out (`LineageProjection.edges_later`)
+            if self.check and "lineage" in self.names:  # the bulk read left the edges out (see `_edges`)
                 self._timed("edges", lambda: derive_edges(control, shadow.schema))
             if self.check:
                 self._compare(control, live, shadow, reader, partitions)
@@ -311,7 +312,8 @@ class Replay:
     def _swap(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader | ParallelReader,
               partitions: list[Partition]) -> None:
         parallel = max(2, self.result.workers)
-        self._timed("indexes", lambda: shadow.create_deferred_indexes(self.dsn, parallel, analyze=True))
+        self._timed("indexes", lambda: shadow.create_deferred_indexes(self.dsn, parallel, analyze=True,
+                                                                      loads=self._edges(shadow)))
         while self.result.rounds < CATCH_UP_ROUNDS:  # unlocked rounds until little is left
             ends = self._high_watermarks(partitions)
             targets = {n: ends for n in self.names}
@@ -342,6 +344,14 @@ class Replay:
                 time.sleep(backoff.next_delay())
         raise AssetlogError(f"could not lock the tables for the swap in {SWAP_ATTEMPTS} attempts (long-running "
                             "queries?); nothing was changed, run the replay again")
+
+    def _edges(self, shadow: ShadowTables) -> list[Step]:
+        """The bulk read left the edges out (`LineageProjection.edges_later`): they are derived from the
+        loaded history, beside the other tables' index builds."""
+        if "lineage" not in self.names:
+            return []
+        return [Step("asset_edges", "load", lambda conn: derive_edges(conn, shadow.schema),
+                     reads=("lineage_history",))]
 
     def _swap_once(self, control: psycopg.Connection, shadow: ShadowTables, reader: ShadowReader | ParallelReader,
                    partitions: list[Partition], lock_timeout: float) -> None:

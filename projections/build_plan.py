@@ -10,13 +10,19 @@ connections at once. PostgreSQL's locks decide what may overlap on one table:
   gathered after the table's builds, since ANALYZE also samples the expressions of expression indexes
   (the search index of asset_properties), which must exist by then.
 
+A table made from others once they are loaded (the lineage's edges, from the history) has a load step
+(`kind="load"`, `reads` naming the tables it selects from) that comes before every other step on its
+table. Its SELECT conflicts only with a primary key being added to a table it reads (ACCESS EXCLUSIVE),
+so it runs beside the other tables' builds: alone before them, the edges of a million events took 1.9-2.3
+s with one core idle for most of it (bench/README.md, issue 15, eleventh pass).
+
 A connection handed a step that waits for another's lock leaves its core idle. In a 1M-event replay
 the statistics steps of the two small tables each waited 0.5-0.7 s behind a GIN build, which runs on
 one core (bench/README.md, P3). So a step starts only when nothing it would wait for is running or
-still to come on its table; among the ready ones, primary keys first (every other step on their table
-waits for them), then the biggest tables' steps, so the longest builds start early and the small
-tables' steps fill the gaps. Whatever runs, some step is always ready while steps remain and none runs:
-a table's primary key when nothing runs on it, else its builds, else its statistics.
+still to come on its table; among the ready ones, loads first, then primary keys (every other step on
+their table waits for them), then the biggest tables' steps, so the longest builds start early and the
+small tables' steps fill the gaps. Whatever runs, some step is always ready while steps remain and none
+runs: a load or a table's primary key when nothing runs, else its builds, else its statistics.
 
 Pure: the caller runs the steps and says when each ends (`take`, `finish`).
 """
@@ -27,30 +33,38 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-StepKind = Literal["key", "index", "statistics"]
+StepKind = Literal["load", "key", "index", "statistics"]
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: two builds may look alike
 class Step:
     table: str
     kind: StepKind
-    work: object  # what the caller runs (a statement and its comments, or the statistics statement)
+    work: object  # what the caller runs (a statement and its comments, the statistics statement, a load)
+    reads: tuple[str, ...] = ()  # the other tables a load selects from
 
 
 class BuildPlan:
     """The steps still to run and those running; `take` hands out the next one that may start now."""
 
     def __init__(self, steps: Iterable[Step], sizes: Mapping[str, int]) -> None:
-        rank = {"key": 0, "index": 1, "statistics": 2}
+        rank = {"load": 0, "key": 1, "index": 2, "statistics": 3}
         steps = list(steps)
-        # Primary keys first, then by table, biggest first; a table's builds in the order given.
-        self.pending = sorted(steps, key=lambda s: (s.kind != "key", -sizes.get(s.table, 0), s.table, rank[s.kind]))
+        # Loads, then primary keys, then by table, biggest first; a table's builds in the order given.
+        self.pending = sorted(steps, key=lambda s: (min(rank[s.kind], 2), -sizes.get(s.table, 0), s.table,
+                                                    rank[s.kind]))
         self.running: list[Step] = []
 
     def _ready(self, step: Step) -> bool:
         others = [s for s in (*self.running, *self.pending) if s.table == step.table and s is not step]
-        if step.kind == "key":
-            return not any(s in self.running for s in others)
+        if step.kind == "load":  # alone on its table; reading one whose primary key is being added would wait
+            return not any(s in self.running for s in others) and not any(
+                s.kind == "key" and s.table in step.reads for s in self.running)
+        if any(s.kind == "load" for s in others):  # a table's loads come before anything else on it
+            return False
+        if step.kind == "key":  # nor may the key start under a running load's read
+            return not any(s in self.running for s in others) and not any(
+                step.table in s.reads for s in self.running)
         if step.kind == "index":  # (a table's statistics never start before its builds have ended)
             return not any(s.kind == "key" for s in others)
         return not others  # statistics: after every other step on its table

@@ -205,10 +205,12 @@ class ShadowTables:
             conn.execute(comment)
 
     def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB",
-                                analyze: bool = False) -> None:
+                                analyze: bool = False, loads: Sequence[Step] = ()) -> None:
         """Build the indexes left out during the bulk load, each once, from the loaded rows; with
         `analyze`, also gather each table's planner statistics (`ANALYZE`) in the same pool, and vacuum
         the tables in `vacuum_after_load` with it (their visibility map set, for index-only scans).
+        `loads` (kind "load", `work` called with a connection) fill tables made from the loaded ones
+        first, beside the other tables' builds (`build_plan`).
 
         With `parallel` > 1 the work runs on that many connections at once, each step as soon as
         nothing it would wait for on its table is running or still to come (`build_plan.BuildPlan`:
@@ -219,8 +221,8 @@ class ShadowTables:
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             sizes = {name: _size(conn, self.schema, name) for name in self.tables}
-        steps = [Step(table, "key" if key else "index", (statement, comments))
-                 for table, key, statement, comments in self.deferred]
+        steps = [*loads, *(Step(table, "key" if key else "index", (statement, comments))
+                           for table, key, statement, comments in self.deferred)]
         if analyze:
             steps += [Step(name, "statistics", sql.SQL("VACUUM (ANALYZE) {}" if name in self.vacuum_after_load
                                                        else "ANALYZE {}").format(sql.Identifier(self.schema, name)))
@@ -245,6 +247,8 @@ class ShadowTables:
                     try:
                         if step.kind == "statistics":
                             conn.execute(step.work)  # type: ignore[arg-type]
+                        elif step.kind == "load":
+                            step.work(conn)  # type: ignore[operator]
                         else:
                             build_naming_partitions(conn, *step.work)  # type: ignore[misc]
                     except BaseException as exc:

@@ -18,6 +18,10 @@ def plans(draw) -> tuple[list[Step], dict[str, int]]:
     tables = [f"t{i}" for i in range(draw(st.integers(1, 4)))]
     steps: list[Step] = []
     for table in tables:
+        # (a replay loads one table, the edges from the history; two show that loads do not overlap either)
+        for i in range(draw(st.integers(0, 2))):
+            reads = tuple(draw(st.lists(st.sampled_from(tables), unique=True, max_size=2)))
+            steps.append(Step(table, "load", f"{table} load {i}", reads=tuple(t for t in reads if t != table)))
         # (a replay defers one key per table, its primary key; two show that keys do not overlap either)
         steps += [Step(table, "key", f"{table} key {i}") for i in range(draw(st.integers(0, 2)))]
         steps += [Step(table, "index", f"{table} index {i}") for i in range(draw(st.integers(0, 4)))]
@@ -30,8 +34,12 @@ def conflicts(step: Step, running: list[Step], pending: list[Step]) -> bool:
     """Whether `step` would wait for a lock (or run before what must come first) on its table."""
     on_table = [s for s in running if s.table == step.table]
     still_to_come = [s for s in pending if s.table == step.table]
+    if step.kind == "load":  # a primary key being added locks its table exclusively, reads too
+        return bool(on_table) or any(s.kind == "key" and s.table in step.reads for s in running)
+    if any(s.kind == "load" for s in (*on_table, *still_to_come)):  # a table's loads come before all else on it
+        return True
     if step.kind == "key":
-        return bool(on_table)
+        return bool(on_table) or any(step.table in s.reads for s in running)
     if step.kind == "index":
         return any(s.kind in ("key", "statistics") for s in on_table) or any(s.kind == "key" for s in still_to_come)
     return bool(on_table) or bool(still_to_come)
@@ -77,3 +85,27 @@ def test_primary_keys_first_then_the_biggest_tables_and_statistics_after_their_t
     plan.finish(small_stats)
     plan.finish(big_stats)
     assert plan.done and plan.take() is None
+
+
+def test_a_load_runs_beside_other_tables_builds_and_the_key_of_the_table_it_reads_waits_for_it() -> None:
+    history_key, history_index = Step("history", "key", "k"), Step("history", "index", "i")
+    edges_load = Step("edges", "load", "derive", reads=("history",))
+    edges_key, edges_stats = Step("edges", "key", "k"), Step("edges", "statistics", "s")
+    assets_index = Step("assets", "index", "i")
+    plan = BuildPlan([history_key, history_index, edges_key, edges_stats, assets_index, edges_load],
+                     {"history": 1000, "edges": 500, "assets": 10})
+    assert plan.take() is edges_load
+    assert plan.take() is assets_index  # the history's key would wait for the load's read; edges' for its load
+    assert plan.take() is None
+    plan.finish(edges_load)
+    assert plan.take() is history_key
+    assert plan.take() is edges_key
+    plan.finish(assets_index)
+    assert plan.take() is None  # the history's build waits for its key, the edges' statistics for theirs
+    plan.finish(history_key)
+    assert plan.take() is history_index
+    plan.finish(edges_key)
+    assert plan.take() is edges_stats
+    plan.finish(history_index)
+    plan.finish(edges_stats)
+    assert plan.done
