@@ -14,7 +14,10 @@ A table made from others once they are loaded (the lineage's edges, from the his
 (`kind="load"`, `reads` naming the tables it selects from) that comes before every other step on its
 table. Its SELECT conflicts only with a primary key being added to a table it reads (ACCESS EXCLUSIVE),
 so it runs beside the other tables' builds: alone before them, the edges of a million events took 1.9-2.3
-s with one core idle for most of it (bench/README.md, issue 15, eleventh pass).
+s with one core idle for most of it (bench/README.md, issue 15, eleventh pass). The loaded table's
+statistics step (a VACUUM, for its visibility map) also waits for every step that was running when the
+load ended: VACUUM marks a page all-visible only if its rows are older than every transaction still
+running in the database, and a build that started before the load committed is one.
 
 A connection handed a step that waits for another's lock leaves its core idle. In a 1M-event replay
 the statistics steps of the two small tables each waited 0.5-0.7 s behind a GIN build, which runs on
@@ -54,6 +57,8 @@ class BuildPlan:
         self.pending = sorted(steps, key=lambda s: (min(rank[s.kind], 2), -sizes.get(s.table, 0), s.table,
                                                     rank[s.kind]))
         self.running: list[Step] = []
+        # Per loaded table, the steps that were running when its load ended (see the module docstring).
+        self._older: dict[str, list[Step]] = {}
 
     def _ready(self, step: Step) -> bool:
         others = [s for s in (*self.running, *self.pending) if s.table == step.table and s is not step]
@@ -67,7 +72,8 @@ class BuildPlan:
                 step.table in s.reads for s in self.running)
         if step.kind == "index":  # (a table's statistics never start before its builds have ended)
             return not any(s.kind == "key" for s in others)
-        return not others  # statistics: after every other step on its table
+        # statistics: after every other step on its table, and after the transactions older than its load
+        return not others and not any(s in self.running for s in self._older.get(step.table, ()))
 
     def take(self) -> Step | None:
         """The next step that may start now (it counts as running until `finish`), or None: wait for one
@@ -83,6 +89,8 @@ class BuildPlan:
 
     def finish(self, step: Step) -> None:
         self.running.remove(step)
+        if step.kind == "load":
+            self._older.setdefault(step.table, []).extend(self.running)
 
     @property
     def done(self) -> bool:
