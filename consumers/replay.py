@@ -129,8 +129,7 @@ class Replay:
             # Keys built after the load only when the replay swaps (a check compares by the live keys).
             keys_after_load = () if self.check else [t for name in self.names
                                                      for t in getattr(PROJECTIONS[name], "keys_after_load", ())]
-            vacuum_after_load = [t for name in self.names for t in getattr(PROJECTIONS[name], "vacuum_after_load", ())]
-            shadow = ShadowTables(live, tables, keys_after_load=keys_after_load, vacuum_after_load=vacuum_after_load)
+            shadow = ShadowTables(live, tables, keys_after_load=keys_after_load)
             shadow.create(control)  # secondary indexes only once loaded, and only to swap them in
             partitions = self._partitions()
             start = {tp: 0 for tp in partitions}

@@ -1,7 +1,7 @@
 """Which of a bulk load's deferred steps may start next, so that no connection waits on another's lock.
 
 After a replay's load, `ShadowTables.create_deferred_indexes` runs the deferred primary keys, the
-other index builds and each table's statistics step (ANALYZE, or VACUUM (ANALYZE)) on a few
+other index builds and each table's statistics step (VACUUM (ANALYZE)) on a few
 connections at once. PostgreSQL's locks decide what may overlap on one table:
 
 - adding a primary key locks the table exclusively: nothing else on it can run meanwhile;

@@ -95,14 +95,6 @@ class LineageProjection:
     # written by plain COPY, never upserted, and lineage_event_ids keeps its event ids unique meanwhile;
     # the edges are made once, by `derive_edges`, after the load.
     keys_after_load = ("lineage_history", "asset_edges")
-    # Tables a bulk load vacuums before they go live: "now" walks read asset_edges by index-only scans,
-    # which must visit the heap for every row until the visibility map says its pages are all-visible;
-    # only VACUUM sets it (ANALYZE does not), and autovacuum would come minutes after the swap. The
-    # history and the id registry: a million COPYed rows wake autovacuum on them once they are live, and
-    # the next replay's swap then waited deadlock_timeout (1 s) for PostgreSQL to cancel each of those
-    # vacuums (swaps of 1.1-2.2 s). Their VACUUM after a load took 0.26 s and 0.05 s per 1M events (no dead
-    # rows: no index pass), work autovacuum would have done anyway (bench/README.md, issue 15, eleventh pass).
-    vacuum_after_load = ("lineage_history", "asset_edges", "lineage_event_ids")
 
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema

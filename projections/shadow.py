@@ -91,8 +91,6 @@ class ShadowTables:
     schema: str = SHADOW_SCHEMA
     # Tables whose primary key is built after the load too (their rows are only COPYed, never upserted).
     keys_after_load: Sequence[str] = ()
-    # Tables whose statistics step is VACUUM (ANALYZE) rather than ANALYZE (see `vacuum_after_load`).
-    vacuum_after_load: Sequence[str] = ()
     # What is built after the load: (table, is a primary key, statement, the comments that go with it)
     deferred: list[tuple[str, bool, sql.Composable, list[sql.Composable]]] = field(default_factory=list)
     # Autovacuum settings to give back before the swap (`autovacuum.pause`: off while the tables load)
@@ -207,8 +205,8 @@ class ShadowTables:
     def create_deferred_indexes(self, dsn: str, parallel: int = 1, work_mem: str = "128MB",
                                 analyze: bool = False, loads: Sequence[Step] = ()) -> None:
         """Build the indexes left out during the bulk load, each once, from the loaded rows; with
-        `analyze`, also gather each table's planner statistics (`ANALYZE`) in the same pool, and vacuum
-        the tables in `vacuum_after_load` with it (their visibility map set, for index-only scans).
+        `analyze`, also vacuum each table and gather its planner statistics (`VACUUM (ANALYZE)`) in the
+        same pool, before it goes live (see `_STATISTICS`).
         `loads` (kind "load", `work` called with a connection) fill tables made from the loaded ones
         first, beside the other tables' builds (`build_plan`).
 
@@ -224,8 +222,7 @@ class ShadowTables:
         steps = [*loads, *(Step(table, "key" if key else "index", (statement, comments))
                            for table, key, statement, comments in self.deferred)]
         if analyze:
-            steps += [Step(name, "statistics", sql.SQL("VACUUM (ANALYZE) {}" if name in self.vacuum_after_load
-                                                       else "ANALYZE {}").format(sql.Identifier(self.schema, name)))
+            steps += [Step(name, "statistics", _STATISTICS.format(sql.Identifier(self.schema, name)))
                       for name in self.tables]
         plan = BuildPlan(steps, sizes)
         turn = threading.Condition()
@@ -288,6 +285,18 @@ class ShadowTables:
         # No autovacuum may start on the retired tables before the caller drops them (it would hold the
         # DROP for a deadlock_timeout); this transaction holds them, so the change waits for nobody.
         autovacuum.pause(conn, retired, self.tables)
+
+
+# Every loaded table is vacuumed, not only analyzed, before it goes live:
+# - "now" walks read asset_edges by index-only scans, which visit the heap for every row until the
+#   visibility map says its pages are all-visible; only VACUUM sets it, and autovacuum would come minutes
+#   after the swap;
+# - a million loaded rows wake autovacuum on every table once it is live (inserts, and the properties
+#   upserts' dead rows), and the next replay's swap then waited deadlock_timeout (1 s) for PostgreSQL to
+#   cancel each of those vacuums: swaps of 1.1-2.2 s instead of 0.1. Vacuumed after the load, per 1M
+#   events: the history 0.26 s, the id registry 0.05, assets 0.26, asset_properties 0.09 (bench/README.md,
+#   issue 15, eleventh pass): work autovacuum would have done anyway.
+_STATISTICS = sql.SQL("VACUUM (ANALYZE) {}")
 
 
 def _size(conn: psycopg.Connection, schema: str, name: str) -> int:

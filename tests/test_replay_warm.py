@@ -146,7 +146,7 @@ def _plan_nodes(plan: dict) -> list[dict]:
 
 
 def test_a_replay_leaves_the_edges_all_visible_so_walks_read_no_heap(isolated: Isolated) -> None:
-    """`asset_edges` goes live vacuumed (`vacuum_after_load`): its visibility map is set, so the walks'
+    """`asset_edges` goes live vacuumed (`shadow._STATISTICS`): its visibility map is set, so the walks'
     index-only scans read no heap page from the first query on. ANALYZE alone leaves the map empty
     (heap fetches for every edge until autovacuum comes); this test fails without the VACUUM."""
     migrate(isolated.dsn)
