@@ -5,7 +5,7 @@ explicit and inferred events, ties on event_time and repeats), delivered in any 
 batching with redeliveries, on the real PostgreSQL:
 - `reduce` in Python, over all the events at once;
 - the live projection (each batch reduced, then merged into `asset_edges` by the upsert SQL);
-- the SQL over `lineage_history` that replay's seed runs (`edges_of_history`);
+- the SQL over `lineage_history` that makes a replay's edges (`edges_of_history`);
 - the read side's "as of" edges (`assetlog.query.edges.edges_near`), at the newest event's time.
 """
 
