@@ -100,8 +100,9 @@ class LineageProjection:
         self.schema = schema
         self.partitions = MonthlyPartitions(schema)
         # During a bulk load: batches leave the edges out, and `derive_edges` makes them from the loaded
-        # history. One GROUP BY of a million events' history (1.4-1.7 s on one core) replaces an upsert
-        # per batch that cost the replay's read 2-5 s (bench/README.md, issue 15, eleventh pass).
+        # history. One GROUP BY of a million events' history (1.4-2.5 s, beside the index builds) replaces
+        # the merges and upserts that made the replay's read 1.5-3.8 s longer (bench/README.md, issue 15,
+        # eleventh pass).
         self.edges_later = False
 
     def reduce(self, events: Iterable[Event], into: LineageEffects | None = None) -> LineageEffects:

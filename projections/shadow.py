@@ -89,7 +89,8 @@ class ShadowTables:
     live: str
     tables: Sequence[str]
     schema: str = SHADOW_SCHEMA
-    # Tables whose primary key is built after the load too (their rows are only COPYed, never upserted).
+    # Tables whose primary key is built after the load too (their rows are only COPYed, or derived from
+    # other tables once loaded: never upserted while loading).
     keys_after_load: Sequence[str] = ()
     # What is built after the load: (table, is a primary key, statement, the comments that go with it)
     deferred: list[tuple[str, bool, sql.Composable, list[sql.Composable]]] = field(default_factory=list)
