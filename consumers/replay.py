@@ -145,8 +145,9 @@ class Replay:
             reader = self._reader(shadow, start, first)
             self._timed("read", lambda: reader.read_to(first, self._stop.is_set, bulk=True))
             self.result.read_seconds = self.result.phases["read"]
-            if self.check and "lineage" in self.names:  # the bulk read left the edges out (see `_edges`)
-                self._timed("edges", lambda: derive_edges(control, shadow.schema))
+            if self.check:  # no deferred builds to run the loads beside: at once (see `_loads`)
+                for load in self._loads(shadow):
+                    self._timed("edges", lambda step=load: step.work(control))  # type: ignore[operator]
             if self.check:
                 self._compare(control, live, shadow, reader, partitions)
             else:
@@ -312,7 +313,7 @@ class Replay:
               partitions: list[Partition]) -> None:
         parallel = max(2, self.result.workers)
         self._timed("indexes", lambda: shadow.create_deferred_indexes(self.dsn, parallel, analyze=True,
-                                                                      loads=self._edges(shadow)))
+                                                                      loads=self._loads(shadow)))
         while self.result.rounds < CATCH_UP_ROUNDS:  # unlocked rounds until little is left
             ends = self._high_watermarks(partitions)
             targets = {n: ends for n in self.names}
@@ -344,9 +345,9 @@ class Replay:
         raise AssetlogError(f"could not lock the tables for the swap in {SWAP_ATTEMPTS} attempts (long-running "
                             "queries?); nothing was changed, run the replay again")
 
-    def _edges(self, shadow: ShadowTables) -> list[Step]:
-        """The bulk read left the edges out (`LineageProjection.edges_later`): they are derived from the
-        loaded history, beside the other tables' index builds."""
+    def _loads(self, shadow: ShadowTables) -> list[Step]:
+        """What the bulk read left out, to be made from the loaded tables: the edges (`LineageProjection.
+        edges_later`), derived from the history beside the other tables' index builds."""
         if "lineage" not in self.names:
             return []
         return [Step("asset_edges", "load", lambda conn: derive_edges(conn, shadow.schema),
