@@ -229,6 +229,21 @@ def publish(settings: Settings, events: Iterable[EventRecord]) -> list[tuple[str
     return [(t, r, p) for (t, r), p in zip(events, publisher.positions, strict=True)]  # type: ignore[misc]
 
 
+def end_offsets(positions: Iterable[Position]) -> dict[tuple[str, int], int]:
+    """The next offset after the last of `positions` in each (topic, partition): where a consumer that
+    projected them all has its offsets."""
+    ends: dict[tuple[str, int], int] = {}
+    for position in positions:
+        tp = (position.topic, position.partition)
+        ends[tp] = max(ends.get(tp, 0), position.offset + 1)
+    return ends
+
+
+def published_ends(published: Iterable[tuple[str, dict[str, Any], Position]]) -> dict[tuple[str, int], int]:
+    """`end_offsets` of what `publish` returned."""
+    return end_offsets(p for _t, _r, p in published)
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------------
 
 def apply_directly(conn: psycopg.Connection, projection_name: str,

@@ -39,6 +39,7 @@ from events_factory import (
     apply_directly,
     dump_tables,
     props,
+    published_ends,
 )
 from psycopg import sql
 
@@ -374,9 +375,7 @@ def assert_exact(world: Isolated, endpoints: StackEndpoints,
                  published: Sequence[tuple[str, dict[str, Any], Position]]) -> dict[str, int]:
     """0 lost, 0 duplicated: offsets at the ends, exact counts, tables identical to an
     uninterrupted projection, and replay --check clean."""
-    ends: dict[tuple[str, int], int] = {}
-    for _t, _r, p in published:
-        ends[(p.topic, p.partition)] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
+    ends = published_ends(published)
     for name in PROJECTIONS:
         assert stored_offsets(world.dsn, name) == ends, f"{name} did not reach the end of every partition"
     counts = table_counts(world.dsn)

@@ -121,14 +121,6 @@ def stored_offsets(dsn: str, projection: str) -> dict[tuple[str, int], int]:
             "SELECT topic, partition, next_offset FROM consumer_offsets WHERE projection = %s", (projection,))}
 
 
-def end_offsets(positions) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    for position in positions:
-        tp = (position.topic, position.partition)
-        ends[tp] = max(ends.get(tp, 0), position.offset + 1)
-    return ends
-
-
 class LiveConsumer:
     """A projection's live consumer on a thread, as `assetlog consume NAME` runs it."""
 

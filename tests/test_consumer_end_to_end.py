@@ -21,6 +21,7 @@ from events_factory import (
     events_of,
     guide_pipelines,
     publish,
+    published_ends,
     rows_by_key,
 )
 from psycopg import sql
@@ -60,19 +61,12 @@ def stored_offsets(dsn: str, projection: str) -> dict[tuple[str, int], int]:
             "SELECT topic, partition, next_offset FROM consumer_offsets WHERE projection = %s", (projection,))}
 
 
-def end_offsets(published) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    for _t, _r, p in published:
-        ends[(p.topic, p.partition)] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
-    return ends
-
-
 def test_guide_pipelines_through_kafka_give_the_expected_rows(stack, world):
     published = publish(world.settings, events_of(guide_pipelines()))
     for name in ("properties", "lineage"):
         stats = run_until_caught_up(name, world.settings)
         assert (stats.messages, stats.events, stats.dead_letters, stats.stopped_by) == (23, 23, 0, "caught-up")
-        assert stored_offsets(world.dsn, name) == end_offsets(published)
+        assert stored_offsets(world.dsn, name) == published_ends(published)
     assert dump_tables(world.dsn) == expected_tables(stack, world, published)
     assert rows_by_key(world.dsn, "asset_properties")[DASHBOARD]["url"] is None
     assert rows_by_key(world.dsn, "asset_properties")[DASHBOARD]["name"] == DASHBOARD_V2["name"]
@@ -91,7 +85,7 @@ def test_redelivered_events_change_nothing(world):
     republished = publish(world.settings, events[::-1])  # a producer resending: same event ids, new offsets
     for name in ("properties", "lineage"):
         assert run_until_caught_up(name, world.settings).messages == len(events)
-        assert stored_offsets(world.dsn, name) == end_offsets(republished)
+        assert stored_offsets(world.dsn, name) == published_ends(republished)
     assert dump_tables(world.dsn) == before
 
 
@@ -134,7 +128,7 @@ def test_several_processes_share_the_partitions_and_project_each_event_once(stac
         runs = [TaskRun([f"s3://bucket/t{i % 40}.csv"], [f"s3://bucket/t{(i + 1) % 40}.csv"],
                         metadata={f"s3://bucket/t{i % 40}.csv": {"i": i}}) for i in range(300)]
         published = publish(world.settings, events_of(runs))
-        wait_for(lambda: stored_offsets(world.dsn, projection) == end_offsets(published), "every event projected")
+        wait_for(lambda: stored_offsets(world.dsn, projection) == published_ends(published), "every event projected")
     finally:
         for runner in runners:
             runner.stop()

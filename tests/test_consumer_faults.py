@@ -20,7 +20,7 @@ from contextlib import suppress
 import psycopg
 import pytest
 from conftest import dsn_for_database
-from events_factory import TaskRun, apply_directly, dump_tables, events_of, publish
+from events_factory import TaskRun, apply_directly, dump_tables, events_of, publish, published_ends
 from psycopg import conninfo, sql
 
 from assetlog.consumers import Backoff, ProjectionRunner, run_until_caught_up
@@ -33,13 +33,6 @@ def workload(n_runs: int, keys: int = 50) -> list:
     return events_of(TaskRun([f"s3://bucket/t{i % keys}.csv"], [f"s3://bucket/t{(i * 7 + 1) % keys}.csv"],
                              metadata={f"s3://bucket/t{i % keys}.csv": {"i": i}} if i % 2 else {})
                      for i in range(n_runs))
-
-
-def ends_of(published) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    for _t, _r, p in published:
-        ends[(p.topic, p.partition)] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
-    return ends
 
 
 def stored_offsets(dsn: str, projection: str) -> dict[tuple[str, int], int]:
@@ -87,7 +80,7 @@ def test_connections_killed_by_the_server_mid_stream_lose_nothing(isolated, refe
         thread.start()
     try:
         with psycopg.connect(isolated.dsn, autocommit=True, application_name="test.killer") as killer:
-            while any(stored_offsets(isolated.dsn, r.projection.name) != ends_of(published) for r in runners):
+            while any(stored_offsets(isolated.dsn, r.projection.name) != published_ends(published) for r in runners):
                 assert all(t.is_alive() for t in threads)
                 killed += sum(row[0] for row in killer.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
@@ -174,15 +167,15 @@ def test_postgres_unreachable_then_back_loses_nothing(isolated, reference_db):
         wait_for(lambda: runner.stats.retries >= 3, "retries while PostgreSQL is down", alive=thread)
         first = publish(isolated.settings, workload(200))
         proxy.up()
-        wait_for(lambda: stored_offsets(isolated.dsn, "lineage") == ends_of(first), "first events", alive=thread)
+        wait_for(lambda: stored_offsets(isolated.dsn, "lineage") == published_ends(first), "first events", alive=thread)
         proxy.down()  # a restart: open connections drop, new ones are refused for a while
         retries = runner.stats.retries
         second = publish(isolated.settings, workload(300))
         wait_for(lambda: runner.stats.retries >= retries + 3, "retries while PostgreSQL is down again",
                  alive=thread)
-        assert stored_offsets(isolated.dsn, "lineage") == ends_of(first)  # nothing moved past unprojected events
+        assert stored_offsets(isolated.dsn, "lineage") == published_ends(first)  # nothing moved past unprojected events
         proxy.up()
-        wait_for(lambda: stored_offsets(isolated.dsn, "lineage") == ends_of(second), "every event", alive=thread)
+        wait_for(lambda: stored_offsets(isolated.dsn, "lineage") == published_ends(second), "every event", alive=thread)
     finally:
         runner.stop()
         thread.join(60)
@@ -223,7 +216,7 @@ def test_a_consumer_killed_mid_stream_and_restarted_ends_identical(isolated, ref
         out, err = restarted.communicate(timeout=120)
         assert restarted.returncode == 0, err
         assert json.loads(out)["stopped_by"] == "caught-up"
-        assert stored_offsets(isolated.dsn, name) == ends_of(published)
+        assert stored_offsets(isolated.dsn, name) == published_ends(published)
     for name in ("properties", "lineage"):  # the same events, never interrupted, into the reference database
         from dataclasses import replace
 

@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from events_factory import Publisher, TaskRun, rows_by_key, topic_for
+from events_factory import Publisher, TaskRun, end_offsets, rows_by_key, topic_for
 
 from assetlog.config import Topics
 from assetlog.consumers import ProjectionRunner, run_until_caught_up
@@ -99,9 +99,7 @@ def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(world):
         for t, r in after:
             before.event(t, r)
         positions = before.flush()
-        ends: dict = {}
-        for p in positions:
-            ends[(p.topic, p.partition)] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
+        ends = end_offsets(positions)
         deadline = time.monotonic() + 60
         while stored_offsets(world.dsn) != ends:
             assert thread.is_alive(), "the consumer stopped on bad input"

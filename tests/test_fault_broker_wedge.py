@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import fault_support
 import pytest
-from events_factory import TaskRun, events_of, publish
+from events_factory import TaskRun, events_of, publish, published_ends
 from fault_support import assert_exact, stored_offsets, wait_for
 
 from assetlog.consumers import ProjectionRunner
@@ -27,13 +27,6 @@ private, world = fault_support.private, fault_support.world
 
 ROUNDS = 15
 METADATA_REFRESH_MS = "10"  # a pass-through librdkafka setting: refresh often, so the window is hit
-
-
-def _ends(published) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    for _t, _r, p in published:
-        ends[(p.topic, p.partition)] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
-    return ends
 
 
 def _wait_projected(world, runners: dict[str, ProjectionRunner], ends, what: str) -> None:
@@ -57,11 +50,11 @@ def test_consumers_keep_projecting_across_repeated_broker_restarts(private, worl
         thread.start()
     try:
         for round_ in range(1, ROUNDS + 1):
-            _wait_projected(world, runners, _ends(published), f"round {round_}: projected before the restart")
+            _wait_projected(world, runners, published_ends(published), f"round {round_}: projected before the restart")
             assert private.kafka.stop()
             private.kafka.start()
             published += publish(world.settings, _runs(round_))
-            _wait_projected(world, runners, _ends(published), f"round {round_}: projected after the restart")
+            _wait_projected(world, runners, published_ends(published), f"round {round_}: projected after the restart")
     finally:
         for runner in runners.values():
             runner.stop()

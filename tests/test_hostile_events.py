@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from events_factory import Publisher
+from events_factory import Publisher, end_offsets
 from hostile_events import Hostile, hostile_message, known_wedges, valid_traffic
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from replay_support import LiveConsumer, end_offsets, replay
+from replay_support import LiveConsumer, replay
 from test_fault_fuzz import dead_letter_copies
 
 from assetlog.consumers import classify, event_types_by_topic

@@ -14,11 +14,12 @@ from events_factory import (
     TaskRun,
     Upstream,
     dump_tables,
+    end_offsets,
     events_of,
     guide_pipelines,
     publish,
 )
-from replay_support import LiveConsumer, assetlog, end_offsets, realistic_runs, replay, stored_offsets
+from replay_support import LiveConsumer, assetlog, realistic_runs, replay, stored_offsets
 
 from assetlog.consumers import run_until_caught_up
 from assetlog.projections import migrate

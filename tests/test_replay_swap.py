@@ -7,12 +7,11 @@ import time
 from datetime import UTC, datetime
 
 import psycopg
-from events_factory import Publisher, dump_tables, publish
+from events_factory import Publisher, dump_tables, end_offsets, publish
 from query_world import reader_dsn
 from replay_support import (
     LiveConsumer,
     assetlog,
-    end_offsets,
     realistic_runs,
     replay,
     second_database,
