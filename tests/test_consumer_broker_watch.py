@@ -2,7 +2,8 @@
 
 The state itself (librdkafka left knowing no broker around a broker restart) comes from a
 real broker only by chance (1 restart in 31 for a plain consumer refreshing metadata every
-10 ms; `test_fault_broker_wedge.py`, slow, restarts a real broker under live runners). Here
+10 ms; `test_fault_broker_wedge.py`, slow, restarts a real broker under live runners, and
+`test_fault_librdkafka_wedge.py` wedges real clients on purpose through a proxy). Here
 the statistics librdkafka reports in that state are written out (the shape recorded from a
 wedged client: only the logical group coordinator left), the one fault given by hand.
 """
@@ -16,7 +17,7 @@ from dataclasses import replace
 
 import psycopg
 import pytest
-from events_factory import TaskRun, events_of, guide_pipelines, publish
+from events_factory import TaskRun, events_of, guide_pipelines, publish, published_ends
 from fault_support import CONSUMER_KNOWING_NO_BROKER, stored_offsets, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -79,12 +80,12 @@ def test_a_runner_whose_client_forgot_every_broker_replaces_it_and_projects_the_
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: stored_offsets(world.dsn, "lineage") == _ends(first), "first events projected", 60)
+        wait_for(lambda: stored_offsets(world.dsn, "lineage") == published_ends(first), "first events projected", 60)
         member = runner.instance_id
         runner.brokers(WEDGED)  # what the statistics say once the client dropped all its brokers
         wait_for(lambda: runner.stats.reconnects == 1, "the client replaced", 30)
         more = publish(world.settings, TaskRun(["s3://bucket/after.csv"], ["s3://bucket/before.csv"]).events())
-        wait_for(lambda: stored_offsets(world.dsn, "lineage") == _ends(first + more), "later events projected", 60)
+        wait_for(lambda: stored_offsets(world.dsn, "lineage") == published_ends(first + more), "later events projected", 60)
         assert runner.instance_id == member  # the same slot: the broker hands the same member its partitions
     finally:
         runner.stop()
@@ -93,13 +94,6 @@ def test_a_runner_whose_client_forgot_every_broker_replaces_it_and_projects_the_
     assert runner.stats.reconnects == 1
     with psycopg.connect(world.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM lineage_history").fetchone()[0] == len(first) + len(more)
-
-
-def _ends(published) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    for _t, _r, p in published:
-        ends[(p.topic, p.partition)] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
-    return ends
 
 
 def test_a_quiet_consumer_names_its_clients_state_once_per_quiet_spell():

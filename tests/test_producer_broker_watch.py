@@ -2,7 +2,8 @@
 event still reaches Kafka exactly once.
 
 The state itself (librdkafka left knowing no broker around a broker restart) comes from a real
-broker only by chance (see `assetlog/broker_watch.py`); here the statistics a wedged producer
+broker only by chance (see `assetlog/broker_watch.py`; `test_fault_librdkafka_wedge.py` wedges a
+real publisher on purpose through a proxy); here the statistics a wedged producer
 reports (no broker at all: a producer has no logical group coordinator) are handed to the watch,
 the one fault given by hand, and librdkafka's own statistics are switched off so that nothing
 contradicts them. Everything else is real: the broker, the outbox, the producers, and the events
