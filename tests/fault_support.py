@@ -240,6 +240,22 @@ def committed(dsn: str, projection: str) -> int:
         return 0
 
 
+def read_dead_letters(settings, dlq: str, count: int) -> list[bytes]:
+    """The values of the first `count` messages on the dead-letter topic, by original offset."""
+    consumer = Consumer(settings.kafka_client_config(required={"group.id": f"t-{uuid.uuid4()}"}))
+    try:
+        consumer.assign([TopicPartition(dlq, p, 0) for p in consumer.list_topics(dlq, timeout=10).topics[dlq].partitions])
+        copies = []
+        while len(copies) < count:
+            message = consumer.poll(10)
+            assert message is not None and message.error() is None
+            copies.append(message)
+        assert consumer.poll(1) is None  # and no more: each copied once
+    finally:
+        consumer.close()
+    return [m.value() for m in sorted(copies, key=lambda m: dict(m.headers())["assetlog.original.offset"])]
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0, poll: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

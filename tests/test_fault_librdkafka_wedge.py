@@ -9,8 +9,9 @@ that answer only by chance, so here a proxy in front of the real broker (`kafka_
 drops the connections and gives it for 2 s. Everything else is real: librdkafka, the
 broker, PostgreSQL, the runners and the publisher. A try that the client survives (it won
 the race) is followed by another; consumers were left wedged at the first try in nearly
-every run, a publisher in about half of the tries. `test_consumer_broker_watch.py` hands the
-watch a wedged client's statistics; `test_fault_broker_wedge.py` (slow) restarts the broker.
+every run, a publisher in about half of the tries, an idle dead-letter producer in about a
+quarter. `test_consumer_broker_watch.py` and `test_producer_broker_watch.py` hand the watch a
+wedged client's statistics; `test_fault_broker_wedge.py` (slow) restarts the real broker.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
+from events_factory import Publisher as RawProducer
 from events_factory import TaskRun, events_of, publish, published_ends
-from fault_support import assert_exact, stored_offsets, wait_for
+from fault_support import assert_exact, read_dead_letters, stored_offsets, wait_for
 from kafka_proxy import KafkaProxy
 from producer_support import read_published
 
@@ -31,11 +33,13 @@ from assetlog.config import Settings
 from assetlog.consumers import ProjectionRunner
 from assetlog.producer import Publisher, materialize, publishing
 from assetlog.projections import migrate
+from assetlog.topics import Topics
 
 pytestmark = pytest.mark.faults
 
 FENCED_SECONDS = 2.0  # how long the proxy answers as a fenced broker (a real one: milliseconds, but by chance)
 ATTEMPTS = 12  # tries before the drill gives up on wedging a client
+IDLE_PRODUCER_ATTEMPTS = 40  # an idle producer was left so in about 1 try of 4 (a plain one: 2 of 8)
 GRACE = 2.0  # the watch's grace here (15 s in production)
 WATCHED = {"topic.metadata.refresh.interval.ms": "10",  # ask often, as a consumer does when a leader goes away
            "statistics.interval.ms": "250"}
@@ -54,11 +58,11 @@ def _through(settings: Settings, proxy: KafkaProxy) -> Settings:
 
 
 def _wedge(proxy: KafkaProxy, watches: Callable[[], list[NoBrokerWatch]], replaced: Callable[[], bool],
-           what: str) -> int:
+           what: str, tries: int = ATTEMPTS) -> int:
     """Stop the broker's connections and answer as a fenced broker, until the client under test is
     replaced; the number of tries it took. A try that leaves every client knowing a broker again
     (the client won the race with its re-bootstrap) is followed by the next at once."""
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, tries + 1):
         proxy.fenced = True
         proxy.drop_connections()  # every broker the client knows goes down: it re-bootstraps
         time.sleep(FENCED_SECONDS)
@@ -73,7 +77,7 @@ def _wedge(proxy: KafkaProxy, watches: Callable[[], list[NoBrokerWatch]], replac
             if recovered_since is not None and time.monotonic() - recovered_since > 1.0:
                 break
             time.sleep(0.1)
-    raise AssertionError(f"{what}: not replaced after {ATTEMPTS} tries ({proxy.fenced_answers} fenced answers)")
+    raise AssertionError(f"{what}: not replaced after {tries} tries ({proxy.fenced_answers} fenced answers)")
 
 
 def test_runners_wedged_by_a_fenced_brokers_answers_are_replaced_and_project_everything_once(isolated, proxy, stack):
@@ -136,3 +140,30 @@ def test_a_publisher_wedged_by_a_fenced_brokers_answers_is_replaced_and_delivers
     # unacknowledged and been sent again by the replacement; consumers keep one copy (unique event ids).
     ids = {m.record["event_id"] for m in published}
     assert len(ids) == 2 * runs, f"{2 * runs - len(ids)} of {2 * runs} events never reached Kafka"
+
+
+def test_a_dead_letter_producer_wedged_by_a_fenced_brokers_answers_is_replaced_and_the_copy_arrives(isolated, proxy):
+    topic = isolated.settings.topics.materializations
+    raw = RawProducer(isolated.settings)  # straight to the broker: the poison messages themselves
+    raw.raw(topic, b"s3://fence/poison", b"not avro: makes the dead-letter producer")
+    raw.producer.flush(10)
+    runner = ProjectionRunner("properties", _through(isolated.settings, proxy), batch_size=50)
+    runner.brokers.grace = runner.dead_letters.brokers.grace = GRACE
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: runner.stats.dead_letters == 1, "the first poison message dead-lettered", 60)
+        # The dead-letter producer is replaced only when it has a copy to make: wedge it first (the runner
+        # serves its statistics while idle), then give it one.
+        _wedge(proxy, lambda: [runner.dead_letters.brokers], runner.dead_letters.brokers.wedged,
+               "the dead-letter producer", IDLE_PRODUCER_ATTEMPTS)
+        raw.raw(topic, b"s3://fence/poison", b"not avro: copied by the replacement")
+        raw.producer.flush(10)
+        wait_for(lambda: runner.stats.dead_letters == 2, "the second poison message dead-lettered", 60)
+    finally:
+        runner.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert runner.stats.dead_letter_reconnects == 1
+    assert read_dead_letters(isolated.settings, Topics.dead_letter(topic), 2) == [
+        b"not avro: makes the dead-letter producer", b"not avro: copied by the replacement"]

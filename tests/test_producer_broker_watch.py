@@ -16,15 +16,13 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from confluent_kafka import Consumer, TopicPartition
 from events_factory import Publisher as RawProducer
-from fault_support import wait_for
+from fault_support import read_dead_letters, wait_for
 from producer_support import read_published
 
 from assetlog.broker_watch import knows_a_broker
@@ -150,22 +148,6 @@ def test_an_idle_runner_keeps_serving_its_dead_letter_producers_statistics(isola
                  "the dead-letter producer's statistics served while idle", 30)
     latest = runner.dead_letters.brokers.latest
     assert latest is not None and knows_a_broker(latest["brokers"]) and runner.stats.dead_letter_reconnects == 0
-
-
-def read_dead_letters(settings, dlq: str, count: int) -> list[bytes]:
-    """The values of the first `count` messages on the dead-letter topic, by original offset."""
-    consumer = Consumer(settings.kafka_client_config(required={"group.id": f"t-{uuid.uuid4()}"}))
-    try:
-        consumer.assign([TopicPartition(dlq, p, 0) for p in consumer.list_topics(dlq, timeout=10).topics[dlq].partitions])
-        copies = []
-        while len(copies) < count:
-            message = consumer.poll(10)
-            assert message is not None and message.error() is None
-            copies.append(message)
-        assert consumer.poll(1) is None  # and no more: each copied once
-    finally:
-        consumer.close()
-    return [m.value() for m in sorted(copies, key=lambda m: dict(m.headers())["assetlog.original.offset"])]
 
 
 @contextmanager
