@@ -9,8 +9,7 @@ that answer only by chance, so here a proxy in front of the real broker (`kafka_
 drops the connections and gives it for 2 s. Everything else is real: librdkafka, the
 broker, PostgreSQL, the runners and the publisher. A try that the client survives (it won
 the race) is followed by another; consumers were left wedged at the first try in nearly
-every run, a publisher in about half of the tries, an idle dead-letter producer in about a
-quarter. `test_consumer_broker_watch.py` and `test_producer_broker_watch.py` hand the watch a
+every run, a publisher in about half of the tries, an idle dead-letter producer less often. `test_consumer_broker_watch.py` and `test_producer_broker_watch.py` hand the watch a
 wedged client's statistics; `test_fault_broker_wedge.py` (slow) restarts the real broker.
 """
 
@@ -39,7 +38,7 @@ pytestmark = pytest.mark.faults
 
 FENCED_SECONDS = 2.0  # how long the proxy answers as a fenced broker (a real one: milliseconds, but by chance)
 ATTEMPTS = 12  # tries before the drill gives up on wedging a client
-IDLE_PRODUCER_ATTEMPTS = 40  # an idle producer was left so in about 1 try of 4 (a plain one: 2 of 8)
+IDLE_PRODUCER_ATTEMPTS = 40  # an idle producer is left so less often (a plain one: 2 tries of 8; the runner's: see docs)
 GRACE = 2.0  # the watch's grace here (15 s in production)
 WATCHED = {"topic.metadata.refresh.interval.ms": "10",  # ask often, as a consumer does when a leader goes away
            "statistics.interval.ms": "250"}
