@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Callable
-from contextlib import suppress
+
+from tcp_proxy import Forwarder, TcpProxy
 
 METADATA, FIND_COORDINATOR = 3, 10
 FLEXIBLE_FROM = {METADATA: 9, FIND_COORDINATOR: 3}  # the first version with compact fields and tag buffers
@@ -160,38 +160,28 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-class KafkaProxy:
-    """Listens on a free port of 127.0.0.1 and forwards to `broker` ("host:port")."""
+def _by_frames(change: Callable[[bytes], bytes]) -> Forwarder:
+    def forward(source: socket.socket, sink: socket.socket) -> None:
+        while (frame := _read_frame(source)) is not None:
+            frame = change(frame)
+            sink.sendall(struct.pack(">i", len(frame)) + frame)
+    return forward
+
+
+class KafkaProxy(TcpProxy):
+    """Listens on a free port of 127.0.0.1 and forwards to `broker` ("host:port"), Kafka frame by frame."""
 
     def __init__(self, broker: str) -> None:
         host, _, port = broker.rpartition(":")
-        self.upstream = (host, int(port))
+        super().__init__((host, int(port)))
+        self.bootstrap = f"127.0.0.1:{self.port}"
         self.fenced = False  # Metadata answers list no broker, as a broker's in controlled shutdown do
         self.fenced_answers = 0  # Metadata answers sent with no broker
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name="kafka-proxy").start()
+        self.up()
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream)
-            except OSError:
-                client.close()
-                continue
-            pending: dict[int, tuple[int, int]] = {}
-            with self._lock:
-                self._sockets |= {client, server}
-            threading.Thread(target=self._pipe, args=(client, server, self._requests(pending)), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, self._answers(pending)), daemon=True).start()
+    def _forwarders(self) -> tuple[Forwarder, Forwarder]:
+        pending: dict[int, tuple[int, int]] = {}  # correlation id -> (API key, version) of a request to rewrite
+        return _by_frames(self._requests(pending)), _by_frames(self._answers(pending))
 
     def _requests(self, pending: dict[int, tuple[int, int]]) -> Callable[[bytes], bytes]:
         def note(frame: bytes) -> bytes:
@@ -216,33 +206,8 @@ class KafkaProxy:
             return rewrite_metadata(frame, version, host, self.port, fenced)
         return rewrite
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, change: Callable[[bytes], bytes]) -> None:
-        try:
-            while (frame := _read_frame(source)) is not None:
-                frame = change(frame)
-                sink.sendall(struct.pack(">i", len(frame)) + frame)
-        except (OSError, ValueError):
-            pass
-        for sock in (source, sink):
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-            with self._lock:
-                self._sockets.discard(sock)
-
-    def drop_connections(self) -> None:
-        """Close every forwarded connection (new ones are still accepted)."""
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
     def close(self) -> None:
-        self._closed = True
-        with suppress(OSError):
-            self._listener.close()
-        self.drop_connections()
+        self.down()
 
 
 __all__ = ["KafkaProxy", "rewrite_coordinator", "rewrite_metadata"]

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import suppress
 
 import psycopg
 import pytest
 from conftest import dsn_for_database
 from events_factory import TaskRun, apply_directly, dump_tables, events_of, publish, published_ends
 from psycopg import conninfo, sql
+from tcp_proxy import TcpProxy
 
 from assetlog.consumers import Backoff, ProjectionRunner, run_until_caught_up
 from assetlog.projections import migrate
@@ -95,61 +94,6 @@ def test_connections_killed_by_the_server_mid_stream_lose_nothing(isolated, refe
     assert all(r.stats.retries >= 1 for r in runners), [r.stats.retries for r in runners]
     assert [r.stats.messages for r in runners] == [len(published)] * 2  # every batch committed exactly once
     assert dump_tables(isolated.dsn) == expected_dump(reference_db, published)
-
-
-class TcpProxy:
-    """127.0.0.1:port -> PostgreSQL; `down()` refuses new connections and drops open ones."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._listener: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def up(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def down(self) -> None:
-        with self._lock:
-            if self._listener is not None:
-                with suppress(OSError):  # wakes the thread blocked in accept(); close() alone would not
-                    self._listener.shutdown(socket.SHUT_RDWR)
-                self._listener.close()
-                self._listener = None
-            for sock in self._sockets:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            with self._lock:
-                self._sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with suppress(OSError):
-            sink.shutdown(socket.SHUT_RDWR)
 
 
 def test_postgres_unreachable_then_back_loses_nothing(isolated, reference_db):
