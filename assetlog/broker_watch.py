@@ -26,8 +26,8 @@ later). librdkafka has open and recent fixes in this area (issues 5301, 5088,
 which is exactly when a broker shuts down, so every consumer of that broker
 takes the same risk at the same moment. A producer's client shares the same
 metadata code, so a publisher or dead-letter producer can be left the same way.
-The race itself: the re-bootstrap drops the brokers and adds the bootstrap
-address; if the client learns the broker back while it still knows that address
+The race itself, as we read librdkafka's source: the re-bootstrap drops the
+brokers and adds the bootstrap address; if the client learns the broker back while it still knows that address
 (a consumer's group coordinator lookup does), one answer listing no broker makes
 it forget both. `tests/test_fault_librdkafka_wedge.py` leaves real clients so on
 purpose, through a proxy that gives that answer.
