@@ -33,10 +33,14 @@ class LineageNotRecorded(AssetlogError):
 class OutboxUnavailable(LineageNotRecorded):
     """The outbox cannot be opened or written (see `kind`)."""
 
-    def __init__(self, message: str, kind: str, path: Path) -> None:
+    def __init__(self, message: str, kind: str, path: Path, *, unexplained: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.path = path
+        # An I/O error SQLite gave no reason for, met with room on the file system: taken for
+        # `unwritable`, but room freed between the failed write and the look at the file system
+        # gives the same (`OutboxGate.report` keeps a full episode full on it).
+        self.unexplained = unexplained
 
 
 class EventTooLarge(LineageNotRecorded, ValueError):
@@ -64,7 +68,7 @@ def outbox_problem(path: Path, exc: BaseException) -> OutboxUnavailable | None:
         if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM, _SQLITE_AUTH) or "readonly" in text:
             return _unwritable(path, text)
         if code == _SQLITE_IOERR:  # SQLite does not pass errno on: a file system without room is "full"
-            return _full(path, text) if "full" in text or _no_room(path) else _unwritable(path, text)
+            return _full(path, text) if "full" in text or _no_room(path) else _unwritable(path, text, unexplained=True)
         return None
     if isinstance(exc, OSError):
         if exc.errno in (_ENOSPC, _EDQUOT):
@@ -86,7 +90,7 @@ def _full(path: Path, text: str) -> OutboxUnavailable:
                              FULL, path)
 
 
-def _unwritable(path: Path, text: str) -> OutboxUnavailable:
+def _unwritable(path: Path, text: str, unexplained: bool = False) -> OutboxUnavailable:
     return OutboxUnavailable(
         f"cannot write the outbox {path} ({text}): make its folder writable or point ASSETLOG_OUTBOX_DIR "
-        f"at one that is", UNWRITABLE, path)
+        f"at one that is", UNWRITABLE, path, unexplained=unexplained)

@@ -22,7 +22,8 @@ from producer_support import read_published
 from assetlog.config import Settings
 from assetlog.producer import Publisher, add_asset_metadata, current_task_run, flow, materialize, publishing
 from assetlog.producer.outbox import Outbox
-from assetlog.producer.recording_errors import OutboxUnavailable
+from assetlog.producer.outbox_gate import OutboxGate
+from assetlog.producer.recording_errors import FULL, UNWRITABLE, OutboxUnavailable, outbox_problem
 
 KEY = "s3://full/out"
 
@@ -230,3 +231,35 @@ def test_runs_whose_commit_the_outbox_refused_are_committed_later_each_event_onc
     assert len(events) == 900 and len({e.record["event_id"] for e in events}) == 900
     assert len(per_run) == 300 and set(per_run.values()) == {3}
     assert len(refused) == 2 and refused[0] > 0, refused
+
+
+def _io_error() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("disk I/O error")  # what SQLite raises for a write the disk refused
+    error.sqlite_errorcode = 10  # SQLITE_IOERR (set here: the error is made, not raised by SQLite)
+    return error
+
+
+def test_an_unexplained_io_error_keeps_a_full_episode_full_and_block_mode_still_waits(tmp_path):
+    """Room freed between a failed write and the look at the file system: the I/O error reads as
+    `unwritable` there, and block mode used to fail the waiting runs at once. The race cannot be
+    timed on a real disk, so the gate gets the two reports the writer makes in it."""
+    path = tmp_path / "outbox.sqlite3"  # a file system with room: the error is unexplained
+    unexplained = outbox_problem(path, _io_error())
+    assert unexplained is not None and unexplained.kind == UNWRITABLE and unexplained.unexplained
+    gate = OutboxGate("block", 30.0, threading.Condition())
+    gate.report(OutboxUnavailable("the file system is full", FULL, path))
+    gate.report(unexplained)
+    assert gate.problem is not None and gate.problem.kind == FULL
+    threading.Timer(0.3, gate.report, args=(None,)).start()  # the writer's next write succeeds
+    started = time.monotonic()
+    gate.admit("task run r1")  # waits for room instead of raising
+    assert 0.2 < time.monotonic() - started < 10
+
+
+def test_an_unexplained_io_error_with_no_full_episode_still_fails_at_once(tmp_path):
+    gate = OutboxGate("block", 30.0, threading.Condition())
+    gate.report(outbox_problem(tmp_path / "outbox.sqlite3", _io_error()))
+    started = time.monotonic()
+    with pytest.raises(OutboxUnavailable, match="cannot write the outbox"):
+        gate.admit("task run r1")
+    assert time.monotonic() - started < 1
