@@ -10,10 +10,11 @@ way the run raises instead of returning with events that are not durable.
 A full episode stays full through an I/O error SQLite gives no reason for
 (`OutboxUnavailable.unexplained`): such an error counts as full only while the
 file system has no room, and room freed between the failed write and that look
-made the waiting runs of block mode fail at once (how
+made the waiting runs of block mode fail at once (the only way we found for
+the gate to fail a waiting run early, and likely how
 `test_block_mode_waits_for_room_then_every_event_is_delivered` failed once in the
-suite, under load: the gate has no other way to fail a waiting run early). The
-writer's next write says what is true: it succeeds, or fails again.
+suite, under load). The writer's next write says what is true: it succeeds, or
+fails again.
 """
 
 from __future__ import annotations
