@@ -37,12 +37,10 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import psycopg
 from psycopg import sql
 
-from assetlog.errors import AssetlogError
 from assetlog.projections.partitions import (
     HISTORY,
     add_months,
@@ -54,6 +52,7 @@ from assetlog.projections.partitions import (
     on_demand,
 )
 from assetlog.projections.shadow import _qualified_text, _retarget, live_schema
+from assetlog.projections.short_locks import OnlineMigrationError, with_short_locks
 
 log = logging.getLogger("assetlog.migrate")
 
@@ -61,16 +60,9 @@ BUILD_TABLE = "lineage_history_partitioning"
 RETIRED_TABLE = "lineage_history_unpartitioned"
 REGISTRY = "lineage_event_ids"  # event_id -> event_time, unique across partitions (see lineage.py)
 COPY_BATCH = 20_000
-LOCK_TIMEOUT_MS = 500  # per attempt of the two steps that take a conflicting lock
-ATTEMPTS = 120
+_TASK = "partitioning lineage_history"
 _FORWARD_FUNCTION = "assetlog_forward_history"
 _FORWARD_TRIGGER = "assetlog_forward_to_partitioned"
-
-T = TypeVar("T")
-
-
-class OnlineMigrationError(AssetlogError):
-    """The online step could not finish; nothing the readers see has changed."""
 
 
 def partition_history(conn: psycopg.Connection, *, copy_batch: int = COPY_BATCH,
@@ -85,24 +77,10 @@ def partition_history(conn: psycopg.Connection, *, copy_batch: int = COPY_BATCH,
         for name in (BUILD_TABLE, RETIRED_TABLE, REGISTRY):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(live, name)))
     names = _build(conn, live)
-    _retrying(conn, "forward new rows", lambda: _forward(conn, live))
+    with_short_locks(conn, _TASK, "forward new rows", lambda: _forward(conn, live))
     copied = _copy(conn, live, copy_batch, on_progress)
-    _retrying(conn, "swap", lambda: _swap(conn, live, names))
+    with_short_locks(conn, _TASK, "swap", lambda: _swap(conn, live, names))
     return {"partitioned": "now", "copied_rows": copied, "seconds": round(time.monotonic() - started, 3)}
-
-
-def _retrying(conn: psycopg.Connection, what: str, step: Callable[[], T]) -> T:
-    """Run `step` in a transaction with a short lock_timeout, again until it gets its locks."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            with conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{LOCK_TIMEOUT_MS}ms",))
-                return step()
-        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
-            log.info("partitioning lineage_history: %s: table busy (attempt %d), trying again", what, attempt)
-            time.sleep(min(1.0, 0.05 * attempt))
-    raise OnlineMigrationError(f"partitioning lineage_history: could not {what} in {ATTEMPTS} attempts (a long "
-                               "transaction holds the table?); nothing changed for readers, run the migration again")
 
 
 def _build(conn: psycopg.Connection, live: str) -> dict[str, str]:
