@@ -171,10 +171,15 @@ class LineageStore:
 
     def _configure(self, conn: psycopg.Connection) -> None:
         """Make a fresh connection read-only and time-bounded, whatever role it logged in as
-        (and print times in UTC, like the events, whatever the server's zone)."""
+        (and print times in UTC, like the events, whatever the server's zone).
+
+        Without JIT: every read here is a few index lookups, which JIT compiles for longer than they run.
+        The planner's cost of a walk's hop as of a time counts its history lookups for every row it might
+        read, and passed `jit_above_cost`: 85-140 ms of compiling for a hop that ran in 1 ms
+        (bench/README.md, "As-of walks from the edges")."""
         conn.autocommit = True
         conn.execute(
-            "SELECT set_config('default_transaction_read_only', 'on', false), "
+            "SELECT set_config('default_transaction_read_only', 'on', false), set_config('jit', 'off', false), "
             "set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC', false)",
             (f"{round(self.statement_timeout * 1000)}ms",),
         )
