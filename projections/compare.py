@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from assetlog.errors import AssetlogError
+from assetlog.projections.edge_merge import explicit_events
 
 # Columns that record when a row was written, not what the events say: never compared.
 WALL_CLOCK_COLUMNS = {"dead_letters": ("recorded_at",), "consumer_offsets": ("updated_at",)}
@@ -25,7 +26,8 @@ WALL_CLOCK_COLUMNS = {"dead_letters": ("recorded_at",), "consumer_offsets": ("up
 # Columns compared by what they mean, not as stored: a history payload written before migration 0009 holds
 # the whole event, one written since only the fields without a column of their own (so a live table
 # written by an older version and its rebuild differ in form only). Both are compared as the whole event
-# that migration's function gives back, with the function of the live tables' schema.
+# that migration's function gives back, with the function of the live tables' schema. Likewise an edge's
+# explicit_since, which an explicit edge written by a consumer of a version before migration 0010 lacks.
 _WHOLE_EVENT_ARGUMENTS = ("event_type", "event_id", "event_time", "asset_key", "upstream_key", "status",
                           "materialization_event_id", "flow_run_id", "flow_name", "task_run_id", "task_name",
                           "payload")
@@ -36,7 +38,18 @@ def _whole_event(schema: str, alias: str) -> sql.Composable:
                                     sql.SQL(", ").join(sql.Identifier(alias, a) for a in _WHOLE_EVENT_ARGUMENTS))
 
 
-COMPARED_AS = {"lineage_history": {"payload": _whole_event}}
+def _first_explicit(schema: str, alias: str) -> sql.Composable:
+    """An edge's explicit_since; for an explicit edge without it ("not known": written by a consumer of a
+    version before migration 0010), the time its history gives, as walks as of a time read it
+    (`edge_merge.DECLARED_AS_OF`)."""
+    history = sql.Identifier(schema, "lineage_history")
+    return sql.SQL(
+        "COALESCE({e}.explicit_since, CASE WHEN {e}.declared = 'explicit' THEN "
+        "(SELECT min(h.event_time) FROM {h} h WHERE {explicit}) END)").format(
+        e=sql.Identifier(alias), h=history, explicit=explicit_events(sql.Identifier(alias)))
+
+
+COMPARED_AS = {"lineage_history": {"payload": _whole_event}, "asset_edges": {"explicit_since": _first_explicit}}
 
 
 @dataclass

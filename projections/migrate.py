@@ -12,7 +12,8 @@ A migration may have an *online step* (`ONLINE_STEPS`): Python that runs just
 before its file, outside any transaction, for work that one transaction would
 do under a long lock (0005 partitions `lineage_history` while readers and
 writers go on, see `history_migration.py`; 0006 and 0008 build indexes concurrently,
-see `online_indexes.py`). The step must be safe to run again
+see `online_indexes.py`; 0010 adds a column, fills it and
+builds indexes with it, see `explicit_since_migration.py`). The step must be safe to run again
 after an interruption; the file then runs in a transaction as usual and
 records the version.
 """
@@ -29,6 +30,7 @@ from importlib import resources
 import psycopg
 
 from assetlog.errors import AssetlogError
+from assetlog.projections.explicit_since_migration import add_explicit_since
 from assetlog.projections.history_migration import partition_history
 from assetlog.projections.online_indexes import build_code_point_edge_index, build_key_hash_indexes
 
@@ -96,7 +98,8 @@ def shipped_migrations() -> list[Migration]:
 def online_steps() -> dict[int, Callable[[psycopg.Connection], object]]:
     """Migration versions whose file is preceded by an online step (run in autocommit mode)."""
 
-    return {5: partition_history, 6: build_code_point_edge_index, 8: build_key_hash_indexes}
+    return {5: partition_history, 6: build_code_point_edge_index, 8: build_key_hash_indexes,
+            10: add_explicit_since}
 
 
 def migrate(target: str | psycopg.Connection, migrations: list[Migration] | None = None) -> MigrationResult:

@@ -3,12 +3,16 @@
 An edge (upstream -> downstream) exists from its first dependency event on;
 it is `explicit` if any of its events declared it so, else `inferred`; it
 was first / last seen at the min / max event_time of its events. "Now" these
-are the `asset_edges` rows the lineage projection maintains with that rule;
-"as of T" they are derived here, with the same rule (whose one home is
-`assetlog.projections.edge_merge`), from the dependency events in
-`lineage_history` with event_time <= %(as_of)s. Both the asset
-details (`catalog`: direct neighbours) and the walks (`graph`) select from
-`edges_near`, so the two answers cannot drift apart.
+are the `asset_edges` rows the lineage projection maintains with that rule
+(whose one home is `assetlog.projections.edge_merge`). "As of T":
+
+- `edges_near` (the asset details' neighbours, with their first and last seen
+  at T) derives them with the same rule from the dependency events in
+  `lineage_history` with event_time <= %(as_of)s;
+- `links_near` (the walks, which need only the keys and the declaration) reads
+  `asset_edges` rows first seen by T, declared as of T by their
+  `explicit_since` (`edge_merge.DECLARED_AS_OF`): one row per edge instead of
+  a history row per event. `tests/test_edge_merge.py` checks the two agree.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Literal
 
 from psycopg import sql
 
-from assetlog.projections.edge_merge import OF_EVENTS
+from assetlog.projections.edge_merge import DECLARED_AS_OF, OF_EVENTS
 
 Side = Literal["upstream", "downstream"]
 
@@ -48,3 +52,20 @@ def edges_near(side: Side, near_matches: sql.Composable, as_of: bool) -> sql.Com
         "GROUP BY {near}, {far}").format(near=sql.Identifier(near), far=sql.Identifier(far),
                                          matches=near_matches, declared=OF_EVENTS["declared"],
                                          first_seen=OF_EVENTS["first_seen"], last_seen=OF_EVENTS["last_seen"])
+
+
+def links_near(side: Side, near_matches: sql.Composable, as_of: bool) -> sql.Composed:
+    """A subquery of the edges on `side` of the assets whose key satisfies `near_matches`, from
+    `asset_edges`, now or as of %(as_of)s. Columns: near, far, declared.
+
+    "Now" reads only columns of the covering indexes (index-only scans); "as of" also reads each edge's
+    row for its first_seen and explicit_since.
+    """
+    near, far = _NOW_COLUMNS[side]
+    if not as_of:
+        return sql.SQL("SELECT {near} AS near, {far} AS far, declared FROM asset_edges WHERE {near} {matches}").format(
+            near=sql.Identifier(near), far=sql.Identifier(far), matches=near_matches)
+    return sql.SQL(
+        "SELECT {near} AS near, {far} AS far, {declared} AS declared FROM asset_edges "
+        "WHERE {near} {matches} AND first_seen <= %(as_of)s").format(
+        near=sql.Identifier(near), far=sql.Identifier(far), matches=near_matches, declared=DECLARED_AS_OF)

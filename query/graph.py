@@ -15,8 +15,8 @@ dependants stay on the server. That is what makes it exact and bounded at once:
 - every hop runs under the session's statement_timeout and the whole walk
   under the same budget, so no answer runs for minutes.
 
-"Now" walks `asset_edges`; "as of T" walks the dependency events in
-`lineage_history` with event_time <= T (`query.edges` states both). The
+Both walk `asset_edges`: "now" every edge, "as of T" the edges first seen by
+T, declared as they were at T (`query.edges.links_near` states both). The
 choice against a recursive CTE and a closure table, measured at 10M edges, is
 in bench/README.md ("Graph at 10M edges").
 """
@@ -34,7 +34,7 @@ from pydantic import TypeAdapter
 
 from assetlog.errors import AssetlogError
 from assetlog.query.catalog import PROPERTIES_AS_OF
-from assetlog.query.edges import edges_near
+from assetlog.query.edges import links_near
 from assetlog.query.models import Direction, LineageEdge, LineageGraph
 
 
@@ -67,7 +67,7 @@ _INTO_ADMITTED = sql.SQL(
     "SELECT near, far, declared FROM ({edges}) e WHERE far = ANY(string_to_array(%(admitted)s, E'\\n'))")
 _FRONTIER = sql.SQL("= ANY(string_to_array(%(frontier)s, E'\\n'))")
 _NEIGHBOURS = {
-    (form, side, as_of): query.format(edges=edges_near(side, matches, as_of))
+    (form, side, as_of): query.format(edges=links_near(side, matches, as_of))
     for form, query, matches in (("all", _ALL, _FRONTIER), ("first", _FIRST_PER_KEY, sql.SQL("= f.near")),
                                  ("admitted", _INTO_ADMITTED, _FRONTIER))
     for side in ("upstream", "downstream") for as_of in (False, True)

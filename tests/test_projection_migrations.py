@@ -18,6 +18,11 @@ OUR_TABLES = ("asset_properties", "assets", "asset_edges", "lineage_history", "c
               "schema_migrations")
 
 
+# An asset_edges row as the lineage projection of a version before 0010 wrote it.
+_EDGE = ("INSERT INTO asset_edges (upstream_key, downstream_key, declared, first_seen, last_seen, last_event_id) "
+         "VALUES (%s, %s, %s, now(), now(), gen_random_uuid())")
+
+
 def _cli(isolated, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "assetlog", *args], env=isolated.env(), capture_output=True,
                           text=True, timeout=60)
@@ -123,7 +128,7 @@ def test_migration_0007_sets_its_fillfactors_while_a_writer_holds_its_tables(iso
     migrate(isolated.dsn, [m for m in shipped_migrations() if m.version <= 6])
     with psycopg.connect(isolated.dsn) as writer:
         apply_directly(writer, "properties", TaskRun([Asset("s3://a", props("A"))], ["s3://b"]).events())
-        apply_directly(writer, "lineage", TaskRun(["s3://a"], ["s3://b"]).events())  # uncommitted
+        writer.execute(_EDGE, ("s3://b", "s3://a", "inferred"))  # uncommitted (as a lineage batch of that version)
         done: list[object] = []
         up_to_7 = [m for m in shipped_migrations() if m.version <= 7]
         migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn, up_to_7)), daemon=True)
@@ -236,3 +241,59 @@ def test_migrators_started_together_both_succeed_while_one_builds_indexes_concur
         thread.join(120)
     assert sorted(map(str, outcomes)) == sorted(map(str, [[], [], [m.version for m in shipped_migrations()
                                                                   if m.version > 7]])), outcomes
+
+
+def test_migration_0010_fills_explicit_since_between_writers_and_swaps_in_the_indexes(isolated, monkeypatch):
+    """0010 adds a column, which needs asset_edges to itself for an instant: a batch holding the table open
+    keeps the step waiting, but the step asks with a short lock_timeout, so another writer is not queued
+    behind it for long. Then the explicit edges stored before get their first explicit event's time from
+    the history (one edge per batch here, so the batches' paging is exercised); an explicit edge without
+    explicit events in the history stays "not known"; the covering indexes carry the times."""
+    import threading
+
+    from assetlog.projections import explicit_since_migration
+
+    monkeypatch.setattr(explicit_since_migration, "BATCH", 1)
+    migrate(isolated.dsn, [m for m in shipped_migrations() if m.version <= 9])
+    history = [("s3://a", "s3://b", 1, "INFERRED"), ("s3://a", "s3://b", 3, "EXPLICIT"),
+               ("s3://a", "s3://b", 2, "EXPLICIT"), ("s3://c", "s3://d", 1, "INFERRED"),
+               ("s3://e", "s3://f", 4, "EXPLICIT")]
+    with psycopg.connect(isolated.dsn) as conn:
+        conn.cursor().executemany(
+            "INSERT INTO lineage_history (event_id, event_type, event_time, asset_key, upstream_key, status, "
+            "materialization_event_id, task_run_id, task_name, payload) VALUES (gen_random_uuid(), 'dependency', "
+            "%s, %s, %s, 'SUCCEEDED', gen_random_uuid(), gen_random_uuid(), 't', %s)",
+            [(at(seconds), down, up, psycopg.types.json.Jsonb({"declared": declared}))
+             for up, down, seconds, declared in history])
+        for up, down, declared in (("s3://a", "s3://b", "explicit"), ("s3://c", "s3://d", "inferred"),
+                                   ("s3://e", "s3://f", "explicit"), ("s3://g", "s3://h", "explicit")):
+            conn.execute(_EDGE, (up, down, declared))
+    with psycopg.connect(isolated.dsn) as slow_writer:
+        slow_writer.execute(_EDGE, ("s3://x", "s3://y", "explicit"))  # uncommitted: the step waits for it
+        done: list[object] = []
+        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn)), daemon=True)
+        migrator.start()
+        with psycopg.connect(isolated.dsn, autocommit=True) as watcher:
+            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND datname = current_database())").fetchone()[0]:
+                assert migrator.is_alive(), done
+        with psycopg.connect(isolated.dsn, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '2s'")
+            writer.execute(_EDGE, ("s3://c", "s3://z", "inferred"))
+        assert migrator.is_alive(), "the step did not wait for the open batch"
+        slow_writer.commit()
+        migrator.join(timeout=60)
+    assert done and done[0].applied == [10]
+    with psycopg.connect(isolated.dsn) as conn:
+        apply_directly(conn, "lineage", TaskRun([Asset("s3://j")], [Upstream("s3://i", "EXPLICIT")],
+                                                time=at(5)).events())
+        rows = conn.execute("SELECT upstream_key, downstream_key, explicit_since FROM asset_edges ORDER BY 1, 2"
+                            ).fetchall()
+        indexes = dict(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'asset_edges'").fetchall())
+    assert rows == [("s3://a", "s3://b", at(2)), ("s3://c", "s3://d", None), ("s3://c", "s3://z", None),
+                    ("s3://e", "s3://f", at(4)), ("s3://g", "s3://h", None), ("s3://i", "s3://j", at(5)),
+                    ("s3://x", "s3://y", None)]
+    assert sorted(indexes) == ["asset_edges_downstream", "asset_edges_pkey", "asset_edges_upstream"]
+    for name in ("asset_edges_downstream", "asset_edges_upstream"):
+        assert indexes[name].endswith("INCLUDE (declared, first_seen, explicit_since)"), indexes[name]

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from assetlog.projections import migrate
+from assetlog.projections.edge_merge import EDGES_COLUMNS, edges_of_history
 from assetlog.query import graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -54,8 +55,9 @@ dependency_events = st.lists(
     min_size=1, max_size=45)
 
 
-def load(conn: psycopg.Connection, events: list[tuple[str, str, int, bool]]) -> None:
-    """A schema of its own holding these dependency events and the edges the projection derives."""
+def load(conn: psycopg.Connection, events: list[tuple[str, str, int, bool]], legacy: bool = False) -> None:
+    """A schema of its own holding these dependency events and the edges the projection derives (`legacy`: as
+    an older version stored them, without explicit_since)."""
     schema = f"walk_{uuid.uuid4().hex[:12]}"
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     for table in ("lineage_history", "asset_edges", "assets", "asset_properties"):
@@ -70,24 +72,31 @@ def load(conn: psycopg.Connection, events: list[tuple[str, str, int, bool]]) -> 
             [(uuid.uuid4(), T0 + timedelta(hours=hours), down, up, uuid.uuid4(), uuid.uuid4(),
               psycopg.types.json.Jsonb({"declared": "EXPLICIT" if explicit else "INFERRED"}))
              for up, down, hours, explicit in events])
-    # asset_edges from the history with the lineage projection's own rebuild rule.
-    conn.execute(
-        "INSERT INTO asset_edges (upstream_key, downstream_key, declared, first_seen, last_seen, last_event_id) "
-        "SELECT upstream_key, asset_key, CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' "
-        "ELSE 'inferred' END, min(event_time), max(event_time), "
-        "(array_agg(event_id ORDER BY event_time DESC, event_id DESC))[1] "
-        "FROM lineage_history GROUP BY upstream_key, asset_key")
+    if legacy:  # as stored before migration 0010: explicit edges without explicit_since
+        conn.execute(
+            "INSERT INTO asset_edges (upstream_key, downstream_key, declared, first_seen, last_seen, last_event_id) "
+            "SELECT upstream_key, asset_key, CASE WHEN bool_or(payload ->> 'declared' = 'EXPLICIT') THEN 'explicit' "
+            "ELSE 'inferred' END, min(event_time), max(event_time), "
+            "(array_agg(event_id ORDER BY event_time DESC, event_id DESC))[1] "
+            "FROM lineage_history GROUP BY upstream_key, asset_key")
+    else:  # the lineage projection's own rebuild rule
+        conn.execute(sql.SQL("INSERT INTO asset_edges ({}) {}").format(
+            sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS),
+            edges_of_history(sql.Identifier("lineage_history"))))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=dependency_events, root=st.sampled_from(KEYS),
        direction=st.sampled_from(["upstream", "downstream", "both"]),
        depth=st.one_of(st.none(), st.integers(1, 4)), limit=st.integers(1, 13),
-       as_of_hours=st.one_of(st.none(), st.integers(0, 4)), rows_per_node=st.sampled_from([0, 1, 10]))
+       as_of_hours=st.one_of(st.none(), st.integers(0, 4)), rows_per_node=st.sampled_from([0, 1, 10]),
+       legacy=st.booleans())
 def test_bounded_walk_equals_the_unbounded_walk(database: psycopg.Connection, events, root, direction, depth,  # type: ignore[no-untyped-def]
-                                                limit, as_of_hours, rows_per_node) -> None:
-    """rows_per_node 0: every hop takes the bounded query; 10 (the default): only big hops do."""
-    load(database, events)
+                                                limit, as_of_hours, rows_per_node, legacy) -> None:
+    """rows_per_node 0: every hop takes the bounded query; 10 (the default): only big hops do. The reference
+    walks the history as of a time; the shipped walk reads asset_edges, with explicit_since or (`legacy`)
+    without it."""
+    load(database, events, legacy)
     graph.HOP_ROWS_PER_NODE = rows_per_node
     as_of = None if as_of_hours is None else T0 + timedelta(hours=as_of_hours, minutes=30)
     expected = unbounded_walk(database, root, direction, depth, limit, as_of)
