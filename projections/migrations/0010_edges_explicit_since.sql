@@ -8,7 +8,7 @@
 -- The online step before this file (projections/explicit_since_migration.py) adds the column (no default,
 -- so no row is written; the table is asked for with a short lock_timeout, again and again), gives the
 -- explicit edges already stored their time from the history, a few thousand per short transaction
--- (26 s in one statement for 2.2M explicit edges of 10M), and builds the covering indexes below. An
+-- (about 140 s for the 2.2M explicit edges of 10M here), and builds the covering indexes below. An
 -- explicit edge left without it (written meanwhile by a consumer of an older version, or whose events are
 -- all in detached partitions) means "not known": a walk as of a time then looks its declaration up in
 -- the history, as before (`edge_merge.DECLARED_AS_OF`).
