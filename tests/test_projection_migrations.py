@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import psycopg
 import pytest
@@ -21,6 +22,19 @@ OUR_TABLES = ("asset_properties", "assets", "asset_edges", "lineage_history", "c
 # An asset_edges row as the lineage projection of a version before 0010 wrote it.
 _EDGE = ("INSERT INTO asset_edges (upstream_key, downstream_key, declared, first_seen, last_seen, last_event_id) "
          "VALUES (%s, %s, %s, now(), now(), gen_random_uuid())")
+
+
+def _migrating_until_it_waits(isolated, migrations=None) -> tuple[threading.Thread, list[object]]:
+    """`migrate` started in a thread, returned once a session of the database waits for a lock (the
+    migrator, behind a writer the test holds open); the result lands in the list."""
+    done: list[object] = []
+    migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn, migrations)), daemon=True)
+    migrator.start()
+    with psycopg.connect(isolated.dsn, autocommit=True) as watcher:
+        while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                  "AND datname = current_database())").fetchone()[0]:
+            assert migrator.is_alive(), done
+    return migrator, done
 
 
 def _cli(isolated, *args: str) -> subprocess.CompletedProcess:
@@ -94,21 +108,13 @@ def test_migration_0006_builds_its_index_without_blocking_new_edge_writes(isolat
     lineage batch's edge upsert would queue behind it; 0006 builds concurrently (online_indexes.py).
 
     A writer's open transaction keeps the build waiting; meanwhile another writer must still get in."""
-    import threading
 
     migrate(isolated.dsn, [m for m in shipped_migrations() if m.version <= 5])
     with psycopg.connect(isolated.dsn) as slow_writer, psycopg.connect(isolated.dsn, autocommit=True) as writer:
         insert = ("INSERT INTO asset_edges (upstream_key, downstream_key, declared, first_seen, last_seen, "
                   "last_event_id) VALUES (%s, %s, 'explicit', now(), now(), gen_random_uuid())")
         slow_writer.execute(insert, ("s3://a", "s3://b"))  # uncommitted: the build waits for it
-        done: list[object] = []
-        up_to_6 = [m for m in shipped_migrations() if m.version <= 6]
-        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn, up_to_6)))
-        migrator.start()
-        with psycopg.connect(isolated.dsn, autocommit=True) as watcher:
-            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                      "AND datname = current_database())").fetchone()[0]:
-                assert migrator.is_alive(), done
+        migrator, done = _migrating_until_it_waits(isolated, [m for m in shipped_migrations() if m.version <= 6])
         writer.execute("SET lock_timeout = '2s'")
         writer.execute(insert, ("s3://c", "s3://d"))  # a plain CREATE INDEX makes this time out
         slow_writer.commit()
@@ -123,7 +129,6 @@ def test_migration_0006_builds_its_index_without_blocking_new_edge_writes(isolat
 def test_migration_0007_sets_its_fillfactors_while_a_writer_holds_its_tables(isolated):
     """0007 only records a storage parameter (SHARE UPDATE EXCLUSIVE), so it does not wait for a batch
     that is writing assets, asset_properties and asset_edges (a rewrite of the tables would)."""
-    import threading
 
     migrate(isolated.dsn, [m for m in shipped_migrations() if m.version <= 6])
     with psycopg.connect(isolated.dsn) as writer:
@@ -171,7 +176,6 @@ def test_migration_0008_builds_its_hash_indexes_while_assets_are_written_and_aga
     """0008's indexes are built concurrently (online_indexes.py): a batch that holds `assets` open keeps
     the build waiting, and another writer still gets in. A build cancelled while it waits leaves an
     invalid index behind, as PostgreSQL does; the next `migrate` drops it and builds it anew."""
-    import threading
 
     up_to_7 = [m for m in shipped_migrations() if m.version <= 7]
     migrate(isolated.dsn, up_to_7)
@@ -184,13 +188,7 @@ def test_migration_0008_builds_its_hash_indexes_while_assets_are_written_and_aga
         with psycopg.connect(isolated.dsn, autocommit=True) as conn:
             assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'assets_key_hash'::regclass"
                                 ).fetchone()[0] is False
-        done: list[object] = []
-        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn)), daemon=True)
-        migrator.start()
-        with psycopg.connect(isolated.dsn, autocommit=True) as watcher:
-            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                      "AND datname = current_database())").fetchone()[0]:
-                assert migrator.is_alive(), done
+        migrator, done = _migrating_until_it_waits(isolated)
         with psycopg.connect(isolated.dsn, autocommit=True) as writer:
             writer.execute("SET lock_timeout = '2s'")
             writer.execute(insert, ("s3://fast",))  # a plain CREATE INDEX makes this time out
@@ -220,7 +218,6 @@ def test_migrators_started_together_both_succeed_while_one_builds_indexes_concur
     """Several consumers may start at once on a database that needs 0008 (CREATE INDEX CONCURRENTLY, which
     waits for every running transaction): the others wait for the migrators' lock without running a
     statement, so no deadlock fails one of them."""
-    import threading
 
     migrate(isolated.dsn, [m for m in shipped_migrations() if m.version <= 7])
     with psycopg.connect(isolated.dsn, autocommit=True) as conn:  # rows, so the concurrent builds take a while
@@ -249,7 +246,6 @@ def test_migration_0010_fills_explicit_since_between_writers_and_swaps_in_the_in
     behind it for long. Then the explicit edges stored before get their first explicit event's time from
     the history (one edge per batch here, so the batches' paging is exercised); an explicit edge without
     explicit events in the history stays "not known"; the covering indexes carry the times."""
-    import threading
 
     from assetlog.projections import explicit_since_migration
 
@@ -270,13 +266,7 @@ def test_migration_0010_fills_explicit_since_between_writers_and_swaps_in_the_in
             conn.execute(_EDGE, (up, down, declared))
     with psycopg.connect(isolated.dsn) as slow_writer:
         slow_writer.execute(_EDGE, ("s3://x", "s3://y", "explicit"))  # uncommitted: the step waits for it
-        done: list[object] = []
-        migrator = threading.Thread(target=lambda: done.append(migrate(isolated.dsn)), daemon=True)
-        migrator.start()
-        with psycopg.connect(isolated.dsn, autocommit=True) as watcher:
-            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                      "AND datname = current_database())").fetchone()[0]:
-                assert migrator.is_alive(), done
+        migrator, done = _migrating_until_it_waits(isolated)
         with psycopg.connect(isolated.dsn, autocommit=True) as writer:
             writer.execute("SET lock_timeout = '2s'")
             writer.execute(_EDGE, ("s3://c", "s3://z", "inferred"))
