@@ -20,7 +20,8 @@ from psycopg import sql
 from test_projection_permutations import delivered
 
 from assetlog.projections import LineageProjection, to_event
-from assetlog.projections.edge_merge import EDGES_COLUMNS, edges_of_history
+from assetlog.projections.edge_merge import edges_of_history
+from assetlog.projections.lineage import derive_edges
 from assetlog.query.edges import edges_near, links_near
 
 KEYS = ["s3://b/a.csv", "s3://b/b.csv", "pg://db/c"]
@@ -124,9 +125,8 @@ def test_replay_check_compares_an_old_edge_by_its_history(migrated_connection):
         for name in ("lineage_history", "asset_edges"):
             conn.execute(sql.SQL("CREATE TABLE rebuilt.{0} (LIKE public.{0} INCLUDING ALL)").format(
                 sql.Identifier(name)))
-        conn.execute(sql.SQL("INSERT INTO rebuilt.asset_edges ({}) {}").format(
-            sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS),
-            edges_of_history(sql.Identifier("public", "lineage_history"))))
+        conn.execute("INSERT INTO rebuilt.lineage_history SELECT * FROM public.lineage_history")
+        derive_edges(conn, "rebuilt")
         conn.execute("UPDATE asset_edges SET explicit_since = NULL")
         unknown = compare_table(conn, "public", "rebuilt", "asset_edges")
         conn.execute("UPDATE asset_edges SET explicit_since = %s WHERE declared = 'explicit'", (at(3),))

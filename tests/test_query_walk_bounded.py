@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from assetlog.projections import migrate
-from assetlog.projections.edge_merge import EDGES_COLUMNS, edges_of_history
+from assetlog.projections.lineage import derive_edges
 from assetlog.query import graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -80,9 +80,7 @@ def load(conn: psycopg.Connection, events: list[tuple[str, str, int, bool]], leg
             "(array_agg(event_id ORDER BY event_time DESC, event_id DESC))[1] "
             "FROM lineage_history GROUP BY upstream_key, asset_key")
     else:  # the lineage projection's own rebuild rule
-        conn.execute(sql.SQL("INSERT INTO asset_edges ({}) {}").format(
-            sql.SQL(", ").join(sql.Identifier(name) for name, _ in EDGES_COLUMNS),
-            edges_of_history(sql.Identifier("lineage_history"))))
+        derive_edges(conn, schema)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
